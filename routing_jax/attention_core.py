@@ -1,0 +1,129 @@
+"""Attention arithmetic shared by local and routing attention.
+
+Everything here is pure jax: masked softmax attention over blocks, rotary
+embeddings, Shaw relative-position tables and the Q/K/V projections with
+logical axis names. Block layouts are [batch, heads, blocks, slots, head_dim].
+"""
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+# Finite, so fully masked rows (padding queries) give uniform weights instead
+# of NaNs; their outputs are zeroed by the callers.
+MASK_VALUE = -1e9
+
+
+def default_kernel_init(scale: float = 0.2) -> Callable[..., Array]:
+  """The reference's uniform_unit_scaling: variance scaling, fan_avg."""
+  return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+
+
+def head_projection(features: int, axes: tuple[str, str], dtype: Dtype,
+                    param_dtype: Dtype, kernel_init: Callable[..., Array],
+                    name: str, use_bias: bool = False) -> nn.Dense:
+  """A bias-free dense layer with logical axis names on its kernel.
+
+  A 2-D kernel reshaped by the caller, rather than DenseGeneral with tuple
+  features: under jax.set_mesh the latter breaks logical partitioning on
+  flax 0.12 (stack.md §4, pitfall 3).
+  """
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+      kernel_init=nn.with_logical_partitioning(kernel_init, axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                             (axes[1],)),
+      name=name)
+
+
+def rope(x: Array, positions: Array, base: float = 10000.0) -> Array:
+  """Rotary position embedding over the last axis (even head_dim).
+
+  Args:
+    x: [..., length, heads, head_dim].
+    positions: integer positions broadcastable to [..., length].
+
+  Returns:
+    x rotated, same shape and dtype.
+  """
+  d = x.shape[-1]
+  if d % 2:
+    raise ValueError(f"RoPE needs an even head_dim, got {d}")
+  inv = base ** (-jnp.arange(0, d, 2, dtype=jnp.float32) / d)
+  ang = positions.astype(jnp.float32)[..., None] * inv  # [..., length, d/2]
+  sin, cos = jnp.sin(ang)[..., None, :], jnp.cos(ang)[..., None, :]
+  xf = x.astype(jnp.float32)
+  x1, x2 = xf[..., 0::2], xf[..., 1::2]
+  out = jnp.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+  return out.reshape(x.shape).astype(x.dtype)
+
+
+def relative_index(offsets: Array, max_distance: int) -> Array:
+  """Table row of a key−query offset, clipped to ±max_distance."""
+  return jnp.clip(offsets, -max_distance, max_distance) + max_distance
+
+
+def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
+                      rel_k: Optional[Array] = None,
+                      rel_v: Optional[Array] = None,
+                      logit_scale: float = 1.0,
+                      dropout_rate: float = 0.0,
+                      dropout_rng: Optional[Array] = None,
+                      dtype: Dtype = jnp.float32) -> Array:
+  """Softmax attention of query blocks over their key blocks.
+
+  Args:
+    q: [batch, heads, blocks, i, d].
+    k, v: [batch, heads, blocks, j, d].
+    mask: bool, broadcastable to [batch, heads, blocks, i, j].
+    rel_k, rel_v: optional Shaw tables already gathered per (i, j):
+      [i, j, d] (the same offsets in every block).
+    logit_scale: multiplies the logits.
+    dropout_rate, dropout_rng: attention dropout on the weights.
+    dtype: matmul dtype; logits and softmax are float32.
+
+  Returns:
+    [batch, heads, blocks, i, d] in `dtype`.
+  """
+  qc, kc = q.astype(dtype), k.astype(dtype)
+  logits = jnp.einsum("bhnid,bhnjd->bhnij", qc, kc,
+                      preferred_element_type=jnp.float32)
+  if rel_k is not None:
+    logits += jnp.einsum("bhnid,ijd->bhnij", qc, rel_k.astype(dtype),
+                         preferred_element_type=jnp.float32)
+  logits = jnp.where(mask, logits * logit_scale, MASK_VALUE)
+  probs = jax.nn.softmax(logits, axis=-1)
+  if dropout_rate > 0.0 and dropout_rng is not None:
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  probs = probs.astype(dtype)
+  out = jnp.einsum("bhnij,bhnjd->bhnid", probs, v.astype(dtype),
+                   preferred_element_type=jnp.float32)
+  if rel_v is not None:
+    out += jnp.einsum("bhnij,ijd->bhnid", probs, rel_v.astype(dtype),
+                      preferred_element_type=jnp.float32)
+  return out.astype(dtype)
+
+
+def split_heads(x: Array, num_heads: int) -> Array:
+  """[batch, length, heads·d] -> [batch, length, heads, d]."""
+  return x.reshape(x.shape[:-1] + (num_heads, x.shape[-1] // num_heads))
+
+
+def check_input(x: Array, name: str = "x") -> None:
+  if x.ndim != 3:
+    raise ValueError(
+        f"{name} must have rank 3 [batch, length, features], got shape "
+        f"{x.shape}")
+
+
+def check_mask(mask: Optional[Array], x: Array) -> None:
+  if mask is not None and mask.shape != x.shape[:2]:
+    raise ValueError(
+        f"mask must have shape [batch, length] = {x.shape[:2]}, got "
+        f"{mask.shape}")

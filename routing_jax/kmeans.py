@@ -1,0 +1,256 @@
+"""Online k-means for routing attention: pure functions and the KMeans module.
+
+The centroids are updated by an exponential moving average of cluster counts
+and sums (reference §1.2), never by gradients. They live in the non-trainable
+variable collection "kmeans", in float32:
+
+  centroids  [heads, clusters, head_dim]  what routing uses (the reference's
+                                          `means`)
+  ema_count  [heads, clusters]            EMA of assignment counts
+  ema_sums   [heads, clusters, head_dim]  EMA of assigned vector sums
+
+The update follows the reference code exactly: counts and sums are EMA'd with
+decay λ, the counts get Laplace smoothing ε, and centroids = sums / counts, with
+no zero-debiasing and no renormalisation. Statistics are sums over the whole
+batch, so under `jax.jit` with a sharded batch they are global.
+"""
+
+from typing import Any, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+KMEANS_COLLECTION = "kmeans"
+AUX_LOSS_COLLECTION = "aux_loss"
+LN_EPSILON = 1e-6
+
+
+def normalize(x: Array, epsilon: float = LN_EPSILON) -> Array:
+  """Parameter-free LayerNorm over the last axis, in float32.
+
+  The result has zero mean and norm ≈ √d: a sphere of radius √d, as in the
+  reference (not the unit sphere).
+  """
+  x = x.astype(jnp.float32)
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + epsilon)
+
+
+def init_centroids(key: Array, num_heads: int, num_clusters: int,
+                   head_dim: int) -> Array:
+  """Standard normal draws, normalised like the routing vectors."""
+  return normalize(
+      jax.random.normal(key, (num_heads, num_clusters, head_dim), jnp.float32))
+
+
+def scores(x: Array, centroids: Array) -> Array:
+  """Inner products x·μ_c (maximum inner product, as the reference).
+
+  Args:
+    x: [batch, length, heads, head_dim] routing vectors.
+    centroids: [heads, clusters, head_dim].
+
+  Returns:
+    [batch, heads, length, clusters] float32 scores.
+  """
+  return jnp.einsum("bnhd,hkd->bhnk", x.astype(jnp.float32),
+                    centroids.astype(jnp.float32),
+                    precision=jax.lax.Precision.HIGHEST)
+
+
+def assign(x: Array, centroids: Array) -> Array:
+  """Hard assignment argmax_c x·μ_c: [batch, heads, length] int32."""
+  return jnp.argmax(scores(x, centroids), axis=-1).astype(jnp.int32)
+
+
+class EMAState(NamedTuple):
+  centroids: Array  # [heads, clusters, head_dim]
+  ema_count: Array  # [heads, clusters]
+  ema_sums: Array  # [heads, clusters, head_dim]
+
+
+def batch_statistics(x: Array, assignments: Array, num_clusters: int,
+                     mask: Optional[Array] = None) -> tuple[Array, Array]:
+  """Per-cluster counts and vector sums over batch and length.
+
+  Args:
+    x: [batch, length, heads, head_dim] routing vectors (gradients stopped).
+    assignments: [batch, heads, length] cluster ids.
+    num_clusters: k.
+    mask: optional [batch, length] bool, False for padding (not counted).
+
+  Returns:
+    counts [heads, clusters] and sums [heads, clusters, head_dim], float32.
+  """
+  onehot = jax.nn.one_hot(assignments, num_clusters, dtype=jnp.float32)
+  if mask is not None:
+    onehot = onehot * mask[:, None, :, None].astype(jnp.float32)
+  counts = jnp.sum(onehot, axis=(0, 2))
+  sums = jnp.einsum("bhnk,bnhd->hkd", onehot,
+                    jax.lax.stop_gradient(x).astype(jnp.float32),
+                    precision=jax.lax.Precision.HIGHEST)
+  return counts, sums
+
+
+def ema_update(state: EMAState, counts: Array, sums: Array, decay: float,
+               epsilon: float = 1e-5) -> EMAState:
+  """One EMA step of the reference's online k-means (no debias, no renorm).
+
+  ema_count ← λ·ema_count + (1−λ)·count,  ema_sums ← λ·ema_sums + (1−λ)·sum,
+  smoothed_c = (ema_count_c + ε) / (N + k·ε) · N with N = Σ_c ema_count_c,
+  centroids = ema_sums / smoothed.
+  """
+  ema_count = decay * state.ema_count + (1.0 - decay) * counts
+  ema_sums = decay * state.ema_sums + (1.0 - decay) * sums
+  k = ema_count.shape[-1]
+  total = jnp.sum(ema_count, axis=-1, keepdims=True)
+  smoothed = (ema_count + epsilon) / (total + k * epsilon) * total
+  centroids = ema_sums / smoothed[..., None]
+  return EMAState(centroids, ema_count, ema_sums)
+
+
+def commitment_loss(x: Array, centroids: Array, assignments: Array,
+                    mask: Optional[Array] = None) -> Array:
+  """mean ‖x − sg(μ_assigned)‖² over all valid elements (b·h·n·d).
+
+  Gradients reach x only: the centroids are EMA state.
+  """
+  mu = jax.lax.stop_gradient(centroids.astype(jnp.float32))
+  # [heads, clusters, d] gathered by [batch, heads, length] -> [b, n, h, d]
+  picked = jax.vmap(lambda m, a: m[a], in_axes=(0, 1), out_axes=2)(
+      mu, assignments)
+  sq = jnp.square(x.astype(jnp.float32) - picked)
+  if mask is None:
+    return jnp.mean(sq)
+  w = mask[:, :, None, None].astype(jnp.float32)
+  denom = jnp.maximum(jnp.sum(w) * sq.shape[2] * sq.shape[3], 1.0)
+  return jnp.sum(sq * w) / denom
+
+
+def cluster_health(counts: Array) -> dict[str, Array]:
+  """Cluster-health statistics from per-head counts [heads, clusters].
+
+  Returns (each averaged over heads):
+    entropy: assignment entropy in nats (log k when perfectly balanced).
+    empty_fraction: fraction of clusters that received no token.
+    max_share: share of tokens taken by the largest cluster.
+  """
+  total = jnp.maximum(jnp.sum(counts, axis=-1, keepdims=True), 1.0)
+  p = counts / total
+  entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)),
+                               0.0), axis=-1)
+  return {
+      "entropy": jnp.mean(entropy),
+      "empty_fraction": jnp.mean((counts == 0).astype(jnp.float32)),
+      "max_share": jnp.mean(jnp.max(p, axis=-1)),
+  }
+
+
+class KMeansOutput(NamedTuple):
+  scores: Array  # [batch, heads, length, clusters], with the old centroids
+  assignments: Array  # [batch, heads, length] int32 argmax
+  loss: Array  # scalar: commitment_weight · commitment loss
+  stats: dict[str, Any]  # cluster health of this batch
+
+
+class KMeans(nn.Module):
+  """Centroid state and its EMA update, in the "kmeans" collection.
+
+  Calling it scores routing vectors against the *current* centroids and, when
+  `update=True`, the caller made "kmeans" mutable and this is not `init`,
+  writes the EMA update afterwards: a step's routing never sees its own
+  update.
+
+  Attributes:
+    num_heads: routing heads h.
+    num_clusters: k.
+    head_dim: d.
+    decay: EMA decay λ (the reference's 0.999).
+    epsilon: Laplace smoothing ε of the counts.
+    commitment_weight: β of the commitment loss.
+    prior_count: initial value of every EMA count. 0 is the reference: the
+      first update then divides by tiny smoothed counts, so centroids of
+      small or empty clusters get huge norms for thousands of steps. Per-
+      centroid top-k ("topk" routing) is scale invariant and does not care,
+      but argmax assignment does: large-norm centroids win every token.
+      1 makes the state a proper running mean with one pseudo-observation
+      at the initial centroid, so norms stay ≈ √d from the first step.
+  """
+  num_heads: int
+  num_clusters: int
+  head_dim: int
+  decay: float = 0.999
+  epsilon: float = 1e-5
+  commitment_weight: float = 1e-4
+  prior_count: float = 0.0
+
+  def setup(self):
+    if self.num_clusters < 1:
+      raise ValueError(f"num_clusters must be >= 1, got {self.num_clusters}")
+    if self.prior_count < 0:
+      raise ValueError(f"prior_count must be >= 0, got {self.prior_count}")
+    if not 0.0 <= self.decay < 1.0:
+      raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+    axes = ("heads", "clusters", "kv")
+    shape = (self.num_heads, self.num_clusters, self.head_dim)
+
+    def init_means():
+      key = self.make_rng("params") if self.has_rng("params") else (
+          jax.random.key(0))
+      return init_centroids(key, *shape)
+
+    boxed = lambda f, names: nn.with_logical_partitioning(f, names)()
+    self.centroids = self.variable(KMEANS_COLLECTION, "centroids", boxed,
+                                   init_means, axes)
+    self.ema_count = self.variable(
+        KMEANS_COLLECTION, "ema_count", boxed,
+        lambda: jnp.full(shape[:2], self.prior_count, jnp.float32), axes[:2])
+    # The reference initialises the EMA sums to the initial centroids (with
+    # prior_count > 0 they are the prior's sums, prior_count · μ0).
+    self.ema_sums = self.variable(
+        KMEANS_COLLECTION, "ema_sums", boxed,
+        lambda: jnp.asarray(nn.unbox(self.centroids.value)) * (
+            self.prior_count if self.prior_count > 0 else 1.0), axes)
+
+  def current(self) -> Array:
+    """The centroids [heads, clusters, head_dim] (float32)."""
+    return nn.unbox(self.centroids.value)
+
+  def __call__(self, x: Array, mask: Optional[Array] = None,
+               update: bool = False) -> KMeansOutput:
+    """Scores and assigns x, then (maybe) updates the EMA state.
+
+    Args:
+      x: [batch, length, heads, head_dim] routing vectors (normalised).
+      mask: optional [batch, length] bool, False at padding.
+      update: request the EMA update (train mode).
+
+    Returns:
+      KMeansOutput computed with the centroids from before any update.
+    """
+    mu = self.current()
+    s = scores(x, mu)
+    a = jnp.argmax(s, axis=-1).astype(jnp.int32)
+    loss = self.commitment_weight * commitment_loss(x, mu, a, mask)
+    counts, sums = batch_statistics(x, a, self.num_clusters, mask)
+    if (update and self.is_mutable_collection(KMEANS_COLLECTION)
+        and not self.is_initializing()):
+      new = ema_update(
+          EMAState(mu, nn.unbox(self.ema_count.value),
+                   nn.unbox(self.ema_sums.value)),
+          counts, sums, self.decay, self.epsilon)
+      self.centroids.value = _rebox(self.centroids.value, new.centroids)
+      self.ema_count.value = _rebox(self.ema_count.value, new.ema_count)
+      self.ema_sums.value = _rebox(self.ema_sums.value, new.ema_sums)
+    return KMeansOutput(s, a, loss, cluster_health(counts))
+
+
+def _rebox(old, new):
+  """Keeps the LogicallyPartitioned box (if any) around an updated value."""
+  if isinstance(old, nn.Partitioned):
+    return old.replace_boxed(new)
+  return new

@@ -1,0 +1,22 @@
+"""Test set-up: 8 fake CPU devices and a persistent compilation cache.
+
+This must run before any test module imports jax: XLA reads XLA_FLAGS once,
+when the backend starts.
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8"
+)
+
+import jax  # pylint: disable=g-import-not-at-top
+
+jax.config.update("jax_enable_x64", False)
+jax.config.update(
+    "jax_compilation_cache_dir",
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), ".jax_cache"),
+)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
