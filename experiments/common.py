@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.num_clusters = 4  # k
   m.window = 64  # w
   m.share_qk = True
+  m.routing_logit_scale = 1.0  # LN(q)·LN(k) scale; 1.0 is the reference
   m.kmeans_decay = 0.999
   m.commitment_weight = 1e-4  # beta
   # "relative" (Shaw, the paper's text models), "rope", "none", or

@@ -4,10 +4,24 @@ Public API (names fixed by design.md §3):
   LocalAttention    blocked local attention (query block, memory flange)
   RoutingAttention  k-means routing attention, routing="causal" | "topk"
   KMeans            centroid state and its EMA update (collection "kmeans")
+  ModelConfig       frozen dataclass of every model hyperparameter
+  TransformerLM     decoder-only model over tokens and image sub-pixels
+  generate          sampling with a cache: temperature, top-k, top-p, EOS
 """
 
 from routing_jax.kmeans import KMeans
 from routing_jax.local_attention import LocalAttention
+from routing_jax.model import TransformerLM
+from routing_jax.model_config import ModelConfig
 from routing_jax.routing_attention import RoutingAttention
 
-__all__ = ["KMeans", "LocalAttention", "RoutingAttention"]
+__all__ = ["KMeans", "LocalAttention", "RoutingAttention", "ModelConfig",
+           "TransformerLM", "generate"]
+
+
+def __getattr__(name):
+  # decoding.py is written separately and never imports the model.
+  if name == "generate":
+    from routing_jax.decoding import generate  # pylint: disable=g-import-not-at-top
+    return generate
+  raise AttributeError(name)

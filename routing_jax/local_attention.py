@@ -152,10 +152,10 @@ class LocalAttention(nn.Module):
                        f"{q.shape[1]}")
     b, _, h, d = q.shape
     size = self.query_block + self.memory_flange
-    kc = self.variable("cache", "key", jnp.zeros, (b, size, h, d), self.dtype)
-    vc = self.variable("cache", "value", jnp.zeros, (b, size, h, d),
+    kc = self.variable("cache", "cached_key", jnp.zeros, (b, size, h, d), self.dtype)
+    vc = self.variable("cache", "cached_value", jnp.zeros, (b, size, h, d),
                        self.dtype)
-    pc = self.variable("cache", "position", lambda: jnp.full(
+    pc = self.variable("cache", "cached_position", lambda: jnp.full(
         (b, size), -1, jnp.int32))
     if self.is_initializing():
       return jnp.zeros_like(q)

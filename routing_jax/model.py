@@ -1,0 +1,287 @@
+"""TransformerLM: a decoder-only Routing Transformer for text and images.
+
+Each layer has some local heads and, in routing layers, some routing heads
+(reference §3.1: in a non-routing layer the routing heads become local heads,
+so every layer has `num_heads` heads). The two head groups have their own
+projections and their outputs are added, which equals concatenating the heads
+before one output projection. The reference's extra shared d×d "heads talk"
+layer is a per-head linear map right before that projection, so the output
+projection absorbs it; we leave it out.
+
+Layers of the same kind (routing or not) that follow each other form a
+segment; with `scan_layers` each segment is one `nn.scan`, so "skip_first:21"
+scans 21 local layers and then runs one routing layer.
+"""
+
+import functools
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from routing_jax import attention_core as core
+from routing_jax import layers
+from routing_jax.local_attention import LocalAttention
+from routing_jax.model_config import ModelConfig  # re-exported
+from routing_jax.routing_attention import RoutingAttention
+
+Array = jax.Array
+
+STAT_KEYS = ("entropy", "empty_fraction", "max_share")
+
+
+class DecoderLayer(nn.Module):
+  """Attention (local + routing heads) and feed-forward, post- or pre-norm.
+
+  x: [batch, length, embed] -> (x, aux) where aux holds this layer's
+  k-means loss and cluster-health stats (zeros in a non-routing layer).
+  """
+  config: ModelConfig
+  routing: bool
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Optional[Array], positions: Optional[Array],
+               train: bool, decode: bool):
+    cfg = self.config
+    dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
+    init = core.default_kernel_init(cfg.init_scale)
+    n_route = cfg.num_routing_heads if self.routing else 0
+    n_local = cfg.num_heads - n_route
+    pre = cfg.norm == "pre"
+    h = layers.layer_norm(dt, pdt, "attn_norm")(x) if pre else x
+    attn = jnp.zeros_like(x)
+    aux = {"loss": jnp.zeros((), jnp.float32), "routing": jnp.zeros(())}
+    aux.update({k: jnp.zeros((), jnp.float32) for k in STAT_KEYS})
+    if n_local:
+      local_pos = {"relative": "relative", "rope": "rope"}.get(
+          cfg.position, "none")
+      attn += LocalAttention(
+          num_heads=n_local, head_dim=cfg.head_dim,
+          query_block=cfg.query_block, memory_flange=cfg.memory_flange,
+          causal=cfg.causal, position=local_pos,
+          max_relative_position=cfg.max_relative_position,
+          attention_dropout=cfg.attention_dropout, dtype=dt, param_dtype=pdt,
+          kernel_init=init, name="local")(
+              h, mask, train=train, decode=decode, positions=positions)
+    if n_route:
+      y, raux = RoutingAttention(
+          num_heads=n_route, head_dim=cfg.head_dim,
+          num_clusters=cfg.num_clusters, window=cfg.window,
+          routing=cfg.routing, causal=cfg.causal, share_qk=cfg.share_qk,
+          kmeans_decay=cfg.kmeans_decay,
+          commitment_weight=cfg.commitment_weight,
+          logit_scale=cfg.routing_logit_scale,
+          position="rope" if cfg.position == "rope" else "none",
+          attention_dropout=cfg.attention_dropout,
+          max_decode_length=cfg.max_len, dtype=dt, param_dtype=pdt,
+          kernel_init=init, name="routing")(
+              h, mask, train=train, decode=decode, positions=positions,
+              return_aux=True)
+      attn += y
+      aux["loss"] = raux["loss"]
+      aux["routing"] = jnp.ones(())
+      aux.update({k: raux.get(k, aux[k]) for k in STAT_KEYS})
+    drop = lambda t: nn.Dropout(cfg.residual_dropout)(
+        t, deterministic=not train)
+    x = x + drop(attn)
+    if not pre:
+      x = layers.layer_norm(dt, pdt, "attn_norm")(x)
+    h = layers.layer_norm(dt, pdt, "ffn_norm")(x) if pre else x
+    f = layers.FeedForward(cfg.d_ff, cfg.ffn, cfg.relu_dropout, init, dt, pdt,
+                           name="ffn")(h, train=train)
+    x = x + drop(f)
+    if not pre:
+      x = layers.layer_norm(dt, pdt, "ffn_norm")(x)
+    return x, aux
+
+
+def segments(flags: tuple[bool, ...]) -> list[tuple[bool, int, int]]:
+  """Runs of equal flags: [(routing, first_layer, count), ...]."""
+  out = []
+  for i, f in enumerate(flags):
+    if out and out[-1][0] == f:
+      out[-1] = (f, out[-1][1], out[-1][2] + 1)
+    else:
+      out.append((f, i, 1))
+  return out
+
+
+def _layer_class(cfg: ModelConfig):
+  cls = DecoderLayer
+  if cfg.remat_policy != "none":
+    policy = (None if cfg.remat_policy == "full"
+              else getattr(jax.checkpoint_policies, cfg.remat_policy))
+    # train and decode are python bools: static for the rematted function.
+    cls = nn.remat(cls, policy=policy, prevent_cse=not cfg.scan_layers,
+                   static_argnums=(4, 5))
+  return cls
+
+
+class TransformerLM(nn.Module):
+  """Decoder-only Routing Transformer.
+
+  Call: `(logits, aux) = model.apply(variables, inputs, ...)` with
+    inputs: [batch, length] int32 (already right-shifted, start token 0),
+    mask: optional [batch, length] bool, False at padding,
+    train: dropout, target dropout and the k-means EMA update,
+    decode: one token per call through the "cache" collection,
+    positions: decode only, [batch] int32 position of that token.
+  Returns logits [batch, length, vocab] float32 and aux = {"kmeans_loss":
+  the k-means losses of all layers summed, and cluster-health stats averaged
+  over routing layers}.
+  """
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, inputs: Array, mask: Optional[Array] = None,
+               train: bool = False, decode: bool = False,
+               positions: Optional[Array] = None):
+    cfg = self.config
+    dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
+    init = core.default_kernel_init(cfg.init_scale)
+    if inputs.ndim != 2:
+      raise ValueError(f"inputs must be [batch, length], got {inputs.shape}")
+    b, n = inputs.shape
+    if decode:
+      if n != 1 or positions is None:
+        raise ValueError("decode=True takes inputs [batch, 1] and positions "
+                         "[batch]")
+      pos = positions[:, None]
+    else:
+      pos = jnp.arange(n)[None]
+    if train and cfg.target_dropout > 0:
+      keep = jax.random.bernoulli(self.make_rng("dropout"),
+                                  1.0 - cfg.target_dropout, inputs.shape)
+      inputs = jnp.where(keep, inputs, 0)
+    if cfg.is_image:
+      embed = layers.ImageEmbed(cfg.image_shape, cfg.d_model, dt, pdt,
+                                name="embed")
+      x = embed(inputs, pos)
+    else:
+      embed = layers.TextEmbed(cfg.vocab_size, cfg.embed_dim, cfg.d_model,
+                               init, dt, pdt, name="embed")
+      x = embed(inputs)
+    x = nn.Dropout(cfg.embedding_dropout)(x, deterministic=not train)
+    x = nn.Dropout(cfg.residual_dropout)(x, deterministic=not train)
+    x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    layer_cls = _layer_class(cfg)
+    auxes = []
+    for routing, first, count in segments(cfg.routing_mask()):
+      if cfg.scan_layers:
+        stack = nn.scan(
+            layer_cls,
+            variable_axes={"params": 0, "kmeans": 0, "cache": 0},
+            split_rngs={"params": True, "dropout": True},
+            in_axes=(nn.broadcast,) * 4, length=count,
+            metadata_params={nn.PARTITION_NAME: "layers"})
+        x, aux = stack(cfg, routing, name=f"layers_{first}")(
+            x, mask, positions, train, decode)
+        auxes.append(aux)
+      else:
+        for i in range(first, first + count):
+          x, aux = layer_cls(cfg, routing, name=f"layer_{i}")(
+              x, mask, positions, train, decode)
+          auxes.append(jax.tree.map(lambda a: a[None], aux))
+    aux = jax.tree.map(lambda *a: jnp.concatenate(a), *auxes)
+
+    if cfg.norm == "pre":
+      x = layers.layer_norm(dt, pdt, "final_norm")(x)
+    if cfg.is_image:
+      logits = layers.dense(cfg.vocab_size, ("embed", "vocab"), use_bias=True,
+                            kernel_init=init, dtype=dt, param_dtype=pdt,
+                            name="logits")(x)
+    else:
+      if cfg.embed_dim != cfg.d_model:
+        x = layers.dense(cfg.embed_dim, ("embed", "emb"), use_bias=True,
+                         kernel_init=init, dtype=dt, param_dtype=pdt,
+                         name="out_emb")(x)
+      if cfg.tie_embeddings:
+        logits = embed.attend(x)
+      else:
+        logits = layers.dense(cfg.vocab_size, ("emb", "vocab"), use_bias=True,
+                              kernel_init=init, dtype=dt, param_dtype=pdt,
+                              name="logits")(x)
+    n_routing = jnp.maximum(jnp.sum(aux["routing"]), 1.0)
+    out = {"kmeans_loss": jnp.sum(aux["loss"])}
+    out.update({k: jnp.sum(aux[k] * aux["routing"]) / n_routing
+                for k in STAT_KEYS})
+    return logits.astype(jnp.float32), out
+
+
+def loop_to_scan(params: Any, config: ModelConfig) -> Any:
+  """Converts a python-loop variable tree ("layer_i") to the scanned layout.
+
+  Works on any collection ("params", "kmeans", "cache"): layers of a segment
+  are stacked on a new leading axis under "layers_<first>".
+  """
+  out = {k: v for k, v in params.items() if not k.startswith("layer_")}
+  for _, first, count in segments(config.routing_mask()):
+    group = [params[f"layer_{i}"] for i in range(first, first + count)
+             if f"layer_{i}" in params]
+    if group:
+      out[f"layers_{first}"] = jax.tree.map(lambda *a: jnp.stack(a), *group)
+  return out
+
+
+def scan_to_loop(params: Any, config: ModelConfig) -> Any:
+  """The inverse of `loop_to_scan`."""
+  out = {k: v for k, v in params.items() if not k.startswith("layers_")}
+  for _, first, count in segments(config.routing_mask()):
+    if f"layers_{first}" not in params:
+      continue
+    stacked = params[f"layers_{first}"]
+    for j in range(count):
+      out[f"layer_{first + j}"] = jax.tree.map(
+          functools.partial(lambda a, j: a[j], j=j), stacked)
+  return out
+
+
+def init_variables(model: TransformerLM, rng: Array, batch: int = 1,
+                   length: Optional[int] = None) -> dict[str, Any]:
+  """Initialises "params" and "kmeans" (no cache) from a dummy batch."""
+  length = length or min(model.config.max_len, 2 * model.config.query_block)
+  tokens = jnp.zeros((batch, length), jnp.int32)
+  return dict(model.init({"params": rng}, tokens))
+
+
+def check_decode_length(config: ModelConfig, total_length: int) -> None:
+  """Learned absolute positions cannot go past the training length."""
+  if config.is_image and total_length > config.max_len:
+    raise ValueError(
+        f"cannot decode {total_length} positions: model.position="
+        f"'learned2d' has learned positions for model.max_len="
+        f"{config.max_len} only")
+  if config.routing == "topk" and total_length > config.max_len and any(
+      config.routing_mask()) and config.num_routing_heads:
+    raise ValueError(
+        f"cannot decode {total_length} positions: topk routing decodes over "
+        f"a cache of model.max_len={config.max_len}")
+
+
+def init_cache(model: TransformerLM, params: Any, batch: int) -> Any:
+  """An empty decoding cache for `batch` rows."""
+  variables = model.init(
+      {"params": jax.random.key(0)}, jnp.zeros((batch, 1), jnp.int32),
+      decode=True, positions=jnp.zeros((batch,), jnp.int32))
+  del params
+  return variables["cache"]
+
+
+def make_step_fn(model: TransformerLM, variables: Any):
+  """A `generate` step function: (cache, tokens [b], index) -> (logits, cache).
+
+  `variables` holds "params" and "kmeans"; the centroids are read, never
+  updated, while decoding.
+  """
+
+  def step(cache, tokens, index):
+    b = tokens.shape[0]
+    pos = jnp.full((b,), index, jnp.int32)
+    (logits, _), new = model.apply(
+        dict(variables, cache=cache), tokens[:, None], decode=True,
+        positions=pos, mutable=["cache"])
+    return logits[:, 0], new["cache"]
+
+  return step

@@ -1,0 +1,301 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Tests for routing_jax.checkpointing on 8 fake CPU devices."""
+
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import textwrap
+
+import flax
+import jax
+import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
+import numpy as np
+import pytest
+
+from routing_jax import checkpointing
+from routing_jax import sharding
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: jax.Array
+  params: dict
+  opt_state: dict
+  kmeans: dict
+  rng: jax.Array
+
+
+def _mesh(data, fsdp, tensor):
+  n = data * fsdp * tensor
+  return sharding.create_mesh(
+      dict(data=data, fsdp=fsdp, tensor=tensor), jax.devices()[:n])
+
+
+def _specs(kernel_spec):
+  """Shardings of the toy state: kernel and kmeans follow kernel_spec."""
+  return TrainState(
+      step=P(), params={"kernel": kernel_spec, "bias": P(), "half": P()},
+      opt_state={"mu": kernel_spec}, kmeans={"centroids": kernel_spec},
+      rng=P())
+
+
+def _state(mesh, kernel_spec, seed=0):
+  rng = np.random.default_rng(seed)
+  host = TrainState(
+      step=np.int32(seed),
+      params={"kernel": rng.normal(size=(64, 32)).astype(np.float32),
+              "bias": rng.normal(size=(8,)).astype(np.float32),
+              "half": rng.normal(size=(4, 4)).astype(jnp.bfloat16)},
+      opt_state={"mu": rng.normal(size=(64, 32)).astype(np.float32)},
+      kmeans={"centroids": rng.normal(size=(64, 32)).astype(np.float32)},
+      rng=np.uint32(0))  # Replaced by a typed key below.
+  state = jax.tree.map(
+      lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), host,
+      _specs(kernel_spec))
+  key = jax.device_put(jax.random.key(seed), NamedSharding(mesh, P()))
+  return state.replace(rng=key)
+
+
+def _target(mesh, kernel_spec, like):
+  return jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                        sharding=NamedSharding(mesh, s)),
+      like, _specs(kernel_spec))
+
+
+def _assert_bit_equal(a, b):
+  def raw(x):
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+      x = jax.random.key_data(x)
+    return np.atleast_1d(np.asarray(x))
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    assert x.dtype == y.dtype
+    np.testing.assert_array_equal(raw(x).view(np.uint8), raw(y).view(np.uint8))
+
+
+@pytest.fixture(name="mesh8")
+def fixture_mesh8():
+  return _mesh(8, 1, 1)
+
+
+def test_round_trip_is_bit_exact_and_respects_save_every(tmp_path, mesh8):
+  spec = P("data", None)
+  state = _state(mesh8, spec, seed=3)
+  raw_key = jax.random.key_data(state.rng)  # uint32 [2]
+  state = state.replace(opt_state={**state.opt_state, "raw_key": raw_key})
+  with checkpointing.Checkpointer(tmp_path, keep=3, save_every=2,
+                                  metadata={"config_hash": "abc"}) as ckpt:
+    assert ckpt.restore(state) is None  # Fresh directory.
+    assert not ckpt.save(1, state, {"epoch": 0, "index": 1})
+    assert ckpt.save(2, state, {"epoch": 0, "index": 2})
+    assert not ckpt.save(2, state, {"epoch": 0, "index": 2}, force=True)
+    ckpt.wait()
+    assert ckpt.all_steps() == [2]
+  with checkpointing.Checkpointer(tmp_path, keep=3, save_every=2) as ckpt:
+    restored, data, step = ckpt.restore(state)  # arrays work as a target
+    assert ckpt.read_meta()["config_hash"] == "abc"
+    assert ckpt.read_meta(2)["step"] == 2
+  assert (step, data) == (2, {"epoch": 0, "index": 2})
+  _assert_bit_equal(restored, state)
+  assert restored.rng.dtype == state.rng.dtype  # still a typed key
+  assert restored.params["half"].dtype == jnp.bfloat16
+  assert restored.params["kernel"].sharding == state.params["kernel"].sharding
+
+
+def test_keep_n_deletes_old_checkpoints(tmp_path, mesh8, monkeypatch):
+  state = _state(mesh8, P("data", None))
+  monkeypatch.chdir(tmp_path.parent)  # A relative directory works too.
+  with checkpointing.Checkpointer(tmp_path.name, keep=2,
+                                  save_every=1) as ckpt:
+    for step in range(1, 5):
+      ckpt.save(step, state, {"index": step})
+    ckpt.wait()
+    assert ckpt.all_steps() == [3, 4] and ckpt.latest_step() == 4
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["3", "4"]
+
+
+@pytest.mark.parametrize("new_mesh", [(2, 2, 2), (2, 1, 2)])
+def test_restore_onto_a_different_mesh(tmp_path, mesh8, new_mesh):
+  state = _state(mesh8, P("data", None), seed=1)
+  with checkpointing.Checkpointer(tmp_path, keep=1, save_every=1) as ckpt:
+    ckpt.save(7, state, {"index": 7})
+  mesh = _mesh(*new_mesh)  # (2, 1, 2) uses only 4 of the 8 devices.
+  target = _target(mesh, P("fsdp", "tensor"), state)
+  with checkpointing.Checkpointer(tmp_path, keep=1, save_every=1) as ckpt:
+    restored, data, step = ckpt.restore(target)
+  assert (step, data) == (7, {"index": 7})
+  _assert_bit_equal(restored, state)
+  kernel = restored.params["kernel"]
+  assert kernel.sharding == target.params["kernel"].sharding
+  assert len(kernel.sharding.device_set) == np.prod(new_mesh)
+  fsdp, tensor = new_mesh[1], new_mesh[2]
+  assert kernel.addressable_shards[0].data.shape == (64 // fsdp, 32 // tensor)
+
+
+def _array_files(step_dir: pathlib.Path) -> list[pathlib.Path]:
+  # OCDBT keeps array data (small chunks inline in b-tree nodes) in `d/`
+  # folders: state/d holds the merged tree that restore reads, and
+  # state/ocdbt.process_<i>/d what each process wrote.
+  files = [p for p in (step_dir / "state").rglob("*")
+           if p.is_file() and p.parent.name == "d"]
+  assert files
+  return files
+
+
+def _truncate(step_dir):
+  for f in _array_files(step_dir):
+    with open(f, "r+b") as fh:
+      fh.truncate(f.stat().st_size // 2)
+
+
+def _delete_array_file(step_dir):
+  for f in _array_files(step_dir):
+    if f.parent.parent.name == "state":
+      f.unlink()
+
+
+def _delete_item(step_dir):
+  for p in sorted((step_dir / "data").iterdir()):
+    p.unlink()
+  (step_dir / "data").rmdir()
+
+
+def _corrupt_json(step_dir):
+  (step_dir / "state" / "_METADATA").write_text("{\"tree_meta")
+
+
+@pytest.mark.parametrize(
+    "damage", [_truncate, _delete_array_file, _delete_item, _corrupt_json])
+def test_damaged_newest_checkpoint_falls_back(tmp_path, mesh8, caplog,
+                                              damage):
+  spec = P("data", None)
+  states = {s: _state(mesh8, spec, seed=s) for s in (1, 2, 3)}
+  with checkpointing.Checkpointer(tmp_path, keep=3, save_every=1) as ckpt:
+    for s, st in states.items():
+      ckpt.save(s, st, {"index": s})
+  damage(tmp_path / "3")
+  with checkpointing.Checkpointer(tmp_path, keep=3, save_every=1) as ckpt:
+    with caplog.at_level(logging.WARNING):
+      restored, data, step = ckpt.restore(_target(mesh8, spec, states[1]))
+    assert (step, data) == (2, {"index": 2})
+    _assert_bit_equal(restored, states[2])
+    assert any("step 3" in r.getMessage() and "cannot be restored"
+               in r.getMessage() for r in caplog.records)
+    # The damaged step is moved aside, so the resumed run can save step 3.
+    assert ckpt.all_steps() == [1, 2]
+    moved = list((tmp_path / checkpointing.CORRUPTED_SUBDIR).iterdir())
+    assert [p.name.split("-")[0] for p in moved] == ["3"]
+    assert ckpt.save(3, restored, {"index": 3})
+    ckpt.wait()
+    assert ckpt.restore(_target(mesh8, spec, states[1]))[2] == 3
+
+
+def test_nothing_restorable_raises_and_moves_nothing(tmp_path, mesh8):
+  state = _state(mesh8, P("data", None))
+  with checkpointing.Checkpointer(tmp_path, keep=2, save_every=1) as ckpt:
+    ckpt.save(1, state, {})
+    ckpt.save(2, state, {})
+  wrong = {"other": jax.ShapeDtypeStruct((3,), jnp.float32,
+                                         sharding=sharding.replicated(mesh8))}
+  with checkpointing.Checkpointer(tmp_path, keep=2, save_every=1) as ckpt:
+    with pytest.raises(checkpointing.CheckpointRestoreError,
+                       match=r"(?s)None of the 2 checkpoints.*step 2.*step 1"):
+      ckpt.restore(wrong)
+    with pytest.raises(checkpointing.CheckpointRestoreError,
+                       match="Cannot restore step 5"):
+      ckpt.restore(state, step=5)
+    assert ckpt.all_steps() == [1, 2]
+  assert not (tmp_path / checkpointing.CORRUPTED_SUBDIR).exists()
+
+
+def test_leftover_tmp_dir_is_ignored(tmp_path, mesh8):
+  spec = P("data", None)
+  state = _state(mesh8, spec, seed=4)
+  with checkpointing.Checkpointer(tmp_path, keep=3, save_every=1) as ckpt:
+    ckpt.save(4, state, {"index": 4})
+  # What a process killed during the save of step 5 leaves behind.
+  tmp = tmp_path / "5.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp"
+  tmp.mkdir(parents=True)
+  (tmp / "_METADATA").write_text("{")
+  with checkpointing.Checkpointer(tmp_path, keep=3, save_every=1) as ckpt:
+    assert ckpt.latest_step() == 4
+    restored, data, step = ckpt.restore(_target(mesh8, spec, state))
+    assert (step, data) == (4, {"index": 4})
+    _assert_bit_equal(restored, state)
+    assert ckpt.save(5, state, {"index": 5})  # The step name is free again.
+    ckpt.wait()
+    assert ckpt.all_steps() == [4, 5]
+
+
+_KILL_MID_SAVE = textwrap.dedent("""
+    import os, sys
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    import jax, jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from routing_jax import checkpointing
+    dev = jax.devices()[0]
+    def state(v):
+      return {"w": jnp.full((2048, 4096), v, jnp.float32)}  # 32 MiB
+    ckpt = checkpointing.Checkpointer(sys.argv[1], keep=3, save_every=1)
+    ckpt.save(1, state(1.0), {"index": 1}); ckpt.wait()
+    ckpt.save(2, state(2.0), {"index": 2})  # async: returns mid-write
+    os._exit(0)  # like SIGKILL: no cleanup, no wait
+""")
+
+
+@pytest.mark.slow
+def test_process_killed_mid_save_leaves_a_restorable_directory(tmp_path):
+  env = dict(os.environ, XLA_FLAGS="")
+  subprocess.run([sys.executable, "-c", _KILL_MID_SAVE, str(tmp_path)],
+                 check=True, env=env, timeout=120)
+  mesh = _mesh(1, 1, 1)
+  target = {"w": jax.ShapeDtypeStruct((2048, 4096), jnp.float32,
+                                      sharding=sharding.replicated(mesh))}
+  with checkpointing.Checkpointer(tmp_path, keep=3, save_every=1) as ckpt:
+    restored, data, step = ckpt.restore(target)
+  # Either the save of step 2 was committed before the exit, or it is
+  # ignored; never a half-written step 2.
+  assert step in (1, 2) and data == {"index": step}
+  np.testing.assert_array_equal(np.asarray(restored["w"]), float(step))
+
+
+def test_argument_errors(tmp_path, mesh8):
+  with pytest.raises(ValueError, match="keep=0 must be >= 1"):
+    checkpointing.Checkpointer(tmp_path, keep=0)
+  with pytest.raises(ValueError, match="save_every=1.5 must be an int"):
+    checkpointing.Checkpointer(tmp_path, save_every=1.5)
+  state = _state(mesh8, P("data", None))
+  with checkpointing.Checkpointer(tmp_path, keep=1, save_every=1) as ckpt:
+    with pytest.raises(ValueError, match="data_state must be JSON"):
+      ckpt.save(1, state, {"index": object()})
+    with pytest.raises(ValueError, match="step=-1 must be >= 0"):
+      ckpt.save(-1, state, {})
+    with pytest.raises(ValueError, match=r"target \['w'\] has no sharding"):
+      ckpt.restore({"w": jax.ShapeDtypeStruct((2,), jnp.float32)})
+
+
+def test_sigterm_sets_flag_and_close_restores_handler():
+  calls = []
+  previous = signal.signal(signal.SIGTERM, lambda *a: calls.append(a))
+  try:
+    handler = checkpointing.PreemptionHandler()
+    assert not handler.should_stop(0)
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert handler.signal_received and handler.should_stop(1)
+    assert not calls  # Our handler replaced the previous one...
+    handler.close()
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert len(calls) == 1  # ...and close() put it back.
+    with checkpointing.PreemptionHandler(
+        signals=(signal.SIGTERM, signal.SIGUSR1)) as h2:
+      os.kill(os.getpid(), signal.SIGUSR1)
+      assert h2.should_stop(0)
+    assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
+  finally:
+    signal.signal(signal.SIGTERM, previous)
