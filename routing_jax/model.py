@@ -275,6 +275,7 @@ def make_step_fn(model: TransformerLM, variables: Any):
   `variables` holds "params" and "kmeans"; the centroids are read, never
   updated, while decoding.
   """
+  variables = jax.tree.map(jnp.asarray, variables)
 
   def step(cache, tokens, index):
     b = tokens.shape[0]

@@ -1,0 +1,215 @@
+"""Training: TrainState, pure train/eval steps, and the sharded training loop.
+
+The state (params, optimizer state, k-means EMA state, step, rng) is created
+directly in its sharded layout and donated to a jitted step with explicit
+in/out shardings over the (data, fsdp, tensor) mesh. Per-step randomness is
+fold_in(rng, step), so a resumed run is bitwise the run that never stopped.
+"""
+
+import dataclasses
+import functools
+import logging
+from typing import Any, Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from routing_jax import optim
+from routing_jax.model import TransformerLM
+from routing_jax.model_config import ModelConfig
+
+Array = jax.Array
+
+
+class TrainState(flax.struct.PyTreeNode):
+  step: Array  # int32 scalar
+  params: Any
+  opt_state: Any
+  kmeans: Any  # the "kmeans" collection (EMA state, no gradients)
+  rng: Array  # raw uint32 key; per-step keys are fold_in(rng, step)
+
+
+def validate_config(config: Any) -> ModelConfig:
+  """Checks every section before anything compiles; returns ModelConfig.
+
+  Raises:
+    ValueError: naming the field and the rule.
+  """
+  model_cfg = ModelConfig.from_config(config.model)
+  t, d = config.train, config.data
+
+  def need(cond, field, value, rule):
+    if not cond:
+      raise ValueError(f"{field}={value!r}: {rule}")
+
+  need(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
+  need(t.lr > 0, "train.lr", t.lr, "must be > 0")
+  need(t.optimizer in optim.OPTIMIZERS, "train.optimizer", t.optimizer,
+       f"must be one of {optim.OPTIMIZERS}")
+  need(t.schedule in optim.SCHEDULES, "train.schedule", t.schedule,
+       f"must be one of {optim.SCHEDULES}")
+  need(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps,
+       "must be >= 0")
+  need(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0")
+  need(t.weight_decay >= 0, "train.weight_decay", t.weight_decay,
+       "must be >= 0")
+  need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps,
+       "must be >= 1")
+  need(d.batch_size % t.grad_accum_steps == 0, "data.batch_size",
+       d.batch_size,
+       f"must be divisible by train.grad_accum_steps={t.grad_accum_steps}")
+  for f in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+            "eval_batches"):
+    need(t[f] >= 1, f"train.{f}", t[f], "must be >= 1")
+  need(d.seq_len >= 1, "data.seq_len", d.seq_len, "must be >= 1")
+  need(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
+  need(d.seq_len <= model_cfg.max_len, "data.seq_len", d.seq_len,
+       f"must be <= model.max_len={model_cfg.max_len}")
+  if model_cfg.is_image:
+    need(d.seq_len == model_cfg.max_len, "data.seq_len", d.seq_len,
+         f"must equal model.max_len={model_cfg.max_len} (H·W·C)")
+  if model_cfg.routing == "topk" and any(model_cfg.routing_mask()):
+    need(model_cfg.window <= d.seq_len, "model.window", model_cfg.window,
+         f'routing="topk" needs window <= data.seq_len={d.seq_len}')
+  return model_cfg
+
+
+def cross_entropy(logits: Array, targets: Array,
+                  weights: Array) -> tuple[Array, Array]:
+  """(sum of weighted token losses in nats, sum of weights)."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+  return jnp.sum(nll * weights), jnp.sum(weights)
+
+
+def attention_mask(batch: dict) -> Optional[Array]:
+  """Padding mask from the target weights (None when nothing is padded)."""
+  return batch["weights"] > 0
+
+
+def init_state(model: TransformerLM, tx: optax.GradientTransformation,
+               rng: Array, seq_len: int) -> TrainState:
+  """Boxed initial state: optimizer state inherits the param annotations."""
+  init_len = min(seq_len, model.config.max_len) if not model.config.is_image \
+      else model.config.max_len
+  variables = model.init({"params": rng},
+                         jnp.zeros((1, init_len), jnp.int32))
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params),
+                    kmeans=variables.get("kmeans", {}),
+                    rng=jax.random.fold_in(rng, 1))
+
+
+def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
+               tx: optax.GradientTransformation, accum_steps: int,
+               kmeans_weight: float) -> tuple[TrainState, dict]:
+  """One optimizer step over `accum_steps` microbatches.
+
+  Gradients are summed over microbatches with each microbatch's loss divided
+  by the whole batch's weight, so accumulation equals the full-batch
+  gradient; the k-means EMA runs once per microbatch, in order.
+  """
+  rng = jax.random.fold_in(state.rng, state.step)
+  total_w = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+  micro = jax.tree.map(
+      lambda a: a.reshape((accum_steps, -1) + a.shape[1:]), batch)
+
+  def loss_fn(params, kmeans, mb, key):
+    (logits, aux), new = model.apply(
+        {"params": params, "kmeans": kmeans}, mb["inputs"],
+        mask=attention_mask(mb), train=True, mutable=["kmeans"],
+        rngs={"dropout": key})
+    ce, w = cross_entropy(logits, mb["targets"], mb["weights"])
+    loss = ce / total_w + kmeans_weight * aux["kmeans_loss"] / accum_steps
+    return loss, (new.get("kmeans", kmeans), ce, w, aux)
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def body(carry, xs):
+    kmeans, grads, sums = carry
+    mb, i = xs
+    (_, (kmeans, ce, w, aux)), g = grad_fn(
+        state.params, kmeans, mb, jax.random.fold_in(rng, i))
+    grads = jax.tree.map(jnp.add, grads, g)
+    sums = jax.tree.map(jnp.add, sums,
+                        dict(aux, ce=ce, weight=w))
+    return (kmeans, grads, sums), None
+
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  zero_sums = {k: jnp.zeros((), jnp.float32)
+               for k in ("ce", "weight", "kmeans_loss", "entropy",
+                         "empty_fraction", "max_share")}
+  (kmeans, grads, sums), _ = jax.lax.scan(
+      body, (state.kmeans, zeros, zero_sums),
+      (micro, jnp.arange(accum_steps)))
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+      "loss": sums["ce"] / jnp.maximum(sums["weight"], 1.0),
+      "kmeans_loss": sums["kmeans_loss"] / accum_steps,
+      "grad_norm": optax.global_norm(grads),
+      "param_norm": optax.global_norm(params),
+      "tokens": sums["weight"],
+  }
+  for k in ("entropy", "empty_fraction", "max_share"):
+    metrics[f"kmeans/{k}"] = sums[k] / accum_steps
+  new_state = state.replace(step=state.step + 1, params=params,
+                            opt_state=opt_state, kmeans=kmeans)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch: dict, *,
+              model: TransformerLM) -> dict:
+  """Sums for a dataset-level average: (nats, weights, k-means loss)."""
+  logits, aux = model.apply({"params": state.params, "kmeans": state.kmeans},
+                            batch["inputs"], mask=attention_mask(batch))
+  ce, w = cross_entropy(logits, batch["targets"], batch["weights"])
+  return {"ce": ce, "weight": w, "kmeans_loss": aux["kmeans_loss"]}
+
+
+@dataclasses.dataclass
+class Trainer:
+  """The model, optimizer, mesh and jitted steps of one configuration."""
+  model: TransformerLM
+  tx: optax.GradientTransformation
+  mesh: Any
+  rules: Any
+  state_shardings: Any
+  train_step: Any
+  eval_step: Any
+  data_sharding: Any
+
+
+def build_trainer(config: Any, mesh: Any, rules: Any,
+                  model_cfg: ModelConfig) -> tuple[Trainer, TrainState]:
+  """Creates the sharded initial state and the jitted steps."""
+  from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+  model = TransformerLM(model_cfg)
+  tx = optim.create_optimizer(config.train)
+  rng = jax.random.PRNGKey(config.train.seed)
+  init = functools.partial(init_state, model, tx,
+                           seq_len=config.data.seq_len)
+  state, shardings = sharding.create_sharded_state(init, mesh, rules, rng)
+  data_sh = sharding.data_sharding(mesh)
+  repl = sharding.replicated(mesh)
+  step = jax.jit(
+      functools.partial(train_step, model=model, tx=tx,
+                        accum_steps=config.train.grad_accum_steps,
+                        kmeans_weight=config.train.kmeans_loss_weight),
+      in_shardings=(shardings, data_sh), out_shardings=(shardings, repl),
+      donate_argnums=(0,))
+  ev = jax.jit(functools.partial(eval_step, model=model),
+               in_shardings=(shardings, data_sh), out_shardings=repl)
+  logging.info("Parameters: %d", sum(
+      x.size for x in jax.tree.leaves(state.params)))
+  return Trainer(model, tx, mesh, rules, shardings, step, ev, data_sh), state
+
+
+def run_step(trainer: Trainer, fn, *args):
+  """Runs a jitted step under the mesh and the logical axis rules."""
+  with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
+    return fn(*args)

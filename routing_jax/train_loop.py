@@ -1,0 +1,225 @@
+"""The training loop: resume, train, evaluate, checkpoint, sample.
+
+Resume order: the newest restorable checkpoint in `<workdir>/checkpoints`
+(a damaged newest one is skipped with a warning), else a fresh start. A
+SIGTERM (preemption) saves the current step and returns; a non-finite loss
+raises `NonFiniteLossError` before anything is saved, so the last good
+checkpoint stays the newest.
+"""
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from routing_jax import checkpointing
+from routing_jax import input_pipeline
+from routing_jax import metrics as metrics_lib
+from routing_jax import sharding
+from routing_jax import train
+
+# Training stops when a step's loss or gradient norm is not finite.
+FINITE_KEYS = ("loss", "grad_norm")
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+def _say(line: str) -> None:
+  """Progress for the console (process 0 only) and the log."""
+  logging.debug(line)
+  if jax.process_index() == 0:
+    print(line, flush=True)
+
+
+def config_hash(config: Any) -> str:
+  """Hash of the model section: a checkpoint must match the architecture."""
+  text = json.dumps(config.model.to_dict(), sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def evaluate(trainer: train.Trainer, state: train.TrainState, datasets,
+             mesh, max_batches: int) -> dict[str, float]:
+  """Per-token loss (nats) over up to `max_batches` eval batches."""
+  sums = {"ce": 0.0, "weight": 0.0, "kmeans_loss": 0.0}
+  n = 0
+  for batch in datasets.eval:
+    if n >= max_batches:
+      break
+    gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
+    out = jax.device_get(train.run_step(trainer, trainer.eval_step, state,
+                                        gb))
+    for k in sums:
+      sums[k] += float(out[k])
+    n += 1
+  nats = sums["ce"] / max(sums["weight"], 1.0)
+  name, value = metrics_lib.paper_metric(datasets.unit, nats,
+                                         datasets.tokens_per_word)
+  return {"eval/loss_nats": nats, f"eval/{name}": value,
+          "eval/kmeans_loss": sums["kmeans_loss"] / max(n, 1),
+          "eval/tokens": sums["weight"]}
+
+
+def sample_text(trainer: train.Trainer, state: train.TrainState, datasets,
+                prompt: str, length: int, seed: int = 0,
+                temperature: float = 0.8, top_p: float = 0.95) -> str:
+  """Cached sampling from the trained model (text datasets only)."""
+  from routing_jax import decoding  # pylint: disable=g-import-not-at-top
+  from routing_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  cfg = trainer.model.config
+  ids = np.asarray(datasets.encode(prompt), np.int32) if prompt else (
+      np.zeros((0,), np.int32))
+  # Position 0 holds the start token 0, as in training.
+  prompt_ids = np.concatenate([[0], ids]).astype(np.int32)[None]
+  total = prompt_ids.shape[1] + length
+  model_lib.check_decode_length(cfg, total)
+  variables = {"params": state.params, "kmeans": state.kmeans}
+  cache = model_lib.init_cache(trainer.model, None, 1)
+  step_fn = model_lib.make_step_fn(trainer.model, variables)
+  out = decoding.generate(
+      step_fn, cache, jnp.asarray(prompt_ids),
+      jnp.asarray([prompt_ids.shape[1]], jnp.int32), max_length=total,
+      rng=jax.random.PRNGKey(seed), temperature=temperature, top_p=top_p)
+  tokens = np.asarray(out.tokens[0, 1:])
+  return datasets.decode(tokens)
+
+
+def plot_losses(workdir: str) -> Optional[str]:
+  """Writes loss_curve.png from metrics.jsonl; returns its path."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, label in (("train/loss_nats", "train"), ("eval/loss_nats",
+                                                     "validation")):
+    pts = [(r["step"], r[key] / math.log(2)) for r in rows if key in r]
+    if pts:
+      ax.plot(*zip(*pts), label=label, marker="." if "eval" in key else None)
+  ax.set_xlabel("step")
+  ax.set_ylabel("loss (bits per token)")
+  ax.legend()
+  ax.grid(alpha=0.3)
+  out = os.path.join(workdir, "loss_curve.png")
+  fig.tight_layout()
+  fig.savefig(out, dpi=100)
+  plt.close(fig)
+  return out
+
+
+def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
+  """Trains config in workdir (resuming if possible); returns a summary."""
+  model_cfg = train.validate_config(config)  # before anything compiles
+  t = config.train
+  mesh = sharding.create_mesh(config.mesh)
+  rules = sharding.logical_rules()
+  datasets = input_pipeline.create_datasets(
+      config.data, vocab_size=model_cfg.vocab_size)
+  trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(os.path.abspath(workdir), "checkpoints"),
+      keep=t.keep_checkpoints, save_every=t.checkpoint_every,
+      async_save=t.async_checkpointing,
+      metadata={"model_hash": config_hash(config)})
+  restored = ckpt.restore(state)
+  if restored is not None:
+    state, data_state, start = restored
+    datasets.train.set_state(data_state)
+    logging.info("Resumed from step %d", start)
+  start = int(jax.device_get(state.step))
+  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  preempt = checkpointing.PreemptionHandler()
+  summary: dict[str, Any] = {"start_step": start, "preempted": False}
+  tokens_per_step = config.data.batch_size * config.data.seq_len
+  t0, last_t, last_step = time.time(), time.time(), start
+  try:
+    for step in range(start, t.steps):
+      batch = sharding.make_global_batch(next(datasets.train), mesh,
+                                         trainer.data_sharding)
+      state, m = train.run_step(trainer, trainer.train_step, state, batch)
+      m = jax.device_get(m)
+      done = step + 1
+      bad = [k for k in FINITE_KEYS if not np.isfinite(m[k])]
+      if bad:
+        raise NonFiniteLossError(
+            f"non-finite {bad[0]}={float(m[bad[0]])} at step {done}; "
+            "stopping without saving. The last good checkpoint (step "
+            f"{ckpt.latest_step()}) in {ckpt.directory} is intact.")
+      if done % t.log_every == 0 or done == t.steps:
+        now = time.time()
+        name, value = metrics_lib.paper_metric(
+            datasets.unit, float(m["loss"]), datasets.tokens_per_word)
+        tps = tokens_per_step * (done - last_step) / max(now - last_t, 1e-9)
+        scalars = {"train/loss_nats": float(m["loss"]),
+                   f"train/{name}": value, "train/tokens_per_s": tps}
+        scalars.update({f"train/{k}": float(v) for k, v in m.items()
+                        if k not in ("loss", "tokens")})
+        writer.write(done, scalars)
+        _say(metrics_lib.progress_line(
+            done, t.steps, name, value, tps, now - t0, done - start))
+        last_t, last_step = now, done
+      if done % t.eval_every == 0 or done == t.steps:
+        ev = evaluate(trainer, state, datasets, mesh, t.eval_batches)
+        writer.write(done, ev)
+        _say(f"eval at step {done}: " + ", ".join(
+            f"{k[5:]} {v:.4f}" for k, v in ev.items() if k != "eval/tokens"))
+        summary["eval"] = ev
+      ckpt.save(done, state, datasets.train.get_state())
+      if preempt.should_stop(done):
+        ckpt.save(done, state, datasets.train.get_state(), force=True)
+        ckpt.wait()
+        logging.warning("Preempted: saved step %d, exiting.", done)
+        summary["preempted"] = True
+        summary["step"] = done
+        return summary
+    ckpt.save(t.steps, state, datasets.train.get_state(), force=True)
+  finally:
+    ckpt.close()
+    preempt.close()
+    writer.close()
+  summary["step"] = t.steps
+  summary["state"] = state
+  summary["trainer"] = trainer
+  summary["datasets"] = datasets
+  summary["wall_s"] = time.time() - t0
+  return summary
+
+
+def final_report(config: Any, workdir: str, summary: dict[str, Any],
+                 sample: bool = True) -> str:
+  """Validation metric (with the unigram baseline for bytes), a text sample
+  and the loss-curve PNG, as printed at the end of the main job."""
+  trainer, state, datasets = (summary["trainer"], summary["state"],
+                              summary["datasets"])
+  ev = summary.get("eval") or evaluate(trainer, state, datasets,
+                                       trainer.mesh, config.train.eval_batches)
+  name = next(k for k in ev if k.startswith("eval/") and k not in (
+      "eval/loss_nats", "eval/kmeans_loss", "eval/tokens"))
+  lines = [f"final {config.data.eval_split} {name[5:]}: {ev[name]:.4f} "
+           f"(over {int(ev['eval/tokens'])} tokens)"]
+  if config.data.name == "shakespeare":
+    from routing_jax import corpus  # pylint: disable=g-import-not-at-top
+    base = corpus.unigram_bits_per_byte(config.data.eval_split)
+    lines.append(f"unigram baseline {config.data.eval_split} bits_per_byte: "
+                 f"{base:.4f}")
+  if "wall_s" in summary:
+    lines.append(f"training wall time: {summary['wall_s']:.0f} s")
+  png = plot_losses(workdir) if jax.process_index() == 0 else None
+  if png:
+    lines.append(f"loss curve: {png}")
+  if sample and datasets.decode is not None:
+    text = sample_text(trainer, state, datasets, config.train.sample_prompt,
+                       config.train.sample_length, seed=config.train.seed)
+    lines.append("sample:\n" + text)
+  return "\n".join(lines)
