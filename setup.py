@@ -14,7 +14,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["routing_jax", "routing_jax.*", "experiments"]),
-    package_data={"routing_jax": ["data/*.gz"]},
+    package_data={"routing_jax": ["data/*.xz", "datasets/checksums.tsv"]},
     include_package_data=True,
     # Ranges are the versions tested here (CPU, jax 0.10.2) and on the GPU
     # machines (jax 0.11.2); the sharding APIs move between minor releases.
@@ -31,6 +31,9 @@ setuptools.setup(
         "numpy>=1.26",
         "matplotlib>=3.8",
         "sentencepiece>=0.2",
+        # tensorflow-datasets 4.9 imports it to locate builder sources but
+        # does not declare it.
+        "importlib_resources>=6",
     ],
     extras_require={
         "test": ["pytest>=8,<10"],
