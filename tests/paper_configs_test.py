@@ -1,0 +1,93 @@
+"""Every paper config builds its model abstractly (nothing allocated), and
+its parameter count matches an independent count from its hyperparameters.
+"""
+
+import importlib
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from routing_jax import model_config
+from routing_jax import train
+from routing_jax.model import TransformerLM
+
+CONFIGS = [
+    ("cifar10", None), ("cifar10", "variant=local"),
+    ("cifar10", "variant=full"), ("cifar10", "variant=routing_last2"),
+    ("imagenet64", None), ("wikitext103", None), ("wikitext103", "variant=1k"),
+    ("enwik8", "variant=8k"), ("enwik8", "variant=12k"),
+    ("enwik8", "variant=local8k"), ("pg19", None), ("pg19", "variant=local"),
+    ("fashion_mnist", None), ("shakespeare", None),
+]
+
+
+def expected_params(c: model_config.ModelConfig) -> int:
+  """The count written out from the hyperparameters (reference §3)."""
+  hd, h, d = c.d_model, c.num_heads, c.d_model // c.num_heads
+  e = c.emb_dim or hd
+  total = 0
+  routing = model_config.parse_routing_layers(c.routing_layers, c.num_layers)
+  for routed in routing:
+    r = c.num_routing_heads if routed else 0
+    local = h - r
+    if local:
+      total += 4 * hd * local * d  # q, k, v, out
+      if c.position == "relative":
+        total += 2 * (2 * c.max_relative_position + 1) * d
+    if r:
+      total += (3 if c.share_qk else 4) * hd * r * d
+    total += 2 * 2 * hd  # two LayerNorms
+    if c.ffn == "geglu":
+      total += 3 * hd * c.d_ff
+    else:
+      total += 2 * hd * c.d_ff + c.d_ff + hd
+  if c.norm == "pre":
+    total += 2 * hd
+  if c.position == "learned2d":
+    rows, cols, ch = c.image_shape
+    total += 256 * ch * hd + (rows + cols) * ch * hd + hd * 256 + 256
+  else:
+    total += c.vocab_size * e
+    if e != hd:
+      total += 2 * (e * hd) + hd + e  # emb_dense in, out_emb out
+    if not c.tie_embeddings:
+      total += e * c.vocab_size + c.vocab_size
+  return total
+
+
+@pytest.mark.parametrize("name,arg", CONFIGS)
+def test_paper_config_param_count(name, arg):
+  config = importlib.import_module(f"experiments.{name}").get_config(arg)
+  cfg = train.validate_config(config)
+  model = TransformerLM(cfg)
+  length = min(cfg.max_len, 2 * cfg.query_block)
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.key(0),
+                         jnp.zeros((1, length), jnp.int32)))
+  count = sum(x.size for x in jax.tree.leaves(shapes["params"]))
+  want = expected_params(cfg)
+  assert abs(count - want) <= 0.01 * want, (name, arg, count, want)
+  # k-means state: [heads, clusters, d] centroids and sums + counts.
+  routed = sum(model_config.parse_routing_layers(cfg.routing_layers,
+                                                 cfg.num_layers))
+  if cfg.num_routing_heads:
+    km = sum(x.size for x in jax.tree.leaves(shapes.get("kmeans", {})))
+    r, k, d = cfg.num_routing_heads, cfg.num_clusters, cfg.head_dim
+    assert km == routed * (2 * r * k * d + r * k)
+
+
+@pytest.mark.slow
+def test_dryrun_cli_reports_sizes_without_training():
+  import subprocess
+  import sys
+  out = subprocess.run(
+      [sys.executable, "-m", "routing_jax.dryrun",
+       "--config=experiments/shakespeare.py:tiny", "--devices=4"],
+      capture_output=True, text=True, timeout=300, check=True,
+      cwd=__import__("pathlib").Path(__file__).parents[1]).stdout
+  config = importlib.import_module("experiments.shakespeare").get_config(
+      "tiny")
+  want = expected_params(train.validate_config(config))
+  assert f"parameters: {want:,}" in out
+  assert "over 4 devices" in out and "compiled train step per device" in out
