@@ -39,6 +39,28 @@ def _take(a: Array, idx: Array) -> Array:
   return jnp.take_along_axis(a, idx, axis=2)
 
 
+@jax.custom_vjp
+def permute(a: Array, perm: Array, inverse: Array) -> Array:
+  """a[:, :, perm] for a [b, h, N, ...]; its VJP gathers by `inverse`.
+
+  The transpose of a gather is a scatter-add, which is slow on CPU; for a
+  permutation it is simply the gather by the inverse permutation.
+  """
+  return _take(a, perm)
+
+
+def _permute_fwd(a, perm, inverse):
+  return _take(a, perm), (perm, inverse)
+
+
+def _permute_bwd(res, g):
+  perm, inverse = res
+  return _take(g, inverse), None, None
+
+
+permute.defvjp(_permute_fwd, _permute_bwd)
+
+
 def causal_routing_attention(q: Array, k: Array, v: Array, clusters: Array,
                              mask: Optional[Array], *, num_clusters: int,
                              window: int, logit_scale: float = 1.0,
@@ -46,6 +68,13 @@ def causal_routing_attention(q: Array, k: Array, v: Array, clusters: Array,
                              dropout_rng: Optional[Array] = None,
                              dtype: Any = jnp.float32) -> Array:
   """Exactly causal routing: the last `window` same-cluster tokens.
+
+  Tokens are stably sorted by cluster, so each cluster's members are
+  contiguous and in position order. Query i (sorted index) then sees exactly
+  the sorted indices j with i − w < j ≤ i and cluster_j = cluster_i: its w
+  most recent same-cluster tokens, itself included. Cutting the sorted order
+  into blocks of w, these all lie in the query's block or the one before, at
+  a fixed band of offsets, so the mask is a static band AND "same cluster".
 
   Args:
     q, k, v: [batch, length, heads, head_dim] (q, k normalised).
@@ -64,21 +93,19 @@ def causal_routing_attention(q: Array, k: Array, v: Array, clusters: Array,
   npad = nb * w
   valid = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
   valid = jnp.pad(valid, ((0, 0), (0, npad - n)))[:, None, :]  # [b, 1, N]
-  # Padding goes to a sentinel cluster k that sorts last and matches nothing.
+  # Padding goes to a sentinel cluster k that sorts last and matches nothing
+  # real (padding queries see only padding; their outputs are zeroed).
   c = jnp.pad(clusters.astype(jnp.int32), ((0, 0), (0, 0), (0, npad - n)))
   c = jnp.where(valid, c, num_clusters)
-  pos = jnp.arange(npad, dtype=jnp.int32)
-  perm = jnp.argsort(c * npad + pos, axis=-1).astype(jnp.int32)  # [b, h, N]
-  cs = jnp.take_along_axis(c, perm, axis=-1)
-  counts = jnp.sum(jax.nn.one_hot(c, num_clusters + 1, dtype=jnp.int32),
-                   axis=2)
-  starts = jnp.cumsum(counts, axis=-1) - counts  # [b, h, k+1]
-  rank = pos - jnp.take_along_axis(starts, cs, axis=-1)
+  pos = jnp.broadcast_to(jnp.arange(npad, dtype=jnp.int32), c.shape)
+  cs, perm = jax.lax.sort((c, pos), dimension=2, num_keys=1, is_stable=True)
+  rows = (jnp.arange(b)[:, None, None], jnp.arange(h)[None, :, None])
+  inverse = jnp.zeros_like(perm).at[rows + (perm,)].set(pos)
 
   tr = lambda a: jnp.swapaxes(
       jnp.pad(a, ((0, 0), (0, npad - n), (0, 0), (0, 0))), 1, 2)
   blk = lambda a: a.reshape(a.shape[:2] + (nb, w) + a.shape[3:])
-  qs, ks, vs = (blk(_take(tr(a), perm)) for a in (q, k, v))
+  qs, ks, vs = (blk(permute(tr(a), perm, inverse)) for a in (q, k, v))
 
   def with_previous(a, fill):
     """[b, h, nb, w, ...] -> [b, h, nb, 2w, ...]: previous block + own."""
@@ -86,21 +113,19 @@ def causal_routing_attention(q: Array, k: Array, v: Array, clusters: Array,
                    constant_values=fill)[:, :, :-1]
     return jnp.concatenate([prev, a], axis=3)
 
-  cq, pq, rq = blk(cs), blk(perm), blk(rank)
-  ck, pk, rk = (with_previous(a, f) for a, f in ((cq, -1), (pq, 0), (rq, 0)))
-  msk = ((ck[..., None, :] == cq[..., :, None])
-         & (pk[..., None, :] <= pq[..., :, None])
-         & (rq[..., :, None] - rk[..., None, :] < w)
-         & (cq[..., :, None] < num_clusters))
+  cq = blk(cs)
+  ck = with_previous(cq, -1)
+  # Key slot j of query slot t has sorted offset t + w - j: keep 0..w-1.
+  slot = jnp.arange(w)[:, None]
+  band = (jnp.arange(2 * w)[None, :] > slot) & (
+      jnp.arange(2 * w)[None, :] <= slot + w)
+  msk = (ck[..., None, :] == cq[..., :, None]) & band
   o = core.blocked_attention(qs, with_previous(ks, 0), with_previous(vs, 0),
                              msk, logit_scale=logit_scale,
                              dropout_rate=dropout_rate,
                              dropout_rng=dropout_rng, dtype=dtype)
-  o = o.reshape(b, h, npad, d)
-  rows = (jnp.arange(b)[:, None, None], jnp.arange(h)[None, :, None])
-  inverse = jnp.zeros_like(perm).at[rows + (perm,)].set(
-      jnp.broadcast_to(pos, perm.shape))
-  o = _take(o, inverse) * valid[..., None].astype(o.dtype)
+  o = permute(o.reshape(b, h, npad, d), inverse, perm)
+  o = o * valid[..., None].astype(o.dtype)
   return jnp.swapaxes(o[:, :, :n], 1, 2)
 
 
