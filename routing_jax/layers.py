@@ -79,9 +79,11 @@ class TextEmbed(nn.Module):
   param_dtype: Any = jnp.float32
 
   def setup(self):
+    # A factorised table's columns are the small "emb" axis, not "embed".
+    cols = "embed" if self.emb_dim == self.d_model else "emb"
     self.table = self.param(
         "embedding",
-        nn.with_logical_partitioning(self.kernel_init, ("vocab", "embed")),
+        nn.with_logical_partitioning(self.kernel_init, ("vocab", cols)),
         (self.vocab_size, self.emb_dim), self.param_dtype)
     if self.emb_dim != self.d_model:
       self.proj = dense(self.d_model, ("emb", "embed"), use_bias=True,
