@@ -94,8 +94,10 @@ def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
   logits = jnp.einsum("bhnid,bhnjd->bhnij", qc, kc,
                       preferred_element_type=jnp.float32)
   if rel_k is not None:
-    logits += jnp.einsum("bhnid,ijd->bhnij", qc, rel_k.astype(dtype),
-                         preferred_element_type=jnp.float32)
+    # Shaw terms in float32: XLA:CPU has no bf16 x bf16 -> f32 kernel for
+    # the probs-by-table contraction, and the tables are small.
+    logits += jnp.einsum("bhnid,ijd->bhnij", q.astype(jnp.float32),
+                         rel_k.astype(jnp.float32))
   logits = jnp.where(mask, logits * logit_scale, MASK_VALUE)
   probs = jax.nn.softmax(logits, axis=-1)
   if dropout_rate > 0.0 and dropout_rng is not None:
@@ -105,8 +107,8 @@ def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
   out = jnp.einsum("bhnij,bhnjd->bhnid", probs, v.astype(dtype),
                    preferred_element_type=jnp.float32)
   if rel_v is not None:
-    out += jnp.einsum("bhnij,ijd->bhnid", probs, rel_v.astype(dtype),
-                      preferred_element_type=jnp.float32)
+    out += jnp.einsum("bhnij,ijd->bhnid", probs.astype(jnp.float32),
+                      rel_v.astype(jnp.float32))
   return out.astype(dtype)
 
 

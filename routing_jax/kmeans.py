@@ -217,8 +217,8 @@ class KMeans(nn.Module):
             self.prior_count if self.prior_count > 0 else 1.0), axes)
 
   def current(self) -> Array:
-    """The centroids [heads, clusters, head_dim] (float32)."""
-    return nn.unbox(self.centroids.value)
+    """The centroids [heads, clusters, head_dim] (float32), no gradient."""
+    return jax.lax.stop_gradient(nn.unbox(self.centroids.value))
 
   def __call__(self, x: Array, mask: Optional[Array] = None,
                update: bool = False) -> KMeansOutput:

@@ -190,16 +190,15 @@ def _decode_attend(q, k, v, mask, rel_k, rel_v, dtype):
   logits = jnp.einsum("bhnid,bhnjd->bhnij", q.astype(dtype), k.astype(dtype),
                       preferred_element_type=jnp.float32)
   if rel_k is not None:
-    logits += jnp.einsum("bhnid,bjd->bhnij", q.astype(dtype),
-                         rel_k.astype(dtype),
-                         preferred_element_type=jnp.float32)
+    logits += jnp.einsum("bhnid,bjd->bhnij", q.astype(jnp.float32),
+                         rel_k.astype(jnp.float32))
   probs = jax.nn.softmax(jnp.where(mask, logits, core.MASK_VALUE), axis=-1)
   probs = probs.astype(dtype)
   out = jnp.einsum("bhnij,bhnjd->bhnid", probs, v.astype(dtype),
                    preferred_element_type=jnp.float32)
   if rel_v is not None:
-    out += jnp.einsum("bhnij,bjd->bhnid", probs, rel_v.astype(dtype),
-                      preferred_element_type=jnp.float32)
+    out += jnp.einsum("bhnij,bjd->bhnid", probs.astype(jnp.float32),
+                      rel_v.astype(jnp.float32))
   return out.astype(dtype)
 
 

@@ -11,6 +11,7 @@ SLURM and Open MPI are auto-detected) or give --coordinator_address,
 
 import logging as py_logging
 import os
+import re
 import sys
 
 from absl import app
@@ -33,6 +34,32 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
 _SAMPLE = flags.DEFINE_bool("sample", True,
                             "Print a text sample at the end of training.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, but a misspelled --config.* field is one line.
+
+  ml_collections reports an override of a field that the locked config
+  lacks as a KeyError/AttributeError traceback; this names the flag.
+  """
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    # The first error in the chain is KeyError(<the missing field>).
+    first = e
+    while first.__context__ is not None:
+      first = first.__context__
+    if not (isinstance(first, KeyError) and first.args
+            and isinstance(first.args[0], str)):
+      raise
+    key = first.args[0]
+    flag = next((a.split("=")[0] for a in argv[1:]
+                 if a.startswith("--config.")
+                 and key in a.split("=")[0].split(".")[1:]), "--config")
+    hint = re.search(r'Did you mean "(\w+)"', str(e))
+    sys.exit(f"Invalid config override {flag}: the config has no field "
+             f"{key!r}" + (f" (did you mean {hint.group(1)!r}?)" if hint
+                           else "") + ".")
 
 
 def _init_distributed():
@@ -73,11 +100,15 @@ def main(argv):
     sys.exit(f"Training stopped: {e}")
   if summary["preempted"]:
     return
+  # Every process computes the report (sampling is a collective); only
+  # process 0 prints it, like the progress lines.
   report = train_loop.final_report(config, _WORKDIR.value, summary,
                                    sample=_SAMPLE.value)
-  print(report, flush=True)
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() == 0:
+    print(report, flush=True)
 
 
 if __name__ == "__main__":
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -4,7 +4,9 @@ adafactor: the paper's (reference §3.4): factored second moments, no
 momentum, decay 1 − t^−0.8, update clipping 1.0, relative (parameter-scale)
 steps, lr 0.01 flat for `warmup_steps` then 1/√step ("rsqrt").
 adamw: warmup then cosine (or rsqrt / constant), decoupled weight decay.
-Weight decay never touches norms or biases; gradient clipping by global norm.
+Weight decay never touches norms or biases: decoupled for adamw, an L2
+gradient term for adafactor (as the reference's loss term). Gradient clipping
+by global norm.
 """
 
 from typing import Any
@@ -57,11 +59,14 @@ def create_optimizer(t: Any) -> optax.GradientTransformation:
   if t.grad_clip > 0:
     parts.append(optax.clip_by_global_norm(float(t.grad_clip)))
   if t.optimizer == "adafactor":
+    if t.weight_decay > 0:
+      # The reference adds decay·Σ½‖v‖² to the loss (reference §3.4): its
+      # gradient decay·v joins the gradient before Adafactor's scaling.
+      parts.append(optax.add_decayed_weights(float(t.weight_decay),
+                                             mask=decay_mask))
     parts.append(optax.adafactor(
         learning_rate=schedule, decay_rate=0.8, clipping_threshold=1.0,
-        multiply_by_parameter_scale=True, momentum=None, factored=True,
-        weight_decay_rate=float(t.weight_decay) or None,
-        weight_decay_mask=decay_mask))
+        multiply_by_parameter_scale=True, momentum=None, factored=True))
   elif t.optimizer == "adamw":
     parts.append(optax.adamw(
         schedule, b1=float(t.b1), b2=float(t.b2),

@@ -100,11 +100,19 @@ def plot_losses(workdir: str) -> Optional[str]:
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  rows = [json.loads(line) for line in open(path, encoding="utf-8")]
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        pass  # A line cut short by a killed run.
   fig, ax = plt.subplots(figsize=(6, 4))
   for key, label in (("train/loss_nats", "train"), ("eval/loss_nats",
                                                      "validation")):
-    pts = [(r["step"], r[key] / math.log(2)) for r in rows if key in r]
+    # A resumed run repeats the steps after its checkpoint: the last wins.
+    pts = sorted({r["step"]: r[key] / math.log(2) for r in rows
+                  if key in r}.items())
     if pts:
       ax.plot(*zip(*pts), label=label, marker="." if "eval" in key else None)
   ax.set_xlabel("step")
@@ -135,6 +143,14 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   restored = ckpt.restore(state)
   if restored is not None:
     state, data_state, start = restored
+    saved = ckpt.read_meta(start).get("model_hash")
+    if saved not in (None, config_hash(config)):
+      # Same shapes do not mean the same model (e.g. routing="topk").
+      ckpt.close()
+      raise ValueError(
+          f"{ckpt.directory}: checkpoint step {start} was trained with a "
+          "different model config section (model hash "
+          f"{saved} != {config_hash(config)}); use a new workdir.")
     datasets.train.set_state(data_state)
     logging.info("Resumed from step %d", start)
   start = int(jax.device_get(state.step))

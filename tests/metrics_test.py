@@ -1,0 +1,237 @@
+"""Tests for routing_jax.metrics: JSON lines, TensorBoard files, units.
+
+The event files are decoded here with a minimal protobuf reader written
+from the wire format (varint keys, wire types 0/1/2/5), independent of
+the writer's encoder, and the records are read with `read_records`, which
+checks both masked CRC-32C values.
+"""
+
+import json
+import math
+import pathlib
+import re
+import struct
+
+import numpy as np
+import pytest
+
+from experiments import shakespeare
+from routing_jax import metrics
+from routing_jax import train_loop
+
+
+def _varint(data, i):
+  value, shift = 0, 0
+  while True:
+    b = data[i]
+    value |= (b & 0x7F) << shift
+    i += 1
+    if not b & 0x80:
+      return value, i
+    shift += 7
+
+
+def _fields(data):
+  """Decodes one message into [(field number, wire type, value)]."""
+  out, i = [], 0
+  while i < len(data):
+    key, i = _varint(data, i)
+    num, wire = key >> 3, key & 7
+    if wire == 0:
+      value, i = _varint(data, i)
+    elif wire == 1:
+      value, i = data[i:i + 8], i + 8
+    elif wire == 5:
+      value, i = data[i:i + 4], i + 4
+    elif wire == 2:
+      n, i = _varint(data, i)
+      value, i = data[i:i + n], i + n
+    else:
+      raise AssertionError(f"unexpected wire type {wire}")
+    out.append((num, wire, value))
+  return out
+
+
+def _event(record):
+  """Event proto -> dict(wall_time, step, file_version, scalars)."""
+  ev = {"scalars": {}}
+  for num, wire, value in _fields(record):
+    if (num, wire) == (1, 1):
+      ev["wall_time"] = struct.unpack("<d", value)[0]
+    elif (num, wire) == (2, 0):
+      ev["step"] = value
+    elif (num, wire) == (3, 2):
+      ev["file_version"] = value.decode()
+    elif (num, wire) == (5, 2):  # Summary
+      for vnum, _, v in _fields(value):
+        assert vnum == 1  # Summary.Value
+        parts = {n: x for n, _, x in _fields(v)}
+        tag = parts[1].decode()
+        ev["scalars"][tag] = struct.unpack("<f", parts[2])[0]
+    else:
+      raise AssertionError(f"unexpected Event field {num}")
+  return ev
+
+
+def _read_events(workdir):
+  files = list((pathlib.Path(workdir) / "tensorboard").iterdir())
+  assert len(files) == 1 and files[0].name.startswith("events.out.tfevents.")
+  return [_event(r) for r in metrics.read_records(str(files[0]))]
+
+
+def test_crc32c_known_values():
+  # The standard CRC-32C check value, and RFC 3720's 32 zero bytes.
+  assert metrics.crc32c(b"123456789") == 0xE3069283
+  assert metrics.crc32c(bytes(32)) == 0x8A9136AA
+  assert metrics.crc32c(b"") == 0
+
+
+def test_writer_jsonl_and_event_file(tmp_path):
+  writer = metrics.MetricWriter(str(tmp_path))
+  writer.write(10, {"train/loss_nats": 2.5, "train/bits_per_byte": 3.6})
+  writer.write(20, {"eval/loss_nats": np.float32(1.25)})
+  writer.close()
+  rows = [json.loads(line)
+          for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert rows == [
+      {"step": 10, "train/loss_nats": 2.5, "train/bits_per_byte": 3.6},
+      {"step": 20, "eval/loss_nats": 1.25}]
+  events = _read_events(tmp_path)
+  assert events[0]["file_version"] == "brain.Event:2"
+  assert [e["step"] for e in events[1:]] == [10, 20]
+  assert events[1]["scalars"] == {
+      "train/loss_nats": 2.5, "train/bits_per_byte": np.float32(3.6)}
+  assert events[2]["scalars"] == {"eval/loss_nats": 1.25}
+  assert all(abs(e["wall_time"] - events[0]["wall_time"]) < 60
+             for e in events)
+
+
+def test_writer_appends_and_disabled_writer_writes_nothing(tmp_path):
+  for step in (1, 2):  # A resumed run appends to metrics.jsonl.
+    w = metrics.MetricWriter(str(tmp_path))
+    w.write(step, {"x": float(step)})
+    w.close()
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(x)["step"] for x in lines] == [1, 2]
+  off = tmp_path / "other"
+  w = metrics.MetricWriter(str(off), enabled=False)
+  w.write(1, {"x": 1.0})
+  w.close()
+  assert not off.exists()
+
+
+def test_read_records_detects_corruption(tmp_path):
+  path = tmp_path / "events"
+  data = metrics.encode_event(1.0, 7, {"a": 1.0})
+  path.write_bytes(metrics.frame_record(data) * 2)
+  assert metrics.read_records(str(path)) == [data, data]
+  raw = bytearray(path.read_bytes())
+  raw[14] ^= 1  # A payload byte of the first record.
+  path.write_bytes(bytes(raw))
+  with pytest.raises(ValueError, match="bad data CRC"):
+    metrics.read_records(str(path))
+  raw = bytearray(metrics.frame_record(data))
+  raw[0] ^= 1  # The length.
+  path.write_bytes(bytes(raw))
+  with pytest.raises(ValueError, match="bad length CRC"):
+    metrics.read_records(str(path))
+
+
+def test_large_step_and_many_tags_round_trip():
+  scalars = {f"tag/{i}": float(i) / 3 for i in range(200)}
+  ev = _event(metrics.encode_event(123.5, 2**40 + 3, scalars))
+  assert ev["step"] == 2**40 + 3 and ev["wall_time"] == 123.5
+  assert ev["scalars"] == {k: np.float32(v) for k, v in scalars.items()}
+
+
+@pytest.mark.parametrize("unit, nats, tpw, name, value", [
+    ("byte", math.log(2) * 1.5, None, "bits_per_byte", 1.5),
+    ("subpixel", math.log(2) * 3.0, None, "bits_per_dim", 3.0),
+    ("word", math.log(20.0), None, "perplexity", 20.0),
+    ("token", 0.0, None, "perplexity", 1.0),
+    ("subword", math.log(10.0), 1.5, "word_perplexity", 10.0 ** 1.5),
+    ("byte", 0.0, None, "bits_per_byte", 0.0),
+])
+def test_paper_metric(unit, nats, tpw, name, value):
+  got_name, got = metrics.paper_metric(unit, nats, tpw)
+  assert got_name == name
+  assert got == pytest.approx(value, rel=1e-12)
+
+
+def test_paper_metric_perplexity_does_not_overflow():
+  assert math.isfinite(metrics.paper_metric("word", 1e6)[1])
+
+
+def test_progress_line():
+  line = metrics.progress_line(120, 1500, "bits_per_byte", 2.31449, 5123.0,
+                               elapsed=60.0, done_steps=20)
+  # 1380 steps left at 3 s/step.
+  assert line == ("step 120/1500 | bits_per_byte 2.3145 | 5.1k tok/s | "
+                  "ETA 1h09m")
+  line = metrics.progress_line(10, 12, "perplexity", 30.0, 900.0,
+                               elapsed=50.0, done_steps=10)
+  assert line == "step 10/12 | perplexity 30.0000 | 0.9k tok/s | ETA 0m10s"
+
+
+def test_training_loop_writes_metrics(tmp_path, capsys):
+  """A 2-step run: jsonl rows, matching TensorBoard scalars, progress."""
+  config = shakespeare.get_config("tiny")
+  config.train.schedule = "rsqrt"  # As in the resume tests (shared compile).
+  config.train.warmup_steps = 2
+  config.train.steps = 2
+  config.train.eval_every = 2
+  config.train.checkpoint_every = 8
+  train_loop.train_and_evaluate(config, str(tmp_path))
+  rows = [json.loads(line)
+          for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in rows] == [1, 2, 2]
+  train_keys = {"step", "train/loss_nats", "train/bits_per_byte",
+                "train/tokens_per_s", "train/grad_norm", "train/param_norm",
+                "train/kmeans_loss", "train/kmeans/entropy",
+                "train/kmeans/empty_fraction", "train/kmeans/max_share"}
+  assert set(rows[0]) == train_keys and set(rows[1]) == train_keys
+  assert set(rows[2]) == {"step", "eval/loss_nats", "eval/bits_per_byte",
+                          "eval/kmeans_loss", "eval/tokens"}
+  for r in rows[:2]:
+    assert r["train/bits_per_byte"] == pytest.approx(
+        r["train/loss_nats"] / math.log(2))
+    # Cluster entropy is at most log(num_clusters = 2).
+    assert 0.0 <= r["train/kmeans/entropy"] <= math.log(2) + 1e-6
+  assert rows[2]["eval/tokens"] == 512  # eval_batches=1 of 8 x 64 bytes.
+
+  events = _read_events(tmp_path)
+  assert [e["step"] for e in events] == [0, 1, 2, 2]
+  for row, ev in zip(rows, events[1:]):
+    assert ev["scalars"] == {k: np.float32(v) for k, v in row.items()
+                             if k != "step"}
+  out = capsys.readouterr().out
+  assert re.findall(r"^step (\d)/2 \| bits_per_byte \d\.\d{4} \| ", out,
+                    re.M) == ["1", "2"]
+  assert re.search(r"^eval at step 2: loss_nats \d\.\d{4}, bits_per_byte "
+                   r"\d\.\d{4}, kmeans_loss \d\.\d{4}$", out, re.M)
+
+
+def test_loss_curve_after_a_resume(tmp_path, monkeypatch):
+  """Repeated steps (a resumed run) and a cut last line (a killed one)."""
+  import matplotlib.axes  # pylint: disable=g-import-not-at-top
+  calls = {}
+  real_plot = matplotlib.axes.Axes.plot
+
+  def plot(self, xs, ys, **kwargs):
+    calls[kwargs["label"]] = (list(xs), list(ys))
+    return real_plot(self, xs, ys, **kwargs)
+
+  monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+  ln2 = math.log(2)
+  rows = [{"step": s, "train/loss_nats": v} for s, v in
+          ((1, 5.0), (2, 4.0), (3, 3.5))]  # Killed after step 3 ...
+  rows += [{"step": s, "train/loss_nats": v} for s, v in
+           ((3, 3.0), (4, 2.0))]  # ... resumed from step 2.
+  rows.append({"step": 4, "eval/loss_nats": 2.5})
+  text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "tr'
+  (tmp_path / "metrics.jsonl").write_text(text)
+  png = train_loop.plot_losses(str(tmp_path))
+  assert pathlib.Path(png).read_bytes()[:4] == b"\x89PNG"
+  assert calls["train"] == ([1, 2, 3, 4],
+                            [5.0 / ln2, 4.0 / ln2, 3.0 / ln2, 2.0 / ln2])
+  assert calls["validation"] == ([4], [2.5 / ln2])

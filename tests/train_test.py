@@ -1,0 +1,230 @@
+"""Tests for routing_jax.train: config validation, sharded steps, accumulation.
+
+The model is tiny (2 layers, d_model 32, 2 local + 2 routing heads, 64
+bytes x 8 sequences of Shakespeare) and the steps run through
+`build_trainer` + `run_step`, exactly as the training loop runs them.
+"""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import shakespeare
+from routing_jax import input_pipeline
+from routing_jax import sharding
+from routing_jax import train
+
+
+def _config(**train_overrides):
+  """The tiny Shakespeare config with 4 heads (2 routing) and no warmup.
+
+  A constant schedule without warmup makes the first step's update depend
+  on the gradient (a warmup ramp gives lr 0 at step 0).
+  """
+  c = shakespeare.get_config("tiny")
+  c.model.num_heads = 4
+  c.model.num_routing_heads = 2
+  c.train.schedule = "constant"
+  c.train.warmup_steps = 0
+  for k, v in train_overrides.items():
+    c.train[k] = v
+  return c
+
+
+def _mesh(data, fsdp, tensor):
+  n = data * fsdp * tensor
+  return sharding.create_mesh(dict(data=data, fsdp=fsdp, tensor=tensor),
+                              devices=jax.devices()[:n])
+
+
+def _batches(config, n):
+  ds = input_pipeline.create_datasets(config.data, vocab_size=256)
+  return [next(ds.train) for _ in range(n)]
+
+
+def _train(config, mesh, batches):
+  """Runs one step per batch.
+
+  Returns:
+    (host copy of the initial state, final state, metrics per step,
+    seconds per step).
+  """
+  model_cfg = train.validate_config(config)
+  trainer, state = train.build_trainer(config, mesh,
+                                       sharding.logical_rules(), model_cfg)
+  initial = jax.device_get(state)  # The state is donated to the step.
+  metrics, times = [], []
+  for batch in batches:
+    gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
+    start = time.perf_counter()
+    state, m = train.run_step(trainer, trainer.train_step, state, gb)
+    metrics.append(jax.device_get(m))
+    times.append(time.perf_counter() - start)
+  return initial, state, metrics, times
+
+
+def _assert_trees_close(a, b, rtol, atol):
+  la, lb = jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for (path, x), y in zip(la, lb):
+    np.testing.assert_allclose(
+        np.asarray(x), np.asarray(y), rtol=rtol, atol=atol,
+        err_msg=jax.tree_util.keystr(path))
+
+
+def _shard_shape(x):
+  return x.sharding.shard_shape(x.shape)
+
+
+def test_sharded_mesh_matches_one_device():
+  config = _config()
+  batches = _batches(config, 4)
+  _, one, m1, t1 = _train(config, _mesh(1, 1, 1), batches)
+  _, eight, m8, t8 = _train(config, _mesh(2, 2, 2), batches)
+  # Step times after compilation, for the record (pytest -s shows them).
+  print(f"\ntiny model step: 1 device {np.median(t1[1:]) * 1e3:.1f} ms, "
+        f"(2,2,2) mesh {np.median(t8[1:]) * 1e3:.1f} ms")
+  losses1 = [float(m["loss"]) for m in m1]
+  losses8 = [float(m["loss"]) for m in m8]
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+  assert losses1[-1] < losses1[0]  # It trains.
+  for k in ("grad_norm", "kmeans_loss", "kmeans/entropy"):
+    np.testing.assert_allclose([m[k] for m in m8], [m[k] for m in m1],
+                               rtol=1e-4, atol=1e-7, err_msg=k)
+  _assert_trees_close(eight.kmeans, one.kmeans, rtol=1e-5, atol=1e-6)
+  # Adam turns float32 noise in tiny gradients into lr-sized steps, so a
+  # few parameters differ by much more than the losses do.
+  _assert_trees_close(eight.params, one.params, rtol=1e-5, atol=2e-5)
+  assert int(eight.step) == int(one.step) == 4
+  # The 8-device state really is sharded: a kernel over (fsdp, tensor),
+  # Adam's moments like their parameter, the centroids over their heads.
+  wo = eight.params["layer_0"]["local"]["out"]["kernel"]  # [heads, embed]
+  assert wo.shape == (16, 32) and _shard_shape(wo) == (8, 16)
+  mu = eight.opt_state[-1][0].mu["layer_0"]["local"]["out"]["kernel"]
+  assert mu.sharding == wo.sharding
+  cent = eight.kmeans["layer_0"]["routing"]["kmeans"]["centroids"]
+  assert _shard_shape(cent)[0] == cent.shape[0] // 2
+  assert _shard_shape(one.params["layer_0"]["local"]["out"]["kernel"]) == (
+      16, 32)
+
+
+def test_gradient_accumulation_matches_the_full_batch():
+  """grad_accum_steps=2 equals 1 on the same batches (dropout is 0).
+
+  The k-means EMA runs once per microbatch, in order, so the second
+  microbatch is routed with centroids that already took the first half's
+  update (with the reference's zero prior counts the first update moves
+  them far). With one cluster per head and no commitment loss, routing
+  does not depend on the centroids, so loss, gradient norm and parameters
+  must agree to float32 rounding; the centroids still differ (two EMA
+  updates of half a batch vs one of the whole batch).
+  """
+  config = _config()
+  config.model.num_clusters = 1
+  config.model.commitment_weight = 0.0
+  assert config.model.residual_dropout == 0.0
+  batches = _batches(config, 2)
+  mesh = _mesh(1, 1, 1)
+  init, full, m_full, _ = _train(config, mesh, batches)
+  config.train.grad_accum_steps = 2
+  _, acc, m_acc, _ = _train(config, mesh, batches)
+  for k in ("loss", "grad_norm", "tokens"):
+    np.testing.assert_allclose([m[k] for m in m_acc],
+                               [m[k] for m in m_full], rtol=2e-6, err_msg=k)
+  _assert_trees_close(acc.params, full.params, rtol=1e-6, atol=1e-7)
+  # Real steps were taken: the parameters moved.
+  moved = np.abs(np.asarray(full.params["logits"]["kernel"])
+                 - init.params["logits"]["kernel"]).max()
+  assert moved > 1e-3
+  counts = lambda s: np.asarray(
+      s.kmeans["layer_0"]["routing"]["kmeans"]["ema_count"])
+  assert not np.allclose(counts(acc), counts(full))
+
+
+def test_eval_step_sums_token_losses():
+  config = _config()
+  mesh = _mesh(1, 1, 1)
+  model_cfg = train.validate_config(config)
+  trainer, state = train.build_trainer(config, mesh,
+                                       sharding.logical_rules(), model_cfg)
+  batch = _batches(config, 1)[0]
+  batch["weights"][:, 40:] = 0.0  # Padding must not count.
+  out = jax.device_get(train.run_step(
+      trainer, trainer.eval_step, state,
+      sharding.make_global_batch(batch, mesh, trainer.data_sharding)))
+  assert float(out["weight"]) == 8 * 40
+  logits, _ = jax.jit(trainer.model.apply)(
+      {"params": state.params, "kmeans": state.kmeans},
+      jnp.asarray(batch["inputs"]), mask=jnp.asarray(batch["weights"] > 0))
+  logp = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)
+  nll = -np.take_along_axis(np.asarray(logp), batch["targets"][..., None],
+                            axis=-1)[..., 0]
+  np.testing.assert_allclose(float(out["ce"]),
+                             (nll * batch["weights"]).sum(), rtol=1e-5)
+  # An untrained byte model is close to uniform over 256 values.
+  assert abs(float(out["ce"]) / float(out["weight"]) - np.log(256)) < 0.3
+
+
+def test_cross_entropy_is_weighted():
+  logits = jnp.log(jnp.asarray([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
+  targets = jnp.asarray([[0, 1]])
+  ce, w = train.cross_entropy(logits, targets, jnp.asarray([[1.0, 0.0]]))
+  np.testing.assert_allclose(float(ce), -np.log(0.5), rtol=1e-6)
+  assert float(w) == 1.0
+  ce, w = train.cross_entropy(logits, targets, jnp.asarray([[1.0, 1.0]]))
+  np.testing.assert_allclose(float(ce), -np.log(0.5) - np.log(0.8),
+                             rtol=1e-6)
+
+
+def test_valid_configs_pass():
+  for arg in ("tiny", "small", None, "variant=local", "routing=topk"):
+    model_cfg = train.validate_config(shakespeare.get_config(arg))
+    assert model_cfg.vocab_size == 256
+
+
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "steps", 0, "train.steps=0: must be >= 1"),
+    ("train", "lr", 0.0, "train.lr=0.0: must be > 0"),
+    ("train", "optimizer", "sgd", "train.optimizer='sgd': must be one of"),
+    ("train", "schedule", "linear", "train.schedule='linear'"),
+    ("train", "warmup_steps", -1, "train.warmup_steps=-1"),
+    ("train", "grad_clip", -1.0, "train.grad_clip=-1.0"),
+    ("train", "weight_decay", -0.1, "train.weight_decay=-0.1"),
+    ("train", "grad_accum_steps", 0, "train.grad_accum_steps=0"),
+    ("train", "grad_accum_steps", 3,
+     "data.batch_size=8: must be divisible by train.grad_accum_steps=3"),
+    ("train", "log_every", 0, "train.log_every=0: must be >= 1"),
+    ("train", "eval_batches", 0, "train.eval_batches=0"),
+    ("train", "keep_checkpoints", 0, "train.keep_checkpoints=0"),
+    ("data", "seq_len", 128, "data.seq_len=128: must be <= model.max_len=64"),
+    ("data", "batch_size", 0, "data.batch_size=0"),
+    ("model", "num_heads", 3, "model.num_heads=3: must divide "
+     "model.d_model=32"),
+    ("model", "num_routing_heads", 5, "model.num_routing_heads=5"),
+    ("model", "residual_dropout", 1.0, "model.residual_dropout=1.0"),
+    ("model", "routing_layers", "last:9", "model.routing_layers='last:9'"),
+])
+def test_invalid_config_names_the_field(section, key, value, message):
+  config = shakespeare.get_config("tiny")
+  config[section][key] = value
+  with pytest.raises(ValueError) as e:
+    train.validate_config(config)
+  assert message in str(e.value)
+
+
+def test_topk_window_must_fit_the_sequence():
+  config = shakespeare.get_config("tiny,routing=topk")
+  config.data.seq_len = 8
+  with pytest.raises(ValueError, match="model.window=16: .*data.seq_len=8"):
+    train.validate_config(config)
+
+
+def test_unknown_model_field_is_named():
+  config = shakespeare.get_config("tiny")
+  config.unlock()
+  config.model.num_head = 4
+  with pytest.raises(ValueError, match=r"unknown field\(s\) \['num_head'\]"):
+    train.validate_config(config)
