@@ -11,6 +11,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from routing_jax import layers
+
 Array = jax.Array
 Dtype = Any
 
@@ -33,12 +35,9 @@ def head_projection(features: int, axes: tuple[str, str], dtype: Dtype,
   features: under jax.set_mesh the latter breaks logical partitioning on
   flax 0.12 (stack.md §4, pitfall 3).
   """
-  return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
-      kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                             (axes[1],)),
-      name=name)
+  return layers.dense(features, axes, use_bias=use_bias,
+                      kernel_init=kernel_init, dtype=dtype,
+                      param_dtype=param_dtype, name=name)
 
 
 def rope(x: Array, positions: Array, base: float = 10000.0) -> Array:
