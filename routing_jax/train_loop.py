@@ -30,7 +30,7 @@ FINITE_KEYS = ("loss", "grad_norm")
 
 
 class NonFiniteLossError(FloatingPointError):
-  pass
+  """A step produced a non-finite loss or gradient norm; nothing was saved."""
 
 
 def _say(line: str) -> None:

@@ -14,6 +14,7 @@ documents, so what counts as a document is a modelling decision, made here:
   synthetic                fixed-length random sequences
 """
 
+import abc
 import functools
 import os
 import threading
@@ -23,18 +24,18 @@ import numpy as np
 from routing_jax import images as images_lib
 
 
-class Documents:
+class Documents(abc.ABC):
   """A split as documents of token ids. Subclasses implement the methods."""
 
   vocab_size: int = 0
 
+  @abc.abstractmethod
   def lengths(self) -> np.ndarray:
     """Returns int64 [num_documents], each document's length in tokens."""
-    raise NotImplementedError
 
+  @abc.abstractmethod
   def read(self, doc: int, start: int, stop: int) -> np.ndarray:
     """Returns the tokens [start, stop) of document `doc` (1-D integers)."""
-    raise NotImplementedError
 
 
 class ArrayDocuments(Documents):
