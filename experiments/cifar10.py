@@ -51,7 +51,6 @@ parameter model fits on every accelerator.
 from experiments import common
 
 VARIANTS = ("routing_all", "routing_last2", "local", "full")
-ROUTING_MODES = ("causal", "topk")
 IMAGE_SHAPE = (32, 32, 3)
 SEQ_LEN = 32 * 32 * 3
 SMALL_IMAGE_SHAPE = (8, 8, 3)
@@ -70,15 +69,8 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key, a bad value, or a misfitting window.
   """
-  arg = common.parse_arg(arg, variant="routing_all", window=0, clusters=0,
-                         routing="causal", small=False)
-  if arg.variant not in VARIANTS:
-    raise ValueError(
-        f"config arg: variant={arg.variant!r}; expected one of {VARIANTS}")
-  if arg.routing not in ROUTING_MODES:
-    raise ValueError(
-        f"config arg: routing={arg.routing!r}; expected one of "
-        f"{ROUTING_MODES}")
+  arg = common.parse_experiment_arg(arg, VARIANTS, "routing_all", window=0,
+                                    clusters=0)
   if arg.window and arg.variant == "full":
     raise ValueError("config arg: window=N does not apply to variant=full")
   if arg.clusters < 0:
@@ -87,72 +79,32 @@ def get_config(arg=None):
 
   c = common.base_config()
   m = c.model
-  m.vocab_size = 256
-  m.image_shape = IMAGE_SHAPE
-  m.position = "learned2d"
-  m.num_layers = 12
-  m.d_model = 1024
-  m.d_ff = 2048
-  m.ffn = "relu"
-  m.norm = "post"
-  m.residual_dropout = 0.3
-  m.attention_dropout = 0.0
-  m.relu_dropout = 0.0
-  m.embedding_dropout = 0.0
-  m.target_dropout = 0.0
-  m.init_scale = 0.2
+  common.set_paper_image_model(m, image_shape=IMAGE_SHAPE, num_layers=12,
+                               d_model=1024, d_ff=2048, routing=arg.routing)
   m.num_heads = 8
   m.num_clusters = 6
   m.window = 512
-  m.query_block = 256
-  m.memory_flange = 256
-  m.routing = arg.routing
+  common.set_local_blocks(m, 256)
   seq_len = SEQ_LEN
-
-  t = c.train
-  t.optimizer = "adafactor"
-  t.lr = 0.01
-  t.schedule = "rsqrt"  # 0.01 flat for 10k steps, then 1/sqrt(step)
-  t.warmup_steps = 10000
-  t.weight_decay = 0.0
-  t.grad_clip = 0.0
-  t.steps = 500_000
-  t.log_every = 100
-  t.eval_every = 5000
-  t.eval_batches = 64
-  t.checkpoint_every = 5000
-  t.sample_length = seq_len  # one image
+  # cifar10 has no validation split.
+  common.set_data(c, "cifar10", seq_len, eval_split="test")
+  common.set_paper_training(c.train, steps=500_000, eval_every=5000,
+                            sample_length=seq_len)  # one image
+  common.set_mesh(c)
 
   if arg.small:
     # The same ratios at CPU size: n = k * w, q = m = w / 2.
     m.image_shape = SMALL_IMAGE_SHAPE
     seq_len = SMALL_SEQ_LEN
-    m.num_layers = 2
-    m.d_model = 64
-    m.d_ff = 128
-    m.num_heads = 4
-    m.window = 32
-    m.query_block = 16
-    m.memory_flange = 16
-    t.steps = 100
-    t.warmup_steps = 20
-    t.log_every = 10
-    t.eval_every = 50
-    t.eval_batches = 2
-    t.checkpoint_every = 50
-    t.sample_length = seq_len
+    common.shrink_for_cpu(c, seq_len=seq_len, window=32, block=16)
+    common.set_smoke_training(c.train, sample_length=seq_len)
 
   half = m.num_heads // 2
-  if arg.variant == "routing_all":
-    m.num_routing_heads = half
-    m.routing_layers = "all"
-  elif arg.variant == "routing_last2":
-    m.num_routing_heads = half
+  if arg.variant == "routing_last2":
     # 2 of 12 layers; the 2-layer small model keeps 1 local-only layer.
-    m.routing_layers = "last:1" if arg.small else "last:2"
+    common.set_routing_heads(m, half, "last:1" if arg.small else "last:2")
   else:
-    m.num_routing_heads = 0
-    m.routing_layers = "none"
+    common.set_routing_heads(m, half if arg.variant == "routing_all" else 0)
   if arg.variant == "full":
     m.query_block = seq_len
     m.memory_flange = 0
@@ -166,18 +118,7 @@ def get_config(arg=None):
           f"{seq_len}, and half of it must divide the sequence length "
           f"{seq_len}")
     m.window = arg.window
-    m.query_block = q
-    m.memory_flange = q
+    common.set_local_blocks(m, q)
   if arg.clusters:
     m.num_clusters = arg.clusters
-
-  m.max_len = seq_len
-  c.data.name = "synthetic" if arg.small else "cifar10"
-  c.data.seq_len = seq_len
-  c.data.batch_size = 8 if arg.small else 32
-  c.data.eval_split = "test"  # cifar10 has no validation split
-
-  c.mesh.data = -1
-  c.mesh.fsdp = 1
-  c.mesh.tensor = 1
   return c

@@ -9,6 +9,10 @@ Sections:
   data   -> routing_jax.input_pipeline
   train  -> routing_jax.train (optimizer, schedule, loop, checkpoints)
   mesh   -> routing_jax.sharding (device mesh axis sizes, -1 fills the rest)
+
+The helpers below hold what several experiment files share: the arg
+checks, the paper's text and image model defaults, its training section,
+and the shrink to a CPU-sized `small` model. Each sets fields in place.
 """
 
 import ml_collections
@@ -142,3 +146,193 @@ def parse_arg(arg, **defaults):
     else:
       out[key] = value
   return ml_collections.ConfigDict(out)
+
+
+ROUTING_MODES = ("causal", "topk")  # ours (exactly causal), the paper's
+
+
+def check_choice(name, value, choices):
+  """Checks that config arg `name` has one of `choices`.
+
+  Raises:
+    ValueError: naming the key, its value and the choices (as given).
+  """
+  if value not in choices:
+    raise ValueError(
+        f"config arg: {name}={value!r}; expected one of {choices}")
+
+
+def parse_experiment_arg(arg, variants, variant, **extra):
+  """Parses the args every experiment takes, then checks their choices.
+
+  Args:
+    arg: the `--config=file.py:ARG` string, or None.
+    variants: the allowed variant names (shown as given in errors).
+    variant: the default variant.
+    **extra: further keys with their defaults, as for `parse_arg`.
+
+  Returns:
+    A ConfigDict with variant, routing (causal|topk), small and `extra`.
+
+  Raises:
+    ValueError: naming an unknown key or a bad value.
+  """
+  parsed = parse_arg(arg, variant=variant, routing="causal", small=False,
+                     **extra)
+  check_choice("variant", parsed.variant, variants)
+  check_choice("routing", parsed.routing, ROUTING_MODES)
+  return parsed
+
+
+def set_paper_text_model(m, *, vocab_size, d_model, d_ff, routing,
+                         emb_dim=0, attention_dropout=0.0, relu_dropout=0.0,
+                         embedding_dropout=0.0):
+  """Sets the paper's text-model defaults (reference.md §3.4, §5.4) on `m`.
+
+  GEGLU FFN without biases, post-norm, Shaw relative positions, residual
+  dropout 0.1 (the T2T default the text sets never override), no target
+  dropout, init scale 0.2. Layer and head counts are left to the caller.
+  """
+  m.vocab_size = vocab_size
+  m.d_model = d_model
+  m.emb_dim = emb_dim  # 0: E = H, no factorised embedding
+  m.d_ff = d_ff
+  m.ffn = "geglu"
+  m.norm = "post"
+  m.position = "relative"
+  m.residual_dropout = 0.1
+  m.attention_dropout = attention_dropout
+  m.relu_dropout = relu_dropout
+  m.embedding_dropout = embedding_dropout
+  m.target_dropout = 0.0
+  m.init_scale = 0.2
+  m.routing = routing
+
+
+def set_paper_image_model(m, *, image_shape, num_layers, d_model, d_ff,
+                          routing):
+  """Sets the paper's image-model defaults (reference.md §3.3) on `m`.
+
+  Sub-pixels in raster order over 256 values, learned row/column
+  positions, ReLU FFN with biases, post-norm, residual dropout 0.3 and no
+  other dropout, init scale 0.2. Heads are left to the caller.
+  """
+  m.vocab_size = 256
+  m.image_shape = image_shape
+  m.position = "learned2d"
+  m.num_layers = num_layers
+  m.d_model = d_model
+  m.d_ff = d_ff
+  m.ffn = "relu"
+  m.norm = "post"
+  m.residual_dropout = 0.3
+  m.attention_dropout = 0.0
+  m.relu_dropout = 0.0
+  m.embedding_dropout = 0.0
+  m.target_dropout = 0.0
+  m.init_scale = 0.2
+  m.routing = routing
+
+
+def set_local_blocks(m, block):
+  """Local attention with query block = memory flange = `block`.
+
+  With relative positions the table covers the whole local span: the
+  largest distance in a block pair is q + m - 1, so 2 * block + 1 entries.
+  Call after `m.position` is set.
+  """
+  m.query_block = block
+  m.memory_flange = block
+  if m.position == "relative":
+    m.max_relative_position = 2 * block + 1
+
+
+def set_routing_heads(m, num_routing_heads, routing_layers="all"):
+  """Routes `num_routing_heads` heads in `routing_layers`; 0: local only."""
+  m.num_routing_heads = num_routing_heads
+  m.routing_layers = routing_layers if num_routing_heads else "none"
+
+
+def set_data(c, name, seq_len, *, batch_size=32, eval_split="validation"):
+  """Sets the data section; the model's max_len follows seq_len."""
+  c.data.name = name
+  c.data.seq_len = seq_len
+  c.data.batch_size = batch_size  # global, in sequences
+  c.data.eval_split = eval_split
+  c.model.max_len = seq_len
+
+
+def set_paper_training(t, *, steps, eval_every, sample_length,
+                       eval_batches=64, weight_decay=0.0):
+  """Sets the paper's training section (reference.md §5.4) on `t`.
+
+  Adafactor at 0.01 with the rsqrt schedule (0.01 flat for 10k steps, then
+  1/sqrt(step)), no gradient clipping; a checkpoint at every evaluation.
+  """
+  t.optimizer = "adafactor"
+  t.lr = 0.01
+  t.schedule = "rsqrt"
+  t.warmup_steps = 10000
+  t.weight_decay = weight_decay
+  t.grad_clip = 0.0
+  t.steps = steps
+  t.log_every = 100
+  t.eval_every = eval_every
+  t.eval_batches = eval_batches
+  t.checkpoint_every = eval_every
+  t.sample_length = sample_length
+
+
+def set_smoke_training(t, *, steps=100, warmup_steps=20, log_every=10,
+                       eval_every=50, eval_batches=2, sample_length=None):
+  """A short run's cadence; a checkpoint at every evaluation.
+
+  sample_length None keeps the current value.
+  """
+  t.steps = steps
+  t.warmup_steps = warmup_steps
+  t.log_every = log_every
+  t.eval_every = eval_every
+  t.eval_batches = eval_batches
+  t.checkpoint_every = eval_every
+  if sample_length is not None:
+    t.sample_length = sample_length
+
+
+def shrink_for_cpu(c, *, seq_len, d_model=64, d_ff=128, num_heads=4,
+                   window=64, block=32, data_name="synthetic"):
+  """Shrinks a config's model and data to a 2-layer CPU size.
+
+  Routing heads, routing layers and clusters are left to the caller, as is
+  the training cadence (`set_smoke_training`).
+
+  Args:
+    c: the config, changed in place.
+    seq_len: the new sequence length (and max_len).
+    d_model: hidden size.
+    d_ff: FFN size.
+    num_heads: heads per layer.
+    window: routing window w.
+    block: local query block = memory flange (see `set_local_blocks`).
+    data_name: the dataset (synthetic: nothing to download); None keeps it.
+  """
+  m = c.model
+  m.num_layers = 2
+  m.d_model = d_model
+  m.d_ff = d_ff
+  m.num_heads = num_heads
+  m.window = window
+  set_local_blocks(m, block)
+  m.remat_policy = "none"
+  if data_name is not None:
+    c.data.name = data_name
+  c.data.seq_len = seq_len
+  c.data.batch_size = 8  # divisible by the tests' 8 fake devices
+  m.max_len = seq_len
+
+
+def set_mesh(c, *, data=-1, fsdp=1, tensor=1):
+  """Sets the device mesh axis sizes (-1 fills the rest)."""
+  c.mesh.data = data
+  c.mesh.fsdp = fsdp
+  c.mesh.tensor = tensor

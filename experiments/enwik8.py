@@ -68,7 +68,6 @@ VARIANTS = {
     "local8k": (_LOCAL_8K, 8192),
     "local12k": (_LOCAL_12K, 12288),
 }
-ROUTING_MODES = ("causal", "topk")
 
 
 def get_config(arg=None):
@@ -82,82 +81,27 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key or a bad value.
   """
-  arg = common.parse_arg(arg, variant="8k", routing="causal", small=False)
-  if arg.variant not in VARIANTS:
-    raise ValueError(
-        f"config arg: variant={arg.variant!r}; expected one of "
-        f"{sorted(VARIANTS)}")
-  if arg.routing not in ROUTING_MODES:
-    raise ValueError(
-        f"config arg: routing={arg.routing!r}; expected one of "
-        f"{ROUTING_MODES}")
+  arg = common.parse_experiment_arg(arg, sorted(VARIANTS), "8k")
   overrides, seq_len = VARIANTS[arg.variant]
 
   c = common.base_config()
   m = c.model
-  m.vocab_size = 256
-  m.d_model = 1024
-  m.emb_dim = 0  # E = H = 1024: no factorised embedding
-  m.d_ff = 3072
-  m.ffn = "geglu"
-  m.norm = "post"
-  m.position = "relative"
-  m.residual_dropout = 0.1  # the T2T default the text sets never override
-  m.embedding_dropout = 0.0
-  m.target_dropout = 0.0
-  m.init_scale = 0.2
-  m.routing = arg.routing
+  # E = H = 1024: no factorised embedding.
+  common.set_paper_text_model(m, vocab_size=256, d_model=1024, d_ff=3072,
+                              routing=arg.routing)
   m.update(overrides)
-  m.max_len = seq_len
   # 8k-12k tokens through 12-22 layers: keep only layer inputs.
   m.remat_policy = "full"
-
-  c.data.name = "enwik8"
-  c.data.seq_len = seq_len
-  c.data.batch_size = 32
-  c.data.eval_split = "validation"
-
-  t = c.train
-  t.optimizer = "adafactor"
-  t.lr = 0.01
-  t.schedule = "rsqrt"  # 0.01 flat for 10k steps, then 1/sqrt(step)
-  t.warmup_steps = 10000
-  t.weight_decay = 0.0
-  t.grad_clip = 0.0
-  t.steps = 500_000
-  t.log_every = 100
-  t.eval_every = 5000
-  t.eval_batches = 64
-  t.checkpoint_every = 5000
-  t.sample_length = 512
-
-  c.mesh.data = -1
-  c.mesh.fsdp = 1
-  c.mesh.tensor = 1
+  common.set_data(c, "enwik8", seq_len)
+  common.set_paper_training(c.train, steps=500_000, eval_every=5000,
+                            sample_length=512)
+  common.set_mesh(c)
 
   if arg.small:
     # Same structure (head split, routing layers) at CPU size, on synthetic
     # bytes since enwik8 needs a download. q + m = w as in the 8k set.
-    m.num_layers = 2
-    m.d_model = 64
-    m.d_ff = 128
-    m.num_heads = 4
+    common.shrink_for_cpu(c, seq_len=256)
     m.num_routing_heads = 2 if m.num_routing_heads else 0
     m.num_clusters = 4
-    m.window = 64
-    m.query_block = 32
-    m.memory_flange = 32
-    m.max_relative_position = 65
-    m.max_len = 256
-    m.remat_policy = "none"
-    c.data.name = "synthetic"
-    c.data.seq_len = 256
-    c.data.batch_size = 8  # divisible by the tests' 8 fake devices
-    t.steps = 100
-    t.warmup_steps = 20
-    t.log_every = 10
-    t.eval_every = 50
-    t.eval_batches = 2
-    t.checkpoint_every = 50
-    t.sample_length = 64
+    common.set_smoke_training(c.train, sample_length=64)
   return c

@@ -41,7 +41,6 @@ accelerator: global batch 32, 200k steps, pure data parallel mesh.
 from experiments import common
 
 VARIANTS = ("routing", "local", "full")
-ROUTING_MODES = ("causal", "topk")
 IMAGE_SHAPE = (28, 28, 1)
 SEQ_LEN = 28 * 28
 
@@ -57,71 +56,26 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key or a bad value.
   """
-  arg = common.parse_arg(arg, variant="routing", routing="causal",
-                         small=False)
-  if arg.variant not in VARIANTS:
-    raise ValueError(
-        f"config arg: variant={arg.variant!r}; expected one of {VARIANTS}")
-  if arg.routing not in ROUTING_MODES:
-    raise ValueError(
-        f"config arg: routing={arg.routing!r}; expected one of "
-        f"{ROUTING_MODES}")
+  arg = common.parse_experiment_arg(arg, VARIANTS, "routing")
 
   c = common.base_config()
   m = c.model
-  m.vocab_size = 256
-  m.image_shape = IMAGE_SHAPE
-  m.position = "learned2d"
-  m.num_layers = 12
-  m.d_model = 512
-  m.d_ff = 2048
-  m.ffn = "relu"
-  m.norm = "post"
-  m.residual_dropout = 0.3
-  m.attention_dropout = 0.0
-  m.relu_dropout = 0.0
-  m.embedding_dropout = 0.0
-  m.target_dropout = 0.0
-  m.init_scale = 0.2
+  common.set_paper_image_model(m, image_shape=IMAGE_SHAPE, num_layers=12,
+                               d_model=512, d_ff=2048, routing=arg.routing)
   m.num_heads = 4
   m.num_clusters = 7
   m.window = 112
-  m.query_block = 56
-  m.memory_flange = 56
-  m.routing = arg.routing
-  if arg.variant == "routing":
-    m.num_routing_heads = 2
-    m.routing_layers = "all"
-  else:
-    m.num_routing_heads = 0
-    m.routing_layers = "none"
+  common.set_local_blocks(m, 56)
+  common.set_routing_heads(m, 2 if arg.variant == "routing" else 0)
   if arg.variant == "full":
     m.query_block = SEQ_LEN
     m.memory_flange = 0
-  m.max_len = SEQ_LEN
-
-  c.data.name = "fashion_mnist"
-  c.data.seq_len = SEQ_LEN
-  c.data.batch_size = 32
-  c.data.eval_split = "test"  # the IDX release has train and t10k only
-
-  t = c.train
-  t.optimizer = "adafactor"
-  t.lr = 0.01
-  t.schedule = "rsqrt"  # 0.01 flat for 10k steps, then 1/sqrt(step)
-  t.warmup_steps = 10000
-  t.weight_decay = 0.0
-  t.grad_clip = 0.0
-  t.steps = 200_000
-  t.log_every = 100
-  t.eval_every = 5000
-  t.eval_batches = 32
-  t.checkpoint_every = 5000
-  t.sample_length = SEQ_LEN  # one image
-
-  c.mesh.data = -1
-  c.mesh.fsdp = 1
-  c.mesh.tensor = 1
+  # The IDX release has train and t10k only.
+  common.set_data(c, "fashion_mnist", SEQ_LEN, eval_split="test")
+  common.set_paper_training(c.train, steps=200_000, eval_every=5000,
+                            eval_batches=32,
+                            sample_length=SEQ_LEN)  # one image
+  common.set_mesh(c)
 
   if arg.small:
     # A minute or two on 2 CPU cores: 200 steps of 8 real images.
@@ -131,10 +85,6 @@ def get_config(arg=None):
     # 200 steps see 1,600 of the 60,000 images: nothing to regularise.
     m.residual_dropout = 0.0
     c.data.batch_size = 8  # divisible by the tests' 8 fake devices
-    t.steps = 200
-    t.warmup_steps = 20
-    t.log_every = 20
-    t.eval_every = 100
-    t.eval_batches = 4
-    t.checkpoint_every = 100
+    common.set_smoke_training(c.train, steps=200, log_every=20,
+                              eval_every=100, eval_batches=4)
   return c

@@ -43,7 +43,6 @@ _ROUTING = dict(num_heads=16, num_routing_heads=4, routing_layers="all",
 _LOCAL = dict(num_heads=16, num_routing_heads=0, routing_layers="none")
 
 VARIANTS = {"routing": _ROUTING, "local": _LOCAL}
-ROUTING_MODES = ("causal", "topk")
 IMAGE_SHAPE = (64, 64, 3)
 SEQ_LEN = 64 * 64 * 3
 
@@ -59,86 +58,26 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key or a bad value.
   """
-  arg = common.parse_arg(arg, variant="routing", routing="causal",
-                         small=False)
-  if arg.variant not in VARIANTS:
-    raise ValueError(
-        f"config arg: variant={arg.variant!r}; expected one of "
-        f"{sorted(VARIANTS)}")
-  if arg.routing not in ROUTING_MODES:
-    raise ValueError(
-        f"config arg: routing={arg.routing!r}; expected one of "
-        f"{ROUTING_MODES}")
+  arg = common.parse_experiment_arg(arg, sorted(VARIANTS), "routing")
 
   c = common.base_config()
   m = c.model
-  m.vocab_size = 256
-  m.image_shape = IMAGE_SHAPE
-  m.position = "learned2d"
-  m.num_layers = 24
-  m.d_model = 1024
-  m.d_ff = 2048
-  m.ffn = "relu"
-  m.norm = "post"
-  m.residual_dropout = 0.3
-  m.attention_dropout = 0.0
-  m.relu_dropout = 0.0
-  m.embedding_dropout = 0.0
-  m.target_dropout = 0.0
-  m.init_scale = 0.2
-  m.query_block = 256
-  m.memory_flange = 256
-  m.routing = arg.routing
+  common.set_paper_image_model(m, image_shape=IMAGE_SHAPE, num_layers=24,
+                               d_model=1024, d_ff=2048, routing=arg.routing)
+  common.set_local_blocks(m, 256)
   m.update(VARIANTS[arg.variant])
-  m.max_len = SEQ_LEN
   m.remat_policy = "full"
-
-  c.data.name = "imagenet_resized/64x64"
-  c.data.seq_len = SEQ_LEN
-  c.data.batch_size = 32
-  c.data.eval_split = "validation"
-
-  t = c.train
-  t.optimizer = "adafactor"
-  t.lr = 0.01
-  t.schedule = "rsqrt"  # 0.01 flat for 10k steps, then 1/sqrt(step)
-  t.warmup_steps = 10000
-  t.weight_decay = 0.0
-  t.grad_clip = 0.0
-  t.steps = 1_000_000
-  t.log_every = 100
-  t.eval_every = 10000
-  t.eval_batches = 64
-  t.checkpoint_every = 10000
-  t.sample_length = SEQ_LEN  # one image
-
-  c.mesh.data = -1
-  c.mesh.fsdp = 1
-  c.mesh.tensor = 1
+  common.set_data(c, "imagenet_resized/64x64", SEQ_LEN)
+  common.set_paper_training(c.train, steps=1_000_000, eval_every=10000,
+                            sample_length=SEQ_LEN)  # one image
+  common.set_mesh(c)
 
   if arg.small:
     # Same head split (3 local + 1 routing) at CPU size: 192 sub-pixels,
     # 6 query blocks of 32, w 64, k 4.
     m.image_shape = (8, 8, 3)
-    m.num_layers = 2
-    m.d_model = 64
-    m.d_ff = 128
-    m.num_heads = 4
+    common.shrink_for_cpu(c, seq_len=192)
     m.num_routing_heads = 1 if arg.variant == "routing" else 0
     m.num_clusters = 4
-    m.window = 64
-    m.query_block = 32
-    m.memory_flange = 32
-    m.max_len = 192
-    m.remat_policy = "none"
-    c.data.name = "synthetic"
-    c.data.seq_len = 192
-    c.data.batch_size = 8  # divisible by the tests' 8 fake devices
-    t.steps = 100
-    t.warmup_steps = 20
-    t.log_every = 10
-    t.eval_every = 50
-    t.eval_batches = 2
-    t.checkpoint_every = 50
-    t.sample_length = 192
+    common.set_smoke_training(c.train, sample_length=192)
   return c

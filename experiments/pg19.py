@@ -54,7 +54,6 @@ _LOCAL = dict(
     num_layers=24, num_heads=8, num_routing_heads=0, routing_layers="none")
 
 VARIANTS = {"routing": _ROUTING, "local": _LOCAL}
-ROUTING_MODES = ("causal", "topk")
 SEQ_LEN = 8192
 
 
@@ -69,92 +68,32 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key or a bad value.
   """
-  arg = common.parse_arg(arg, variant="routing", routing="causal",
-                         small=False)
-  if arg.variant not in VARIANTS:
-    raise ValueError(
-        f"config arg: variant={arg.variant!r}; expected one of "
-        f"{sorted(VARIANTS)}")
-  if arg.routing not in ROUTING_MODES:
-    raise ValueError(
-        f"config arg: routing={arg.routing!r}; expected one of "
-        f"{ROUTING_MODES}")
+  arg = common.parse_experiment_arg(arg, sorted(VARIANTS), "routing")
 
   c = common.base_config()
   m = c.model
-  m.vocab_size = 32768
-  m.d_model = 1032
-  m.emb_dim = 0  # E = H = 1032
-  m.d_ff = 4096
-  m.ffn = "geglu"
-  m.norm = "post"
-  m.position = "relative"
-  m.max_relative_position = 513
-  m.query_block = 256
-  m.memory_flange = 256
-  m.residual_dropout = 0.1
-  m.attention_dropout = 0.0
-  m.relu_dropout = 0.0
-  m.embedding_dropout = 0.0
-  m.target_dropout = 0.0
-  m.init_scale = 0.2
-  m.routing = arg.routing
+  # E = H = 1032: no factorised embedding.
+  common.set_paper_text_model(m, vocab_size=32768, d_model=1032, d_ff=4096,
+                              routing=arg.routing)
+  common.set_local_blocks(m, 256)
   m.update(VARIANTS[arg.variant])
-  m.max_len = SEQ_LEN
   m.remat_policy = "full"
-
-  c.data.name = "pg19"
-  c.data.seq_len = SEQ_LEN
-  c.data.batch_size = 32
+  common.set_data(c, "pg19", SEQ_LEN)
   c.data.tokenizer_vocab_size = 32768
-  c.data.eval_split = "validation"
-
-  t = c.train
-  t.optimizer = "adafactor"
-  t.lr = 0.01
-  t.schedule = "rsqrt"  # 0.01 flat for 10k steps, then 1/sqrt(step)
-  t.warmup_steps = 10000
-  t.weight_decay = 0.0
-  t.grad_clip = 0.0
-  t.steps = 3_530_000
-  t.log_every = 100
-  t.eval_every = 10000
-  t.eval_batches = 64
-  t.checkpoint_every = 10000
-  t.sample_length = 512
-
-  c.mesh.data = -1
-  c.mesh.fsdp = 4
-  c.mesh.tensor = 1
+  common.set_paper_training(c.train, steps=3_530_000, eval_every=10000,
+                            sample_length=512)
+  common.set_mesh(c, fsdp=4)
 
   if arg.small:
     # Same structure (3 local + 1 routing head, only the last layer
     # routes) at CPU size, on synthetic tokens from a small vocabulary.
+    common.shrink_for_cpu(c, seq_len=256)
     m.vocab_size = 512
-    m.num_layers = 2
-    m.d_model = 64
-    m.d_ff = 128
-    m.num_heads = 4
+    c.data.tokenizer_vocab_size = 512
     if arg.variant == "routing":
       m.num_routing_heads = 1
       m.routing_layers = "skip_first:1"
     m.num_clusters = 4
-    m.window = 64
-    m.query_block = 32
-    m.memory_flange = 32
-    m.max_relative_position = 65
-    m.max_len = 256
-    m.remat_policy = "none"
-    c.data.name = "synthetic"
-    c.data.seq_len = 256
-    c.data.batch_size = 8  # divisible by the tests' 8 fake devices
-    c.data.tokenizer_vocab_size = 512
-    c.mesh.fsdp = 1
-    t.steps = 100
-    t.warmup_steps = 20
-    t.log_every = 10
-    t.eval_every = 50
-    t.eval_batches = 2
-    t.checkpoint_every = 50
-    t.sample_length = 64
+    common.set_mesh(c)
+    common.set_smoke_training(c.train, sample_length=64)
   return c

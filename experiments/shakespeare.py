@@ -38,7 +38,6 @@ on a loaded machine, 2.31 validation bits/byte (see get_config).
 from experiments import common
 
 VARIANTS = ("routing", "local")
-ROUTING_MODES = ("causal", "topk")
 
 
 def get_config(arg=None):
@@ -52,15 +51,7 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key, a bad value, or small with tiny.
   """
-  arg = common.parse_arg(arg, variant="routing", routing="causal",
-                         small=False, tiny=False)
-  if arg.variant not in VARIANTS:
-    raise ValueError(
-        f"config arg: variant={arg.variant!r}; expected one of {VARIANTS}")
-  if arg.routing not in ROUTING_MODES:
-    raise ValueError(
-        f"config arg: routing={arg.routing!r}; expected one of "
-        f"{ROUTING_MODES}")
+  arg = common.parse_experiment_arg(arg, VARIANTS, "routing", tiny=False)
   if arg.small and arg.tiny:
     raise ValueError("config arg: small and tiny exclude each other")
 
@@ -80,19 +71,13 @@ def get_config(arg=None):
   m.ffn = "geglu"
   m.norm = "pre"
   m.position = "relative"
-  m.query_block = 64
-  m.memory_flange = 64
-  # Largest distance inside a local block pair is q + m - 1 = 127.
-  m.max_relative_position = 129
+  # Largest distance inside a local block pair is q + m - 1 = 127, so the
+  # relative table has 129 entries.
+  common.set_local_blocks(m, 64)
   m.num_clusters = 4
   m.window = 64  # each routing query sees up to 64 earlier same-cluster keys
   m.routing = arg.routing
-  if arg.variant == "routing":
-    m.num_routing_heads = 2
-    m.routing_layers = "all"
-  else:
-    m.num_routing_heads = 0
-    m.routing_layers = "none"
+  common.set_routing_heads(m, 2 if arg.variant == "routing" else 0)
   # About one epoch: too little data seen twice to need dropout.
   m.residual_dropout = 0.0
   m.attention_dropout = 0.0
@@ -100,12 +85,7 @@ def get_config(arg=None):
   m.embedding_dropout = 0.0
   m.target_dropout = 0.0
   m.init_scale = 0.2
-  m.max_len = 256
-
-  c.data.name = "shakespeare"
-  c.data.seq_len = 256
-  c.data.batch_size = 16
-  c.data.eval_split = "validation"
+  common.set_data(c, "shakespeare", 256, batch_size=16)
 
   t = c.train
   t.optimizer = "adamw"
@@ -123,51 +103,21 @@ def get_config(arg=None):
   t.checkpoint_every = 200
   t.sample_length = 512
   t.sample_prompt = "HAMLET:\n"
-
-  c.mesh.data = -1
-  c.mesh.fsdp = 1
-  c.mesh.tensor = 1
+  common.set_mesh(c)
 
   if arg.small:
     # About a minute: the same structure, 2 layers of 64.
-    m.num_layers = 2
-    m.d_model = 64
-    m.d_ff = 192
-    m.query_block = 32
-    m.memory_flange = 32
-    m.max_relative_position = 65
-    m.window = 32
-    c.data.seq_len = 128
-    m.max_len = 128
-    c.data.batch_size = 8
-    t.steps = 200
-    t.warmup_steps = 20
-    t.log_every = 20
-    t.eval_every = 100
-    t.eval_batches = 4
-    t.checkpoint_every = 100
-    t.sample_length = 128
+    common.shrink_for_cpu(c, seq_len=128, d_ff=192, window=32, block=32,
+                          data_name=None)
+    common.set_smoke_training(t, steps=200, log_every=20, eval_every=100,
+                              eval_batches=4, sample_length=128)
   if arg.tiny:
     # For tests: a few steps that still exercise every code path (both
     # head kinds, several blocks and clusters, eval, checkpoint, sampling).
-    m.num_layers = 2
-    m.d_model = 32
-    m.num_heads = 2
+    common.shrink_for_cpu(c, seq_len=64, d_model=32, d_ff=64, num_heads=2,
+                          window=16, block=16, data_name=None)
     m.num_routing_heads = 1 if arg.variant == "routing" else 0
-    m.d_ff = 64
-    m.query_block = 16
-    m.memory_flange = 16
-    m.max_relative_position = 33
     m.num_clusters = 2
-    m.window = 16
-    c.data.seq_len = 64
-    m.max_len = 64
-    c.data.batch_size = 8  # divisible by the tests' 8 fake devices
-    t.steps = 3
-    t.warmup_steps = 1
-    t.log_every = 1
-    t.eval_every = 3
-    t.eval_batches = 1
-    t.checkpoint_every = 3
-    t.sample_length = 16
+    common.set_smoke_training(t, steps=3, warmup_steps=1, log_every=1,
+                              eval_every=3, eval_batches=1, sample_length=16)
   return c

@@ -68,7 +68,6 @@ VARIANTS = {
     "local": (_LOCAL_4K, 4096),
     "1k": (_ROUTING_1K, 1024),
 }
-ROUTING_MODES = ("causal", "topk")
 
 
 def get_config(arg=None):
@@ -82,88 +81,31 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key or a bad value.
   """
-  arg = common.parse_arg(arg, variant="routing", routing="causal",
-                         small=False)
-  if arg.variant not in VARIANTS:
-    raise ValueError(
-        f"config arg: variant={arg.variant!r}; expected one of "
-        f"{sorted(VARIANTS)}")
-  if arg.routing not in ROUTING_MODES:
-    raise ValueError(
-        f"config arg: routing={arg.routing!r}; expected one of "
-        f"{ROUTING_MODES}")
+  arg = common.parse_experiment_arg(arg, sorted(VARIANTS), "routing")
   overrides, seq_len = VARIANTS[arg.variant]
 
   c = common.base_config()
   m = c.model
-  m.vocab_size = VOCAB_SIZE
-  m.d_model = 1024
-  m.emb_dim = 256  # factorised: [V, 256] table, then 256 -> 1024
-  m.d_ff = 3072
-  m.ffn = "geglu"
-  m.norm = "post"
-  m.position = "relative"
-  m.max_relative_position = 513
-  m.query_block = 256
-  m.memory_flange = 256
-  m.residual_dropout = 0.1
-  m.attention_dropout = 0.4
-  m.relu_dropout = 0.4
-  m.embedding_dropout = 0.4
-  m.init_scale = 0.2
-  m.routing = arg.routing
+  # Factorised embedding: a [V, 256] table, then 256 -> 1024.
+  common.set_paper_text_model(
+      m, vocab_size=VOCAB_SIZE, d_model=1024, emb_dim=256, d_ff=3072,
+      routing=arg.routing, attention_dropout=0.4, relu_dropout=0.4,
+      embedding_dropout=0.4)
+  common.set_local_blocks(m, 256)
   m.update(overrides)
-  m.max_len = seq_len
   m.remat_policy = "full"
-
-  c.data.name = "wikitext103"
-  c.data.seq_len = seq_len
-  c.data.batch_size = 32
-  c.data.eval_split = "validation"
-
-  t = c.train
-  t.optimizer = "adafactor"
-  t.lr = 0.01
-  t.schedule = "rsqrt"  # 0.01 flat for 10k steps, then 1/sqrt(step)
-  t.warmup_steps = 10000
-  t.weight_decay = 2e-5
-  t.grad_clip = 0.0
-  t.steps = 500_000
-  t.log_every = 100
-  t.eval_every = 5000
-  t.eval_batches = 64
-  t.checkpoint_every = 5000
-  t.sample_length = 256
-
-  c.mesh.data = -1
-  c.mesh.fsdp = 1
-  c.mesh.tensor = 1
+  common.set_data(c, "wikitext103", seq_len)
+  common.set_paper_training(c.train, steps=500_000, eval_every=5000,
+                            sample_length=256, weight_decay=2e-5)
+  common.set_mesh(c)
 
   if arg.small:
     # Same structure (factorised embedding, head split, dropouts) at CPU
     # size, on synthetic tokens from a small vocabulary.
+    common.shrink_for_cpu(c, seq_len=256)
     m.vocab_size = 512
-    m.num_layers = 2
-    m.d_model = 64
     m.emb_dim = 32
-    m.d_ff = 128
-    m.num_heads = 4
     m.num_routing_heads = 2 if m.num_routing_heads else 0
     m.num_clusters = 2 if arg.variant == "1k" else 4
-    m.window = 64
-    m.query_block = 32
-    m.memory_flange = 32
-    m.max_relative_position = 65
-    m.max_len = 256
-    m.remat_policy = "none"
-    c.data.name = "synthetic"
-    c.data.seq_len = 256
-    c.data.batch_size = 8  # divisible by the tests' 8 fake devices
-    t.steps = 100
-    t.warmup_steps = 20
-    t.log_every = 10
-    t.eval_every = 50
-    t.eval_batches = 2
-    t.checkpoint_every = 50
-    t.sample_length = 64
+    common.set_smoke_training(c.train, sample_length=64)
   return c
