@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -152,7 +153,8 @@ def build_module(impl, n, args):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
-  from routing_jax import attention_core as core  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from routing_jax import attention_core as core
 
   h, d, w = args.heads, args.head_dim, args.window
   dt = jnp.dtype(args.dtype)
@@ -230,16 +232,15 @@ def run_point(args):
     jax.block_until_ready(compiled(params, x))
     times.append(time.perf_counter() - t0)
   res.update(times_s=times, median_s=statistics.median(times),
-             min_s=min(times), peak_rss_mb=_rss_mb())
-  res["load_average"] = os.getloadavg()
+             min_s=min(times), peak_rss_mb=_rss_mb(),
+             load_average=os.getloadavg())
   res["peak_rss_above_baseline_mb"] = (res["peak_rss_mb"]
                                        - res["baseline_rss_mb"])
-  cur_dev, peak_dev = _device_mem()
+  _, peak_dev = _device_mem()
   if peak_dev is not None:
-    res["device_baseline_mb"] = base_dev / 2**20
-    res["device_peak_mb"] = peak_dev / 2**20
-    res["device_peak_above_baseline_mb"] = (peak_dev - base_dev) / 2**20
-    del cur_dev
+    res.update(device_baseline_mb=base_dev / 2**20,
+               device_peak_mb=peak_dev / 2**20,
+               device_peak_above_baseline_mb=(peak_dev - base_dev) / 2**20)
   return res
 
 
@@ -288,8 +289,7 @@ def spawn(args, worker, n):
   """Runs one point in a child process; returns its result dict."""
   fd, path = tempfile.mkstemp(suffix=".json")
   os.close(fd)
-  argv = [a for a in sys.argv[1:]]
-  cmd = [sys.executable, os.path.abspath(__file__)] + argv + [
+  cmd = [sys.executable, os.path.abspath(__file__)] + sys.argv[1:] + [
       "--worker", worker, "--n", str(n), "--result-file", path]
   cap = int(args.mem_cap_gb * 2**30)
 
@@ -346,8 +346,8 @@ def table(points, args):
   ok = {(p["impl"], p["n"]): p for p in points if p.get("status") == "ok"}
   dense = next((i for i in ("dense_cudnn", "dense_xla")
                 if any(k[0] == i for k in ok)), None)
-  mem_name = ("device peak MB" if any("device_peak_mb" in p for p in ok.values())
-              else "peak RSS MB")
+  gpu = any("device_peak_mb" in p for p in ok.values())
+  mem_name = "device peak MB" if gpu else "peak RSS MB"
   rows = [f"| n | impl | median s | min s | compile s | {mem_name} (+base) | "
           "x faster than dense | mem / dense | time / local | "
           "time / local_half | core GFLOP/s | core % of peak |",
@@ -479,39 +479,49 @@ def driver_main(args):
     with open(prefix + ".json", "w") as f:
       json.dump({"meta": meta, "points": ordered()}, f, indent=1)
 
-  for rnd in range(args.rounds):
-    for n in sizes:
-      for impl in impls:
-        if (impl == "dense_xla" and cap_gb > 0
-            and predicted_dense_bytes(n, args) > cap_gb * 2**30):
-          res = {"impl": impl, "n": n, "status": "skipped", "reason":
-                 f"predicted {predicted_dense_bytes(n, args) / 2**30:.0f} "
-                 f"GB > {cap_gb:g} GB"}
-        elif (args.time_budget
-              and time.perf_counter() - start > args.time_budget):
-          res = {"impl": impl, "n": n, "status": "skipped",
-                 "reason": "time budget"}
-        else:
-          res = spawn(args, impl, n)
-        points[(impl, n)] = merge(points.get((impl, n)), res)
-        shown = (f"{res['median_s']:.4g} s, {mem_of(res):.0f} MB"
-                 if res.get("status") == "ok" else
-                 f"{res['status']} {res.get('reason', '')}")
-        print(f"round {rnd} n={n:6d} {impl:15s} {shown}", flush=True)
-        save()
-  final = ordered()
-  dev = meta["device"] or {}
-  md = table(final, args)
-  with open(prefix + ".md", "w") as f:
-    f.write(f"{dev.get('kind')} ({dev.get('platform')}), jax "
-            f"{dev.get('jax')}, {args.device_label}, dtype={args.dtype}, "
-            f"matmul peak {peak and round(peak, 1)} GFLOP/s\n\n" + md)
-  print(md)
-  plot(final, prefix + ".png",
-       f"B={args.batch} H={args.heads} d={args.head_dim} w={args.window} "
-       f"{args.dtype} fwd+bwd (x: OOM or predicted OOM), "
-       f"{dev.get('kind')} jax {dev.get('jax')}: {args.device_label}")
-  save()
+  def report(final):
+    pts = ordered()
+    dev = meta["device"] or {}
+    md = table(pts, args)
+    with open(prefix + ".md", "w") as f:
+      f.write(f"{dev.get('kind')} ({dev.get('platform')}), jax "
+              f"{dev.get('jax')}, {args.device_label}, dtype={args.dtype}, "
+              f"matmul peak {peak and round(peak, 1)} GFLOP/s\n\n" + md)
+    save()
+    if final:
+      print(md)
+      plot(pts, prefix + ".png",
+           f"B={args.batch} H={args.heads} d={args.head_dim} "
+           f"w={args.window} {args.dtype} fwd+bwd (x: OOM or predicted "
+           f"OOM), {dev.get('kind')} jax {dev.get('jax')}: "
+           f"{args.device_label}")
+
+  # A `timeout` around this script still gets the table and the plot.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+  try:
+    for rnd in range(args.rounds):
+      for n in sizes:
+        for impl in impls:
+          if (impl == "dense_xla" and cap_gb > 0
+              and predicted_dense_bytes(n, args) > cap_gb * 2**30):
+            res = {"impl": impl, "n": n, "status": "skipped", "reason":
+                   f"predicted {predicted_dense_bytes(n, args) / 2**30:.0f}"
+                   f" GB > {cap_gb:g} GB"}
+          elif (args.time_budget
+                and time.perf_counter() - start > args.time_budget):
+            res = {"impl": impl, "n": n, "status": "skipped",
+                   "reason": "time budget"}
+          else:
+            res = spawn(args, impl, n)
+          points[(impl, n)] = merge(points.get((impl, n)), res)
+          shown = (f"{res['median_s']:.4g} s, {mem_of(res):.0f} MB"
+                   if res.get("status") == "ok" else
+                   f"{res['status']} {res.get('reason', '')}"
+                   f"{res.get('error', '')[-150:]}")
+          print(f"round {rnd} n={n:6d} {impl:15s} {shown}", flush=True)
+          report(final=False)
+  finally:
+    report(final=True)
 
 
 def main():

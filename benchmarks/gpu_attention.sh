@@ -16,7 +16,8 @@
 #                                               # benchmarks/results/gpu
 # Outputs: attention_gpu_{bf16,f32}.{json,md,png} and gpu_attention.log.
 # SIZES_BF16 / SIZES_F32 (comma lists) override the sizes, e.g. for a smoke
-# test on CPU: JAX_PLATFORMS=cpu SIZES_BF16=512 SIZES_F32=512 bash ...
+# test on CPU: JAX_PLATFORMS=cpu SIZES_BF16=512 SIZES_F32=512 \
+#   MATMUL_SIZES=256 OUT=/tmp/gpu_smoke bash benchmarks/gpu_attention.sh
 
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -30,20 +31,23 @@ export PYTHONUNBUFFERED=1
 export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.9}"
 log="$out/gpu_attention.log"
 
+"$py" -c 'import jax, flax' || { echo "no jax/flax for $py" >&2; exit 1; }
 {
   date
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
     2>&1 || true
   "$py" -c 'import jax, flax; print("jax", jax.__version__, "flax",
-            flax.__version__, jax.devices())' || exit 1
+            flax.__version__, jax.devices())'
 } 2>&1 | tee "$log"
 
 label="$("$py" -c 'import jax; print(jax.devices()[0].device_kind)')"
 common=(--mem-cap-gb 0 --predict-cap-gb 60 --reps 10 --point-timeout 90
-        --matmul-sizes 2048,4096,8192 --device-label "$label")
+        --matmul-sizes "${MATMUL_SIZES:-2048,4096,8192}"
+        --device-label "$label")
 
 "$py" benchmarks/attention.py "${common[@]}" --dtype bfloat16 \
-  --dense-impl cudnn --impls dense_cudnn,dense_xla,local,routing_causal,routing_topk \
+  --dense-impl cudnn \
+  --impls dense_cudnn,dense_xla,local,routing_causal,routing_topk \
   --sizes "${SIZES_BF16:-1024,4096,16384,65536,131072}" --time-budget 200 \
   --out "$out/attention_gpu_bf16" 2>&1 | tee -a "$log"
 

@@ -3,9 +3,10 @@
 Times, in one process (timings only; peak memory is attention.py's job;
 reps interleaved round-robin so contention hits every entry alike),
 forward+backward of the pieces of `RoutingAttention(routing="causal")`:
-the whole module (and LocalAttention q=m=w for reference), its projections, its k-means scoring, the attention core
-of routing_jax (`causal_routing_attention`), the blocked local core with the
-same [w x 2w] blocks, and the core's parts one by one. It also times
+the whole module (and LocalAttention q=m=w for reference), its
+projections, its k-means scoring, the attention core of routing_jax
+(`causal_routing_attention`), the blocked local core with the same
+[w x 2w] blocks, and the core's parts one by one. It also times
 `fast_causal_routing`, an experimental rewrite of the core that keeps its
 semantics (checked against the library here) but
 
@@ -16,7 +17,9 @@ semantics (checked against the library here) but
   * permutes with a custom VJP whose backward is a gather by the inverse
     permutation, instead of XLA's scatter-add transpose of take_along_axis;
   * drops the position test from the mask (inside one cluster, rank order
-    is position order).
+    is position order);
+  * optionally uses query blocks of qb < w with a flange of w keys
+    (`query_block`): [qb x (qb + w)] blocks instead of [w x 2w].
 
   python benchmarks/routing_profile.py --n 8192 --reps 3
 """
