@@ -73,8 +73,9 @@ def causal_routing_attention(q: Array, k: Array, v: Array, clusters: Array,
   contiguous and in position order. Query i (sorted index) then sees exactly
   the sorted indices j with i − w < j ≤ i and cluster_j = cluster_i: its w
   most recent same-cluster tokens, itself included. Cutting the sorted order
-  into blocks of w, these all lie in the query's block or the one before, at
-  a fixed band of offsets, so the mask is a static band AND "same cluster".
+  into query blocks of w/2, these all lie in the query's block or the two
+  before it, at a fixed band of offsets, so the mask is a static band AND
+  "same cluster", over 1.5w keys per query.
 
   Args:
     q, k, v: [batch, length, heads, head_dim] (q, k normalised).
@@ -89,8 +90,13 @@ def causal_routing_attention(q: Array, k: Array, v: Array, clusters: Array,
   """
   b, n, h, d = q.shape
   w = window
-  nb = -(-n // w)
-  npad = nb * w
+  # Queries in blocks of w/2 (w when odd): the w keys before a query lie in
+  # the r = w / bq blocks before its block or in its own, so each block
+  # attends to w + bq keys (1.5w rather than 2w for blocks of w).
+  bq = w // 2 if w % 2 == 0 and w > 1 else w
+  r = w // bq
+  nb = -(-n // bq)
+  npad = nb * bq
   valid = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
   valid = jnp.pad(valid, ((0, 0), (0, npad - n)))[:, None, :]  # [b, 1, N]
   # Padding goes to a sentinel cluster k that sorts last and matches nothing
@@ -104,21 +110,23 @@ def causal_routing_attention(q: Array, k: Array, v: Array, clusters: Array,
 
   tr = lambda a: jnp.swapaxes(
       jnp.pad(a, ((0, 0), (0, npad - n), (0, 0), (0, 0))), 1, 2)
-  blk = lambda a: a.reshape(a.shape[:2] + (nb, w) + a.shape[3:])
+  blk = lambda a: a.reshape(a.shape[:2] + (nb, bq) + a.shape[3:])
   qs, ks, vs = (blk(permute(tr(a), perm, inverse)) for a in (q, k, v))
 
   def with_previous(a, fill):
-    """[b, h, nb, w, ...] -> [b, h, nb, 2w, ...]: previous block + own."""
-    prev = jnp.pad(a, ((0, 0), (0, 0), (1, 0)) + ((0, 0),) * (a.ndim - 3),
-                   constant_values=fill)[:, :, :-1]
-    return jnp.concatenate([prev, a], axis=3)
+    """[b, h, nb, bq, ...] -> [b, h, nb, (r+1)·bq, ...]: r previous + own."""
+    padded = jnp.pad(a, ((0, 0), (0, 0), (r, 0)) + ((0, 0),) * (a.ndim - 3),
+                     constant_values=fill)
+    return jnp.concatenate([padded[:, :, j:j + nb] for j in range(r + 1)],
+                           axis=3)
 
   cq = blk(cs)
   ck = with_previous(cq, -1)
-  # Key slot j of query slot t has sorted offset t + w - j: keep 0..w-1.
-  slot = jnp.arange(w)[:, None]
-  band = (jnp.arange(2 * w)[None, :] > slot) & (
-      jnp.arange(2 * w)[None, :] <= slot + w)
+  # Key slot j of query slot t has sorted offset t + w − j (r·bq = w): keep
+  # offsets 0..w−1, i.e. t < j <= t + w.
+  slot = jnp.arange(bq)[:, None]
+  keys = jnp.arange((r + 1) * bq)[None, :]
+  band = (keys > slot) & (keys <= slot + w)
   msk = (ck[..., None, :] == cq[..., :, None]) & band
   o = core.blocked_attention(qs, with_previous(ks, 0), with_previous(vs, 0),
                              msk, logit_scale=logit_scale,
