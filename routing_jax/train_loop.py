@@ -106,7 +106,7 @@ def plot_losses(workdir: str) -> Optional[str]:
       try:
         rows.append(json.loads(line))
       except json.JSONDecodeError:
-        pass  # A line cut short by a killed run.
+        continue  # A line cut short by a killed run.
   fig, ax = plt.subplots(figsize=(6, 4))
   for key, label in (("train/loss_nats", "train"), ("eval/loss_nats",
                                                      "validation")):
