@@ -13,9 +13,10 @@ future tokens (reference §4.3).
 
 routing="causal" (design.md §2): each token joins its argmax cluster; a query
 attends to the w most recent members of its cluster up to and including
-itself. Computed by sorting tokens by (cluster, position), cutting the sorted
-order into blocks of w and letting each block attend to itself and the block
-before under a rank mask: O(n·w·d) time and memory, nothing n×n.
+itself. Computed by a stable sort of the tokens by cluster, cutting the sorted
+order into query blocks of w/2 and letting each block attend to itself and
+the w sorted positions before it under a static band ∧ same-cluster mask:
+O(n·w·d) time and memory, nothing n×n.
 """
 
 from typing import Any, Callable, Optional
