@@ -38,6 +38,34 @@ class LocalCodePath:
     return epath.Path(inspect.getfile(cls))
 
 
+class ArchiveBuilder(LocalCodePath):
+  """Mixin for builders that read one pinned archive (ARCHIVE_URL, _FILENAME).
+
+  Constructor args (beyond tfds.core.GeneratorBasedBuilder's data_dir, ...):
+    archive_checksum: size and sha256 the archive must have (default: the
+      real archive, pinned in checksums.tsv).
+    allow_download: download the archive when it is not in the manual
+      directory.
+  """
+
+  ARCHIVE_URL: str = ""
+  ARCHIVE_FILENAME: str = ""
+
+  def __init__(self, *, archive_checksum: "ArchiveChecksum | None" = None,
+               allow_download: bool = False, **kwargs):
+    self._archive_checksum = archive_checksum
+    self._allow_download = allow_download
+    super().__init__(**kwargs)
+
+  def _locate_archive(self, dl_manager) -> epath.Path:
+    """The verified archive: manual dir, or a download when allowed."""
+    expected = self._archive_checksum or pinned_checksum(
+        type(self), self.ARCHIVE_URL)
+    return locate(dl_manager, filename=self.ARCHIVE_FILENAME,
+                  url=self.ARCHIVE_URL, expected=expected,
+                  allow_download=self._allow_download)
+
+
 class ArchiveError(ValueError):
   """An archive is missing, corrupt, or not the file that was pinned."""
 

@@ -41,34 +41,16 @@ def split_bounds(total: int) -> dict[str, tuple[int, int]]:
   }
 
 
-class Enwik8(archives.LocalCodePath, tfds.core.GeneratorBasedBuilder):
+class Enwik8(archives.ArchiveBuilder, tfds.core.GeneratorBasedBuilder):
   """enwik8, byte level, stored as fixed-size chunks of the byte stream."""
 
   VERSION = tfds.core.Version("1.0.0")
+  ARCHIVE_URL = URL
+  ARCHIVE_FILENAME = FILENAME
   RELEASE_NOTES = {"1.0.0": "90M/5M/5M byte split, 64 KiB chunks."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f"Download {URL} and place {FILENAME} in the manual directory."
   )
-
-  def __init__(
-      self,
-      *,
-      archive_checksum: archives.ArchiveChecksum | None = None,
-      allow_download: bool = False,
-      **kwargs,
-  ):
-    """Creates the builder.
-
-    Args:
-      archive_checksum: size and sha256 the archive must have (default: the
-        real enwik8.zip, pinned in checksums.tsv).
-      allow_download: download the archive when it is not in the manual
-        directory.
-      **kwargs: passed to tfds.core.GeneratorBasedBuilder (data_dir, ...).
-    """
-    self._archive_checksum = archive_checksum
-    self._allow_download = allow_download
-    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -87,16 +69,7 @@ class Enwik8(archives.LocalCodePath, tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    expected = self._archive_checksum or archives.pinned_checksum(
-        type(self), URL
-    )
-    path = archives.locate(
-        dl_manager,
-        filename=FILENAME,
-        url=URL,
-        expected=expected,
-        allow_download=self._allow_download,
-    )
+    path = self._locate_archive(dl_manager)
     with archives.open_zip_member(path, MEMBER, URL) as f:
       data = f.read()
     if self._archive_checksum is None and len(data) != 100_000_000:

@@ -59,34 +59,16 @@ def build_vocab(lines) -> list[str]:
   return [PAD] + words
 
 
-class Wikitext103(archives.LocalCodePath, tfds.core.GeneratorBasedBuilder):
+class Wikitext103(archives.ArchiveBuilder, tfds.core.GeneratorBasedBuilder):
   """WikiText-103, word level, stored as chunks of int32 word ids."""
 
   VERSION = tfds.core.Version("1.0.0")
+  ARCHIVE_URL = URL
+  ARCHIVE_FILENAME = FILENAME
   RELEASE_NOTES = {"1.0.0": "Train-split vocabulary, <eos> per line."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
       f"Download {URL} and place {FILENAME} in the manual directory."
   )
-
-  def __init__(
-      self,
-      *,
-      archive_checksum: archives.ArchiveChecksum | None = None,
-      allow_download: bool = False,
-      **kwargs,
-  ):
-    """Creates the builder.
-
-    Args:
-      archive_checksum: size and sha256 the archive must have (default: the
-        real wikitext-103-v1.zip, pinned in checksums.tsv).
-      allow_download: download the archive when it is not in the manual
-        directory.
-      **kwargs: passed to tfds.core.GeneratorBasedBuilder (data_dir, ...).
-    """
-    self._archive_checksum = archive_checksum
-    self._allow_download = allow_download
-    super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -105,16 +87,7 @@ class Wikitext103(archives.LocalCodePath, tfds.core.GeneratorBasedBuilder):
     )
 
   def _split_generators(self, dl_manager):
-    expected = self._archive_checksum or archives.pinned_checksum(
-        type(self), URL
-    )
-    path = archives.locate(
-        dl_manager,
-        filename=FILENAME,
-        url=URL,
-        expected=expected,
-        allow_download=self._allow_download,
-    )
+    path = self._locate_archive(dl_manager)
     with archives.open_zip_member(path, MEMBERS["train"], URL) as f:
       vocab = build_vocab(io.TextIOWrapper(f, encoding="utf-8"))
     self.info.metadata["vocab"] = vocab
