@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import routing_jax as rj
+from routing_jax import generation
 from routing_jax import model as M
 from routing_jax import model_config
 
@@ -133,7 +134,9 @@ def run(args):
       np.random.default_rng(0).integers(0, 256, (1, total)), jnp.int32)
 
   def step(variables, cache, tok, index):
-    return M.make_step_fn(model, variables)(cache, tok, index)
+    logits, (_, cache) = generation.step_fn(model)((variables, cache), tok,
+                                                   index)
+    return logits, cache
 
   def chunk(variables, cache, start):
     """CHUNK cached steps from position `start`: (last logits, cache)."""
@@ -149,7 +152,7 @@ def run(args):
   forward = jax.jit(lambda v, x: model.apply(v, x)[0][:, -1])
   copy = jax.jit(lambda t: jax.tree.map(jnp.copy, t))
 
-  cache = M.init_cache(model, variables["params"], 1)
+  cache = generation.init_cache(model, 1)
   cache_mb = sum(a.nbytes for a in jax.tree.leaves(cache)) / 2**20
   # 1. Prefill through every context, keeping a copy of the cache there.
   filled, points, snapshots = 0, [], {}
@@ -215,9 +218,10 @@ def scan_layout_steps(args, cfg, variables, tokens):
                                  for c, t in variables.items()}))
   for name, c, v in layouts:
     model = rj.TransformerLM(c)
-    fn = jax.jit(lambda v, cache, tok, i, model=model: M.make_step_fn(
-        model, v)(cache, tok, i), donate_argnums=(1,))
-    cache = M.init_cache(model, v["params"], 1)
+    fn = jax.jit(lambda v, cache, tok, i, model=model: (
+        lambda out: (out[0], out[1][1]))(generation.step_fn(model)(
+            (v, cache), tok, i)), donate_argnums=(1,))
+    cache = generation.init_cache(model, 1)
     _, (_, cache) = _timed(fn, v, cache, tokens[:, 0], 0)
     times = []
     for i in range(1, min(args.step_reps, 16) + 1):

@@ -36,26 +36,10 @@ from routing_jax import attention_core as core
 from routing_jax import kmeans as km
 from routing_jax import local_attention as la
 from routing_jax import routing_attention as ra
+from routing_jax import routing_core
 
 
-@jax.custom_vjp
-def permute(a, perm, inverse):
-  """a[:, :, perm] for a [b, h, N, ...]; the VJP gathers by `inverse`."""
-  return ra._take(a, perm)  # pylint: disable=protected-access
-
-
-def _permute_fwd(a, perm, inverse):
-  return permute(a, perm, inverse), (perm, inverse)
-
-
-def _permute_bwd(res, g):
-  perm, inverse = res
-  # A permutation's transpose is the inverse permutation: a gather, where
-  # autodiff of take_along_axis would emit a scatter-add.
-  return ra._take(g, inverse), None, None  # pylint: disable=protected-access
-
-
-permute.defvjp(_permute_fwd, _permute_bwd)
+permute = routing_core.permute
 
 
 def fast_causal_routing(q, k, v, clusters, *, num_clusters, window,
@@ -188,7 +172,7 @@ def main():
     return out.loss + out.assignments.astype(jnp.float32)
 
   # Every array is an argument: XLA would constant-fold a closed-over sort.
-  lib = lambda a, b_, c, cl: ra.causal_routing_attention(
+  lib = lambda a, b_, c, cl: routing_core.causal_routing_attention(
       a, b_, c, cl, None, num_clusters=k, window=w)
   fast = lambda a, b_, c, cl: fast_causal_routing(a, b_, c, cl,
                                                   num_clusters=k, window=w)
@@ -207,7 +191,7 @@ def main():
   inverse = jnp.zeros_like(perm).at[rows + (perm,)].set(
       jnp.broadcast_to(pos, perm.shape))
   qt = jnp.swapaxes(q, 1, 2)
-  take_loss = lambda a, pm: ra._take(a, pm)  # pylint: disable=protected-access
+  take_loss = lambda a, pm: routing_core.take_along_length(a, pm)
   perm_loss = permute
   entries = {
       "module_fwd_bwd": (fwd_bwd(module_out, (0, 1)), (params, x)),

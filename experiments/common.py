@@ -42,9 +42,13 @@ def base_config() -> ml_collections.ConfigDict:
   m.num_clusters = 4  # k
   m.window = 64  # w
   m.share_qk = True
+  m.exclude_self = False
   m.routing_logit_scale = 1.0  # LN(q)·LN(k) scale; 1.0 is the reference
   m.kmeans_decay = 0.999
   m.commitment_weight = 1e-4  # beta
+  m.kmeans_data_init = ml_collections.FieldReference(None, field_type=bool)
+  m.kmeans_revive_threshold = ml_collections.FieldReference(
+      None, field_type=float)
   # "relative" (Shaw, the paper's text models), "rope", "none", or
   # "learned2d" (row/column tables, the paper's image models).
   m.position = "relative"

@@ -73,6 +73,7 @@ def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
                       logit_scale: float = 1.0,
                       dropout_rate: float = 0.0,
                       dropout_rng: Optional[Array] = None,
+                      dropout_keep: Optional[Array] = None,
                       dtype: Dtype = jnp.float32) -> Array:
   """Softmax attention of query blocks over their key blocks.
 
@@ -81,9 +82,14 @@ def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
     k, v: [batch, heads, blocks, j, d].
     mask: bool, broadcastable to [batch, heads, blocks, i, j].
     rel_k, rel_v: optional Shaw tables already gathered per (i, j):
-      [i, j, d] (the same offsets in every block).
+      [i, j, d] (the same offsets in every block), or per block and row,
+      broadcastable to [batch, heads, blocks, i, j, d] (decoding).
     logit_scale: multiplies the logits.
     dropout_rate, dropout_rng: attention dropout on the weights.
+    dropout_keep: optional precomputed keep mask (bool, the logits' shape)
+      used instead of drawing one from dropout_rng; callers whose block
+      layout depends on the data pass one drawn in a data-independent
+      layout, so that the noise a query sees does not depend on the future.
     dtype: matmul dtype; logits and softmax are float32.
 
   Returns:
@@ -95,20 +101,36 @@ def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
   if rel_k is not None:
     # Shaw terms in float32: XLA:CPU has no bf16 x bf16 -> f32 kernel for
     # the probs-by-table contraction, and the tables are small.
-    logits += jnp.einsum("bhnid,ijd->bhnij", q.astype(jnp.float32),
-                         rel_k.astype(jnp.float32))
+    logits += _relative_logits(q, rel_k)
   logits = jnp.where(mask, logits * logit_scale, MASK_VALUE)
   probs = jax.nn.softmax(logits, axis=-1)
-  if dropout_rate > 0.0 and dropout_rng is not None:
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0)
+  if dropout_rate > 0.0 and dropout_keep is None and dropout_rng is not None:
+    dropout_keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate,
+                                        probs.shape)
+  if dropout_rate > 0.0 and dropout_keep is not None:
+    probs = jnp.where(dropout_keep, probs / (1.0 - dropout_rate), 0.0)
   probs = probs.astype(dtype)
   out = jnp.einsum("bhnij,bhnjd->bhnid", probs, v.astype(dtype),
                    preferred_element_type=jnp.float32)
   if rel_v is not None:
-    out += jnp.einsum("bhnij,ijd->bhnid", probs.astype(jnp.float32),
-                      rel_v.astype(jnp.float32))
+    out += _relative_values(probs, rel_v)
   return out.astype(dtype)
+
+
+def _relative_logits(q: Array, rel_k: Array) -> Array:
+  q = q.astype(jnp.float32)
+  rel_k = rel_k.astype(jnp.float32)
+  if rel_k.ndim == 3:
+    return jnp.einsum("bhnid,ijd->bhnij", q, rel_k)
+  return jnp.sum(q[..., :, None, :] * rel_k, axis=-1)
+
+
+def _relative_values(probs: Array, rel_v: Array) -> Array:
+  probs = probs.astype(jnp.float32)
+  rel_v = rel_v.astype(jnp.float32)
+  if rel_v.ndim == 3:
+    return jnp.einsum("bhnij,ijd->bhnid", probs, rel_v)
+  return jnp.sum(probs[..., None] * rel_v, axis=-2)
 
 
 def split_heads(x: Array, num_heads: int) -> Array:

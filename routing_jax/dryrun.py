@@ -130,7 +130,7 @@ def main(argv):
     b, n = config.data.batch_size, config.data.seq_len
     batch = {k: jax.ShapeDtypeStruct((b, n), dt, sharding=sharding.data_sharding(mesh))
              for k, dt in (("inputs", jnp.int32), ("targets", jnp.int32),
-                           ("weights", jnp.float32))}
+                           ("weights", jnp.float32), ("mask", jnp.bool_))}
     abstract_state = jax.tree.map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
         state, shardings)

@@ -9,7 +9,14 @@ dict of numpy arrays holding this process's rows of the global batch:
                                            0 as the start token (reference
                                            §3.2): inputs[:, 0] = 0,
                                            inputs[:, 1:] = targets[:, :-1]
-  weights  float32 [local_batch, seq_len]  1 for real targets, 0 for padding
+  weights  float32 [local_batch, seq_len]  the loss weight of each target:
+                                           1 for real targets, 0 for padding
+  mask     bool    [local_batch, seq_len]  attention padding mask: False
+                                           where the position is padding
+                                           (padding keys are never attended)
+
+The two are separate on purpose: a user may zero the loss on some real
+tokens (a prompt, a copied span) without hiding them from attention.
 
 Sequences. Each split is a list of documents (`datasets/sources.py` says
 what a document is for each dataset). A document of n tokens is cut into
@@ -115,7 +122,8 @@ def _make_batch(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
   weights = np.stack([w for _, w in rows])
   inputs = np.zeros_like(targets)
   inputs[:, 1:] = targets[:, :-1]
-  return {"inputs": inputs, "targets": targets, "weights": weights}
+  return {"inputs": inputs, "targets": targets, "weights": weights,
+          "mask": weights > 0}
 
 
 def _local_rows(global_batch: int, process_index: int, process_count: int):

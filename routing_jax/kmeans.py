@@ -15,7 +15,7 @@ no zero-debiasing and no renormalisation. Statistics are sums over the whole
 batch, so under `jax.jit` with a sharded batch they are global.
 """
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -150,6 +150,93 @@ def cluster_health(counts: Array) -> dict[str, Array]:
   }
 
 
+def sample_vectors(x: Array, mask: Optional[Array], num: int,
+                   seed: int = 0) -> Array:
+  """`num` distinct valid routing vectors per head, picked at random.
+
+  Deterministic (a fixed key): the k-means state needs no PRNG stream.
+
+  Args:
+    x: [batch, length, heads, head_dim].
+    mask: optional [batch, length] bool.
+    num: how many vectors per head (tokens are reused when fewer are valid).
+
+  Returns:
+    [heads, num, head_dim] float32.
+  """
+  b, n, h, d = x.shape
+  flat = jnp.swapaxes(x.reshape(b * n, h, d), 0, 1).astype(jnp.float32)
+  noise = jax.random.uniform(jax.random.key(seed), (h, b * n))
+  if mask is not None:
+    noise = jnp.where(mask.reshape(1, b * n), noise, -1.0)
+  take = min(num, b * n)
+  _, idx = jax.lax.top_k(noise, take)  # [h, take]
+  idx = jnp.tile(idx, (1, -(-num // take)))[:, :num]
+  return jnp.take_along_axis(flat, idx[..., None], axis=1)
+
+
+def worst_fit_vectors(x: Array, scores_: Array, mask: Optional[Array],
+                      num: int) -> Array:
+  """The `num` valid vectors per head farthest from every centroid.
+
+  Far-away vectors are the k-means++ choice for re-seeding a dead cluster:
+  they are where the current centroids serve the data worst.
+
+  Args:
+    x: [batch, length, heads, head_dim].
+    scores_: [batch, heads, length, clusters] scores of x.
+    mask: optional [batch, length] bool.
+
+  Returns:
+    [heads, num, head_dim] float32.
+  """
+  b, n, h, d = x.shape
+  best = jnp.max(scores_, axis=-1)  # [b, h, n]
+  if mask is not None:
+    best = jnp.where(mask[:, None, :], best, jnp.inf)
+  best = jnp.swapaxes(best, 0, 1).reshape(h, b * n)
+  take = min(num, b * n)
+  _, idx = jax.lax.top_k(-best, take)
+  idx = jnp.tile(idx, (1, -(-num // take)))[:, :num]
+  flat = jnp.swapaxes(x.reshape(b * n, h, d), 0, 1).astype(jnp.float32)
+  return jnp.take_along_axis(flat, idx[..., None], axis=1)
+
+
+def revive_dead(state: EMAState, candidates: Array, threshold: float,
+                epsilon: float = 1e-5) -> tuple[EMAState, Array]:
+  """Re-seeds clusters whose EMA count fell below threshold × the mean.
+
+  The i-th dead cluster of a head takes candidate i as its centroid, with an
+  EMA count of 2·threshold × the mean count: a real cluster with a grace
+  period (about ln 2 / (1 − λ) updates) to attract members before it could
+  be revived again.
+
+  Args:
+    state: the EMA state after this step's update.
+    candidates: [heads, clusters, head_dim] replacement centroids.
+    threshold: fraction of the mean count below which a cluster is dead.
+    epsilon: the Laplace smoothing of `ema_update`.
+
+  Returns:
+    (new state, dead [heads, clusters] bool).
+  """
+  mean = jnp.mean(state.ema_count, axis=-1, keepdims=True)
+  dead = state.ema_count < threshold * mean
+  rank = jnp.clip(jnp.cumsum(dead, axis=-1) - 1, 0, None)
+  seed = jnp.take_along_axis(candidates, rank[..., None], axis=1)
+  count = jnp.broadcast_to(2.0 * threshold * mean, dead.shape)
+  new_count = jnp.where(dead, count, state.ema_count)
+  new_sums = jnp.where(dead[..., None], seed * count[..., None],
+                       state.ema_sums)
+  # The Laplace-smoothed centroid of the revived cluster is (almost) seed.
+  k = new_count.shape[-1]
+  total = jnp.sum(new_count, axis=-1, keepdims=True)
+  smoothed = (new_count + epsilon) / (total + k * epsilon) * total
+  centroids = jnp.where(dead[..., None], new_sums / smoothed[..., None],
+                        state.centroids)
+  return EMAState(centroids, new_count, new_sums), dead
+
+
 class KMeansOutput(NamedTuple):
   scores: Array  # [batch, heads, length, clusters], with the old centroids
   assignments: Array  # [batch, heads, length] int32 argmax
@@ -163,7 +250,9 @@ class KMeans(nn.Module):
   Calling it scores routing vectors against the *current* centroids and, when
   `update=True`, the caller made "kmeans" mutable and this is not `init`,
   writes the EMA update afterwards: a step's routing never sees its own
-  update.
+  update. `route_many` does the same for several sets of vectors (queries
+  and keys clustered separately): all are scored with the old centroids,
+  then the EMA runs once per set, in order, as the reference does.
 
   Attributes:
     num_heads: routing heads h.
@@ -179,6 +268,11 @@ class KMeans(nn.Module):
       but argmax assignment does: large-norm centroids win every token.
       1 makes the state a proper running mean with one pseudo-observation
       at the initial centroid, so norms stay ≈ √d from the first step.
+    data_init: at the first update, replace the random initial centroids by
+      routing vectors drawn from that batch (then update as usual).
+    revive_threshold: after every update, a cluster whose EMA count is below
+      this fraction of the mean count is re-seeded from the batch's
+      worst-served routing vector (0 disables; the reference has none).
   """
   num_heads: int
   num_clusters: int
@@ -187,6 +281,8 @@ class KMeans(nn.Module):
   epsilon: float = 1e-5
   commitment_weight: float = 1e-4
   prior_count: float = 0.0
+  data_init: bool = False
+  revive_threshold: float = 0.0
 
   def setup(self):
     if self.num_clusters < 1:
@@ -195,6 +291,9 @@ class KMeans(nn.Module):
       raise ValueError(f"prior_count must be >= 0, got {self.prior_count}")
     if not 0.0 <= self.decay < 1.0:
       raise ValueError(f"decay must be in [0, 1), got {self.decay}")
+    if not 0.0 <= self.revive_threshold < 0.5:
+      raise ValueError(
+          f"revive_threshold must be in [0, 0.5), got {self.revive_threshold}")
     axes = ("heads", "clusters", "kv")
     shape = (self.num_heads, self.num_clusters, self.head_dim)
 
@@ -215,6 +314,9 @@ class KMeans(nn.Module):
         KMEANS_COLLECTION, "ema_sums", boxed,
         lambda: jnp.asarray(nn.unbox(self.centroids.value)) * (
             self.prior_count if self.prior_count > 0 else 1.0), axes)
+    self.num_updates = self.variable(
+        KMEANS_COLLECTION, "num_updates", boxed,
+        lambda: jnp.zeros(shape[:1], jnp.int32), axes[:1])
 
   def current(self) -> Array:
     """The centroids [heads, clusters, head_dim] (float32), no gradient."""
@@ -232,21 +334,58 @@ class KMeans(nn.Module):
     Returns:
       KMeansOutput computed with the centroids from before any update.
     """
+    return self.route_many((x,), mask, update)[0]
+
+  def route_many(self, xs: Sequence[Array], mask: Optional[Array] = None,
+                 update: bool = False) -> list[KMeansOutput]:
+    """Scores and assigns each of `xs`; then one EMA update per set, in order.
+
+    Args:
+      xs: routing vector sets, each [batch, length, heads, head_dim].
+      mask: optional [batch, length] bool shared by all sets.
+      update: request the EMA update (train mode).
+
+    Returns:
+      One KMeansOutput per set, all from the centroids before any update.
+    """
     mu = self.current()
-    s = scores(x, mu)
-    a = jnp.argmax(s, axis=-1).astype(jnp.int32)
-    loss = self.commitment_weight * commitment_loss(x, mu, a, mask)
-    counts, sums = batch_statistics(x, a, self.num_clusters, mask)
+    outs, stats = [], []
+    for x in xs:
+      s = scores(x, mu)
+      a = jnp.argmax(s, axis=-1).astype(jnp.int32)
+      loss = self.commitment_weight * commitment_loss(x, mu, a, mask)
+      counts, sums = batch_statistics(x, a, self.num_clusters, mask)
+      outs.append(KMeansOutput(s, a, loss, cluster_health(counts)))
+      stats.append((counts, sums))
     if (update and self.is_mutable_collection(KMEANS_COLLECTION)
         and not self.is_initializing()):
-      new = ema_update(
-          EMAState(mu, nn.unbox(self.ema_count.value),
-                   nn.unbox(self.ema_sums.value)),
-          counts, sums, self.decay, self.epsilon)
-      self.centroids.value = _rebox(self.centroids.value, new.centroids)
-      self.ema_count.value = _rebox(self.ema_count.value, new.ema_count)
-      self.ema_sums.value = _rebox(self.ema_sums.value, new.ema_sums)
-    return KMeansOutput(s, a, loss, cluster_health(counts))
+      self._update(xs, outs, stats, mask)
+    return outs
+
+  def _update(self, xs, outs, stats, mask):
+    state = EMAState(self.current(), nn.unbox(self.ema_count.value),
+                     nn.unbox(self.ema_sums.value))
+    first = nn.unbox(self.num_updates.value) == 0  # [heads]
+    if self.data_init:
+      seeds = sample_vectors(xs[0], mask, self.num_clusters)
+      prior = self.prior_count if self.prior_count > 0 else 1.0
+      fresh = EMAState(seeds, jnp.full_like(state.ema_count,
+                                            self.prior_count), seeds * prior)
+      state = jax.tree.map(
+          lambda a, f: jnp.where(first.reshape((-1,) + (1,) * (a.ndim - 1)),
+                                 f, a), state, fresh)
+    for counts, sums in stats:
+      state = ema_update(state, counts, sums, self.decay, self.epsilon)
+    if self.revive_threshold > 0:
+      candidates = worst_fit_vectors(xs[0], outs[0].scores, mask,
+                                     self.num_clusters)
+      state, _ = revive_dead(state, candidates, self.revive_threshold,
+                             self.epsilon)
+    self.centroids.value = _rebox(self.centroids.value, state.centroids)
+    self.ema_count.value = _rebox(self.ema_count.value, state.ema_count)
+    self.ema_sums.value = _rebox(self.ema_sums.value, state.ema_sums)
+    self.num_updates.value = _rebox(self.num_updates.value,
+                                    nn.unbox(self.num_updates.value) + 1)
 
 
 def _rebox(old, new):

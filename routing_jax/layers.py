@@ -69,6 +69,7 @@ class FeedForward(nn.Module):
 class TextEmbed(nn.Module):
   """Token table [vocab, E] (no √E scaling), then E -> H with a bias if E≠H.
 
+  `dropout` acts on the E-dimensional rows, before the projection.
   tokens: [batch, length] int32 -> [batch, length, H].
   """
   vocab_size: int
@@ -77,8 +78,10 @@ class TextEmbed(nn.Module):
   kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  dropout: float = 0.0
 
   def setup(self):
+    self.drop = nn.Dropout(self.dropout)
     # A factorised table's columns are the small "emb" axis, not "embed".
     cols = "embed" if self.emb_dim == self.d_model else "emb"
     self.table = self.param(
@@ -90,8 +93,9 @@ class TextEmbed(nn.Module):
                         kernel_init=self.kernel_init, dtype=self.dtype,
                         param_dtype=self.param_dtype, name="emb_dense")
 
-  def __call__(self, tokens: Array) -> Array:
+  def __call__(self, tokens: Array, train: bool = False) -> Array:
     x = jnp.asarray(self.table, self.dtype)[tokens]
+    x = self.drop(x, deterministic=not train)
     if self.emb_dim != self.d_model:
       x = self.proj(x)
     return x

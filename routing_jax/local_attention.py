@@ -100,7 +100,8 @@ class LocalAttention(nn.Module):
   @nn.compact
   def __call__(self, x: Array, mask: Optional[Array] = None,
                train: bool = False, decode: bool = False,
-               positions: Optional[Array] = None) -> Array:
+               positions: Optional[Array] = None,
+               prefill: bool = False) -> Array:
     """Attends locally.
 
     Args:
@@ -108,9 +109,11 @@ class LocalAttention(nn.Module):
       mask: optional [batch, length] bool, False at padding (padding keys are
         never attended; padding queries get zero output).
       train: enables attention dropout.
-      decode: one cached step (length 1) using the "cache" collection; see
-        `local_decode.py` semantics in `_decode`.
+      decode: one cached step (length 1) using the "cache" collection (see
+        `_decode`).
       positions: only for decode: [batch] int32 position of the new token.
+      prefill: a whole unpadded prompt (positions 0 .. length−1) at once,
+        filling a fresh "cache" collection for decoding to continue.
 
     Returns:
       [batch, length, features].
@@ -120,22 +123,56 @@ class LocalAttention(nn.Module):
     core.check_mask(mask, x)
     q, k, v = self._project(x)
     rel = self._relative_tables() if self.position == "relative" else None
+    if decode and prefill:
+      raise ValueError("decode and prefill exclude each other")
     if decode:
       o = self._decode(q, k, v, rel, positions)
-    else:
-      b, n = x.shape[:2]
-      if self.position == "rope":
-        pos = jnp.arange(n)[None]
-        q, k = (core.rope(t, pos, self.rope_base) for t in (q, k))
-      rng = (self.make_rng("dropout")
-             if train and self.attention_dropout > 0 else None)
-      o = local_attention(
-          q, k, v, mask, query_block=self.query_block,
-          memory_flange=self.memory_flange, causal=self.causal, rel=rel,
-          max_relative_position=self.max_relative_position,
-          dropout_rate=self.attention_dropout if train else 0.0,
-          dropout_rng=rng, dtype=self.dtype)
+      return self._output(o, x.shape[-1])
+    b, n = x.shape[:2]
+    if self.position == "rope":
+      pos = jnp.arange(n)[None]
+      q, k = (core.rope(t, pos, self.rope_base) for t in (q, k))
+    if prefill:
+      if mask is not None:
+        raise ValueError("prefill takes an unpadded prompt (mask=None)")
+      self._fill_cache(k, v)
+    rng = (self.make_rng("dropout")
+           if train and self.attention_dropout > 0 else None)
+    o = local_attention(
+        q, k, v, mask, query_block=self.query_block,
+        memory_flange=self.memory_flange, causal=self.causal, rel=rel,
+        max_relative_position=self.max_relative_position,
+        dropout_rate=self.attention_dropout if train else 0.0,
+        dropout_rng=rng, dtype=self.dtype)
     return self._output(o, x.shape[-1])
+
+  def _cache(self, b: int, h: int, d: int):
+    """The ring of the last q+m keys, values and their positions."""
+    size = self.query_block + self.memory_flange
+    zeros = lambda: jnp.zeros((b, size, h, d), self.dtype)
+    return (self.variable("cache", "cached_key", zeros),
+            self.variable("cache", "cached_value", zeros),
+            self.variable("cache", "cached_position",
+                          lambda: jnp.full((b, size), -1, jnp.int32)))
+
+  def _fill_cache(self, k, v):
+    """The ring after positions 0 .. n−1: the last q+m of them."""
+    if not self.causal:
+      raise ValueError("prefill needs causal=True")
+    b, n, h, d = k.shape
+    kc, vc, pc = self._cache(b, h, d)
+    if self.is_initializing():
+      return
+    size = self.query_block + self.memory_flange
+    pos = jnp.arange(n)
+    # Positions older than the ring go to an out-of-range slot (dropped).
+    slot = jnp.where(pos >= n - size, pos % size, size)
+    kc.value = jnp.zeros_like(kc.value).at[:, slot].set(
+        k.astype(self.dtype), mode="drop")
+    vc.value = jnp.zeros_like(vc.value).at[:, slot].set(
+        v.astype(self.dtype), mode="drop")
+    pc.value = jnp.full_like(pc.value, -1).at[:, slot].set(
+        jnp.broadcast_to(pos, (b, n)), mode="drop")
 
   def _decode(self, q, k, v, rel, positions):
     """One token per call: a ring buffer of the last q+m keys and values.
@@ -152,11 +189,7 @@ class LocalAttention(nn.Module):
                        f"{q.shape[1]}")
     b, _, h, d = q.shape
     size = self.query_block + self.memory_flange
-    kc = self.variable("cache", "cached_key", jnp.zeros, (b, size, h, d), self.dtype)
-    vc = self.variable("cache", "cached_value", jnp.zeros, (b, size, h, d),
-                       self.dtype)
-    pc = self.variable("cache", "cached_position", lambda: jnp.full(
-        (b, size), -1, jnp.int32))
+    kc, vc, pc = self._cache(b, h, d)
     if self.is_initializing():
       return jnp.zeros_like(q)
     if positions is None:
@@ -170,36 +203,23 @@ class LocalAttention(nn.Module):
     kc.value = kc.value.at[rows, slot].set(k[:, 0].astype(self.dtype))
     vc.value = vc.value.at[rows, slot].set(v[:, 0].astype(self.dtype))
     pc.value = pc.value.at[rows, slot].set(t)
-    kpos = pc.value  # [b, size]
+    key_pos = pc.value  # [b, size]
     start = (t // self.query_block) * self.query_block - self.memory_flange
-    valid = (kpos >= 0) & (kpos <= t[:, None]) & (kpos >= start[:, None])
+    valid = ((key_pos >= 0) & (key_pos <= t[:, None])
+             & (key_pos >= start[:, None]))
     # Blocks of one query: [b, h, 1, 1, d] against [b, h, 1, size, d].
-    tr = lambda a: jnp.swapaxes(a, 1, 2)[:, :, None]
+    to_block = lambda a: jnp.swapaxes(a, 1, 2)[:, :, None]
     rel_k = rel_v = None
     if rel is not None:
-      idx = core.relative_index(kpos - t[:, None], self.max_relative_position)
-      rel_k, rel_v = rel[0][idx], rel[1][idx]  # [b, size, d]
-    o = _decode_attend(tr(q), tr(kc.value), tr(vc.value),
-                       valid[:, None, None, None, :], rel_k, rel_v,
-                       self.dtype)
+      idx = core.relative_index(key_pos - t[:, None],
+                                self.max_relative_position)
+      # Per-row tables [b, 1, 1, 1, size, d].
+      rel_k, rel_v = (table[idx][:, None, None, None] for table in rel)
+    o = core.blocked_attention(to_block(q), to_block(kc.value),
+                               to_block(vc.value),
+                               valid[:, None, None, None, :], rel_k=rel_k,
+                               rel_v=rel_v, dtype=self.dtype)
     return jnp.swapaxes(o[:, :, 0], 1, 2)  # [b, 1, h, d]
-
-
-def _decode_attend(q, k, v, mask, rel_k, rel_v, dtype):
-  """Single-query attention with per-row relative tables [b, size, d]."""
-  logits = jnp.einsum("bhnid,bhnjd->bhnij", q.astype(dtype), k.astype(dtype),
-                      preferred_element_type=jnp.float32)
-  if rel_k is not None:
-    logits += jnp.einsum("bhnid,bjd->bhnij", q.astype(jnp.float32),
-                         rel_k.astype(jnp.float32))
-  probs = jax.nn.softmax(jnp.where(mask, logits, core.MASK_VALUE), axis=-1)
-  probs = probs.astype(dtype)
-  out = jnp.einsum("bhnij,bhnjd->bhnid", probs, v.astype(dtype),
-                   preferred_element_type=jnp.float32)
-  if rel_v is not None:
-    out += jnp.einsum("bhnij,bjd->bhnid", probs.astype(jnp.float32),
-                      rel_v.astype(jnp.float32))
-  return out.astype(dtype)
 
 
 def local_attention(q: Array, k: Array, v: Array,

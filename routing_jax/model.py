@@ -29,6 +29,12 @@ from routing_jax.routing_attention import RoutingAttention
 Array = jax.Array
 
 STAT_KEYS = ("entropy", "empty_fraction", "max_share")
+# What the model's `position` means for routing heads: relative positions
+# become distances between members of a cluster (the paper's
+# cluster-relative positions); image models' learned absolute positions are
+# added to the input, so their routing heads need none of their own.
+ROUTING_POSITION = {"relative": "relative", "rope": "rope", "none": "none",
+                    "learned2d": "none"}
 
 
 class DecoderLayer(nn.Module):
@@ -42,7 +48,7 @@ class DecoderLayer(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, mask: Optional[Array], positions: Optional[Array],
-               train: bool, decode: bool):
+               train: bool, decode: bool, prefill: bool = False):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
     init = core.default_kernel_init(cfg.init_scale)
@@ -63,21 +69,25 @@ class DecoderLayer(nn.Module):
           max_relative_position=cfg.max_relative_position,
           attention_dropout=cfg.attention_dropout, dtype=dt, param_dtype=pdt,
           kernel_init=init, name="local")(
-              h, mask, train=train, decode=decode, positions=positions)
+              h, mask, train=train, decode=decode, positions=positions,
+              prefill=prefill)
     if n_route:
       y, raux = RoutingAttention(
           num_heads=n_route, head_dim=cfg.head_dim,
           num_clusters=cfg.num_clusters, window=cfg.window,
           routing=cfg.routing, causal=cfg.causal, share_qk=cfg.share_qk,
-          kmeans_decay=cfg.kmeans_decay,
+          exclude_self=cfg.exclude_self, kmeans_decay=cfg.kmeans_decay,
           commitment_weight=cfg.commitment_weight,
+          kmeans_data_init=cfg.kmeans_data_init,
+          kmeans_revive_threshold=cfg.kmeans_revive_threshold,
           logit_scale=cfg.routing_logit_scale,
-          position="rope" if cfg.position == "rope" else "none",
+          position=ROUTING_POSITION[cfg.position],
+          max_relative_position=cfg.max_relative_position,
           attention_dropout=cfg.attention_dropout,
           max_decode_length=cfg.max_len, dtype=dt, param_dtype=pdt,
           kernel_init=init, name="routing")(
               h, mask, train=train, decode=decode, positions=positions,
-              return_aux=True)
+              prefill=prefill, return_aux=True)
       attn += y
       aux["loss"] = raux["loss"]
       aux["routing"] = jnp.ones(())
@@ -112,9 +122,10 @@ def _layer_class(cfg: ModelConfig):
   if cfg.remat_policy != "none":
     policy = (None if cfg.remat_policy == "full"
               else getattr(jax.checkpoint_policies, cfg.remat_policy))
-    # train and decode are python bools: static for the rematted function.
+    # train, decode and prefill are python bools: static for the rematted
+    # function.
     cls = nn.remat(cls, policy=policy, prevent_cse=not cfg.scan_layers,
-                   static_argnums=(4, 5))
+                   static_argnums=(4, 5, 6))
   return cls
 
 
@@ -126,7 +137,11 @@ class TransformerLM(nn.Module):
     mask: optional [batch, length] bool, False at padding,
     train: dropout, target dropout and the k-means EMA update,
     decode: one token per call through the "cache" collection,
-    positions: decode only, [batch] int32 position of that token.
+    positions: decode only, [batch] int32 position of that token,
+    prefill: a whole unpadded prompt (positions 0 .. length−1) in one
+      parallel pass that fills a fresh "cache" collection; decoding then
+      continues at position `length` exactly as if the prompt had been fed
+      one token at a time.
   Returns logits [batch, length, vocab] float32 and aux = {"kmeans_loss":
   the k-means losses of all layers summed, and cluster-health stats averaged
   over routing layers}.
@@ -136,7 +151,7 @@ class TransformerLM(nn.Module):
   @nn.compact
   def __call__(self, inputs: Array, mask: Optional[Array] = None,
                train: bool = False, decode: bool = False,
-               positions: Optional[Array] = None):
+               positions: Optional[Array] = None, prefill: bool = False):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
     init = core.default_kernel_init(cfg.init_scale)
@@ -158,11 +173,14 @@ class TransformerLM(nn.Module):
       embed = layers.ImageEmbed(cfg.image_shape, cfg.d_model, dt, pdt,
                                 name="embed")
       x = embed(inputs, pos)
+      x = nn.Dropout(cfg.embedding_dropout)(x, deterministic=not train)
     else:
+      # Embedding dropout acts on the E-dimensional table rows, before the
+      # E -> H projection, as in the paper's code.
       embed = layers.TextEmbed(cfg.vocab_size, cfg.embed_dim, cfg.d_model,
-                               init, dt, pdt, name="embed")
-      x = embed(inputs)
-    x = nn.Dropout(cfg.embedding_dropout)(x, deterministic=not train)
+                               init, dt, pdt, dropout=cfg.embedding_dropout,
+                               name="embed")
+      x = embed(inputs, train=train)
     x = nn.Dropout(cfg.residual_dropout)(x, deterministic=not train)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
@@ -174,15 +192,15 @@ class TransformerLM(nn.Module):
             layer_cls,
             variable_axes={"params": 0, "kmeans": 0, "cache": 0},
             split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast,) * 4, length=count,
+            in_axes=(nn.broadcast,) * 5, length=count,
             metadata_params={nn.PARTITION_NAME: "layers"})
         x, aux = stack(cfg, routing, name=f"layers_{first}")(
-            x, mask, positions, train, decode)
+            x, mask, positions, train, decode, prefill)
         auxes.append(aux)
       else:
         for i in range(first, first + count):
           x, aux = layer_cls(cfg, routing, name=f"layer_{i}")(
-              x, mask, positions, train, decode)
+              x, mask, positions, train, decode, prefill)
           auxes.append(jax.tree.map(lambda a: a[None], aux))
     aux = jax.tree.map(lambda *a: jnp.concatenate(a), *auxes)
 
@@ -244,45 +262,3 @@ def init_variables(model: TransformerLM, rng: Array, batch: int = 1,
   length = length or min(model.config.max_len, 2 * model.config.query_block)
   tokens = jnp.zeros((batch, length), jnp.int32)
   return dict(model.init({"params": rng}, tokens))
-
-
-def check_decode_length(config: ModelConfig, total_length: int) -> None:
-  """Learned absolute positions cannot go past the training length."""
-  if config.is_image and total_length > config.max_len:
-    raise ValueError(
-        f"cannot decode {total_length} positions: model.position="
-        f"'learned2d' has learned positions for model.max_len="
-        f"{config.max_len} only")
-  if config.routing == "topk" and total_length > config.max_len and any(
-      config.routing_mask()) and config.num_routing_heads:
-    raise ValueError(
-        f"cannot decode {total_length} positions: topk routing decodes over "
-        f"a cache of model.max_len={config.max_len}")
-
-
-def init_cache(model: TransformerLM, params: Any, batch: int) -> Any:
-  """An empty decoding cache for `batch` rows."""
-  variables = model.init(
-      {"params": jax.random.key(0)}, jnp.zeros((batch, 1), jnp.int32),
-      decode=True, positions=jnp.zeros((batch,), jnp.int32))
-  del params
-  return variables["cache"]
-
-
-def make_step_fn(model: TransformerLM, variables: Any):
-  """A `generate` step function: (cache, tokens [b], index) -> (logits, cache).
-
-  `variables` holds "params" and "kmeans"; the centroids are read, never
-  updated, while decoding.
-  """
-  variables = jax.tree.map(jnp.asarray, variables)
-
-  def step(cache, tokens, index):
-    b = tokens.shape[0]
-    pos = jnp.full((b,), index, jnp.int32)
-    (logits, _), new = model.apply(
-        dict(variables, cache=cache), tokens[:, None], decode=True,
-        positions=pos, mutable=["cache"])
-    return logits[:, 0], new["cache"]
-
-  return step

@@ -6,7 +6,7 @@ raised before anything is compiled.
 """
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import jax.numpy as jnp
 
@@ -41,9 +41,12 @@ class ModelConfig:
   num_clusters: int = 4
   window: int = 64
   share_qk: bool = True
+  exclude_self: bool = False
   routing_logit_scale: float = 1.0
   kmeans_decay: float = 0.999
   commitment_weight: float = 1e-4
+  kmeans_data_init: Optional[bool] = None
+  kmeans_revive_threshold: Optional[float] = None
   position: str = "relative"
   max_relative_position: int = 65
   image_shape: tuple[int, int, int] = (0, 0, 0)

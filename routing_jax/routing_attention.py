@@ -1,22 +1,21 @@
-"""k-means routing attention: the paper's balanced routing and our causal one.
+"""RoutingAttention: k-means routing attention with its decode caches.
 
-Both modes share the front end of reference §1.1: bias-free Q/K/V
-projections, parameter-free LayerNorm of Q and K (used for clustering *and*
-for the attention logits), centroids from the `KMeans` module.
+The front end follows the paper's code: bias-free Q/K/V projections,
+parameter-free LayerNorm of Q and K (used for clustering *and* for the
+attention logits), centroids from the `KMeans` module. The attention itself
+is one of the pure cores in `routing_core`:
 
-routing="topk" (reference §1.3–1.5): for each centroid, the top-w positions by
-score over the whole sequence, sorted by position, attend among themselves
-(causal mask from original positions); outputs are averaged over the clusters
-that picked a token with +0.01 smoothing; unpicked tokens get 0. Exact for
-bidirectional use; in a decoder, whether a past token is picked depends on
-future tokens (reference §4.3).
+routing="causal" (the default for decoders, docs/causal_routing.md): each
+token joins the argmax cluster of its key (and of its query, when Q and K
+are separate); a query attends to the keys among the last w members of its
+cluster. Exactly causal; cached decoding keeps a ring of w members per
+cluster and reproduces the teacher-forced outputs.
 
-routing="causal" (design.md §2): each token joins its argmax cluster; a query
-attends to the w most recent members of its cluster up to and including
-itself. Computed by a stable sort of the tokens by cluster, cutting the sorted
-order into query blocks of w/2 and letting each block attend to itself and
-the w sorted positions before it under a static band ∧ same-cluster mask:
-O(n·w·d) time and memory, nothing n×n.
+routing="topk" (the paper's balanced routing): every centroid picks its top-w
+queries and keys over the whole sequence. Exact for bidirectional use; in a
+decoder, whether a past token is picked depends on the future, and decoding
+(the reference's fast decode: re-select among the tokens so far at every
+step) does not reproduce the teacher-forced outputs.
 """
 
 from typing import Any, Callable, Optional
@@ -27,169 +26,12 @@ import jax.numpy as jnp
 
 from routing_jax import attention_core as core
 from routing_jax import kmeans as km
+from routing_jax import routing_core
 
 Array = jax.Array
 
 ROUTINGS = ("causal", "topk")
-POSITIONS = ("none", "rope")
-
-
-def _take(a: Array, idx: Array) -> Array:
-  """Gathers along the length axis: a [b, h, n, ...], idx [b, h, m]."""
-  idx = idx.reshape(idx.shape + (1,) * (a.ndim - 3))
-  return jnp.take_along_axis(a, idx, axis=2)
-
-
-@jax.custom_vjp
-def permute(a: Array, perm: Array, inverse: Array) -> Array:
-  """a[:, :, perm] for a [b, h, N, ...]; its VJP gathers by `inverse`.
-
-  The transpose of a gather is a scatter-add, which is slow on CPU; for a
-  permutation it is simply the gather by the inverse permutation.
-  """
-  return _take(a, perm)
-
-
-def _permute_fwd(a, perm, inverse):
-  return _take(a, perm), (perm, inverse)
-
-
-def _permute_bwd(res, g):
-  perm, inverse = res
-  return _take(g, inverse), None, None
-
-
-permute.defvjp(_permute_fwd, _permute_bwd)
-
-
-def causal_routing_attention(q: Array, k: Array, v: Array, clusters: Array,
-                             mask: Optional[Array], *, num_clusters: int,
-                             window: int, logit_scale: float = 1.0,
-                             dropout_rate: float = 0.0,
-                             dropout_rng: Optional[Array] = None,
-                             dtype: Any = jnp.float32) -> Array:
-  """Exactly causal routing: the last `window` same-cluster tokens.
-
-  Tokens are stably sorted by cluster, so each cluster's members are
-  contiguous and in position order. Query i (sorted index) then sees exactly
-  the sorted indices j with i − w < j ≤ i and cluster_j = cluster_i: its w
-  most recent same-cluster tokens, itself included. Cutting the sorted order
-  into query blocks of w/2, these all lie in the query's block or the two
-  before it, at a fixed band of offsets, so the mask is a static band AND
-  "same cluster", over 1.5w keys per query.
-
-  Args:
-    q, k, v: [batch, length, heads, head_dim] (q, k normalised).
-    clusters: [batch, heads, length] int32 cluster ids in [0, num_clusters).
-    mask: optional [batch, length] bool, False at padding.
-    num_clusters: k.
-    window: w.
-    logit_scale, dropout_rate, dropout_rng, dtype: as `blocked_attention`.
-
-  Returns:
-    [batch, length, heads, head_dim]; zero at padding.
-  """
-  b, n, h, d = q.shape
-  w = window
-  # Queries in blocks of w/2 (w when odd): the w keys before a query lie in
-  # the r = w / bq blocks before its block or in its own, so each block
-  # attends to w + bq keys (1.5w rather than 2w for blocks of w).
-  bq = w // 2 if w % 2 == 0 and w > 1 else w
-  r = w // bq
-  nb = -(-n // bq)
-  npad = nb * bq
-  valid = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
-  valid = jnp.pad(valid, ((0, 0), (0, npad - n)))[:, None, :]  # [b, 1, N]
-  # Padding goes to a sentinel cluster k that sorts last and matches nothing
-  # real (padding queries see only padding; their outputs are zeroed).
-  c = jnp.pad(clusters.astype(jnp.int32), ((0, 0), (0, 0), (0, npad - n)))
-  c = jnp.where(valid, c, num_clusters)
-  pos = jnp.broadcast_to(jnp.arange(npad, dtype=jnp.int32), c.shape)
-  cs, perm = jax.lax.sort((c, pos), dimension=2, num_keys=1, is_stable=True)
-  rows = (jnp.arange(b)[:, None, None], jnp.arange(h)[None, :, None])
-  inverse = jnp.zeros_like(perm).at[rows + (perm,)].set(pos)
-
-  tr = lambda a: jnp.swapaxes(
-      jnp.pad(a, ((0, 0), (0, npad - n), (0, 0), (0, 0))), 1, 2)
-  blk = lambda a: a.reshape(a.shape[:2] + (nb, bq) + a.shape[3:])
-  qs, ks, vs = (blk(permute(tr(a), perm, inverse)) for a in (q, k, v))
-
-  def with_previous(a, fill):
-    """[b, h, nb, bq, ...] -> [b, h, nb, (r+1)·bq, ...]: r previous + own."""
-    padded = jnp.pad(a, ((0, 0), (0, 0), (r, 0)) + ((0, 0),) * (a.ndim - 3),
-                     constant_values=fill)
-    return jnp.concatenate([padded[:, :, j:j + nb] for j in range(r + 1)],
-                           axis=3)
-
-  cq = blk(cs)
-  ck = with_previous(cq, -1)
-  # Key slot j of query slot t has sorted offset t + w − j (r·bq = w): keep
-  # offsets 0..w−1, i.e. t < j <= t + w.
-  slot = jnp.arange(bq)[:, None]
-  keys = jnp.arange((r + 1) * bq)[None, :]
-  band = (keys > slot) & (keys <= slot + w)
-  msk = (ck[..., None, :] == cq[..., :, None]) & band
-  o = core.blocked_attention(qs, with_previous(ks, 0), with_previous(vs, 0),
-                             msk, logit_scale=logit_scale,
-                             dropout_rate=dropout_rate,
-                             dropout_rng=dropout_rng, dtype=dtype)
-  o = permute(o.reshape(b, h, npad, d), inverse, perm)
-  o = o * valid[..., None].astype(o.dtype)
-  return jnp.swapaxes(o[:, :, :n], 1, 2)
-
-
-def topk_routing_attention(q: Array, k: Array, v: Array, q_scores: Array,
-                           k_scores: Array, mask: Optional[Array], *,
-                           window: int, causal: bool,
-                           logit_scale: float = 1.0,
-                           dropout_rate: float = 0.0,
-                           dropout_rng: Optional[Array] = None,
-                           dtype: Any = jnp.float32
-                           ) -> tuple[Array, Array]:
-  """The paper's balanced routing (reference §1.3–1.5).
-
-  Args:
-    q, k, v: [batch, length, heads, head_dim] (q, k normalised).
-    q_scores, k_scores: [batch, heads, length, clusters] centroid scores of
-      the queries and keys (the same array when Q and K are shared).
-    mask: optional [batch, length] bool, False at padding.
-    window: w, tokens per cluster (w <= length).
-    causal: mask keys after the query by original position.
-
-  Returns:
-    out [batch, length, heads, head_dim] and the number of clusters that
-    picked each token, [batch, heads, length].
-  """
-  b, n, h, d = q.shape
-  valid = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
-  vh = valid[:, None, :]  # [b, 1, n]
-
-  def members(s):
-    s = jnp.where(vh[..., None], s, core.MASK_VALUE)  # padding picked last
-    _, idx = jax.lax.top_k(jnp.swapaxes(s, 2, 3), window)  # [b, h, k, w]
-    return jnp.sort(idx, axis=-1).astype(jnp.int32)
-
-  qi = members(q_scores)
-  ki = qi if k_scores is q_scores else members(k_scores)
-  kc = qi.shape[2]
-  flat = lambda i: i.reshape(b, h, kc * window)
-  gather = lambda a, i: _take(jnp.swapaxes(a, 1, 2), flat(i)).reshape(
-      b, h, kc, window, d)
-  qg, kg, vg = gather(q, qi), gather(k, ki), gather(v, ki)
-  kvalid = jnp.take_along_axis(jnp.broadcast_to(vh, (b, h, n)), flat(ki),
-                               axis=-1).reshape(b, h, kc, 1, window)
-  msk = kvalid
-  if causal:
-    msk = msk & (ki[..., None, :] <= qi[..., :, None])
-  o = core.blocked_attention(qg, kg, vg, msk, logit_scale=logit_scale,
-                             dropout_rate=dropout_rate,
-                             dropout_rng=dropout_rng, dtype=dtype)
-  rows = (jnp.arange(b)[:, None, None], jnp.arange(h)[None, :, None])
-  out = jnp.zeros((b, h, n, d), jnp.float32).at[rows + (flat(qi),)].add(
-      o.reshape(b, h, kc * window, d).astype(jnp.float32))
-  count = jnp.zeros((b, h, n), jnp.float32).at[rows + (flat(qi),)].add(1.0)
-  out = out / (count + 0.01)[..., None] * vh[..., None]
-  return jnp.swapaxes(out, 1, 2).astype(dtype), count
+POSITIONS = ("none", "relative", "rope")
 
 
 class RoutingAttention(nn.Module):
@@ -199,20 +41,33 @@ class RoutingAttention(nn.Module):
     num_heads: routing heads h.
     head_dim: per-head depth d.
     num_clusters: k centroids per head.
-    window: w, keys per query (causal) or tokens per cluster (topk).
+    window: w: members a causal query looks back over, or tokens per cluster
+      (topk).
     routing: "causal" or "topk"; None picks "causal" when causal=True and
       "topk" otherwise.
     causal: decoder masking. routing="causal" requires it.
-    share_qk: keys are the queries (the paper's default).
+    share_qk: keys are the queries (the paper's default). With separate
+      Q and K, queries are clustered by their own vectors and keys by theirs
+      (one shared set of centroids).
+    exclude_self: a query never attends to its own token's key. Under shared
+      Q/K a token's own logit is the largest possible (LN(q)·LN(q) = d), so
+      without it routing heads tend to attend to themselves.
     kmeans_decay, kmeans_epsilon, commitment_weight: KMeans settings.
     kmeans_prior_count: KMeans.prior_count; None means 0 (the reference) for
       topk and 1 for causal routing, whose argmax needs sane centroid norms.
+    kmeans_data_init, kmeans_revive_threshold: KMeans.data_init and
+      KMeans.revive_threshold (data-initialised centroids, dead-cluster
+      revival); None means on for causal routing, off (the reference) for
+      topk.
     logit_scale: multiplies LN(q)·LN(k); 1.0 is the reference.
-    position: "none" or "rope" (rotates the normalised q, k for the logits
-      only; clustering stays content-based).
+    position: "none", "relative" (Shaw embeddings by the distance between
+      members inside a cluster: the paper's cluster-relative positions) or
+      "rope" (rotates the normalised q, k for the logits; clustering stays
+      content-based).
+    max_relative_position: relative distances are clipped to ±this.
     attention_dropout: dropout on the attention weights (train only).
-    max_decode_length: cache length for topk decoding (which recomputes the
-      routing over the whole cache each step, as the reference does).
+    max_decode_length: cache length for topk decoding (which re-selects over
+      the whole cache each step, as the reference does).
     dtype, param_dtype, kernel_init: as LocalAttention.
   """
   num_heads: int
@@ -222,12 +77,16 @@ class RoutingAttention(nn.Module):
   routing: Optional[str] = None
   causal: bool = True
   share_qk: bool = True
+  exclude_self: bool = False
   kmeans_decay: float = 0.999
   kmeans_epsilon: float = 1e-5
   commitment_weight: float = 1e-4
   kmeans_prior_count: Optional[float] = None
+  kmeans_data_init: Optional[bool] = None
+  kmeans_revive_threshold: Optional[float] = None
   logit_scale: float = 1.0
   position: str = "none"
+  max_relative_position: int = 64
   rope_base: float = 10000.0
   attention_dropout: float = 0.0
   max_decode_length: int = 0
@@ -255,14 +114,43 @@ class RoutingAttention(nn.Module):
     if self.position not in POSITIONS:
       raise ValueError(
           f"position must be one of {POSITIONS}, got {self.position!r}")
+    if self.position == "relative" and self.max_relative_position < 1:
+      raise ValueError("max_relative_position must be >= 1, got "
+                       f"{self.max_relative_position}")
     if not 0.0 <= self.attention_dropout < 1.0:
       raise ValueError(
           f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
 
+  def _kmeans(self) -> km.KMeans:
+    causal_mode = self.mode == "causal"
+    pick = lambda value, causal_default, topk_default: (
+        value if value is not None else
+        causal_default if causal_mode else topk_default)
+    return km.KMeans(
+        self.num_heads, self.num_clusters, self.head_dim,
+        decay=self.kmeans_decay, epsilon=self.kmeans_epsilon,
+        commitment_weight=self.commitment_weight,
+        prior_count=pick(self.kmeans_prior_count, 1.0, 0.0),
+        data_init=pick(self.kmeans_data_init, True, False),
+        revive_threshold=pick(self.kmeans_revive_threshold, 0.05, 0.0),
+        name="kmeans")
+
+  def _relative_tables(self) -> Optional[tuple[Array, Array]]:
+    if self.position != "relative":
+      return None
+    rows = 2 * self.max_relative_position + 1
+    init = nn.with_logical_partitioning(
+        nn.initializers.normal(self.head_dim ** -0.5), ("relpos", "kv"))
+    return (self.param("rel_key", init, (rows, self.head_dim),
+                       self.param_dtype),
+            self.param("rel_value", init, (rows, self.head_dim),
+                       self.param_dtype))
+
   @nn.compact
   def __call__(self, x: Array, mask: Optional[Array] = None,
                train: bool = False, decode: bool = False,
-               positions: Optional[Array] = None, return_aux: bool = False):
+               positions: Optional[Array] = None, prefill: bool = False,
+               return_aux: bool = False):
     """Routes and attends.
 
     Args:
@@ -272,6 +160,9 @@ class RoutingAttention(nn.Module):
         caller made "kmeans" mutable; never during init).
       decode: one cached step (length 1) in the "cache" collection.
       positions: decode only: [batch] int32 position of the new token.
+      prefill: run a whole prompt (positions 0 .. length−1, no padding) in
+        parallel and fill a fresh "cache" collection, so that decoding can
+        continue at position `length`.
       return_aux: return (y, aux) with aux = {"loss": β·commitment loss,
         cluster-health stats}; otherwise the loss is sown into the
         "aux_loss" collection (read it with mutable=["aux_loss"]).
@@ -283,76 +174,241 @@ class RoutingAttention(nn.Module):
     core.check_input(x)
     core.check_mask(mask, x)
     b, n, features = x.shape
-    h, d = self.num_heads, self.head_dim
+    h = self.num_heads
     proj = lambda name: core.head_projection(
-        h * d, ("embed", "heads"), self.dtype, self.param_dtype,
+        h * self.head_dim, ("embed", "heads"), self.dtype, self.param_dtype,
         self.kernel_init, name)
     # The reference scales q by d^-0.5 first; the LayerNorm cancels it.
     qn = km.normalize(core.split_heads(proj("query")(x), h))
     kn = qn if self.share_qk else km.normalize(
         core.split_heads(proj("key")(x), h))
     v = core.split_heads(proj("value")(x), h)
-    prior = self.kmeans_prior_count
-    if prior is None:
-      prior = 1.0 if self.mode == "causal" else 0.0
-    kmeans = km.KMeans(h, self.num_clusters, d, decay=self.kmeans_decay,
-                       epsilon=self.kmeans_epsilon,
-                       commitment_weight=self.commitment_weight,
-                       prior_count=prior, name="kmeans")
+    kmeans = self._kmeans()
+    rel = self._relative_tables()
+    if decode and prefill:
+      raise ValueError("decode and prefill exclude each other")
     if decode:
-      from routing_jax import routing_decode  # pylint: disable=g-import-not-at-top
-      o = routing_decode.decode_step(self, kmeans, qn, kn, v, positions)
+      o = self._decode(kmeans, qn, kn, v, rel, positions)
       aux = {"loss": jnp.zeros((), jnp.float32)}
+    elif prefill:
+      if mask is not None:
+        raise ValueError("prefill takes an unpadded prompt (mask=None)")
+      o, aux = self._prefill(kmeans, qn, kn, v, rel)
     else:
-      o, aux = self._attend(kmeans, qn, kn, v, mask, train)
+      o, aux = self._attend(kmeans, qn, kn, v, rel, mask, train)
     y = core.head_projection(
         features, ("heads", "embed"), self.dtype, self.param_dtype,
-        self.kernel_init, "out")(o.reshape(b, n, h * d))
+        self.kernel_init, "out")(o.reshape(b, n, h * self.head_dim))
     if return_aux:
       return y, aux
     if not self.is_initializing():
       self.sow(km.AUX_LOSS_COLLECTION, "commitment", aux["loss"])
     return y
 
-  def _attend(self, kmeans, qn, kn, v, mask, train):
+  # ------------------------------------------------------------ training
+
+  def _rotate(self, qn, kn, pos):
+    if self.position != "rope":
+      return qn, kn
+    return (core.rope(qn, pos, self.rope_base),
+            core.rope(kn, pos, self.rope_base))
+
+  def _attend(self, kmeans, qn, kn, v, rel, mask, train):
     b, n = qn.shape[:2]
-    update = train
     rng = (self.make_rng("dropout")
            if train and self.attention_dropout > 0 else None)
-    rate = self.attention_dropout if train else 0.0
-    qr, kr = qn, kn
-    if self.position == "rope":
-      pos = jnp.arange(n)[None]
-      qr, kr = (core.rope(t, pos, self.rope_base) for t in (qn, kn))
-    common = dict(logit_scale=self.logit_scale, dropout_rate=rate,
+    common = dict(rel=rel, max_relative_position=self.max_relative_position,
+                  logit_scale=self.logit_scale,
+                  dropout_rate=self.attention_dropout if train else 0.0,
                   dropout_rng=rng, dtype=self.dtype)
+    qr, kr = self._rotate(qn, kn, jnp.arange(n)[None])
+    sets = (qn,) if self.share_qk else (qn, kn)
+    routed = kmeans.route_many(sets, mask, update=train)
+    aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
     if self.mode == "causal":
-      # One cluster id per token; with separate keys it comes from the key.
-      km_out = kmeans(kn, mask, update=update)
-      o = causal_routing_attention(
-          qr, kr, v, km_out.assignments, mask, num_clusters=self.num_clusters,
-          window=self.window, **common)
-      aux = dict(km_out.stats, loss=km_out.loss)
+      o = routing_core.causal_routing_attention(
+          qr, kr, v, routed[-1].assignments, mask,
+          query_clusters=None if self.share_qk else routed[0].assignments,
+          num_clusters=self.num_clusters, window=self.window,
+          exclude_self=self.exclude_self, **common)
       return o, aux
     if self.window > n:
       raise ValueError(
           f'routing="topk" needs window <= length, got window={self.window} '
           f"and length {n}")
-    if self.share_qk:
-      km_out = kmeans(qn, mask, update=update)
-      qs = ks = km_out.scores
-    else:
-      # One EMA update from the queries and keys together.
-      both_mask = None if mask is None else jnp.concatenate([mask, mask], 1)
-      km_out = kmeans(jnp.concatenate([qn, kn], axis=1), both_mask,
-                      update=update)
-      qs, ks = km_out.scores[:, :, :n], km_out.scores[:, :, n:]
-    o, count = topk_routing_attention(qr, kr, v, qs, ks, mask,
-                                      window=self.window, causal=self.causal,
-                                      **common)
+    o, count = routing_core.topk_routing_attention(
+        qr, kr, v, routed[0].scores, routed[-1].scores, mask,
+        window=self.window, causal=self.causal, **common)
     valid = (jnp.ones((b, n)) if mask is None else mask)[:, None, :]
-    unselected = jnp.sum((count == 0) * valid) / jnp.maximum(
+    aux["unselected_fraction"] = jnp.sum((count == 0) * valid) / jnp.maximum(
         jnp.sum(valid) * count.shape[1], 1.0)
-    aux = dict(km_out.stats, loss=km_out.loss,
-               unselected_fraction=unselected)
     return o, aux
+
+  # ------------------------------------------------------------ decoding
+
+  def _ring_size(self) -> int:
+    # With exclude_self the window is the w members before the query, so
+    # the ring also holds the query's own (invisible) membership.
+    return self.window + int(self.exclude_self)
+
+  def _cache(self, b: int):
+    """The decode cache variables for batch b (created on first use)."""
+    h, d, c = self.num_heads, self.head_dim, self.num_clusters
+    var = lambda name, shape, dtype, fill: self.variable(
+        "cache", name, lambda: jnp.full(shape, fill, dtype))
+    if self.mode == "causal":
+      s = self._ring_size()
+      return dict(
+          key=var("ring_key", (b, h, c, s, d), self.dtype, 0),
+          value=var("ring_value", (b, h, c, s, d), self.dtype, 0),
+          member=var("ring_member", (b, h, c, s), jnp.int32, -1),
+          is_key=var("ring_is_key", (b, h, c, s), jnp.bool_, False),
+          count=var("cluster_count", (b, h, c), jnp.int32, 0))
+    length = self.max_decode_length
+    if length < self.window:
+      raise ValueError(
+          "topk decoding needs max_decode_length >= window, got "
+          f"max_decode_length={length}, window={self.window}")
+    full = lambda name, dtype: var(name, (b, length, h, d), dtype, 0)
+    cache = dict(query=full("cached_query", jnp.float32),
+                 value=full("cached_value", self.dtype))
+    cache["key"] = cache["query"] if self.share_qk else full(
+        "cached_key", jnp.float32)
+    return cache
+
+  def _decode(self, kmeans, qn, kn, v, rel, positions):
+    """One token: qn, kn, v [batch, 1, heads, d]; positions [batch]."""
+    b = qn.shape[0]
+    if qn.shape[1] != 1:
+      raise ValueError(
+          f"decode takes one token per call, got length {qn.shape[1]}")
+    cache = self._cache(b)
+    if self.is_initializing():
+      kmeans.current()  # creates the centroid variables during init
+      return jnp.zeros_like(qn)
+    if positions is None:
+      raise ValueError("decode=True needs positions [batch]")
+    t = positions.astype(jnp.int32)
+    mu = kmeans.current()
+    key_cluster = km.assign(kn, mu)[:, :, 0]  # [b, h]
+    query_cluster = key_cluster if self.share_qk else km.assign(qn, mu)[
+        :, :, 0]
+    qr, kr = self._rotate(qn, kn, t[:, None])
+    if self.mode == "causal":
+      return self._causal_step(cache, qr, kr, v, key_cluster, query_cluster,
+                               rel)
+    return self._topk_step(cache, qn, kn, v, rel, mu, t)
+
+  def _causal_step(self, cache, q, k, v, key_cluster, query_cluster, rel):
+    """Writes the token's memberships, then attends over its query ring."""
+    b, _, h, _ = q.shape
+    size = self._ring_size()
+    bi, hi = jnp.arange(b)[:, None], jnp.arange(h)[None, :]
+
+    def join(cluster, key, value, is_key, active):
+      """Appends one member to ring `cluster` of every (row, head)."""
+      count = cache["count"].value[bi, hi, cluster]
+      at = (bi, hi, cluster, count % size)
+      keep = lambda new, old: jnp.where(
+          active.reshape(active.shape + (1,) * (new.ndim - 2)), new, old)
+      for name, new in (("key", key), ("value", value),
+                        ("member", count), ("is_key", is_key)):
+        var = cache[name]
+        var.value = var.value.at[at].set(
+            keep(new.astype(var.value.dtype), var.value[at]))
+      cache["count"].value = cache["count"].value.at[bi, hi, cluster].add(
+          active.astype(jnp.int32))
+
+    always = jnp.ones((b, h), bool)
+    join(key_cluster, k[:, 0], v[:, 0], always, always)
+    if not self.share_qk:
+      # A query in another cluster than its key joins that cluster too.
+      join(query_cluster, jnp.zeros_like(k[:, 0]), jnp.zeros_like(v[:, 0]),
+           ~always, query_cluster != key_cluster)
+    ring = lambda name: cache[name].value[bi, hi, query_cluster]
+    member = ring("member")  # [b, h, size]
+    mine = cache["count"].value[bi, hi, query_cluster] - 1  # [b, h]
+    back = mine[..., None] - member
+    if self.exclude_self:
+      band = (back >= 1) & (back <= self.window)
+    else:
+      band = (back >= 0) & (back < self.window)
+    allowed = (member >= 0) & ring("is_key") & band
+    rel_k = rel_v = None
+    if rel is not None:
+      idx = core.relative_index(-back, self.max_relative_position)
+      rel_k, rel_v = (t[idx][:, :, None, None] for t in rel)
+    o = core.blocked_attention(
+        jnp.swapaxes(q, 1, 2)[:, :, None], ring("key")[:, :, None],
+        ring("value")[:, :, None], allowed[:, :, None, None, :],
+        rel_k=rel_k, rel_v=rel_v, logit_scale=self.logit_scale,
+        dtype=self.dtype)  # [b, h, 1, 1, d]
+    o = o * jnp.any(allowed, -1)[:, :, None, None, None].astype(o.dtype)
+    return jnp.swapaxes(o[:, :, 0], 1, 2)  # [b, 1, h, d]
+
+  def _topk_step(self, cache, qn, kn, v, rel, mu, t):
+    """The reference's fast decode: re-select among positions <= t."""
+    rows = jnp.arange(qn.shape[0])
+    for name, new in (("query", qn), ("key", kn), ("value", v)):
+      if name == "key" and self.share_qk:
+        continue
+      var = cache[name]
+      var.value = var.value.at[rows, t].set(new[:, 0].astype(var.value.dtype))
+    return self._topk_read(
+        *(cache[name].value for name in ("query", "key", "value")), rel, mu,
+        t)
+
+  def _topk_read(self, q, k, v, rel, mu, t):
+    """Output at positions t [batch] of top-k routing over the cache <= t.
+
+    q, k, v: the cached [batch, max_decode_length, heads, d] arrays.
+    """
+    length = q.shape[1]
+    written = jnp.arange(length)[None] <= t[:, None]  # [b, length]
+    qs = km.scores(q, mu)
+    ks = qs if self.share_qk else km.scores(k, mu)
+    qr, kr = self._rotate(q, k, jnp.arange(length)[None])
+    o, _ = routing_core.topk_routing_attention(
+        qr, kr, v, qs, ks, written, window=self.window,
+        causal=self.causal, rel=rel,
+        max_relative_position=self.max_relative_position,
+        logit_scale=self.logit_scale, dtype=self.dtype)
+    return o[jnp.arange(o.shape[0]), t][:, None]  # [b, 1, h, d]
+
+  def _prefill(self, kmeans, qn, kn, v, rel):
+    """A whole prompt at once; leaves the cache as token-by-token decoding."""
+    b, n = qn.shape[:2]
+    cache = self._cache(b)
+    if self.is_initializing():
+      kmeans.current()
+      return jnp.zeros_like(qn), {"loss": jnp.zeros((), jnp.float32)}
+    if self.mode == "causal":
+      o, aux = self._attend(kmeans, qn, kn, v, rel, None, train=False)
+      mu = kmeans.current()
+      key_cluster = km.assign(kn, mu)
+      query_cluster = None if self.share_qk else km.assign(qn, mu)
+      _, kr = self._rotate(qn, kn, jnp.arange(n)[None])
+      state = routing_core.fill_rings(
+          kr, v, key_cluster, query_cluster,
+          num_clusters=self.num_clusters, size=self._ring_size())
+      for name, value in state.items():
+        cache[name].value = value.astype(cache[name].value.dtype)
+      return o, aux
+    # topk: decoding re-selects among the positions so far at every step,
+    # which no parallel pass reproduces; write the prompt, then read each
+    # position's output as its decode step would (O(n) reads of the cache).
+    if n > self.max_decode_length:
+      raise ValueError(f"prefill of {n} positions exceeds max_decode_length="
+                       f"{self.max_decode_length}")
+    pad = lambda a: jnp.pad(a, ((0, 0), (0, self.max_decode_length - n),
+                                (0, 0), (0, 0)))
+    for name, new in (("query", qn), ("key", kn), ("value", v)):
+      if name == "key" and self.share_qk:
+        continue
+      cache[name].value = pad(new).astype(cache[name].value.dtype)
+    mu = kmeans.current()
+    arrays = tuple(cache[name].value for name in ("query", "key", "value"))
+    o = jax.lax.map(
+        lambda t: self._topk_read(*arrays, rel, mu, jnp.full((b,), t))[:, 0],
+        jnp.arange(n))  # [n, b, h, d]
+    return jnp.swapaxes(o, 0, 1), {"loss": jnp.zeros((), jnp.float32)}

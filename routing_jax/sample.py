@@ -33,12 +33,10 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from routing_jax import decoding  # pylint: disable=g-import-not-at-top
+  from routing_jax import generation  # pylint: disable=g-import-not-at-top
   from routing_jax import images  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
-  from routing_jax import model as model_lib  # pylint: disable=g-import-not-at-top
   try:
     trainer, state, datasets, _ = inference.restore(_CONFIG.value,
                                                     _WORKDIR.value)
@@ -57,15 +55,13 @@ def main(argv):
     prompt = np.tile(np.concatenate([[0], ids])[None], (b, 1)).astype(np.int32)
     total = prompt.shape[1] + _LENGTH.value
   try:
-    model_lib.check_decode_length(cfg, total - 1 if cfg.is_image else total)
+    generation.check_decode_length(cfg, total - 1 if cfg.is_image else total)
   except ValueError as e:
     sys.exit(str(e))
   variables = inference.host_variables(state)
-  cache = model_lib.init_cache(trainer.model, None, b)
-  step_fn = model_lib.make_step_fn(trainer.model, variables)
-  out = decoding.generate(
-      step_fn, cache, jnp.asarray(prompt),
-      jnp.full((b,), prompt.shape[1], jnp.int32), max_length=total,
+  # The prompt (start token included) goes through one prefill pass.
+  out = generation.sample(
+      trainer.model, variables, prompt, total,
       rng=jax.random.PRNGKey(_SEED.value), temperature=_TEMPERATURE.value,
       top_k=_TOP_K.value, top_p=_TOP_P.value)
   tokens = np.asarray(out.tokens)[:, 1:]

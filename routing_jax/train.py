@@ -86,8 +86,13 @@ def cross_entropy(logits: Array, targets: Array,
 
 
 def attention_mask(batch: dict) -> Optional[Array]:
-  """Padding mask from the target weights (None when nothing is padded)."""
-  return batch["weights"] > 0
+  """The batch's padding mask [batch, length] bool, or None (no padding).
+
+  Loss weights never double as the mask: zero weight hides a target from
+  the loss, not a token from attention.
+  """
+  mask = batch.get("mask")
+  return None if mask is None else mask.astype(bool)
 
 
 def init_state(model: TransformerLM, tx: optax.GradientTransformation,

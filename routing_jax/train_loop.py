@@ -16,7 +16,6 @@ import time
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from routing_jax import checkpointing
@@ -72,23 +71,18 @@ def sample_text(trainer: train.Trainer, state: train.TrainState, datasets,
                 prompt: str, length: int, seed: int = 0,
                 temperature: float = 0.8, top_p: float = 0.95) -> str:
   """Cached sampling from the trained model (text datasets only)."""
-  from routing_jax import decoding  # pylint: disable=g-import-not-at-top
-  from routing_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  cfg = trainer.model.config
+  from routing_jax import generation  # pylint: disable=g-import-not-at-top
   ids = np.asarray(datasets.encode(prompt), np.int32) if prompt else (
       np.zeros((0,), np.int32))
   # Position 0 holds the start token 0, as in training.
   prompt_ids = np.concatenate([[0], ids]).astype(np.int32)[None]
   total = prompt_ids.shape[1] + length
-  model_lib.check_decode_length(cfg, total)
   variables = {"params": state.params, "kmeans": state.kmeans}
-  cache = model_lib.init_cache(trainer.model, None, 1)
-  step_fn = model_lib.make_step_fn(trainer.model, variables)
-  out = decoding.generate(
-      step_fn, cache, jnp.asarray(prompt_ids),
-      jnp.asarray([prompt_ids.shape[1]], jnp.int32), max_length=total,
-      rng=jax.random.PRNGKey(seed), temperature=temperature, top_p=top_p)
-  tokens = np.asarray(out.tokens[0, 1:])
+  with jax.set_mesh(trainer.mesh):
+    out = generation.sample(
+        trainer.model, variables, prompt_ids, total,
+        rng=jax.random.PRNGKey(seed), temperature=temperature, top_p=top_p)
+  tokens = np.asarray(jax.device_get(out.tokens)[0, 1:])
   return datasets.decode(tokens)
 
 

@@ -37,6 +37,8 @@ def expected_params(c: model_config.ModelConfig) -> int:
         total += 2 * (2 * c.max_relative_position + 1) * d
     if r:
       total += (3 if c.share_qk else 4) * hd * r * d
+      if c.position == "relative":  # cluster-relative tables
+        total += 2 * (2 * c.max_relative_position + 1) * d
     total += 2 * 2 * hd  # two LayerNorms
     if c.ffn == "geglu":
       total += 3 * hd * c.d_ff
@@ -68,13 +70,14 @@ def test_paper_config_param_count(name, arg):
   count = sum(x.size for x in jax.tree.leaves(shapes["params"]))
   want = expected_params(cfg)
   assert abs(count - want) <= 0.01 * want, (name, arg, count, want)
-  # k-means state: [heads, clusters, d] centroids and sums + counts.
+  # k-means state: [heads, clusters, d] centroids and sums + counts, and
+  # an update counter per head.
   routed = sum(model_config.parse_routing_layers(cfg.routing_layers,
                                                  cfg.num_layers))
   if cfg.num_routing_heads:
     km = sum(x.size for x in jax.tree.leaves(shapes.get("kmeans", {})))
     r, k, d = cfg.num_routing_heads, cfg.num_clusters, cfg.head_dim
-    assert km == routed * (2 * r * k * d + r * k)
+    assert km == routed * (2 * r * k * d + r * k + r)
 
 
 @pytest.mark.slow

@@ -1,11 +1,11 @@
-"""Tests for routing_jax.routing_attention against brute-force references.
+"""Tests for routing_jax.RoutingAttention: the module around the cores.
 
-The references are float64 numpy loops written here from design.md §2
-(causal routing: "same cluster, at or before me, among the last w of my
-cluster") and reference §1.3–1.5 (topk routing: per-centroid top-w, sorted,
-attend, scatter-average with +0.01, 0 for unpicked tokens). Only inputs and
-parameters come from the library. The module tests run with centroids that
-have been through EMA updates, so the k-means state is not the initial one.
+Module outputs are compared with brute-force references (tests/helpers)
+fed the module's own projections and centroids; cached decoding and prefill
+with teacher forcing; causality by perturbing the future. The module tests
+run with centroids that have been through EMA updates, so the k-means state
+is not the initial one. The pure cores have their own tests
+(routing_core_test.py).
 """
 
 import functools
@@ -16,227 +16,19 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import references as ref
 import routing_jax as rj
-from routing_jax import routing_attention as ra
 
 B, H, D, F = 2, 2, 8, 12  # batch, heads, head_dim, features
-NEG = -1e9  # the library's finite mask value: all-masked rows are uniform
-
-_causal_core = jax.jit(ra.causal_routing_attention, static_argnames=(
-    "num_clusters", "window", "logit_scale"))
-_topk_core = jax.jit(ra.topk_routing_attention, static_argnames=(
-    "window", "causal", "logit_scale"))
-
-
-def _ln(x):
-  """Parameter-free LayerNorm over the last axis (epsilon 1e-6)."""
-  x = np.asarray(x, np.float64)
-  x = x - x.mean(-1, keepdims=True)
-  return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-6)
-
-
-def _rope(x, base=10000.0):
-  """Rotates pairs (2i, 2i+1) by angle t·base^(−2i/d): x [b, n, h, d]."""
-  n, d = x.shape[1], x.shape[-1]
-  ang = np.arange(n)[:, None] * base ** (-np.arange(0, d, 2) / d)
-  cos, sin = np.cos(ang)[None, :, None], np.sin(ang)[None, :, None]
-  out = np.empty_like(x)
-  out[..., 0::2] = x[..., 0::2] * cos - x[..., 1::2] * sin
-  out[..., 1::2] = x[..., 0::2] * sin + x[..., 1::2] * cos
-  return out
-
-
-def _attend(q, k, v, allowed, scale):
-  """One query [d] over keys [m, d] with a finite mask, as the library."""
-  logits = np.where(allowed, (k @ q) * scale, NEG)
-  p = np.exp(logits - logits.max())
-  return (p / p.sum()) @ v
-
-
-def _causal_reference(q, k, v, clusters, valid, window, scale=1.0):
-  """Dense attention under "same cluster, s <= t, among the last w".
-
-  Args:
-    q, k, v: [b, n, h, d]. clusters: [b, h, n]. valid: [b, n] bool.
-
-  Returns:
-    [b, n, h, d]; padding tokens belong to no cluster and get 0.
-  """
-  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-  b, n, h, _ = q.shape
-  out = np.zeros(q.shape)
-  for bi in range(b):
-    for hi in range(h):
-      c = clusters[bi, hi]
-      for t in range(n):
-        if not valid[bi, t]:
-          continue
-        keys = [s for s in range(t + 1) if valid[bi, s] and c[s] == c[t]]
-        keys = keys[-window:]
-        out[bi, t, hi] = _attend(q[bi, t, hi], k[bi, keys, hi],
-                                 v[bi, keys, hi], True, scale)
-  return out
-
-
-def _topk_reference(q, k, v, q_scores, k_scores, valid, window, causal,
-                    scale=1.0):
-  """The paper's balanced routing as a loop over heads and centroids.
-
-  Args:
-    q, k, v: [b, n, h, d]. q_scores, k_scores: [b, h, n, clusters].
-    valid: [b, n] bool.
-
-  Returns:
-    out [b, n, h, d] and count [b, h, n]: clusters that picked each token.
-  """
-  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-  b, n, h, _ = q.shape
-  out = np.zeros(q.shape)
-  count = np.zeros((b, h, n))
-
-  def top(scores, bi):
-    """Top-w positions by score, padding last (lowest index on ties)."""
-    s = np.where(valid[bi], scores, -np.inf)
-    return np.sort(np.argsort(-s, kind="stable")[:window])
-
-  for bi in range(b):
-    for hi in range(h):
-      for c in range(q_scores.shape[-1]):
-        qi = top(q_scores[bi, hi, :, c], bi)
-        ki = top(k_scores[bi, hi, :, c], bi)
-        for t in qi:
-          allowed = valid[bi, ki] & ((ki <= t) if causal else True)
-          out[bi, t, hi] += _attend(q[bi, t, hi], k[bi, ki, hi],
-                                    v[bi, ki, hi], allowed, scale)
-          count[bi, hi, t] += 1
-  out = out / (np.swapaxes(count, 1, 2)[..., None] + 0.01)
-  return out * valid[:, :, None, None], count
-
-
-def _normal(seed, shape):
-  """Float32 normal draws (numpy: eager jax.random compiles per shape)."""
-  return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
+_normal = ref.normal
 
 
 def _masks(kind, n, seed=0):
-  if kind == "none":
-    return None
-  if kind == "right":  # right padding, different lengths per row
-    return np.arange(n)[None, :] < np.array([[n], [n - n // 3]])
-  valid = np.random.default_rng(seed).random((B, n)) < 0.7  # holes
-  valid[:, 0] = True
-  return valid
+  return ref.masks(kind, B, n, seed)
 
 
 def _valid(mask, n):
-  return np.ones((B, n), bool) if mask is None else mask
-
-
-def _normalized_qkv(n, seed=0):
-  rng = np.random.default_rng(seed)
-  q, k = (_ln(rng.normal(size=(B, n, H, D))).astype(np.float32)
-          for _ in range(2))
-  return q, k, rng.normal(size=(B, n, H, D)).astype(np.float32)
-
-
-def _skewed_clusters(n, num_clusters, seed=0):
-  """[b, h, n] ids drawn unevenly, so cluster sizes differ a lot."""
-  p = np.arange(1, num_clusters + 1, dtype=np.float64) ** 2
-  return np.random.default_rng(seed).choice(
-      num_clusters, size=(B, H, n), p=p / p.sum()).astype(np.int32)
-
-
-# -------------------------------------------------------- causal routing core
-
-
-@pytest.mark.parametrize("n, window, scale, mask_kind", [
-    (16, 16, 1.0, "none"), (13, 20, 0.5, "right"), (13, 13, 1.0, "holes")])
-def test_causal_one_cluster_is_dense_causal(n, window, scale, mask_kind):
-  q, k, v = _normalized_qkv(n)
-  mask = _masks(mask_kind, n)
-  valid = _valid(mask, n)
-  got = _causal_core(q, k, v, jnp.zeros((B, H, n), jnp.int32), mask,
-                     num_clusters=1, window=window, logit_scale=scale)
-  # Dense causal attention, logits = LN(q)·LN(k) · scale.
-  logits = np.einsum("bthd,bshd->bhts", q.astype(np.float64), k) * scale
-  allowed = np.tril(np.ones((n, n), bool))[None, None] & valid[:, None, None]
-  logits = np.where(allowed, logits, -np.inf)
-  p = np.exp(logits - logits.max(-1, keepdims=True))
-  want = np.einsum("bhts,bshd->bthd", p / p.sum(-1, keepdims=True), v)
-  want *= valid[:, :, None, None]
-  np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
-
-
-CAUSAL_CORE_CASES = [  # (n, window, clusters, mask kind)
-    (16, 4, 3, "none"),
-    (19, 4, 3, "holes"),  # n not a multiple of w
-    (16, 1, 4, "right"),  # w = 1
-    (12, 20, 3, "holes"),  # w > n
-    (32, 8, 2, "none"),
-    (29, 5, 4, "right"),
-]
-
-
-@pytest.mark.parametrize("n, window, k, mask_kind", CAUSAL_CORE_CASES)
-def test_causal_core_matches_brute_force_and_covers_every_token(
-    n, window, k, mask_kind):
-  q, k_, v = _normalized_qkv(n, seed=n)
-  clusters = _skewed_clusters(n, k, seed=n)
-  mask = _masks(mask_kind, n)
-  valid = _valid(mask, n)
-  got = np.asarray(_causal_core(q, k_, v, clusters, mask, num_clusters=k,
-                                window=window, logit_scale=0.7))
-  want = _causal_reference(q, k_, v, clusters, valid, window, 0.7)
-  np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
-  if window == 1:  # every token attends to itself only
-    np.testing.assert_allclose(got, v * valid[..., None, None], rtol=1e-6)
-  # Coverage: every valid token gets routing output, padding gets 0.
-  norms = np.linalg.norm(got, axis=-1)  # [b, n, h]
-  assert (norms[valid] > 1e-3).all()
-  np.testing.assert_array_equal(norms[~valid], 0.0)
-
-
-# ---------------------------------------------------------- topk routing core
-
-
-TOPK_CORE_CASES = [  # (n, window, clusters, causal, shared, mask kind)
-    (24, 6, 4, True, True, "none"),  # k·w = n, as the paper's configs
-    (24, 6, 4, False, True, "holes"),
-    (20, 8, 3, True, False, "right"),  # k·w > n: overlaps
-    (20, 8, 3, False, False, "none"),
-    (16, 12, 2, True, False, "holes"),  # w > number of valid tokens
-]
-
-
-@pytest.mark.parametrize("n, window, kc, causal, shared, mask_kind",
-                         TOPK_CORE_CASES)
-def test_topk_core_matches_brute_force(n, window, kc, causal, shared,
-                                       mask_kind):
-  q, k, v = _normalized_qkv(n, seed=n + 1)
-  rng = np.random.default_rng(n)
-  mu = _ln(rng.normal(size=(H, kc, D)))
-  if shared:
-    k = q
-  qs = np.einsum("bnhd,hkd->bhnk", q, mu).astype(np.float32)
-  ks = np.einsum("bnhd,hkd->bhnk", k, mu).astype(np.float32)
-  mask = _masks(mask_kind, n)
-  valid = _valid(mask, n)
-  qs_j = jnp.asarray(qs)
-  # With shared Q/K the library reuses the query selection for the keys.
-  ks_j = qs_j if shared else jnp.asarray(ks)
-  got, count = _topk_core(q, k, v, qs_j, ks_j, mask, window=window,
-                          causal=causal, logit_scale=0.5)
-  want, want_count = _topk_reference(q, k, v, qs, ks, valid, window, causal,
-                                     0.5)
-  np.testing.assert_array_equal(count, want_count)
-  np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-5)
-  # Tokens no centroid picked get exactly 0; every picked valid token gets
-  # a nonzero output.
-  unpicked = (np.swapaxes(want_count, 1, 2) == 0) | ~valid[..., None]
-  if kc * window <= n:  # the paper's sizing leaves some tokens unpicked
-    assert unpicked[valid].any()
-  np.testing.assert_array_equal(np.asarray(got)[unpicked], 0.0)
-  assert (np.linalg.norm(got, axis=-1)[~unpicked] > 0).all()
+  return ref.valid_of(mask, B, n)
 
 
 # ------------------------------------------------------ the full module
@@ -244,7 +36,7 @@ def test_topk_core_matches_brute_force(n, window, kc, causal, shared,
 
 def _module(**kw):
   settings = dict(num_heads=H, head_dim=D, num_clusters=3, window=4,
-                  kmeans_decay=0.5)
+                  kmeans_decay=0.5, max_relative_position=3)
   settings.update(kw)
   return rj.RoutingAttention(**settings)
 
@@ -253,10 +45,11 @@ def _module(**kw):
 def _trained():
   """Variables (3 clusters) whose k-means state went through EMA updates.
 
-  Initialised with share_qk=False so the params include "key" (modules that
-  share Q and K ignore it).
+  Initialised with share_qk=False and relative positions so the params
+  include "key" and the relative tables (modules that do not use them
+  ignore them).
   """
-  module = _module(share_qk=False)
+  module = _module(share_qk=False, position="relative")
   x = _normal(0, (4, B, 32, F))
   variables = nn.unbox(jax.jit(module.init)(jax.random.key(1), x[0]))
   step = jax.jit(lambda v, x: module.apply(v, x, train=True,
@@ -275,6 +68,7 @@ def _module_reference(module, variables, x, mask):
   """Projections + LayerNorm + brute-force routing + out projection.
 
   Uses the centroids in `variables` (from before the call's update).
+  Returns (output, top-k counts or None, normalised keys, key scores).
   """
   params = variables["params"]
   mu = np.asarray(variables["kmeans"]["kmeans"]["centroids"], np.float64)
@@ -282,21 +76,29 @@ def _module_reference(module, variables, x, mask):
   b, n, _ = x.shape
   w = lambda name: np.asarray(params[name]["kernel"], np.float64)
   heads = lambda a: a.reshape(b, n, module.num_heads, module.head_dim)
-  qn = _ln(heads(x @ w("query")))
-  kn = qn if module.share_qk else _ln(heads(x @ w("key")))
+  qn = ref.ln(heads(x @ w("query")))
+  kn = qn if module.share_qk else ref.ln(heads(x @ w("key")))
   v = heads(x @ w("value"))
-  qr, kr = (qn, kn) if module.position == "none" else (_rope(qn), _rope(kn))
+  qr, kr = (ref.rope(qn), ref.rope(kn)) if module.position == "rope" else (
+      qn, kn)
+  rel = None
+  if module.position == "relative":
+    rel = (params["rel_key"], params["rel_value"])
   valid = _valid(mask, n)
   qs = np.einsum("bnhd,hkd->bhnk", qn, mu)
   ks = np.einsum("bnhd,hkd->bhnk", kn, mu)
   if module.mode == "causal":
     _check_margin(ks, valid)
-    o = _causal_reference(qr, kr, v, ks.argmax(-1), valid, module.window,
-                          module.logit_scale)
+    _check_margin(qs, valid)
+    o = ref.causal_routing(
+        qr, kr, v, ks.argmax(-1), valid, module.window, module.logit_scale,
+        None if module.share_qk else qs.argmax(-1), module.exclude_self,
+        rel, module.max_relative_position)
     count = None
   else:
-    o, count = _topk_reference(qr, kr, v, qs, ks, valid, module.window,
-                               module.causal, module.logit_scale)
+    o, count = ref.topk_routing(qr, kr, v, qs, ks, valid, module.window,
+                                module.causal, module.logit_scale, rel,
+                                module.max_relative_position)
   return o.reshape(b, n, -1) @ w("out"), count, kn, ks
 
 
@@ -308,15 +110,17 @@ def _check_margin(scores, valid):
   assert margin.min() > 1e-4, "seed gives a near-tie; pick another"
 
 
-@pytest.mark.parametrize("share_qk, position, mask_kind, scale", [
-    (False, "none", "holes", 1.0),
-    (True, "rope", "right", 0.5),
+@pytest.mark.parametrize("share_qk, position, mask_kind, scale, exclude", [
+    (False, "none", "holes", 1.0, False),
+    (True, "rope", "right", 0.5, False),
+    (False, "relative", "right", 1.0, True),
+    (True, "relative", "none", 1.0, True),
 ])
 def test_causal_module_matches_reference(share_qk, position, mask_kind,
-                                         scale):
+                                         scale, exclude):
   n = 24
   module = _module(share_qk=share_qk, position=position, logit_scale=scale,
-                   window=5)
+                   window=5, exclude_self=exclude)
   variables = _trained()
   x = _normal(2, (B, n, F))
   mask = _masks(mask_kind, n)
@@ -334,12 +138,14 @@ def test_causal_module_matches_reference(share_qk, position, mask_kind,
   assert np.isfinite(aux["loss"]) and aux["loss"] > 0
 
 
-@pytest.mark.parametrize("share_qk, causal, mask_kind", [
-    (True, True, "none"), (False, True, "right"), (False, False, "holes")])
-def test_topk_module_matches_reference(share_qk, causal, mask_kind):
+@pytest.mark.parametrize("share_qk, causal, mask_kind, position", [
+    (True, True, "none", "relative"), (False, True, "right", "none"),
+    (False, False, "holes", "rope")])
+def test_topk_module_matches_reference(share_qk, causal, mask_kind,
+                                       position):
   n = 24
   module = _module(routing="topk", causal=causal, share_qk=share_qk,
-                   window=6)
+                   window=6, position=position)
   variables = _trained()
   x = _normal(3, (B, n, F))
   mask = _masks(mask_kind, n)
@@ -360,10 +166,12 @@ def test_topk_module_matches_reference(share_qk, causal, mask_kind):
 # ------------------------------------------------------------- causality
 
 
-CAUSALITY_CASES = [  # (n, window, share_qk, position, mask kind)
-    (37, 8, False, "none", "holes"),
-    (24, 5, True, "rope", "right"),
-    (64, 16, True, "none", "none"),
+CAUSALITY_CASES = [  # (n, window, share_qk, position, mask, exclude, drop)
+    (37, 8, False, "none", "holes", False, 0.0),
+    (24, 5, True, "rope", "right", False, 0.0),
+    (64, 16, True, "none", "none", False, 0.0),
+    (40, 6, False, "relative", "holes", True, 0.3),
+    (33, 4, True, "relative", "right", False, 0.5),
 ]
 
 
@@ -377,25 +185,30 @@ def _perturb_future(rng, x, mask, i):
   return x2, mask2
 
 
-@pytest.mark.parametrize("n, window, share_qk, position, mask_kind",
-                         CAUSALITY_CASES)
+@pytest.mark.parametrize(
+    "n, window, share_qk, position, mask_kind, exclude, dropout",
+    CAUSALITY_CASES)
 def test_causal_routing_future_perturbation(n, window, share_qk, position,
-                                            mask_kind):
+                                            mask_kind, exclude, dropout):
   """Outputs <= i do not move when everything after i is replaced.
 
-  The centroids went through EMA updates (see `_trained`).
+  The centroids went through EMA updates (see `_trained`). With attention
+  dropout the same dropout key is used: the noise a past query sees must
+  not depend on the future either.
   """
-  module = _module(window=window, share_qk=share_qk, position=position)
+  module = _module(window=window, share_qk=share_qk, position=position,
+                   exclude_self=exclude, attention_dropout=dropout)
   variables = _trained()
+  rngs = {"dropout": jax.random.key(3)}
 
   @jax.jit
   def apply(x, mask):
     # train=True: routing uses the old centroids, the update comes after.
     y_train, _ = module.apply(variables, x, mask, train=True,
-                              mutable=["kmeans"])
+                              mutable=["kmeans"], rngs=rngs)
     y_eval, state = module.apply(variables, x, mask, mutable=["kmeans"])
     # train=True with "kmeans" read-only: runs, no update.
-    y_read_only = module.apply(variables, x, mask, train=True)
+    y_read_only = module.apply(variables, x, mask, train=True, rngs=rngs)
     return y_train, y_eval, y_read_only, state
 
   rng = np.random.default_rng(5)
@@ -403,8 +216,11 @@ def test_causal_routing_future_perturbation(n, window, share_qk, position,
   mask = _masks(mask_kind, n)
   base, base_eval, base_read_only, state = apply(x, mask)
   base = np.asarray(base)
-  np.testing.assert_array_equal(base, base_eval)
   np.testing.assert_array_equal(base, base_read_only)
+  if dropout:
+    assert np.abs(base - base_eval).max() > 1e-3  # dropout acts in training
+  else:
+    np.testing.assert_array_equal(base, base_eval)
   # Eval (train=False) leaves the k-means state alone even when mutable.
   jax.tree.map(np.testing.assert_array_equal, state["kmeans"],
                variables["kmeans"])
@@ -473,7 +289,7 @@ def _transformed(routing):
   module = _module(routing=routing, share_qk=False, window=4,
                    commitment_weight=1.0)
   variables = _trained()
-  x = _normal(12, (3, B, n, F))
+  x = _normal(13, (3, B, n, F))
   mask = jnp.asarray(_masks("holes", n))
   readout = _normal(9, (F,))
 
@@ -489,7 +305,7 @@ def _transformed(routing):
   # A central difference of the eager forward along a random unit
   # direction in parameter space. Routing is piecewise constant: the step
   # is small enough not to cross a cluster/top-w boundary on this seed
-  # (checked: the difference is stable from 3e-2 down to 3e-4).
+  # (checked: the difference is stable from 1e-2 down to 3e-4).
   leaves, tree = jax.tree.flatten(variables["params"])
   rng = np.random.default_rng(11)
   direction = [rng.normal(size=l.shape) for l in leaves]
@@ -504,7 +320,10 @@ def _transformed(routing):
   return dict(
       eager=[forward(variables, xa) for xa in x],
       batched=jax.jit(jax.vmap(forward, in_axes=(None, 0)))(variables, x),
-      grads=jax.jit(jax.jacrev(losses))(variables), direction=direction,
+      # allow_int: the k-means update counter is an integer (its
+      # "gradient" is float0).
+      grads=jax.jit(jax.jacrev(losses, allow_int=True))(variables),
+      direction=direction,
       finite_difference=(main_loss(eps) - main_loss(-eps)) / (2 * eps))
 
 
@@ -532,19 +351,22 @@ def test_gradients_reach_params_not_kmeans(routing):
   grads = _transformed(routing)["grads"]  # leaves [2 losses, ...]
   # Gradients w.r.t. the whole variables dict: zero for the k-means state.
   for leaf in jax.tree.leaves(grads["kmeans"]):
-    np.testing.assert_array_equal(leaf, 0.0)
-  for name, leaf in grads["params"].items():
-    assert np.isfinite(leaf["kernel"]).all(), name
-    assert np.abs(leaf["kernel"][0]).max() > 0, name
+    if leaf.dtype != jax.dtypes.float0:
+      np.testing.assert_array_equal(leaf, 0.0)
+  projections = ("query", "key", "value", "out")
+  for name in projections:
+    leaf = grads["params"][name]["kernel"]
+    assert np.isfinite(leaf).all(), name
+    assert np.abs(leaf[0]).max() > 0, name
   # The commitment loss alone reaches the projections of the clustered
-  # vectors (through x), not the values or the output. Causal routing
-  # clusters the keys only (design.md §2.7); topk clusters both.
-  clustered = ("key",) if routing == "causal" else ("query", "key")
-  for name, leaf in grads["params"].items():
-    if name in clustered:
-      assert np.abs(leaf["kernel"][1]).max() > 0, name
+  # vectors (through them), not the values or the output: with separate
+  # Q and K both are clustered, in both modes.
+  for name in projections:
+    leaf = grads["params"][name]["kernel"][1]
+    if name in ("query", "key"):
+      assert np.abs(leaf).max() > 0, name
     else:
-      np.testing.assert_array_equal(leaf["kernel"][1], 0.0)
+      np.testing.assert_array_equal(leaf, 0.0)
 
 
 @pytest.mark.parametrize("routing", ["causal", "topk"])
@@ -562,10 +384,126 @@ def test_bfloat16_close_to_float32(routing):
   # bf16 keeps 8 mantissa bits (rel. 4e-3 per rounding); routing scores
   # and k-means maths are float32, so only a few roundings accumulate.
   assert err < 5e-2 * np.abs(want).max(), err
-  for leaf in jax.tree.leaves(new["kmeans"]):
-    assert leaf.dtype == jnp.float32
+  for name, leaf in new["kmeans"]["kmeans"].items():
+    assert leaf.dtype == (jnp.int32 if name == "num_updates"
+                          else jnp.float32), name
   assert not np.allclose(new["kmeans"]["kmeans"]["centroids"],
                          variables["kmeans"]["kmeans"]["centroids"])
+
+
+# ------------------------------------------------------- decode, prefill
+
+
+def _decoder(module):
+  """jit(variables, x [b, n, F], prefill P) -> (prefill out, step outs, cache).
+
+  Prefill feeds x[:, :P] at once (P = 0: nothing), then decode steps feed
+  x[:, t] for t = P .. n−1 one at a time from that cache.
+  """
+
+  @functools.partial(jax.jit, static_argnums=2)
+  def run(variables, x, prefill):
+    b, n, _ = x.shape
+    cache = module.init(jax.random.key(0), x[:, :1], decode=True,
+                        positions=jnp.zeros((b,), jnp.int32))["cache"]
+    first = jnp.zeros((b, 0, x.shape[-1]))
+    if prefill:
+      first, new = module.apply({**variables, "cache": cache}, x[:, :prefill],
+                                prefill=True, mutable=["cache"])
+      cache = new["cache"]
+
+    def body(cache, xt_t):
+      xt, t = xt_t
+      y, new = module.apply({**variables, "cache": cache}, xt[:, None],
+                            decode=True, positions=jnp.full((b,), t),
+                            mutable=["cache"])
+      return new["cache"], y[:, 0]
+
+    steps = jnp.arange(prefill, n)
+    cache, ys = jax.lax.scan(body, cache,
+                             (jnp.swapaxes(x[:, prefill:], 0, 1), steps))
+    return first, jnp.swapaxes(ys, 0, 1), cache
+
+  return run
+
+
+DECODE_CASES = [  # (share_qk, exclude_self, position)
+    (True, False, "relative"),
+    (False, False, "rope"),
+    (False, True, "relative"),
+    (True, True, "none"),
+]
+
+
+@pytest.mark.parametrize("share_qk, exclude, position", DECODE_CASES)
+def test_causal_decode_and_prefill_match_teacher_forcing(share_qk, exclude,
+                                                         position):
+  """Token-by-token decoding, and prefill-then-decode, reproduce training.
+
+  30 steps wrap every ring (window 4) several times; the prefill of 17
+  positions leaves exactly the cache that 17 decode steps leave.
+  """
+  n, prefill = 30, 17
+  module = _module(share_qk=share_qk, exclude_self=exclude, position=position)
+  variables = _trained()
+  x = _normal(21, (B, n, F))
+  forced = np.asarray(jax.jit(module.apply)(variables, x))
+  run = _decoder(module)
+  _, stepped, _ = run(variables, x, 0)
+  np.testing.assert_allclose(stepped, forced, atol=1e-5, rtol=0)
+  first, rest, _ = run(variables, x, prefill)
+  np.testing.assert_allclose(first, forced[:, :prefill], atol=1e-5, rtol=0)
+  np.testing.assert_allclose(rest, forced[:, prefill:], atol=1e-5, rtol=0)
+  # The caches after `prefill` positions agree, slot by slot.
+  _, _, after_steps = run(variables, x[:, :prefill], 0)
+  _, _, after_prefill = run(variables, x[:, :prefill], prefill)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               after_steps, after_prefill)
+
+
+def _topk_fast_decode_reference(module, variables, x):
+  """The reference's fast decode, brute force: at step t, every centroid
+  picks its top-w among positions <= t (padding, i.e. later positions,
+  last); the output is row t of that routing."""
+  params = variables["params"]
+  mu = np.asarray(variables["kmeans"]["kmeans"]["centroids"], np.float64)
+  x = np.asarray(x, np.float64)
+  b, n, _ = x.shape
+  w = lambda name: np.asarray(params[name]["kernel"], np.float64)
+  heads = lambda a: a.reshape(b, n, module.num_heads, module.head_dim)
+  qn = ref.ln(heads(x @ w("query")))
+  kn = qn if module.share_qk else ref.ln(heads(x @ w("key")))
+  v = heads(x @ w("value"))
+  qs = np.einsum("bnhd,hkd->bhnk", qn, mu)
+  ks = np.einsum("bnhd,hkd->bhnk", kn, mu)
+  out = np.zeros((b, n, module.num_heads, module.head_dim))
+  for t in range(n):
+    written = np.broadcast_to(np.arange(n) <= t, (b, n))
+    o, _ = ref.topk_routing(qn, kn, v, qs, ks, written, module.window,
+                            module.causal)
+    out[:, t] = o[:, t]
+  return out.reshape(b, n, -1) @ w("out")
+
+
+@pytest.mark.parametrize("share_qk", [True, False])
+def test_topk_decode_is_the_references_fast_decode(share_qk):
+  """topk decoding re-selects among the tokens so far at every step (the
+  reference's fast decode); prefill reproduces it. It differs from the
+  teacher-forced outputs, which select over the whole sequence."""
+  n, prefill = 14, 9
+  module = _module(routing="topk", share_qk=share_qk, window=4,
+                   max_decode_length=n)
+  variables = _trained()
+  x = _normal(22, (B, n, F))
+  want = _topk_fast_decode_reference(module, variables, x)
+  run = _decoder(module)
+  _, stepped, _ = run(variables, x, 0)
+  np.testing.assert_allclose(stepped, want, atol=2e-5, rtol=1e-4)
+  first, rest, _ = run(variables, x, prefill)
+  np.testing.assert_allclose(np.concatenate([first, rest], 1), want,
+                             atol=2e-5, rtol=1e-4)
+  forced = np.asarray(jax.jit(module.apply)(variables, x))
+  assert np.abs(forced - want).max() > 1e-2
 
 
 # ------------------------------------------------------------- bad input
