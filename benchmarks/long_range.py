@@ -27,6 +27,7 @@ Prints one JSON line per (task, model, seed) and writes a table and a plot.
 """
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -38,7 +39,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 MODELS = ("local", "full", "routing_causal", "routing_topk")
-TASKS = ("copy", "recall", "phrase")
+TASKS = ("copy", "recall", "lookup", "phrase")
 
 
 # ----------------------------------------------------------------- tasks
@@ -68,6 +69,7 @@ def recall_batch(rng, batch, seq_len, pairs, queries, gap, key_vocab=127,
   """
   tokens = np.zeros((batch, seq_len + 1), np.int32)
   weights = np.zeros((batch, seq_len), np.float32)
+  measured = np.zeros((batch, seq_len), bool)
   need = 1 + 2 * pairs + gap + 2 * queries
   if need > seq_len + 1:
     raise ValueError(f"recall needs seq_len >= {need - 1}")
@@ -85,7 +87,41 @@ def recall_batch(rng, batch, seq_len, pairs, queries, gap, key_vocab=127,
     tokens[b, s:s + 2 * queries] = qa
     tail = seq_len + 1 - (s + 2 * queries)
     tokens[b, s + 2 * queries:] = rng.integers(128, 128 + value_vocab, tail)
-    # The answer at token s + 2i + 1 is target index s + 2i.
+    # The answer at token s + 2i + 1 is target index s + 2i. A key asked
+    # again has its answer nearby too; only first asks are measured.
+    weights[b, s + np.arange(queries) * 2] = 1.0
+    first = np.unique(q, return_index=True)[1]
+    measured[b, s + first * 2] = True
+  return tokens, weights, measured
+
+
+def lookup_batch(rng, batch, seq_len, pairs, queries, gap, key_vocab=8,
+                 value_vocab=16):
+  """One-hop recall: each pair is ONE token that names its key and value.
+
+  Pair tokens are 128 + key·value_vocab + value, query tokens 1 + key,
+  answers 32 + value, filler 64..127. A query finds its pair by content
+  alone (no previous-token circuit needed) at any distance.
+  """
+  if key_vocab * value_vocab > 128 or key_vocab > 31 or value_vocab > 32:
+    raise ValueError("lookup needs key_vocab·value_vocab <= 128")
+  tokens = np.zeros((batch, seq_len + 1), np.int32)
+  weights = np.zeros((batch, seq_len), np.float32)
+  need = 1 + pairs + gap + 2 * queries
+  if need > seq_len + 1:
+    raise ValueError(f"lookup needs seq_len >= {need - 1}")
+  for b in range(batch):
+    keys = rng.choice(key_vocab, pairs, replace=False)
+    values = rng.integers(0, value_vocab, pairs)
+    tokens[b, 1:1 + pairs] = 128 + keys * value_vocab + values
+    start = 1 + pairs
+    tokens[b, start:start + gap] = rng.integers(64, 128, gap)
+    q = rng.choice(pairs, queries, replace=queries > pairs)
+    s = start + gap
+    tokens[b, s:s + 2 * queries] = np.stack(
+        [1 + keys[q], 32 + values[q]], 1).reshape(-1)
+    tokens[b, s + 2 * queries:] = rng.integers(
+        64, 128, seq_len + 1 - (s + 2 * queries))
     weights[b, s + np.arange(queries) * 2] = 1.0
   return tokens, weights
 
@@ -120,7 +156,13 @@ def make_batch(task, rng, batch, seq_len, args):
   if task == "copy":
     tok, w = copy_batch(rng, batch, seq_len, args.span)
   elif task == "recall":
-    tok, w = recall_batch(rng, batch, seq_len, args.pairs, args.queries,
+    tok, w, measured = recall_batch(rng, batch, seq_len, args.pairs,
+                                    args.queries, args.gap, args.key_vocab,
+                                    args.value_vocab)
+    return {"inputs": tok[:, :-1], "targets": tok[:, 1:], "weights": w,
+            "measured": measured}
+  elif task == "lookup":
+    tok, w = lookup_batch(rng, batch, seq_len, args.pairs, args.queries,
                           args.gap, args.key_vocab, args.value_vocab)
   else:
     tok, w = phrase_batch(rng, batch, seq_len, args.phrases, args.half)
@@ -172,21 +214,72 @@ def build_config(kind, args):
   for item in args.set or ():
     key, _, value = item.partition("=")
     section, field = key.split(".")
-    old = c[section][field]
-    if isinstance(old, bool):
-      value = value.lower() in ("1", "true")
-    elif isinstance(old, int):
-      value = int(value)
-    elif isinstance(old, float):
-      value = float(value)
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass  # a plain string
     c[section][field] = value
   return c
+
+
+def recall_sources(tokens_in, weights, pairs):
+  """For the recall task: per scored position t, the input position whose
+  token is the answer (the value right after the matching key)."""
+  src = np.full(weights.shape, -1, np.int64)
+  for b in range(weights.shape[0]):
+    kv = tokens_in[b, 1:1 + 2 * pairs]
+    for t in np.nonzero(weights[b])[0]:
+      key = tokens_in[b, t]
+      i = int(np.nonzero(kv[0::2] == key)[0][0])
+      src[b, t] = 1 + 2 * i + 1
+  return src
+
+
+def routing_visibility(model_cfg, params, kmeans, inputs, sources, weights):
+  """Share of scored queries whose answer token is visible to them in each
+  routing layer (same cluster and within the window of members)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from routing_jax import kmeans as km  # pylint: disable=g-import-not-at-top
+  from routing_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  model = model_lib.TransformerLM(model_cfg)
+  want = ("query", "key")
+  inter = model.apply(
+      {"params": params, "kmeans": kmeans}, inputs,
+      capture_intermediates=lambda mdl, _: (
+          mdl.name in want and getattr(mdl.parent, "name", "") == "routing"),
+      mutable=["intermediates"])[1]["intermediates"]
+  inter = jax.device_get(inter)
+  h, w = model_cfg.num_routing_heads, model_cfg.window
+  out = {}
+  for layer in sorted(inter, key=lambda s: int(s.split("_")[-1])):
+    r = inter[layer]["routing"]
+    mu = np.asarray(kmeans[layer]["routing"]["kmeans"]["centroids"])
+    def clusters(name):
+      x = np.asarray(r[name]["__call__"][0])
+      b, n, _ = x.shape
+      v = np.asarray(km.normalize(x.reshape(b, n, h, -1)))
+      return np.einsum("bnhd,hkd->bhnk", v, mu).argmax(-1)  # [b, h, n]
+    qc = clusters("query")
+    kc = clusters("key") if "key" in r else qc
+    seen, total = 0, 0
+    for b, t in zip(*np.nonzero(weights)):
+      s = sources[b, t]
+      for hh in range(h):
+        total += 1
+        c = qc[b, hh, t]
+        if kc[b, hh, s] != c:
+          continue
+        members = np.sum((kc[b, hh, s:t + 1] == c) | (qc[b, hh, s:t + 1] == c))
+        seen += int(members <= w) if not model_cfg.exclude_self else int(
+            members <= w + 1)
+    out[layer] = seen / max(total, 1)
+  return out
 
 
 def answer_metrics(logits, batch):
   """Accuracy and bits per answer token over the weighted positions."""
   logits = np.asarray(logits, np.float64)
-  w = batch["weights"] > 0
+  w = batch.get("measured", batch["weights"] > 0)
   t = batch["targets"]
   m = logits.max(-1, keepdims=True)
   logp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
@@ -231,11 +324,19 @@ def run_one(task, kind, args):
 
   for step in range(args.steps):
     batch = make_batch(task, rng, args.batch, args.seq_len, args)
+    batch.pop("measured", None)
     gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
     state, m = train.run_step(trainer, trainer.train_step, state, gb)
     if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
       evaluate(step + 1)
   km = jax.device_get(m)
+  visibility = {}
+  if task == "recall" and kind.startswith("routing_causal"):
+    b = eval_batches[0]
+    visibility = routing_visibility(
+        model_cfg, state.params, state.kmeans, b["inputs"],
+        recall_sources(b["inputs"], b["measured"], args.pairs),
+        b["measured"])
   return {
       "task": task, "model": kind, "seed": args.seed, "params": int(params),
       "steps": args.steps, "accuracy": curve[-1]["accuracy"],
@@ -244,6 +345,7 @@ def run_one(task, kind, args):
       "kmeans_entropy": float(km.get("kmeans/entropy", 0.0)),
       "kmeans_empty": float(km.get("kmeans/empty_fraction", 0.0)),
       "set": args.set or [],
+      "routing_visibility": visibility,
   }
 
 

@@ -42,7 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.num_clusters = 4  # k
   m.window = 64  # w
   m.share_qk = True
+  m.fit_queries = True
   m.exclude_self = False
+  m.cluster_gate = False
   m.routing_logit_scale = 1.0  # LN(q)·LN(k) scale; 1.0 is the reference
   m.kmeans_decay = 0.999
   m.commitment_weight = 1e-4  # beta
@@ -52,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
   # "relative" (Shaw, the paper's text models), "rope", "none", or
   # "learned2d" (row/column tables, the paper's image models).
   m.position = "relative"
+  # Positions of the routing heads; None follows `position` (relative:
+  # distances between members of a cluster; learned2d: none).
+  m.routing_position = ml_collections.FieldReference(None, field_type=str)
   m.max_relative_position = 65
   m.image_shape = (0, 0, 0)  # (H, W, C) for image models, zeros for text
   m.max_len = 1024  # longest sequence (learned positions, decoding cache)

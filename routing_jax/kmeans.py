@@ -337,17 +337,24 @@ class KMeans(nn.Module):
     return self.route_many((x,), mask, update)[0]
 
   def route_many(self, xs: Sequence[Array], mask: Optional[Array] = None,
-                 update: bool = False) -> list[KMeansOutput]:
+                 update: bool = False,
+                 fit: Optional[Sequence[bool]] = None) -> list[KMeansOutput]:
     """Scores and assigns each of `xs`; then one EMA update per set, in order.
 
     Args:
       xs: routing vector sets, each [batch, length, heads, head_dim].
       mask: optional [batch, length] bool shared by all sets.
       update: request the EMA update (train mode).
+      fit: which sets the EMA learns from (default: all); the others are
+        only scored and assigned.
 
     Returns:
       One KMeansOutput per set, all from the centroids before any update.
     """
+    fit = tuple(fit) if fit is not None else (True,) * len(xs)
+    if len(fit) != len(xs) or not any(fit):
+      raise ValueError(f"fit must name at least one of {len(xs)} sets, got "
+                       f"{fit}")
     mu = self.current()
     outs, stats = [], []
     for x in xs:
@@ -359,7 +366,9 @@ class KMeans(nn.Module):
       stats.append((counts, sums))
     if (update and self.is_mutable_collection(KMEANS_COLLECTION)
         and not self.is_initializing()):
-      self._update(xs, outs, stats, mask)
+      keep = [i for i, f in enumerate(fit) if f]
+      self._update([xs[i] for i in keep], [outs[i] for i in keep],
+                   [stats[i] for i in keep], mask)
     return outs
 
   def _update(self, xs, outs, stats, mask):

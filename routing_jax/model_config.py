@@ -14,6 +14,7 @@ FFNS = ("geglu", "relu")
 NORMS = ("post", "pre")
 ROUTINGS = ("causal", "topk")
 POSITIONS = ("relative", "rope", "none", "learned2d")
+ROUTING_POSITIONS = ("relative", "rope", "none")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
           "float16": jnp.float16}
 REMAT_POLICIES = ("none", "full", "dots_saveable", "nothing_saveable",
@@ -41,13 +42,16 @@ class ModelConfig:
   num_clusters: int = 4
   window: int = 64
   share_qk: bool = True
+  fit_queries: bool = True
   exclude_self: bool = False
+  cluster_gate: bool = False
   routing_logit_scale: float = 1.0
   kmeans_decay: float = 0.999
   commitment_weight: float = 1e-4
   kmeans_data_init: Optional[bool] = None
   kmeans_revive_threshold: Optional[float] = None
   position: str = "relative"
+  routing_position: Optional[str] = None
   max_relative_position: int = 65
   image_shape: tuple[int, int, int] = (0, 0, 0)
   max_len: int = 1024
@@ -127,6 +131,8 @@ class ModelConfig:
          'routing="causal" requires model.causal=True')
     need(self.position in POSITIONS, "position",
          f"must be one of {POSITIONS}")
+    need(self.routing_position in (None,) + ROUTING_POSITIONS,
+         "routing_position", f"must be None or one of {ROUTING_POSITIONS}")
     need(self.dtype in DTYPES, "dtype", f"must be one of {sorted(DTYPES)}")
     need(self.param_dtype in DTYPES, "param_dtype",
          f"must be one of {sorted(DTYPES)}")

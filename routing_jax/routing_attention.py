@@ -49,7 +49,15 @@ class RoutingAttention(nn.Module):
     share_qk: keys are the queries (the paper's default). With separate
       Q and K, queries are clustered by their own vectors and keys by theirs
       (one shared set of centroids).
-    exclude_self: a query never attends to its own token's key. Under shared
+    fit_queries: with separate Q/K, the centroids learn from queries and
+      keys (the paper's code); False fits them to the keys alone, and each
+      query goes to the key cluster its vector matches best.
+    exclude_self: a query never attends to its own token's key.
+    cluster_gate: (causal routing) multiply each query's output by
+      p/sg(p), p its softmax probability of the cluster it joined: the
+      forward pass is unchanged, and the backward pass tells the query
+      whether that cluster served it (a straight-through gate, as in
+      mixture-of-experts routers), so queries can learn where to look. Under shared
       Q/K a token's own logit is the largest possible (LN(q)·LN(q) = d), so
       without it routing heads tend to attend to themselves.
     kmeans_decay, kmeans_epsilon, commitment_weight: KMeans settings.
@@ -77,7 +85,9 @@ class RoutingAttention(nn.Module):
   routing: Optional[str] = None
   causal: bool = True
   share_qk: bool = True
+  fit_queries: bool = True
   exclude_self: bool = False
+  cluster_gate: bool = False
   kmeans_decay: float = 0.999
   kmeans_epsilon: float = 1e-5
   commitment_weight: float = 1e-4
@@ -223,7 +233,9 @@ class RoutingAttention(nn.Module):
                   dropout_rng=rng, dtype=self.dtype)
     qr, kr = self._rotate(qn, kn, jnp.arange(n)[None])
     sets = (qn,) if self.share_qk else (qn, kn)
-    routed = kmeans.route_many(sets, mask, update=train)
+    routed = kmeans.route_many(
+        sets, mask, update=train,
+        fit=None if self.share_qk else (self.fit_queries, True))
     aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
     if self.mode == "causal":
       o = routing_core.causal_routing_attention(
@@ -231,6 +243,9 @@ class RoutingAttention(nn.Module):
           query_clusters=None if self.share_qk else routed[0].assignments,
           num_clusters=self.num_clusters, window=self.window,
           exclude_self=self.exclude_self, **common)
+      if self.cluster_gate:
+        o = o * routing_core.straight_through_gate(
+            routed[0].scores, routed[0].assignments, self.head_dim)
       return o, aux
     if self.window > n:
       raise ValueError(

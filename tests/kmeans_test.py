@@ -418,3 +418,23 @@ def test_bad_settings_raise(kwargs, pattern):
   module = rj.KMeans(num_heads=2, head_dim=2, **kwargs)
   with pytest.raises(ValueError, match=pattern):
     module.init(jax.random.key(0), jnp.asarray(X))
+
+
+def test_route_many_fits_only_the_chosen_sets():
+  """fit=(False, True): both sets are assigned, only the second is learned."""
+  module = _module(1.0)
+  state = _hand_state(1.0)
+  x, mask = jnp.asarray(X), jnp.asarray(MASK)
+  y = jnp.asarray(X[:, :, ::-1])
+  (out_x, _), new = module.apply(
+      {"kmeans": state}, (x, y), mask, update=True, mutable=["kmeans"],
+      fit=(False, True), method=module.route_many)
+  np.testing.assert_array_equal(out_x.assignments,
+                                module.apply({"kmeans": state}, x,
+                                             mask).assignments)
+  _, only_y = module.apply({"kmeans": state}, y, mask, update=True,
+                           mutable=["kmeans"])
+  jax.tree.map(np.testing.assert_array_equal, new, only_y)
+  with pytest.raises(ValueError, match="fit must name"):
+    module.apply({"kmeans": state}, (x, y), mask, fit=(False, False),
+                 method=module.route_many)

@@ -539,3 +539,28 @@ def test_embedding_and_norm_options_shape_the_param_tree():
   relu = _tree_shapes(_cfg(TEXT, ffn="relu"))["params"]["layer_0"]["ffn"]
   assert relu == {"wi": {"kernel": (32, 64), "bias": (64,)},
                   "wo": {"kernel": (64, 32), "bias": (32,)}}
+
+
+def test_embedding_dropout_acts_before_the_projection():
+  """Dropout zeroes E-dimensional table rows, not H-dimensional outputs.
+
+  With a zero bias on the E -> H projection, dropout after the projection
+  would zero about half of the outputs exactly; before it, an output is 0
+  only if all 8 inputs to it were dropped (probability 2^-8).
+  """
+  embed = layers.TextEmbed(vocab_size=32, emb_dim=8, d_model=64,
+                           dropout=0.5)
+  tokens = jnp.arange(32)[None]
+  variables = nn.unbox(embed.init(jax.random.key(0), tokens))
+  x = np.asarray(embed.apply(variables, tokens, train=True,
+                             rngs={"dropout": jax.random.key(1)}))
+  assert (x == 0).mean() < 0.05
+  rows = np.asarray(variables["params"]["embedding"])[:32]
+  # Each output row is the projection of the table row with some of its 8
+  # entries zeroed and the rest scaled by 2.
+  kernel = np.asarray(variables["params"]["emb_dense"]["kernel"])
+  dropped = x @ np.linalg.pinv(kernel)  # [1, 32, 8] back in E space
+  kept = np.isclose(dropped[0], 2 * rows, atol=1e-4)
+  zeroed = np.isclose(dropped[0], 0.0, atol=1e-4)
+  assert (kept | zeroed).all() and 0.3 < zeroed.mean() < 0.7
+  np.testing.assert_array_equal(embed.apply(variables, tokens)[0] != 0, True)
