@@ -46,6 +46,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.exclude_self = False
   m.cluster_gate = False
   m.routing_logit_scale = 1.0  # LN(q)·LN(k) scale; 1.0 is the reference
+  # Causal routing core: "xla" or "pallas" (fused GPU kernels; no relative
+  # positions or attention dropout; docs/kernels.md).
+  m.routing_implementation = "xla"
   m.kmeans_decay = 0.999
   m.commitment_weight = 1e-4  # beta
   m.kmeans_data_init = ml_collections.FieldReference(None, field_type=bool)

@@ -86,8 +86,9 @@ class DecoderLayer(nn.Module):
           position=cfg.routing_position or ROUTING_POSITION[cfg.position],
           max_relative_position=cfg.max_relative_position,
           attention_dropout=cfg.attention_dropout,
-          max_decode_length=cfg.max_len, dtype=dt, param_dtype=pdt,
-          kernel_init=init, name="routing")(
+          max_decode_length=cfg.max_len,
+          implementation=cfg.routing_implementation, dtype=dt,
+          param_dtype=pdt, kernel_init=init, name="routing")(
               h, mask, train=train, decode=decode, positions=positions,
               prefill=prefill, return_aux=True)
       attn += y

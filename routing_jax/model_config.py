@@ -13,6 +13,7 @@ import jax.numpy as jnp
 FFNS = ("geglu", "relu")
 NORMS = ("post", "pre")
 ROUTINGS = ("causal", "topk")
+ROUTING_IMPLEMENTATIONS = ("xla", "pallas")
 POSITIONS = ("relative", "rope", "none", "learned2d")
 ROUTING_POSITIONS = ("relative", "rope", "none")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
@@ -46,6 +47,7 @@ class ModelConfig:
   exclude_self: bool = False
   cluster_gate: bool = False
   routing_logit_scale: float = 1.0
+  routing_implementation: str = "xla"
   kmeans_decay: float = 0.999
   commitment_weight: float = 1e-4
   kmeans_data_init: Optional[bool] = None
@@ -152,6 +154,20 @@ class ModelConfig:
       if self.routing == "topk":
         need(self.window <= self.max_len, "window",
              f'routing="topk" needs window <= model.max_len={self.max_len}')
+    need(self.routing_implementation in ROUTING_IMPLEMENTATIONS,
+         "routing_implementation",
+         f"must be one of {ROUTING_IMPLEMENTATIONS}")
+    if (self.routing_implementation == "pallas" and any(mask)
+        and self.num_routing_heads > 0):
+      rule = 'routing_implementation="pallas" (the fused kernel) needs'
+      need(self.routing == "causal", "routing",
+           f'{rule} routing="causal"')
+      need(self.position != "relative", "position",
+           f"{rule} no relative position tables")
+      need(self.attention_dropout == 0.0, "attention_dropout",
+           f"{rule} no attention dropout")
+      need(self.head_dim & (self.head_dim - 1) == 0, "num_heads",
+           f"{rule} a power-of-2 head_dim (d_model / num_heads)")
     if self.position == "rope":
       need(self.head_dim % 2 == 0, "num_heads",
            "RoPE needs an even head_dim (d_model / num_heads)")

@@ -16,6 +16,9 @@ queries and keys over the whole sequence. Exact for bidirectional use; in a
 decoder, whether a past token is picked depends on the future, and decoding
 (the reference's fast decode: re-select among the tokens so far at every
 step) does not reproduce the teacher-forced outputs.
+
+implementation="pallas" runs the causal core as fused GPU kernels
+(`routing_kernel`, docs/kernels.md) instead of XLA ops; same results.
 """
 
 from typing import Any, Callable, Optional
@@ -27,11 +30,13 @@ import jax.numpy as jnp
 from routing_jax import attention_core as core
 from routing_jax import kmeans as km
 from routing_jax import routing_core
+from routing_jax import routing_kernel
 
 Array = jax.Array
 
 ROUTINGS = ("causal", "topk")
 POSITIONS = ("none", "relative", "rope")
+IMPLEMENTATIONS = ("xla", "pallas")
 
 
 class RoutingAttention(nn.Module):
@@ -76,6 +81,13 @@ class RoutingAttention(nn.Module):
     attention_dropout: dropout on the attention weights (train only).
     max_decode_length: cache length for topk decoding (which re-selects over
       the whole cache each step, as the reference does).
+    implementation: "xla" or "pallas": the causal core of training, eval and
+      prefill as XLA ops or as the fused kernels of `routing_kernel` (GPU;
+      the Pallas interpreter on CPU). Both give the same outputs and
+      gradients; decode steps are unaffected. "pallas" covers
+      routing="causal" without relative positions and without attention
+      dropout; other settings raise at construction.
+    kernel_block_sizes: (block_q, block_k) of the Pallas kernels.
     dtype, param_dtype, kernel_init: as LocalAttention.
   """
   num_heads: int
@@ -100,6 +112,8 @@ class RoutingAttention(nn.Module):
   rope_base: float = 10000.0
   attention_dropout: float = 0.0
   max_decode_length: int = 0
+  implementation: str = "xla"
+  kernel_block_sizes: tuple[int, int] = (64, 64)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   kernel_init: Callable[..., Array] = core.default_kernel_init()
@@ -130,6 +144,26 @@ class RoutingAttention(nn.Module):
     if not 0.0 <= self.attention_dropout < 1.0:
       raise ValueError(
           f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
+    if self.implementation not in IMPLEMENTATIONS:
+      raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, "
+                       f"got {self.implementation!r}")
+    if self.implementation == "pallas":
+      self._validate_pallas()
+
+  def _validate_pallas(self):
+    # Refused rather than silently run on XLA: whoever asks for the kernel
+    # wants its memory profile.
+    unsupported = {
+        'routing="topk"': self.mode != "causal",
+        'position="relative"': self.position == "relative",
+        "attention_dropout > 0": self.attention_dropout > 0,
+    }
+    for what, present in unsupported.items():
+      if present:
+        raise ValueError(f'implementation="pallas" does not support {what}; '
+                         'use implementation="xla"')
+    routing_kernel.check_shapes(self.head_dim, *self.kernel_block_sizes,
+                                interpret=True)
 
   def _kmeans(self) -> km.KMeans:
     causal_mode = self.mode == "causal"
@@ -237,6 +271,15 @@ class RoutingAttention(nn.Module):
         sets, mask, update=train,
         fit=None if self.share_qk else (self.fit_queries, True))
     aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
+    if self.mode == "causal" and self.implementation == "pallas":
+      block_q, block_k = self.kernel_block_sizes
+      o = routing_kernel.causal_routing_attention(
+          qr, kr, v, routed[-1].assignments, mask,
+          query_clusters=None if self.share_qk else routed[0].assignments,
+          num_clusters=self.num_clusters, window=self.window,
+          exclude_self=self.exclude_self, logit_scale=self.logit_scale,
+          dtype=self.dtype, block_q=block_q, block_k=block_k)
+      return o, aux
     if self.mode == "causal":
       o = routing_core.causal_routing_attention(
           qr, kr, v, routed[-1].assignments, mask,

@@ -7,7 +7,7 @@ state and the decode caches and calls these. docs/causal_routing.md explains
 the algorithms; shapes follow [batch, length, heads, head_dim].
 """
 
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -62,6 +62,73 @@ def query_block_size(window: int) -> int:
   return window // 2 if window % 2 == 0 and window > 1 else window
 
 
+class RoutedEvents(NamedTuple):
+  """Membership events stably sorted by cluster (causal routing).
+
+  Attributes:
+    perm: [b, h, npad] int32: the event held by each sorted slot. Event e is
+      token e (shared routing) or, with separate query routing, token e // 2
+      as key (e even) or as query only (e odd); events >= `events` pad.
+    cluster: [b, h, npad] int32 cluster of each slot; padding tokens, unused
+      query events and pad events hold the sentinel k and sort last.
+    is_key: [b, h, npad] bool: the slot is a key membership of a real token.
+    same: separate routing only: [b, h, n] bool, the token's query and key
+      clusters agree (its output comes from the key event, else from the
+      query event); None for shared routing.
+    events: n, or 2n with separate query routing.
+  """
+  perm: Array
+  cluster: Array
+  is_key: Array
+  same: Optional[Array]
+  events: int
+
+
+def sort_events(key_clusters: Array, mask: Optional[Array],
+                query_clusters: Optional[Array], *, num_clusters: int,
+                multiple: int) -> RoutedEvents:
+  """Builds and sorts the membership events of causal routing.
+
+  Args:
+    key_clusters: [batch, heads, length] int32 in [0, num_clusters).
+    mask: optional [batch, length] bool, False at padding.
+    query_clusters: optional [batch, heads, length] (separate routing).
+    num_clusters: k; the sentinel cluster is k.
+    multiple: the events are padded to a multiple of this.
+
+  Returns:
+    The sorted events; npad = events rounded up to `multiple`.
+  """
+  b, h, n = key_clusters.shape
+  separate = query_clusters is not None
+  events = 2 * n if separate else n
+  npad = -(-events // multiple) * multiple
+  valid = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
+  vh = valid[:, None, :]  # [b, 1, n]
+  sentinel = num_clusters  # sorts last, never a key
+  kc = jnp.where(vh, key_clusters.astype(jnp.int32), sentinel)
+  same = None
+  if separate:
+    qc = jnp.where(vh, query_clusters.astype(jnp.int32), sentinel)
+    same = qc == kc  # one membership serves both roles
+    # Events interleaved as (key event, query-only event) per token, so a
+    # stable sort by cluster keeps position order inside every cluster.
+    cluster = jnp.stack([kc, jnp.where(same, sentinel, qc)], -1).reshape(
+        b, h, events)
+    is_key_event = jnp.tile(jnp.array([True, False]), n)
+  else:
+    cluster = kc
+    is_key_event = jnp.ones((events,), bool)
+  cluster = jnp.pad(cluster, ((0, 0), (0, 0), (0, npad - events)),
+                    constant_values=sentinel)
+  is_key_event = jnp.pad(is_key_event, (0, npad - events))
+  idx = jnp.broadcast_to(jnp.arange(npad, dtype=jnp.int32), cluster.shape)
+  sorted_cluster, perm = jax.lax.sort((cluster, idx), dimension=2,
+                                      num_keys=1, is_stable=True)
+  is_key = is_key_event[perm] & (sorted_cluster < sentinel)
+  return RoutedEvents(perm, sorted_cluster, is_key, same, events)
+
+
 def causal_routing_attention(
     q: Array, k: Array, v: Array, key_clusters: Array, mask: Optional[Array],
     *, num_clusters: int, window: int,
@@ -106,38 +173,21 @@ def causal_routing_attention(
   w = window
   bq = query_block_size(w)
   r = w // bq
-  separate = query_clusters is not None
-  events = 2 * n if separate else n
-  nb = -(-events // bq)
-  npad = nb * bq
+  routed = sort_events(key_clusters, mask, query_clusters,
+                       num_clusters=num_clusters, multiple=bq)
+  same, events = routed.same, routed.events
+  separate = same is not None
+  npad = routed.perm.shape[-1]
+  nb = npad // bq
+  perm, sorted_cluster, is_key = routed.perm, routed.cluster, routed.is_key
+  inverse = _inverse_permutation(perm)
   valid = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
   vh = valid[:, None, :]  # [b, 1, n]
-  sentinel = num_clusters  # sorts last, never a key
-  kc = jnp.where(vh, key_clusters.astype(jnp.int32), sentinel)
   to_heads = lambda a: jnp.swapaxes(a, 1, 2)  # [b, n, h, d] -> [b, h, n, d]
   qh, kh, vhd = to_heads(q), to_heads(k), to_heads(v)
   if separate:
-    qc = jnp.where(vh, query_clusters.astype(jnp.int32), sentinel)
-    same = qc == kc  # one membership serves both roles
-    # Events interleaved as (key event, query-only event) per token, so a
-    # stable sort by cluster keeps position order inside every cluster.
-    cluster = jnp.stack([kc, jnp.where(same, sentinel, qc)], -1).reshape(
-        b, h, events)
-    is_key_event = jnp.tile(jnp.array([True, False]), n)
     repeat = lambda a: jnp.repeat(a, 2, axis=2)
     qh, kh, vhd = repeat(qh), repeat(kh), repeat(vhd)
-  else:
-    cluster = kc
-    is_key_event = jnp.ones((events,), bool)
-  cluster = jnp.pad(cluster, ((0, 0), (0, 0), (0, npad - events)),
-                    constant_values=sentinel)
-  is_key_event = jnp.pad(is_key_event, (0, npad - events))
-  idx = jnp.broadcast_to(jnp.arange(npad, dtype=jnp.int32), cluster.shape)
-  sorted_cluster, perm = jax.lax.sort((cluster, idx), dimension=2,
-                                      num_keys=1, is_stable=True)
-  inverse = _inverse_permutation(perm)
-  is_key = is_key_event[perm] & (sorted_cluster < sentinel)
-
   pad_len = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, npad - events),
                                   (0, 0)))
   to_blocks = lambda a: a.reshape(a.shape[:2] + (nb, bq) + a.shape[3:])

@@ -39,9 +39,17 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+# Fields that pick how the same function is computed: a run may resume
+# under either value (and older checkpoints, saved before the field existed,
+# keep their hash).
+_HASH_EXEMPT = ("routing_implementation",)
+
+
 def config_hash(config: Any) -> str:
   """Hash of the model section: a checkpoint must match the architecture."""
-  text = json.dumps(config.model.to_dict(), sort_keys=True, default=str)
+  model = {key: value for key, value in config.model.to_dict().items()
+           if key not in _HASH_EXEMPT}
+  text = json.dumps(model, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
