@@ -45,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.fit_queries = True
   m.exclude_self = False
   m.cluster_gate = False
+  m.routing_warmup_steps = 0
   m.routing_logit_scale = 1.0  # LN(q)·LN(k) scale; 1.0 is the reference
   # Causal routing core: "xla" or "pallas" (fused GPU kernels; no relative
   # positions or attention dropout; docs/kernels.md).

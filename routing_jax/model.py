@@ -78,6 +78,7 @@ class DecoderLayer(nn.Module):
           routing=cfg.routing, causal=cfg.causal, share_qk=cfg.share_qk,
           fit_queries=cfg.fit_queries, exclude_self=cfg.exclude_self,
           cluster_gate=cfg.cluster_gate,
+          warmup_steps=cfg.routing_warmup_steps,
           kmeans_decay=cfg.kmeans_decay,
           commitment_weight=cfg.commitment_weight,
           kmeans_data_init=cfg.kmeans_data_init,

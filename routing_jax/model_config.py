@@ -46,6 +46,7 @@ class ModelConfig:
   fit_queries: bool = True
   exclude_self: bool = False
   cluster_gate: bool = False
+  routing_warmup_steps: int = 0
   routing_logit_scale: float = 1.0
   routing_implementation: str = "xla"
   kmeans_decay: float = 0.999

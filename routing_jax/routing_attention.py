@@ -100,6 +100,7 @@ class RoutingAttention(nn.Module):
   fit_queries: bool = True
   exclude_self: bool = False
   cluster_gate: bool = False
+  warmup_steps: int = 0
   kmeans_decay: float = 0.999
   kmeans_epsilon: float = 1e-5
   commitment_weight: float = 1e-4
@@ -271,6 +272,11 @@ class RoutingAttention(nn.Module):
         sets, mask, update=train,
         fit=None if self.share_qk else (self.fit_queries, True))
     aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
+    warm = None
+    if self.warmup_steps and self.mode == "causal":
+      # Until the k-means state has seen warmup_steps updates the heads
+      # attend densely (one cluster, every earlier member).
+      warm = nn.unbox(kmeans.num_updates.value)[0] < self.warmup_steps
     if self.mode == "causal" and self.implementation == "pallas":
       block_q, block_k = self.kernel_block_sizes
       o = routing_kernel.causal_routing_attention(
@@ -281,11 +287,19 @@ class RoutingAttention(nn.Module):
           dtype=self.dtype, block_q=block_q, block_k=block_k)
       return o, aux
     if self.mode == "causal":
-      o = routing_core.causal_routing_attention(
+      routed_fn = lambda: routing_core.causal_routing_attention(
           qr, kr, v, routed[-1].assignments, mask,
           query_clusters=None if self.share_qk else routed[0].assignments,
           num_clusters=self.num_clusters, window=self.window,
           exclude_self=self.exclude_self, **common)
+      if warm is None:
+        o = routed_fn()
+      else:
+        dense_fn = lambda: routing_core.causal_routing_attention(
+            qr, kr, v, jnp.zeros_like(routed[-1].assignments), mask,
+            num_clusters=1, window=n, exclude_self=self.exclude_self,
+            **common)
+        o = jax.lax.cond(warm, dense_fn, routed_fn)
       if self.cluster_gate:
         o = o * routing_core.straight_through_gate(
             routed[0].scores, routed[0].assignments, self.head_dim)
