@@ -7,6 +7,9 @@ The config is locked, so a misspelled override fails; every field is
 validated before anything compiles. Multi-host: add --distributed (TPU pods,
 SLURM and Open MPI are auto-detected) or give --coordinator_address,
 --num_processes and --process_id. A run in an existing workdir resumes.
+
+The workdir may be a URL (gs://bucket/run). It receives config.json,
+checkpoints/, metrics.jsonl, tensorboard/ and loss_curve.png.
 """
 
 import logging as py_logging
@@ -92,19 +95,26 @@ def main(argv):
   except ValueError as e:
     sys.exit(f"Invalid config: {e}")
   _init_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
+  from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import train_loop  # pylint: disable=g-import-not-at-top
   logging.info("Config:\n%s", config)
   try:
     summary = train_loop.train_and_evaluate(config, _WORKDIR.value)
   except train_loop.NonFiniteLossError as e:
     sys.exit(f"Training stopped: {e}")
+  except errors.DataError as e:
+    sys.exit(f"Invalid data: {e}")
+  except errors.WorkdirError as e:
+    sys.exit(f"Invalid workdir: {e}")
+  except errors.UserInputError as e:
+    sys.exit(f"Error: {e}")
   if summary["preempted"]:
     return
   # Every process computes the report (sampling is a collective); only
   # process 0 prints it, like the progress lines.
   report = train_loop.final_report(config, _WORKDIR.value, summary,
                                    sample=_SAMPLE.value)
-  import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     print(report, flush=True)
 

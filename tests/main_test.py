@@ -83,3 +83,48 @@ def test_tiny_run_prints_progress_report_and_sample(tmp_path):
   assert out.split("sample:\n", 1)[1].startswith("HAMLET:\n")
   assert (tmp_path / "checkpoints" / "3").is_dir()  # The final save.
   assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 4
+
+
+def _write(path, data: bytes):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(data)
+
+
+def _user_error_cases(tmp_path):
+  """(args, the last line stderr must end with) per expected user error."""
+  texts = tmp_path / "texts"
+  for name, data in (("a.txt", b"a\n"), ("b.txt", b"b\n"), ("c.txt", b""),
+                     ("d.txt", b"d\n")):
+    _write(texts / name, data)
+  blocker = tmp_path / "a_file"
+  _write(blocker, b"not a directory")
+  text_files = ("--config.data.name=text_files",
+                f"--config.data.data_dir={tmp_path / 'tfds'}")
+  return {
+      "no_match": (
+          (*text_files, f"--config.data.text_files={tmp_path}/none/*.txt"),
+          f"Invalid data: data.text_files pattern '{tmp_path}/none/*.txt'"
+          " matched no files"),
+      "empty_file": (
+          (*text_files, f"--config.data.text_files={texts}/*.txt"),
+          f"Invalid data: text file {texts}/c.txt is empty; remove it or"
+          " fill it"),
+      "unwritable_workdir": (
+          (f"--workdir={blocker}/run",),
+          f"Invalid workdir: cannot write to the workdir {blocker}/run:"
+          " NotADirectoryError: [Errno 20] Not a directory:"
+          f" '{blocker}/run'"),
+  }
+
+
+@pytest.mark.parametrize("case", ["no_match", "empty_file",
+                                  "unwritable_workdir"])
+def test_user_errors_are_one_line(tmp_path, case):
+  args, last_line = _user_error_cases(tmp_path)[case]
+  # A later --workdir overrides the first one.
+  result, _ = _main(tmp_path / "run", TINY, *args)
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  # The line may follow TFDS's progress-bar control characters.
+  assert result.stderr.splitlines()[-1].endswith(last_line), result.stderr
+  assert "Compiling" not in result.stdout + result.stderr
