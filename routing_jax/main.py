@@ -117,6 +117,8 @@ def main(argv):
                                    sample=_SAMPLE.value)
   if jax.process_index() == 0:
     print(report, flush=True)
+  else:
+    logging.info("Final report (printed by process 0):\n%s", report)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ def sample_text(trainer: train.Trainer, state: train.TrainState, datasets,
         trainer.model, variables, prompt_ids, total,
         rng=jax.random.PRNGKey(seed), temperature=temperature, top_p=top_p)
   tokens = np.asarray(jax.device_get(out.tokens)[0, 1:])
+  # Every process decodes; a difference would mean diverged collectives.
+  multihost.check_same(tokens.tobytes(), "the sampled text")
   return datasets.decode(tokens)
 
 
