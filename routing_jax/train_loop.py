@@ -23,6 +23,7 @@ from routing_jax import errors
 from routing_jax import input_pipeline
 from routing_jax import metrics as metrics_lib
 from routing_jax import multihost
+from routing_jax import profiling
 from routing_jax import sharding
 from routing_jax import train
 from routing_jax import workdir as workdir_lib
@@ -143,12 +144,15 @@ def create_datasets(config: Any, mesh: Any,
     raise errors.DataError(str(e)) from e
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: Any, workdir: str,
+                       profile_steps: int = 0) -> dict[str, Any]:
   """Trains config in workdir (resuming if possible); returns a summary.
 
   Args:
     config: the experiment config.
     workdir: local directory or URL (gs://...) for everything the run writes.
+    profile_steps: trace this many steps with jax.profiler into
+      `<workdir>/profile` (0: no trace).
   """
   model_cfg = train.validate_config(config)  # before anything compiles
   t = config.train
@@ -179,11 +183,14 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   start = int(jax.device_get(state.step))
   writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
   preempt = checkpointing.PreemptionHandler()
+  profiler = profiling.StepProfiler(workdir, start, t.steps, profile_steps,
+                                    enabled=jax.process_index() == 0)
   summary: dict[str, Any] = {"start_step": start, "preempted": False}
   tokens_per_step = config.data.batch_size * config.data.seq_len
   t0, last_t, last_step = time.time(), time.time(), start
   try:
     for step in range(start, t.steps):
+      profiler.update(step)
       batch = sharding.make_global_batch(next(datasets.train), mesh,
                                          trainer.data_sharding)
       state, m = train.run_step(trainer, trainer.train_step, state, batch)
@@ -224,6 +231,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         return summary
     ckpt.save(t.steps, state, datasets.train.get_state(), force=True)
   finally:
+    profiler.close()
     ckpt.close()
     preempt.close()
     writer.close()

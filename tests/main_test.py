@@ -5,6 +5,7 @@ compiled: with JAX_LOG_COMPILES=1 every compilation would print
 "Compiling", so its absence (and that of the workdir) proves it.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -18,10 +19,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "--config=experiments/shakespeare.py:tiny"
 
 
-def _main(workdir, *args, timeout=120):
+CACHE = ROOT / "tests" / ".jax_cache"
+
+
+def _main(workdir, *args, timeout=120, **env_overrides):
   env = dict(os.environ, JAX_LOG_COMPILES="1",
-             JAX_COMPILATION_CACHE_DIR=str(ROOT / "tests" / ".jax_cache"),
+             JAX_COMPILATION_CACHE_DIR=str(CACHE),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+  env.update(env_overrides)
+  env = {k: v for k, v in env.items() if v is not None}
   start = time.monotonic()
   result = subprocess.run(
       [sys.executable, "-m", "routing_jax.main", f"--workdir={workdir}",
@@ -63,11 +69,23 @@ def test_missing_required_flag(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_run_prints_progress_report_and_sample(tmp_path):
+  # The cache comes from the flag only; every lookup in it is logged (hits
+  # with JAX_LOG_COMPILES, misses with JAX_EXPLAIN_CACHE_MISSES).
   result, _ = _main(
       tmp_path, TINY, "--config.train.schedule=rsqrt",
       "--config.train.warmup_steps=2", "--config.train.steps=3",
-      "--config.train.checkpoint_every=8", timeout=300)
+      "--config.train.checkpoint_every=8", "--profile", "--profile_steps=1",
+      f"--compilation_cache_dir={CACHE}", timeout=300,
+      JAX_COMPILATION_CACHE_DIR=None, JAX_EXPLAIN_CACHE_MISSES="1")
   assert result.returncode == 0, result.stderr[-3000:]
+  assert re.search(r"Persistent compilation cache hit for 'jit_train_step'|"
+                   r"PERSISTENT COMPILATION CACHE MISS for 'jit_train_step'",
+                   result.stderr)
+  # The config and a trace of step 2 are in the workdir.
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["train"]["steps"] == 3 and saved["model"]["d_model"] == 32
+  trace = list((tmp_path / "profile").rglob("*.xplane.pb"))
+  assert len(trace) == 1 and trace[0].stat().st_size > 0
   out = result.stdout
   steps = re.findall(r"^step (\d)/3 \| bits_per_byte [\d.]+ \| "
                      r"[\d.]+k tok/s \| ETA \d+m\d\ds$", out, re.M)

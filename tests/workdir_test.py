@@ -48,7 +48,7 @@ def test_train_resume_and_report_in_a_bucket(tmp_path, monkeypatch):
   monkeypatch.chdir(cwd)
   url = "fakegs://bucket/run"
 
-  first = train_loop.train_and_evaluate(_config(2), url)
+  first = train_loop.train_and_evaluate(_config(2), url, profile_steps=1)
   assert first["start_step"] == 0
   summary = train_loop.train_and_evaluate(_config(4), url)  # Resumes.
   assert summary["start_step"] == 2
@@ -72,3 +72,5 @@ def test_train_resume_and_report_in_a_bucket(tmp_path, monkeypatch):
   assert logged == [(r["step"], "train/loss_nats", pytest.approx(
       r["train/loss_nats"], rel=1e-6)) for r in rows if "train/loss_nats" in r]
   assert (run / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+  traces = list((run / "profile").rglob("*.xplane.pb"))
+  assert traces and traces[0].stat().st_size > 0
