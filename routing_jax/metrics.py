@@ -10,6 +10,8 @@ import time
 from typing import Mapping, Optional
 
 from etils import epath
+import tensorboardX
+from tensorboardX import record_writer
 
 from routing_jax import workdir as workdir_lib
 
@@ -57,8 +59,6 @@ class MetricWriter:
     self.enabled = enabled
     if not enabled:
       return
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    from tensorboardX import record_writer  # pylint: disable=g-import-not-at-top
     path = workdir_lib.resolve(workdir)
     path.mkdir(parents=True, exist_ok=True)
     # On object storage every flush rewrites a whole object: flush at most
@@ -72,7 +72,7 @@ class MetricWriter:
     if remote:
       record_writer.register_writer_factory(str(tb).split("://", 1)[0],
                                             _EpathRecordWriterFactory())
-    self._events = SummaryWriter(str(tb), flush_secs=60 if remote else 2)
+    self._events = tensorboardX.SummaryWriter(str(tb), flush_secs=60 if remote else 2)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
