@@ -341,3 +341,29 @@ def test_processes_agree_on_the_step_when_one_cannot_read_it(tmp_path):
     # Transient errors are retried twice.
     assert seen[1]["reads_of_step_3"] == {"transient": 3, "corrupt": 1,
                                           "flaky": 2}[fault]
+
+
+def _wrapped(cause):
+  """As Orbax wraps a failed chunk read."""
+  try:
+    raise Exception("Encountered error while reading array index")  # pylint: disable=broad-exception-raised
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    e.__cause__ = cause
+    return e
+
+
+@pytest.mark.parametrize("error, outcome", [
+    (ValueError("OUT_OF_RANGE: Error reading byte range"), "corrupt"),
+    (_wrapped(ValueError("DATA_LOSS: checksum mismatch")), "corrupt"),
+    (FileNotFoundError("state/d/abc"), "corrupt"),
+    (KeyError('Item "data" was not found in the checkpoint.'), "corrupt"),
+    (ConnectionResetError("reset by peer"), "transient"),
+    (_wrapped(ValueError("UNAVAILABLE: try again")), "transient"),
+    (PermissionError("denied"), "transient"),
+    (ValueError("tree structures differ"), "failed"),
+])
+def test_classify_error(error, outcome):
+  codes = {"corrupt": checkpointing._CORRUPT,  # pylint: disable=protected-access
+           "transient": checkpointing._TRANSIENT,  # pylint: disable=protected-access
+           "failed": checkpointing._FAILED}  # pylint: disable=protected-access
+  assert checkpointing.classify_error(error) == codes[outcome]
