@@ -31,11 +31,15 @@ setuptools.setup(
         "numpy>=1.26",
         "matplotlib>=3.8",
         "sentencepiece>=0.2",
+        # TensorBoard event files without tensorflow.
+        "tensorboardX>=2.6,<3",
         # tensorflow-datasets 4.9 imports it to locate builder sources but
         # does not declare it.
         "importlib_resources>=6",
     ],
     extras_require={
         "test": ["pytest>=8,<10"],
+        # gs:// workdirs: etils.epath reads and writes them through gcsfs.
+        "gcs": ["gcsfs"],
     },
 )

@@ -6,7 +6,8 @@
 #   1. create the TPU VM unless it already exists (gcloud ... tpu-vm create);
 #   2. copy this checkout to every worker (gcloud ... scp --recurse
 #      --worker=all), without .git, venvs, workdirs and caches;
-#   3. install on every worker: a venv with `pip install -e .` and jax[tpu];
+#   3. install on every worker: a venv with `pip install -e .[gcs]` (gcsfs,
+#      for a gs:// workdir) and jax[tpu];
 #   4. run `python -m routing_jax.main --distributed` on every worker at once
 #      (ssh --worker=all); jax.distributed auto-detects the slice topology.
 #
@@ -193,7 +194,7 @@ if ((DO_INSTALL)); then
     '[ -x .venv/bin/python ] || $py -m venv .venv ||'
     '{ sudo apt-get install -y -q $py-venv && $py -m venv .venv; };'
     '. .venv/bin/activate && pip install -q -U pip &&'
-    'pip install -q -e . "jax[tpu]>=0.10.2,<0.12"'
+    'pip install -q -e ".[gcs]" "jax[tpu]>=0.10.2,<0.12"'
     '-f https://storage.googleapis.com/jax-releases/libtpu_releases.html'
   )
   on_all_workers "${install[*]}"

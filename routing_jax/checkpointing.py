@@ -12,7 +12,8 @@ to `<step>` only once every item is complete, so a process killed mid-save
 leaves a tmp directory that listing and restore ignore (and the next manager
 cleans up). A *committed* step can still be damaged afterwards (a truncated or
 deleted file); `restore` then falls back to the previous step and moves the
-damaged one to `<directory>/corrupted/`.
+damaged one to `<directory>/corrupted/`. With several processes they agree
+on the step to restore; a transient read error never moves a checkpoint.
 
 Train-loop use:
 
@@ -46,11 +47,53 @@ from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from routing_jax import multihost
+
 CORRUPTED_SUBDIR = "corrupted"
+# A read that fails with a transient error is retried after these delays.
+TRANSIENT_RETRY_DELAYS_S = (1.0, 4.0)
+# Outcomes of reading a step.
+_OK, _CORRUPT, _TRANSIENT, _FAILED = 0, 1, 2, 3
+# Tensorstore reports errors as ValueError("<STATUS>: ..."). These statuses
+# mean the stored bytes are missing or damaged; others (UNAVAILABLE,
+# DEADLINE_EXCEEDED, ...) may pass.
+_DAMAGE_STATUSES = ("NOT_FOUND", "OUT_OF_RANGE", "DATA_LOSS")
+_TRANSIENT_STATUSES = ("UNAVAILABLE", "DEADLINE_EXCEEDED",
+                       "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED")
 
 
 class CheckpointRestoreError(RuntimeError):
   """No checkpoint in the directory could be restored."""
+
+
+def classify_error(error: BaseException) -> int:
+  """How a failed read of a committed step is treated.
+
+  _CORRUPT: recognised damage (a missing file or item, a truncated file,
+    invalid JSON): the step is moved aside once an older one restores.
+  _TRANSIENT: an I/O error that may pass (network, timeouts): retried, and
+    never a reason to move the step.
+  _FAILED: anything else (e.g. a target that does not fit): not retried,
+    not moved.
+
+  Orbax wraps tensorstore's errors (e.g. in a plain Exception naming the
+  array index), so the chain of causes is searched.
+  """
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    status = str(error).split(":", 1)[0].strip()
+    if isinstance(error, (json.JSONDecodeError, FileNotFoundError)):
+      return _CORRUPT
+    if isinstance(error, KeyError) and "not found in the checkpoint" in str(
+        error):
+      return _CORRUPT  # Orbax: a whole item is missing.
+    if isinstance(error, ValueError) and status in _DAMAGE_STATUSES:
+      return _CORRUPT
+    if isinstance(error, OSError) or status in _TRANSIENT_STATUSES:
+      return _TRANSIENT
+    error = error.__cause__ or error.__context__
+  return _FAILED
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -226,14 +269,42 @@ class Checkpointer:
     self.close()
 
   def _restore_step(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
-    restored = self._manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target),
-            data=ocp.args.JsonRestore(),
-        ),
-    )
+    # The handler, not the manager: the manager's restore ends in a barrier
+    # across processes, which a process whose read failed never reaches.
+    # Processes agree on the outcome in `restore` instead.
+    handler = ocp.CompositeCheckpointHandler()
+    try:
+      restored = handler.restore(
+          self.directory / str(step),
+          args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(target),
+              data=ocp.args.JsonRestore(),
+          ),
+      )
+    finally:
+      handler.close()
     return restored.state, restored.data
+
+  def _attempt(self, step: int, target: Any):
+    """(outcome, message, (state, data) or None) of restoring `step` here.
+
+    Transient errors are retried after TRANSIENT_RETRY_DELAYS_S.
+    """
+    delays = list(TRANSIENT_RETRY_DELAYS_S)
+    while True:
+      try:
+        return _OK, "", self._restore_step(step, target)
+      # Orbax/tensorstore raise many types (ValueError, KeyError, OSError,
+      # JSONDecodeError, plain Exception); `classify_error` sorts them.
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        outcome = classify_error(e)
+        message = f"{type(e).__name__}: {str(e)[:500]}"
+        if outcome != _TRANSIENT or not delays:
+          return outcome, message, None
+        delay = delays.pop(0)
+        logging.warning("Reading checkpoint step %d failed (%s); retrying in"
+                        " %.1fs.", step, message, delay)
+        time.sleep(delay)
 
   def restore(
       self, target: Any, step: int | None = None
@@ -241,10 +312,15 @@ class Checkpointer:
     """Restores a checkpoint onto the shardings of target.
 
     With step=None, tries the newest committed step first; a step that fails
-    to restore (missing item, truncated or deleted file, bad JSON) is logged
-    as a warning and the previous one is tried. Once an older step restores,
-    the newer damaged ones are moved to `<directory>/corrupted/` so that the
-    resumed run can save those step numbers again.
+    to restore is logged as a warning and the previous one is tried. With
+    several processes every process tries the same step and they exchange
+    the outcome, so all of them restore the same step, or all fall back.
+    Once an older step restores, the newer steps that failed with
+    recognised damage (missing item or file, truncated file, bad JSON; see
+    `classify_error`) are moved to `<directory>/corrupted/` so that the
+    resumed run can save those step numbers again. A step that failed only
+    with transient read errors (retried first) or unrecognised ones is left
+    in place.
 
     Args:
       target: pytree of jax.ShapeDtypeStruct with shardings (or jax.Arrays),
@@ -263,39 +339,47 @@ class Checkpointer:
     self._manager.wait_until_finished()
     target = abstract_target(target)
     if step is not None:
-      try:
-        state, data = self._restore_step(step, target)
-      except Exception as e:  # pylint: disable=broad-exception-caught
+      outcome, message, result = self._attempt(step, target)
+      if (multihost.allgather(np.int32(outcome)) != _OK).any():
         raise CheckpointRestoreError(
             f"Cannot restore step {step} from {self.directory}:"
-            f" {type(e).__name__}: {e}") from e
-      return state, data, step
+            f" {message or 'it failed on another process'}")
+      return result[0], result[1], step
 
-    steps = sorted(self._manager.all_steps(), reverse=True)
-    if not steps:
+    local = set(self._manager.all_steps())
+    newest = multihost.allgather(np.int64(max(local, default=-1)))
+    candidate = int(newest.max())
+    if candidate < 0:
       return None
-    failed = []
-    for s in steps:
-      try:
-        state, data = self._restore_step(s, target)
-      # Orbax/tensorstore raise many types (ValueError, KeyError, OSError,
-      # JSONDecodeError, plain Exception); any of them means "unusable".
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        message = f"{type(e).__name__}: {str(e)[:500]}"
-        logging.warning(
-            "Checkpoint step %d in %s cannot be restored (%s); trying the"
-            " previous one.", s, self.directory, message)
-        failed.append((s, message))
-        continue
-      if failed:
-        self._quarantine([f for f, _ in failed])
-      logging.info("Restored checkpoint step %d from %s.", s, self.directory)
-      return state, data, s
+    failed = []  # (step, recognised damage, message)
+    while candidate >= 0:
+      if candidate in local:
+        outcome, message, result = self._attempt(candidate, target)
+      else:  # Another process lists it: an inconsistent listing.
+        outcome, message, result = _TRANSIENT, "not listed here", None
+      older = max((s for s in local if s < candidate), default=-1)
+      # One exchange per step: every outcome, and the next step to try.
+      gathered = multihost.allgather(np.array([outcome, older], np.int64))
+      outcomes = gathered[:, 0]
+      if (outcomes == _OK).all():
+        damaged = [f for f, corrupt, _ in failed if corrupt]
+        if damaged:
+          self._quarantine(damaged)
+        logging.info("Restored checkpoint step %d from %s.", candidate,
+                     self.directory)
+        return result[0], result[1], candidate
+      bad = [int(i) for i in np.flatnonzero(outcomes != _OK)]
+      message = message or f"failed on process(es) {bad}"
+      logging.warning(
+          "Checkpoint step %d in %s cannot be restored (%s); trying the"
+          " previous one.", candidate, self.directory, message)
+      failed.append((candidate, bool((outcomes == _CORRUPT).any()), message))
+      candidate = int(gathered[:, 1].max())
     raise CheckpointRestoreError(
-        f"None of the {len(steps)} checkpoints in {self.directory} could be"
+        f"None of the {len(failed)} checkpoints in {self.directory} could be"
         " restored (if all fail alike, the target's structure or shapes"
         " probably differ from the saved state): "
-        + "; ".join(f"step {s}: {m}" for s, m in failed))
+        + "; ".join(f"step {s}: {m}" for s, _, m in failed))
 
   def read_meta(self, step: int | None = None) -> dict[str, Any]:
     """The "meta" JSON dict of a step (default: the latest)."""

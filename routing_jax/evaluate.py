@@ -27,12 +27,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
   from routing_jax import train_loop  # pylint: disable=g-import-not-at-top
   try:
     trainer, state, datasets, step = inference.restore(
         _CONFIG.value, _WORKDIR.value, _SPLIT.value)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, errors.UserInputError) as e:
     sys.exit(str(e))
   limit = _MAX_BATCHES.value or len(datasets.eval)
   ev = train_loop.evaluate(trainer, state, datasets, trainer.mesh, limit)

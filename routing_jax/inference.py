@@ -1,14 +1,14 @@
 """Restoring a trained model from a workdir, for evaluation and sampling."""
 
-import os
 from typing import Any, Optional
 
 import jax
 
 from routing_jax import checkpointing
-from routing_jax import input_pipeline
 from routing_jax import sharding
 from routing_jax import train
+from routing_jax import train_loop
+from routing_jax import workdir as workdir_lib
 
 
 def restore(config: Any, workdir: str, split: Optional[str] = None):
@@ -16,11 +16,12 @@ def restore(config: Any, workdir: str, split: Optional[str] = None):
 
   Args:
     config: the config the run was trained with.
-    workdir: the training run's workdir.
+    workdir: the training run's workdir (local path or URL).
     split: evaluation split (default: config.data.eval_split).
 
   Raises:
     FileNotFoundError: the workdir has no checkpoint.
+    errors.DataError: the data cannot be opened.
   """
   model_cfg = train.validate_config(config)
   if split is not None:
@@ -28,11 +29,10 @@ def restore(config: Any, workdir: str, split: Optional[str] = None):
       config.data.eval_split = split
   mesh = sharding.create_mesh(config.mesh)
   rules = sharding.logical_rules()
-  datasets = input_pipeline.create_datasets(
-      config.data, vocab_size=model_cfg.vocab_size)
+  datasets = train_loop.create_datasets(config, mesh, model_cfg.vocab_size)
   trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
-  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-  if not os.path.isdir(directory):
+  directory = workdir_lib.resolve(workdir) / "checkpoints"
+  if not directory.is_dir():
     raise FileNotFoundError(f"no checkpoints in {directory}: train first "
                             "(python -m routing_jax.main ...)")
   ckpt = checkpointing.Checkpointer(directory, async_save=False)

@@ -30,8 +30,10 @@ byte models (byte 0 never occurs in text).
 Order and sharding. Training sequence g (g = step * batch_size + row) is
 window perm_e[g mod N] of epoch e = g div N, with perm_e a permutation drawn
 from (seed, e): a fresh shuffle every epoch, a function of the seed only.
-Process p of P reads rows [p * B/P, (p+1) * B/P) of every global batch, so P
-processes together see exactly the batches one process would.
+A process reads the rows of every global batch that its devices hold
+(`rows`; the trainer derives them from the batch sharding, see
+`routing_jax.multihost`), by default rows [p * B/P, (p+1) * B/P) for process
+p of P, so the processes together see exactly the batches one process would.
 
 Checkpointing. `BatchIterator.get_state()` is {"step": k, ...} (JSON), and
 `set_state` resumes at exactly batch k. Batches are computed by index, so
@@ -139,6 +141,16 @@ def _local_rows(global_batch: int, process_index: int, process_count: int):
     )
   local = global_batch // process_count
   return np.arange(process_index * local, (process_index + 1) * local)
+
+
+def _check_rows(rows, global_batch: int) -> np.ndarray:
+  rows = np.asarray(rows, np.int64)
+  if (rows.ndim != 1 or not rows.size or np.any(np.diff(rows) <= 0)
+      or rows[0] < 0 or rows[-1] >= global_batch):
+    raise ValueError(
+        f"rows must be ascending indices in [0, data.batch_size="
+        f"{global_batch}), got {rows.tolist()}")
+  return rows
 
 
 class _TrainSource:
@@ -312,6 +324,7 @@ def batch_documents(
     vocab_size: int | None = None,
     num_workers: int = 0,
     name: str = "custom",
+    rows: np.ndarray | None = None,
 ) -> tuple[BatchIterator, EvalBatches]:
   """Batches two splits of documents (the core of `create_datasets`).
 
@@ -326,6 +339,9 @@ def batch_documents(
     vocab_size: valid ids are [0, vocab_size) (default: the documents').
     num_workers: grain worker processes (0: threads in this process).
     name: for messages and the iterator state.
+    rows: the global rows of every batch this process reads, ascending
+      (`multihost.process_rows` of the batch sharding); default: block
+      `process_index` of `process_count` equal blocks.
 
   Returns:
     (train iterator, eval iterable).
@@ -335,7 +351,9 @@ def batch_documents(
         f"data.seq_len and data.batch_size must be >= 1, got {seq_len} and"
         f" {batch_size}"
     )
-  rows = _local_rows(batch_size, process_index, process_count)
+  if rows is None:
+    rows = _local_rows(batch_size, process_index, process_count)
+  rows = _check_rows(rows, batch_size)
   train = _Reader(train_docs, seq_len, vocab_size or train_docs.vocab_size,
                   name)
   evals = _Reader(eval_docs, seq_len, vocab_size or eval_docs.vocab_size,
@@ -386,6 +404,7 @@ def create_datasets(
     vocab_size: int | None = None,
     process_index: int | None = None,
     process_count: int | None = None,
+    rows: np.ndarray | None = None,
 ) -> Datasets:
   """Creates this process's train and eval batches from `config.data`.
 
@@ -397,6 +416,9 @@ def create_datasets(
       (synthetic data draws ids below it; default 256).
     process_index: this process (default: jax.process_index()).
     process_count: number of processes (default: jax.process_count()).
+    rows: the rows of each global batch this process reads (see
+      `batch_documents`); the trainer passes `multihost.process_rows` of its
+      batch sharding. Default: this process's 1/process_count block.
 
   Returns:
     Datasets.
@@ -416,13 +438,15 @@ def create_datasets(
         f"data.eval_split must be one of {DATASETS[cfg.name]} for"
         f" {cfg.name!r}, got {cfg.eval_split!r}"
     )
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    if process_index is None:
-      process_index = jax.process_index()
-    if process_count is None:
-      process_count = jax.process_count()
-  _local_rows(cfg.batch_size, process_index, process_count)  # Validates.
+  if rows is None:
+    if process_index is None or process_count is None:
+      import jax  # pylint: disable=g-import-not-at-top
+      if process_index is None:
+        process_index = jax.process_index()
+      if process_count is None:
+        process_count = jax.process_count()
+    rows = _local_rows(cfg.batch_size, process_index, process_count)
+  rows = _check_rows(rows, cfg.batch_size)
 
   if cfg.name == "shakespeare":
     train_docs = sources.ArrayDocuments(corpus.documents("train"), 256)
@@ -456,12 +480,11 @@ def create_datasets(
   train, evals = batch_documents(
       train_docs, eval_docs,
       seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
-      process_index=process_index, process_count=process_count,
       vocab_size=vocab_size or data_vocab,
-      num_workers=cfg.num_workers, name=cfg.name,
+      num_workers=cfg.num_workers, name=cfg.name, rows=rows,
   )
   return Datasets(
       train=train, eval=evals, vocab_size=data_vocab,
-      local_batch_size=cfg.batch_size // process_count, **extra,
+      local_batch_size=len(rows), **extra,
   )
 

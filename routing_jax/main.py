@@ -7,6 +7,11 @@ The config is locked, so a misspelled override fails; every field is
 validated before anything compiles. Multi-host: add --distributed (TPU pods,
 SLURM and Open MPI are auto-detected) or give --coordinator_address,
 --num_processes and --process_id. A run in an existing workdir resumes.
+
+The workdir may be a URL (gs://bucket/run). It receives config.json,
+checkpoints/, metrics.jsonl, tensorboard/, loss_curve.png and, with
+--profile, a jax.profiler trace in profile/. --compilation_cache_dir keeps
+compiled programs across runs (a local path or a URL).
 """
 
 import logging as py_logging
@@ -33,6 +38,14 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "This process's id (multi-host).")
 _SAMPLE = flags.DEFINE_bool("sample", True,
                             "Print a text sample at the end of training.")
+_PROFILE = flags.DEFINE_bool(
+    "profile", False, "Write a jax.profiler trace of a few training steps "
+    "to <workdir>/profile (TensorBoard's profile plugin, XProf).")
+_PROFILE_STEPS = flags.DEFINE_integer(
+    "profile_steps", 3, "How many steps --profile traces.", lower_bound=1)
+_COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir", None, "Persistent compilation cache directory "
+    "(local or gs://); reruns and restarts skip compiling.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -92,21 +105,35 @@ def main(argv):
   except ValueError as e:
     sys.exit(f"Invalid config: {e}")
   _init_distributed()
+  import jax  # pylint: disable=g-import-not-at-top
+  if _COMPILATION_CACHE_DIR.value:
+    jax.config.update("jax_compilation_cache_dir",
+                      _COMPILATION_CACHE_DIR.value)
+  from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import train_loop  # pylint: disable=g-import-not-at-top
   logging.info("Config:\n%s", config)
   try:
-    summary = train_loop.train_and_evaluate(config, _WORKDIR.value)
+    summary = train_loop.train_and_evaluate(
+        config, _WORKDIR.value,
+        profile_steps=_PROFILE_STEPS.value if _PROFILE.value else 0)
   except train_loop.NonFiniteLossError as e:
     sys.exit(f"Training stopped: {e}")
+  except errors.DataError as e:
+    sys.exit(f"Invalid data: {e}")
+  except errors.WorkdirError as e:
+    sys.exit(f"Invalid workdir: {e}")
+  except errors.UserInputError as e:
+    sys.exit(f"Error: {e}")
   if summary["preempted"]:
     return
   # Every process computes the report (sampling is a collective); only
   # process 0 prints it, like the progress lines.
   report = train_loop.final_report(config, _WORKDIR.value, summary,
                                    sample=_SAMPLE.value)
-  import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() == 0:
     print(report, flush=True)
+  else:
+    logging.info("Final report (printed by process 0):\n%s", report)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
 """Metric writing: JSON lines, TensorBoard event files, a progress line.
 
-TensorBoard event files are written directly (TFRecord framing with masked
-CRC-32C, hand-encoded `Event`/`Summary` protos), so neither tensorflow nor
-tensorboard is a dependency. Only process 0 writes.
+TensorBoard event files come from tensorboardX (no tensorflow needed). Only
+process 0 writes.
 """
 
 import json
 import math
-import os
-import socket
-import struct
 import time
 from typing import Mapping, Optional
+
+from etils import epath
+import tensorboardX
+from tensorboardX import record_writer
+
+from routing_jax import workdir as workdir_lib
 
 # Paper units: how a per-token loss in nats is reported.
 UNITS = {
@@ -31,125 +33,61 @@ def paper_metric(unit: str, nats: float,
   return name, fn(float(nats), tokens_per_word)
 
 
-# ---- TensorBoard event files ------------------------------------------------
+class _EpathRecordWriterFactory:
+  """tensorboardX writer backend for URLs: files through etils.epath.
 
-def _crc32c_table():
-  table = []
-  for i in range(256):
-    c = i
-    for _ in range(8):
-      c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-    table.append(c)
-  return table
+  tensorboardX's own gs:// backend needs google-cloud-storage; this one uses
+  the same file layer as the rest of the workdir (and works for any scheme
+  epath knows).
+  """
 
+  def open(self, path: str) -> workdir_lib.AppendFile:
+    return workdir_lib.AppendFile(path)
 
-_CRC_TABLE = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-  c = 0xFFFFFFFF
-  for b in data:
-    c = _CRC_TABLE[(c ^ b) & 0xFF] ^ (c >> 8)
-  return c ^ 0xFFFFFFFF
-
-
-def masked_crc(data: bytes) -> int:
-  c = crc32c(data)
-  return (((c >> 15) | (c << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _varint(n: int) -> bytes:
-  out = bytearray()
-  while True:
-    b = n & 0x7F
-    n >>= 7
-    if n:
-      out.append(b | 0x80)
-    else:
-      out.append(b)
-      return bytes(out)
-
-
-def _field(num: int, wire: int, payload: bytes) -> bytes:
-  return _varint((num << 3) | wire) + payload
-
-
-def _bytes_field(num: int, data: bytes) -> bytes:
-  return _field(num, 2, _varint(len(data)) + data)
-
-
-def encode_event(wall_time: float, step: int = 0,
-                 scalars: Optional[Mapping[str, float]] = None,
-                 file_version: Optional[str] = None) -> bytes:
-  """An `Event` proto: wall_time=1 (double), step=2, file_version=3,
-  summary=5 {value=1 {tag=1, simple_value=2 (float)}}."""
-  msg = _field(1, 1, struct.pack("<d", wall_time))
-  msg += _field(2, 0, _varint(int(step) & ((1 << 64) - 1)))
-  if file_version is not None:
-    msg += _bytes_field(3, file_version.encode())
-  if scalars:
-    summary = b"".join(
-        _bytes_field(1, _bytes_field(1, tag.encode())
-                     + _field(2, 5, struct.pack("<f", float(v))))
-        for tag, v in scalars.items())
-    msg += _bytes_field(5, summary)
-  return msg
-
-
-def frame_record(data: bytes) -> bytes:
-  header = struct.pack("<Q", len(data))
-  return (header + struct.pack("<I", masked_crc(header)) + data
-          + struct.pack("<I", masked_crc(data)))
-
-
-def read_records(path: str) -> list[bytes]:
-  """Reads and CRC-checks the records of an event file (for tests)."""
-  out = []
-  with open(path, "rb") as f:
-    while True:
-      header = f.read(8)
-      if not header:
-        return out
-      (length,) = struct.unpack("<Q", header)
-      if struct.unpack("<I", f.read(4))[0] != masked_crc(header):
-        raise ValueError(f"{path}: bad length CRC")
-      data = f.read(length)
-      if struct.unpack("<I", f.read(4))[0] != masked_crc(data):
-        raise ValueError(f"{path}: bad data CRC")
-      out.append(data)
+  def directory_check(self, path: str) -> None:
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
 
 
 class MetricWriter:
   """Writes scalars to `metrics.jsonl` and a TensorBoard event file.
 
-  Does nothing on processes other than 0 (`enabled=False`).
+  The workdir may be a URL (see `routing_jax.workdir`). Does nothing on
+  processes other than 0 (`enabled=False`).
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir, enabled: bool = True):
     self.enabled = enabled
     if not enabled:
       return
-    os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a",
-                       encoding="utf-8")
-    tb = os.path.join(workdir, "tensorboard")
-    os.makedirs(tb, exist_ok=True)
-    name = (f"events.out.tfevents.{int(time.time())}."
-            f"{socket.gethostname()}.{os.getpid()}")
-    self._events = open(os.path.join(tb, name), "ab")
-    self._events.write(frame_record(
-        encode_event(time.time(), 0, file_version="brain.Event:2")))
+    path = workdir_lib.resolve(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    # On object storage every flush rewrites a whole object: flush at most
+    # once a minute there, locally after every write (events: within 2 s,
+    # by tensorboardX's writer thread).
+    remote = workdir_lib.is_url(path)
+    self._flush_every_s = 60.0 if remote else 0.0
+    self._last_flush = time.monotonic()
+    self._jsonl = workdir_lib.AppendFile(path / "metrics.jsonl")
+    tb = path / "tensorboard"
+    if remote:
+      record_writer.register_writer_factory(str(tb).split("://", 1)[0],
+                                            _EpathRecordWriterFactory())
+    self._events = tensorboardX.SummaryWriter(str(tb), flush_secs=60 if remote else 2)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     clean = {k: float(v) for k, v in scalars.items()}
-    self._jsonl.write(json.dumps({"step": int(step), **clean}) + "\n")
-    self._jsonl.flush()
-    self._events.write(frame_record(encode_event(time.time(), step, clean)))
-    self._events.flush()
+    self._jsonl.write(
+        (json.dumps({"step": int(step), **clean}) + "\n").encode("utf-8"))
+    for tag, value in clean.items():
+      self._events.add_scalar(tag, value, int(step))
+    if time.monotonic() - self._last_flush >= self._flush_every_s:
+      self._jsonl.flush()
+      self._last_flush = time.monotonic()
 
   def close(self) -> None:
+    """Writes everything out (call it, or metrics may be lost)."""
     if self.enabled:
       self._jsonl.close()
       self._events.close()

@@ -36,11 +36,12 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from routing_jax import generation  # pylint: disable=g-import-not-at-top
   from routing_jax import images  # pylint: disable=g-import-not-at-top
+  from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
   try:
     trainer, state, datasets, _ = inference.restore(_CONFIG.value,
                                                     _WORKDIR.value)
-  except (FileNotFoundError, ValueError) as e:
+  except (FileNotFoundError, ValueError, errors.UserInputError) as e:
     sys.exit(str(e))
   cfg = trainer.model.config
   b = _NUM.value

@@ -34,6 +34,8 @@ from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from routing_jax import multihost
+
 MESH_AXES = ("data", "fsdp", "tensor")
 # The mesh axes a global batch is split over (data parallel + FSDP).
 BATCH_AXES = ("data", "fsdp")
@@ -348,9 +350,10 @@ def make_global_batch(
 ) -> dict[str, jax.Array]:
   """Assembles per-process numpy arrays into global jax.Arrays.
 
-  Each process passes its own slice of the global batch (rows
-  [process_index * local_batch, ...) in the usual data loader layout); the
-  global batch size is local_batch * process_count.
+  Each process passes the rows its own devices hold, in ascending order
+  (`multihost.process_rows`): a 1/process_count slice when every process
+  holds distinct rows, the same rows on processes whose devices share a
+  "tensor" group.
 
   Args:
     local_batch: dict of arrays [local_batch, ...] for this process.
@@ -361,7 +364,6 @@ def make_global_batch(
   Returns:
     Dict of global jax.Arrays with the same keys.
   """
-  batch_shards = math.prod(mesh.shape[a] for a in BATCH_AXES)
   out = {}
   for key, value in local_batch.items():
     value = np.asarray(value)
@@ -371,14 +373,18 @@ def make_global_batch(
       sh = data_sharding(mesh, max(value.ndim, 1))
     else:
       sh = sharding
-    global_rows = value.shape[0] * jax.process_count() if value.ndim else 0
-    if value.ndim and global_rows % batch_shards:
+    if not value.ndim:
+      out[key] = jax.make_array_from_process_local_data(sh, value)
+      continue
+    blocks, mine = multihost.batch_blocks(sh, value.ndim)
+    if value.shape[0] % len(mine):
       raise ValueError(
-          f"local_batch[{key!r}] has {value.shape[0]} rows per process"
-          f" ({global_rows} global), not divisible by the {batch_shards}"
-          " batch shards (mesh.data * mesh.fsdp)."
+          f"local_batch[{key!r}] has {value.shape[0]} rows per process, not"
+          f" divisible by the {len(mine)} of {blocks} batch shards"
+          " (mesh.data * mesh.fsdp) this process holds."
       )
-    out[key] = jax.make_array_from_process_local_data(sh, value)
+    global_shape = (value.shape[0] // len(mine) * blocks,) + value.shape[1:]
+    out[key] = jax.make_array_from_process_local_data(sh, value, global_shape)
   return out
 
 

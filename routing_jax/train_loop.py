@@ -8,10 +8,10 @@ checkpoint stays the newest.
 """
 
 import hashlib
+import io
 import json
 import logging
 import math
-import os
 import time
 from typing import Any, Optional
 
@@ -19,10 +19,14 @@ import jax
 import numpy as np
 
 from routing_jax import checkpointing
+from routing_jax import errors
 from routing_jax import input_pipeline
 from routing_jax import metrics as metrics_lib
+from routing_jax import multihost
+from routing_jax import profiling
 from routing_jax import sharding
 from routing_jax import train
+from routing_jax import workdir as workdir_lib
 
 # Training stops when a step's loss or gradient norm is not finite.
 FINITE_KEYS = ("loss", "grad_norm")
@@ -91,24 +95,26 @@ def sample_text(trainer: train.Trainer, state: train.TrainState, datasets,
         trainer.model, variables, prompt_ids, total,
         rng=jax.random.PRNGKey(seed), temperature=temperature, top_p=top_p)
   tokens = np.asarray(jax.device_get(out.tokens)[0, 1:])
+  # Every process decodes; a difference would mean diverged collectives.
+  multihost.check_same(tokens.tobytes(), "the sampled text")
   return datasets.decode(tokens)
 
 
 def plot_losses(workdir: str) -> Optional[str]:
   """Writes loss_curve.png from metrics.jsonl; returns its path."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  workdir = workdir_lib.resolve(workdir)
+  path = workdir / "metrics.jsonl"
+  if not path.exists():
     return None
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue  # A line cut short by a killed run.
+  for line in path.read_text().splitlines():
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      continue  # A line cut short by a killed run.
   fig, ax = plt.subplots(figsize=(6, 4))
   for key, label in (("train/loss_nats", "train"), ("eval/loss_nats",
                                                      "validation")):
@@ -121,24 +127,51 @@ def plot_losses(workdir: str) -> Optional[str]:
   ax.set_ylabel("loss (bits per token)")
   ax.legend()
   ax.grid(alpha=0.3)
-  out = os.path.join(workdir, "loss_curve.png")
+  out = workdir / "loss_curve.png"
   fig.tight_layout()
-  fig.savefig(out, dpi=100)
+  png = io.BytesIO()  # matplotlib cannot write to a URL
+  fig.savefig(png, format="png", dpi=100)
   plt.close(fig)
-  return out
+  out.write_bytes(png.getvalue())
+  return str(out)
 
 
-def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
-  """Trains config in workdir (resuming if possible); returns a summary."""
+def create_datasets(config: Any, mesh: Any,
+                    vocab_size: int) -> input_pipeline.Datasets:
+  """This process's batches: the rows its devices hold (see multihost).
+
+  Raises:
+    errors.DataError: the data cannot be opened (the message says why).
+  """
+  try:
+    rows = multihost.process_rows(sharding.data_sharding(mesh),
+                                  config.data.batch_size)
+    return input_pipeline.create_datasets(config.data, vocab_size=vocab_size,
+                                          rows=rows)
+  except (ValueError, FileNotFoundError) as e:
+    raise errors.DataError(str(e)) from e
+
+
+def train_and_evaluate(config: Any, workdir: str,
+                       profile_steps: int = 0) -> dict[str, Any]:
+  """Trains config in workdir (resuming if possible); returns a summary.
+
+  Args:
+    config: the experiment config.
+    workdir: local directory or URL (gs://...) for everything the run writes.
+    profile_steps: trace this many steps with jax.profiler into
+      `<workdir>/profile` (0: no trace).
+  """
   model_cfg = train.validate_config(config)  # before anything compiles
   t = config.train
   mesh = sharding.create_mesh(config.mesh)
   rules = sharding.logical_rules()
-  datasets = input_pipeline.create_datasets(
-      config.data, vocab_size=model_cfg.vocab_size)
+  workdir = workdir_lib.create(workdir, config,
+                               primary=jax.process_index() == 0)
+  datasets = create_datasets(config, mesh, model_cfg.vocab_size)
   trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
   ckpt = checkpointing.Checkpointer(
-      os.path.join(os.path.abspath(workdir), "checkpoints"),
+      workdir / "checkpoints",
       keep=t.keep_checkpoints, save_every=t.checkpoint_every,
       async_save=t.async_checkpointing,
       metadata={"model_hash": config_hash(config)})
@@ -158,11 +191,14 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
   start = int(jax.device_get(state.step))
   writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
   preempt = checkpointing.PreemptionHandler()
+  profiler = profiling.StepProfiler(workdir, start, t.steps, profile_steps,
+                                    enabled=jax.process_index() == 0)
   summary: dict[str, Any] = {"start_step": start, "preempted": False}
   tokens_per_step = config.data.batch_size * config.data.seq_len
   t0, last_t, last_step = time.time(), time.time(), start
   try:
     for step in range(start, t.steps):
+      profiler.update(step)
       batch = sharding.make_global_batch(next(datasets.train), mesh,
                                          trainer.data_sharding)
       state, m = train.run_step(trainer, trainer.train_step, state, batch)
@@ -203,6 +239,7 @@ def train_and_evaluate(config: Any, workdir: str) -> dict[str, Any]:
         return summary
     ckpt.save(t.steps, state, datasets.train.get_state(), force=True)
   finally:
+    profiler.close()
     ckpt.close()
     preempt.close()
     writer.close()

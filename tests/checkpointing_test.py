@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tests for routing_jax.checkpointing on 8 fake CPU devices."""
 
+import json
 import logging
 import os
 import pathlib
@@ -299,3 +300,70 @@ def test_sigterm_sets_flag_and_close_restores_handler():
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
   finally:
     signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.slow
+def test_processes_agree_on_the_step_when_one_cannot_read_it(tmp_path):
+  """2 processes; process 1 alone fails to read step 3 (see restore_worker).
+
+  Both must restore the same step. Damage that process 1 alone reads (its
+  own truncated shards) moves step 3 aside; a transient error (retried,
+  then still failing) makes both fall back without moving anything; a
+  transient error that passes on retry costs nothing.
+  """
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(PYTHON=sys.executable, MODULE="restore_worker",
+             PYTHONPATH=str(root / "tests" / "helpers"),
+             DEVICES_PER_PROCESS="1", LOG_DIR=str(tmp_path / "logs"))
+  result = subprocess.run(
+      ["bash", str(root / "launch" / "local_multiprocess.sh"), "2",
+       f"--out_dir={tmp_path / 'out'}", f"--ckpt_dir={tmp_path / 'ckpt'}",
+       "--faults=transient,corrupt,flaky"],
+      cwd=root, env=env, capture_output=True, text=True, timeout=240,
+      check=False)
+  assert result.returncode == 0, result.stderr
+  expected = {  # fault: (restored step, steps left, moved aside)
+      "transient": (2, [1, 2, 3], []),
+      "corrupt": (2, [1, 2], ["3"]),
+      "flaky": (3, [1, 2, 3], []),
+  }
+  for fault, (step, steps_after, corrupted) in expected.items():
+    seen = [json.loads((tmp_path / "out" / fault / f"proc_{i}.json")
+                       .read_text()) for i in range(2)]
+    for got in seen:
+      assert (got["step"], got["data"], got["step_leaf"]) == (
+          step, {"index": step}, step), fault
+      assert got["shard_ok"], fault
+      assert got["steps_after"] == steps_after, fault
+      assert got["corrupted"] == corrupted, fault
+    assert seen[0]["reads_of_step_3"] == 0  # No fault injected there.
+    # Transient errors are retried twice.
+    assert seen[1]["reads_of_step_3"] == {"transient": 3, "corrupt": 1,
+                                          "flaky": 2}[fault]
+
+
+def _wrapped(cause):
+  """As Orbax wraps a failed chunk read."""
+  try:
+    raise Exception("Encountered error while reading array index")  # pylint: disable=broad-exception-raised
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    e.__cause__ = cause
+    return e
+
+
+@pytest.mark.parametrize("error, outcome", [
+    (ValueError("OUT_OF_RANGE: Error reading byte range"), "corrupt"),
+    (_wrapped(ValueError("DATA_LOSS: checksum mismatch")), "corrupt"),
+    (FileNotFoundError("state/d/abc"), "corrupt"),
+    (KeyError('Item "data" was not found in the checkpoint.'), "corrupt"),
+    (ConnectionResetError("reset by peer"), "transient"),
+    (_wrapped(ValueError("UNAVAILABLE: try again")), "transient"),
+    (PermissionError("denied"), "transient"),
+    (ValueError("tree structures differ"), "failed"),
+])
+def test_classify_error(error, outcome):
+  codes = {"corrupt": checkpointing._CORRUPT,  # pylint: disable=protected-access
+           "transient": checkpointing._TRANSIENT,  # pylint: disable=protected-access
+           "failed": checkpointing._FAILED}  # pylint: disable=protected-access
+  assert checkpointing.classify_error(error) == codes[outcome]

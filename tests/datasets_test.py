@@ -349,6 +349,60 @@ def test_pg19_mock_tokenizer_and_word_factor(tmp_path):
   assert pg19.PAPER_TOKENS_PER_WORD == 1.248
 
 
+def test_pg19_is_prepared_once_and_other_processes_only_read(
+    tmp_path, monkeypatch):
+  """Two processes, simulated: process 1 meets process 0 at the barrier.
+
+  Process 0 trains the tokenizer and counts each split once; process 1
+  waits and reads its files. Later opens (any host, any run) only read.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+  cfg = common.base_config().data
+  cfg.update(name="pg19", seq_len=512, batch_size=2, data_dir=str(tmp_path),
+             tokenizer_vocab_size=400)
+  process = {"index": 1}
+  calls = []  # (process index, what it computed)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: process["index"])
+  for fn in ("train_tokenizer", "count_split"):
+    real = getattr(pg19, fn)
+
+    def recorded(*args, real=real, fn=fn, **kwargs):
+      calls.append((process["index"], fn))
+      return real(*args, **kwargs)
+
+    monkeypatch.setattr(pg19, fn, recorded)
+
+  def barrier(name):
+    del name
+    if process["index"] == 1:  # Meanwhile process 0 opens the dataset.
+      process["index"] = 0
+      input_pipeline.create_datasets(cfg, process_index=0, process_count=2)
+      process["index"] = 1
+
+  monkeypatch.setattr(multihost, "barrier", barrier)
+
+  def as_data_source(self, split, **kwargs):
+    del self, kwargs
+    return _pg19_books(split)
+
+  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
+                              as_data_source_fn=as_data_source):
+    ds = input_pipeline.create_datasets(cfg, process_index=1, process_count=2)
+    assert sorted(calls) == [(0, "count_split"), (0, "count_split"),
+                             (0, "train_tokenizer")]
+    calls.clear()
+    again = input_pipeline.create_datasets(cfg, process_index=1,
+                                           process_count=2)
+    assert not calls  # Prepared: nothing is tokenized again.
+    batch = next(again.train)
+  ids = ds.encode(corpus.load_play("macbeth").decode())
+  assert ds.tokens_per_word == again.tokens_per_word == pytest.approx(
+      len(ids) / len(corpus.load_play("macbeth").decode().split()))
+  assert batch["targets"].shape == (1, 512)  # Process 1's row of 2.
+
+
 def test_image_sequence_raster_order_and_inverse():
   img = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
   seq = images.image_to_sequence(img)

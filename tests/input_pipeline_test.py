@@ -107,6 +107,23 @@ def test_processes_read_their_halves_of_the_global_batch():
     _create(_cfg(), index=2, count=2)
 
 
+def test_rows_from_the_batch_sharding():
+  """A process reads exactly the rows it is given (its devices' slices),
+  e.g. all of them when its "tensor" group spans the other processes."""
+  whole = _create(_cfg())
+  all_rows = _create(_cfg(), index=1, count=2, rows=np.arange(4))
+  blocks = _create(_cfg(), index=1, count=2, rows=np.array([0, 3]))
+  assert all_rows.local_batch_size == 4 and blocks.local_batch_size == 2
+  for g, a, b in zip(_take(whole.train, 2), _take(all_rows.train, 2),
+                     _take(blocks.train, 2)):
+    _assert_same(a, g)
+    _assert_same(b, {k: v[[0, 3]] for k, v in g.items()})
+  with pytest.raises(ValueError, match=r"ascending indices in \[0, data.bat"):
+    _create(_cfg(), rows=np.array([3, 1]))
+  with pytest.raises(ValueError, match="rows must be"):
+    _create(_cfg(), rows=np.array([4]))
+
+
 def _marked_documents(lengths, vocab=1000):
   """Document d holds only the token d+1, so a sequence's source is known."""
   return sources.ArrayDocuments(

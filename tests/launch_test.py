@@ -167,7 +167,7 @@ def test_tpu_pod_dry_run_prints_gcloud_commands():
   prefix = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "rj-pod",
             "--zone=us-central2-b", "--worker=all"]
   assert install[:-1] == prefix and train[:-1] == prefix
-  assert "pip install -q -e . \"jax[tpu]" in install[-1]
+  assert "pip install -q -e \".[gcs]\" \"jax[tpu]" in install[-1]
   command = train[-1].removeprefix("--command=")
   assert shlex.split(command) == [
       "cd", "routing-jax", "&&", ".", ".venv/bin/activate", "&&", "python",

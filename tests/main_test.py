@@ -5,6 +5,7 @@ compiled: with JAX_LOG_COMPILES=1 every compilation would print
 "Compiling", so its absence (and that of the workdir) proves it.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -18,10 +19,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = "--config=experiments/shakespeare.py:tiny"
 
 
-def _main(workdir, *args, timeout=120):
+CACHE = ROOT / "tests" / ".jax_cache"
+
+
+def _main(workdir, *args, timeout=120, **env_overrides):
   env = dict(os.environ, JAX_LOG_COMPILES="1",
-             JAX_COMPILATION_CACHE_DIR=str(ROOT / "tests" / ".jax_cache"),
+             JAX_COMPILATION_CACHE_DIR=str(CACHE),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+  env.update(env_overrides)
+  env = {k: v for k, v in env.items() if v is not None}
   start = time.monotonic()
   result = subprocess.run(
       [sys.executable, "-m", "routing_jax.main", f"--workdir={workdir}",
@@ -63,11 +69,23 @@ def test_missing_required_flag(tmp_path):
 
 @pytest.mark.slow
 def test_tiny_run_prints_progress_report_and_sample(tmp_path):
+  # The cache comes from the flag only; every lookup in it is logged (hits
+  # with JAX_LOG_COMPILES, misses with JAX_EXPLAIN_CACHE_MISSES).
   result, _ = _main(
       tmp_path, TINY, "--config.train.schedule=rsqrt",
       "--config.train.warmup_steps=2", "--config.train.steps=3",
-      "--config.train.checkpoint_every=8", timeout=300)
+      "--config.train.checkpoint_every=8", "--profile", "--profile_steps=1",
+      f"--compilation_cache_dir={CACHE}", timeout=300,
+      JAX_COMPILATION_CACHE_DIR=None, JAX_EXPLAIN_CACHE_MISSES="1")
   assert result.returncode == 0, result.stderr[-3000:]
+  assert re.search(r"Persistent compilation cache hit for 'jit_train_step'|"
+                   r"PERSISTENT COMPILATION CACHE MISS for 'jit_train_step'",
+                   result.stderr)
+  # The config and a trace of step 2 are in the workdir.
+  saved = json.loads((tmp_path / "config.json").read_text())
+  assert saved["train"]["steps"] == 3 and saved["model"]["d_model"] == 32
+  trace = list((tmp_path / "profile").rglob("*.xplane.pb"))
+  assert len(trace) == 1 and trace[0].stat().st_size > 0
   out = result.stdout
   steps = re.findall(r"^step (\d)/3 \| bits_per_byte [\d.]+ \| "
                      r"[\d.]+k tok/s \| ETA \d+m\d\ds$", out, re.M)
@@ -83,3 +101,48 @@ def test_tiny_run_prints_progress_report_and_sample(tmp_path):
   assert out.split("sample:\n", 1)[1].startswith("HAMLET:\n")
   assert (tmp_path / "checkpoints" / "3").is_dir()  # The final save.
   assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 4
+
+
+def _write(path, data: bytes):
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_bytes(data)
+
+
+def _user_error_cases(tmp_path):
+  """(args, the last line stderr must end with) per expected user error."""
+  texts = tmp_path / "texts"
+  for name, data in (("a.txt", b"a\n"), ("b.txt", b"b\n"), ("c.txt", b""),
+                     ("d.txt", b"d\n")):
+    _write(texts / name, data)
+  blocker = tmp_path / "a_file"
+  _write(blocker, b"not a directory")
+  text_files = ("--config.data.name=text_files",
+                f"--config.data.data_dir={tmp_path / 'tfds'}")
+  return {
+      "no_match": (
+          (*text_files, f"--config.data.text_files={tmp_path}/none/*.txt"),
+          f"Invalid data: data.text_files pattern '{tmp_path}/none/*.txt'"
+          " matched no files"),
+      "empty_file": (
+          (*text_files, f"--config.data.text_files={texts}/*.txt"),
+          f"Invalid data: text file {texts}/c.txt is empty; remove it or"
+          " fill it"),
+      "unwritable_workdir": (
+          (f"--workdir={blocker}/run",),
+          f"Invalid workdir: cannot write to the workdir {blocker}/run:"
+          " NotADirectoryError: [Errno 20] Not a directory:"
+          f" '{blocker}/run'"),
+  }
+
+
+@pytest.mark.parametrize("case", ["no_match", "empty_file",
+                                  "unwritable_workdir"])
+def test_user_errors_are_one_line(tmp_path, case):
+  args, last_line = _user_error_cases(tmp_path)[case]
+  # A later --workdir overrides the first one.
+  result, _ = _main(tmp_path / "run", TINY, *args)
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr
+  # The line may follow TFDS's progress-bar control characters.
+  assert result.stderr.splitlines()[-1].endswith(last_line), result.stderr
+  assert "Compiling" not in result.stdout + result.stderr

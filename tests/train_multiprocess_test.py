@@ -1,15 +1,27 @@
 """Two cooperating processes train like one (launch/local_multiprocess.sh).
 
 Two `routing_jax.main` processes with one CPU device each meet at a
-coordinator on 127.0.0.1 (a fresh port per run); each reads its half of
-every global batch. Their losses must match a single process training the
-same config on 8 devices (different reduction orders: rtol 1e-5), and the
-multi-process checkpoint must restore here, onto 8 devices.
+coordinator on 127.0.0.1 (a fresh port per run). Their losses must match a
+single process training the same config on 8 devices (different reduction
+orders: rtol 1e-5) on two meshes:
+
+  fsdp=2    parameters sharded across the processes, each process reads
+            its half of every batch; the run ends by sampling (a collective
+            over the sharded parameters), and both processes must sample
+            the same text.
+  tensor=2  the batch is replicated over "tensor", so both processes must
+            read the whole batch (a 1/process_count split gave a global
+            batch of 4 rows and different losses).
+
+The multi-process checkpoint must restore here, onto 8 devices. Both runs
+start together (with the single-process reference) to keep the suite fast
+on 2 cores.
 """
 
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -32,6 +44,9 @@ OVERRIDES = {
     "train.eval_every": 1000,
     "train.log_every": 1,
 }
+MESHES = {"fsdp": {"mesh.data": 1, "mesh.fsdp": 2},
+          "tensor": {"mesh.data": 1, "mesh.tensor": 2}}
+ABSL_LINE = re.compile(r"^[IWEF]\d{4} ")
 
 
 def _rows(workdir):
@@ -39,37 +54,55 @@ def _rows(workdir):
   return [json.loads(line) for line in lines]
 
 
-def _launch(tmp_path, workdir, num_processes=2):
+def _start(tmp_path, name, sample):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(PYTHON=sys.executable, DEVICES_PER_PROCESS="1",
-             LOG_DIR=str(tmp_path / "logs"), JAX_PLATFORMS="cpu",
+             LOG_DIR=str(tmp_path / name / "logs"), JAX_PLATFORMS="cpu",
              JAX_COMPILATION_CACHE_DIR=str(ROOT / "tests" / ".jax_cache"),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
-  cmd = ["bash", str(ROOT / "launch" / "local_multiprocess.sh"),
-         str(num_processes), "--config=experiments/shakespeare.py:tiny",
-         f"--workdir={workdir}", "--nosample",
-         *(f"--config.{k}={v}" for k, v in OVERRIDES.items())]
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=400, check=False)
+  overrides = {**OVERRIDES, **MESHES[name]}
+  cmd = ["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "2",
+         "--config=experiments/shakespeare.py:tiny",
+         f"--workdir={tmp_path / name / 'workdir'}",
+         # INFO logs: process 1 logs the final report it computed.
+         "--sample" if sample else "--nosample", "--verbosity=0",
+         *(f"--config.{k}={v}" for k, v in overrides.items())]
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.slow
-def test_two_processes_train_like_one(tmp_path):
-  multi = tmp_path / "multi"
-  result = _launch(tmp_path, multi)
-  logs = {i: (tmp_path / "logs" / f"proc_{i}.log").read_text()
-          for i in range(2)}
-  assert result.returncode == 0, result.stderr + logs[0][-2000:]
-  assert "all 2 processes succeeded" in result.stderr
+@pytest.fixture(name="runs", scope="module")
+def fixture_runs(tmp_path_factory):
+  """{name: (returncode, stderr, {i: proc_i.log}, workdir)} and reference."""
+  tmp_path = tmp_path_factory.mktemp("multiprocess")
+  procs = {"fsdp": _start(tmp_path, "fsdp", sample=True),
+           "tensor": _start(tmp_path, "tensor", sample=False)}
+  try:
+    config = shakespeare.get_config("tiny")
+    for key, value in OVERRIDES.items():
+      section, name = key.split(".")
+      config[section][name] = value
+    single = tmp_path / "single"
+    summary = train_loop.train_and_evaluate(config, str(single))
+    runs = {}
+    for name, proc in procs.items():
+      _, stderr = proc.communicate(timeout=500)
+      logs = {i: (tmp_path / name / "logs" / f"proc_{i}.log").read_text()
+              for i in range(2)}
+      runs[name] = (proc.returncode, stderr, logs,
+                    tmp_path / name / "workdir")
+  finally:
+    for proc in procs.values():
+      if proc.poll() is None:
+        proc.kill()
+  return runs, single, summary
 
-  config = shakespeare.get_config("tiny")
-  for key, value in OVERRIDES.items():
-    section, name = key.split(".")
-    config[section][name] = value
-  single = tmp_path / "single"
-  summary = train_loop.train_and_evaluate(config, str(single))
 
-  rows, ref = _rows(multi), _rows(single)
+def _check_losses_match(run, single):
+  returncode, stderr, logs, workdir = run
+  assert returncode == 0, stderr + logs[0][-2000:] + logs[1][-2000:]
+  assert "all 2 processes succeeded" in stderr
+  rows, ref = _rows(workdir), _rows(single)
   # Process 0 alone writes: one row per step plus the final eval.
   assert [r["step"] for r in rows] == [1, 2, 3, 4, 4]
   assert [r["step"] for r in ref] == [r["step"] for r in rows]
@@ -79,11 +112,30 @@ def test_two_processes_train_like_one(tmp_path):
     assert got
     np.testing.assert_allclose(got, want, rtol=1e-5, err_msg=key)
   assert ref[-1]["eval/tokens"] == rows[-1]["eval/tokens"] == 512
-  # Only process 0 prints progress.
+
+
+def _sample(log):
+  """The sampled text in a log: the lines after "sample:", up to a log line."""
+  lines = log.split("\nsample:\n", 1)[1].splitlines()
+  end = next((i for i, l in enumerate(lines) if ABSL_LINE.match(l)),
+             len(lines))
+  return "\n".join(lines[:end])
+
+
+@pytest.mark.slow
+def test_two_processes_with_sharded_params_train_and_sample_like_one(runs):
+  runs, single, summary = runs
+  _check_losses_match(runs["fsdp"], single)
+  _, _, logs, multi = runs["fsdp"]
+  # Only process 0 prints progress and the report; process 1 logs the
+  # report it computed, with the same sample.
   assert f"step {STEPS}/{STEPS} |" in logs[0]
   assert "step 1/" not in logs[1]
-  assert "final validation" in logs[0]
-  assert "final validation" not in logs[1]
+  assert "\nfinal validation" in logs[0]
+  assert "Final report (printed by process 0)" in logs[1]
+  assert _sample(logs[0]).startswith("HAMLET:\n")
+  assert len(_sample(logs[0])) > len("HAMLET:\n")
+  assert _sample(logs[1]) == _sample(logs[0])
 
   # The 2-process checkpoint restores onto this process's 8 devices.
   state = summary["state"]
@@ -101,3 +153,9 @@ def test_two_processes_train_like_one(tmp_path):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want),
                                rtol=1e-5, atol=1e-4,
                                err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.mark.slow
+def test_tensor_axis_across_processes_reads_the_whole_batch(runs):
+  runs, single, _ = runs
+  _check_losses_match(runs["tensor"], single)

@@ -2,11 +2,12 @@
 
 Reads go through `tfds.data_source(..., download=False)` on array_record
 data (no TensorFlow, no network); a dataset that is not prepared gives a
-FileNotFoundError saying how to prepare it. `text_files` is the exception:
-it only reads local files, so it is built on first use.
+FileNotFoundError saying how to prepare it. Two datasets are prepared on
+first use if needed: `text_files` (built from local files) and PG-19's
+tokenizer and token counts. With several processes, process 0 prepares and
+the others wait, then read its result (see `_prepare_once`).
 """
 
-import hashlib
 import os
 
 import numpy as np
@@ -84,27 +85,46 @@ def _wikitext_codec(vocab: list[str]):
   return decode, encode
 
 
+def _prepare_once(is_ready, prepare, name: str) -> None:
+  """Runs `prepare` unless `is_ready()`: on process 0 only, the others wait.
+
+  A process that still finds nothing afterwards does not share process 0's
+  data dir (e.g. a host-local disk) and prepares its own copy; it also
+  meets process 0's error, if that failed, as its own.
+  """
+  if is_ready():
+    return
+  from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+  multihost.run_once(prepare, name)
+  if not is_ready():
+    try:
+      prepare()
+    except OSError:
+      # Processes sharing a host-local dir may build at once: the first
+      # rename wins and the others fail to rename onto it (same data).
+      if not is_ready():
+        raise
+
+
 def _open_pg19(cfg, split: str, data_dir: str | None):
   source = tfds_source("pg19", split, data_dir)
   vocab_size = cfg.tokenizer_vocab_size
-  sp = pg19.load_or_train_tokenizer(
-      data_dir, vocab_size,
-      lambda: source if split == "train" else tfds_source(
-          "pg19", "train", data_dir),
-  )
-  digest = hashlib.sha1(sp.serialized_model_proto()).hexdigest()[:10]
-  lengths_path = os.path.join(
-      pg19.default_data_dir(data_dir),
-      f"pg19_spm{vocab_size}_{digest}_{split}_lengths.npy",
-  )
+  _prepare_once(
+      lambda: pg19.is_prepared(data_dir, vocab_size, split),
+      lambda: pg19.prepare_split(
+          data_dir, vocab_size, split, source,
+          lambda: source if split == "train" else tfds_source(
+              "pg19", "train", data_dir)),
+      f"pg19_{split}")
+  sp, lengths, tokens_per_word = pg19.load_split(data_dir, vocab_size, split)
   docs = sources.TokenizedDocuments(
       source, pg19.book_text, lambda text: pg19.encode(sp, text),
-      vocab_size, lengths_path=lengths_path,
+      vocab_size, lengths=lengths,
   )
   extra = dict(unit="subword", decode=lambda ids: sp.decode(
       [int(i) for i in np.asarray(ids)]), encode=lambda t: pg19.encode(sp, t))
   if split != "train":
-    extra["tokens_per_word"] = pg19.tokens_per_word(source, sp)
+    extra["tokens_per_word"] = tokens_per_word
   return docs, extra
 
 
@@ -132,20 +152,19 @@ def open_split(cfg, split: str) -> tuple[sources.Documents, dict]:
     docs = sources.StreamDocuments(source, "ids", len(vocab))
     return docs, dict(unit="word", decode=decode, encode=encode)
   if name == "text_files":
-    builder = text_files.TextFiles(
-        pattern=cfg.text_files, data_dir=data_dir, file_format="array_record"
-    )
-    if not builder.is_prepared():
-      try:
-        builder.download_and_prepare(
+    def builder():
+      return text_files.TextFiles(
+          pattern=cfg.text_files, data_dir=data_dir,
+          file_format="array_record")
+
+    _prepare_once(
+        lambda: builder().is_prepared(),
+        lambda: builder().download_and_prepare(
             download_config=tfds.download.DownloadConfig(
-                try_download_gcs=False))
-      except OSError:
-        # Several processes may build at once; the first rename wins and the
-        # others fail to rename onto it. Their data is the same.
-        if not builder.is_prepared():
-          raise
-    source = builder.as_data_source(split)
+                try_download_gcs=False)),
+        "text_files")
+    # A new builder reads the dataset info that the build wrote.
+    source = builder().as_data_source(split)
     docs = [source[i]["bytes"] for i in range(len(source))]
     return sources.ArrayDocuments(docs, 256), _byte_extra()
   if name == "pg19":

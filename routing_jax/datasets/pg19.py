@@ -6,6 +6,12 @@ model on a sample of the train split instead, once, and save it next to the
 TFDS data (`<data_dir>/pg19_spm<V>.model`); every later run (and every host)
 loads that file, so ids never change under a checkpoint.
 
+Preparation (`prepare_split`, run by `python -m routing_jax.datasets.build
+--name=pg19`, or else by process 0 of the first training job) trains the
+tokenizer and tokenizes every book of a split once, saving each book's
+length in tokens and the split's token and word counts; training hosts only
+load these files (`load_split`). The data dir may be a URL (gs://...).
+
 Ids: 0 = <pad> (also the start token), 1 = <unk>; byte fallback makes every
 string encodable and `decode(encode(text)) == text` (identity
 normalisation, whitespace kept, "\\n" is its own piece).
@@ -18,9 +24,12 @@ vocabulary (`PAPER_TOKENS_PER_WORD`); ours differs and must be measured on
 the split being reported.
 """
 
+import hashlib
 import io
+import json
 import os
 
+from etils import epath
 import numpy as np
 import sentencepiece as spm
 
@@ -30,11 +39,9 @@ PAD_ID, UNK_ID = 0, 1
 
 def default_data_dir(data_dir: str | None) -> str:
   """The TFDS data dir: `data_dir`, else $TFDS_DATA_DIR, else the default."""
-  if data_dir:
-    return os.path.expanduser(data_dir)
-  return os.path.expanduser(
-      os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
-  )
+  data_dir = data_dir or os.environ.get("TFDS_DATA_DIR",
+                                        "~/tensorflow_datasets")
+  return data_dir if "://" in data_dir else os.path.expanduser(data_dir)
 
 
 def tokenizer_path(data_dir: str | None, vocab_size: int) -> str:
@@ -114,12 +121,28 @@ def train_tokenizer(
         f"training the PG-19 tokenizer with vocab_size={vocab_size} failed:"
         f" {e}"
     ) from e
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(writer.getvalue())
-  os.replace(tmp, path)  # Atomic: another host never reads half a model.
+  _write_atomic(path, writer.getvalue())
   return spm.SentencePieceProcessor(model_proto=writer.getvalue())
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+  """Writes `data` under a temporary name, then renames: readers on other
+  hosts never see half a file."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
+  tmp.write_bytes(data)
+  tmp.replace(path)
+
+
+def _load_tokenizer(path: str, vocab_size: int) -> spm.SentencePieceProcessor:
+  sp = spm.SentencePieceProcessor(model_proto=epath.Path(path).read_bytes())
+  if sp.get_piece_size() != vocab_size:
+    raise ValueError(
+        f"{path} has {sp.get_piece_size()} pieces, expected"
+        f" data.tokenizer_vocab_size={vocab_size}"
+    )
+  return sp
 
 
 def load_or_train_tokenizer(
@@ -134,14 +157,8 @@ def load_or_train_tokenizer(
     **train_kwargs: passed to `train_tokenizer`.
   """
   path = tokenizer_path(data_dir, vocab_size)
-  if os.path.exists(path):
-    sp = spm.SentencePieceProcessor(model_file=path)
-    if sp.get_piece_size() != vocab_size:
-      raise ValueError(
-          f"{path} has {sp.get_piece_size()} pieces, expected"
-          f" data.tokenizer_vocab_size={vocab_size}"
-      )
-    return sp
+  if epath.Path(path).exists():
+    return _load_tokenizer(path, vocab_size)
   return train_tokenizer(train_source_fn(), vocab_size, path, **train_kwargs)
 
 
@@ -150,17 +167,85 @@ def encode(sp: spm.SentencePieceProcessor, text: str) -> np.ndarray:
   return np.asarray(sp.encode(text), np.int32)
 
 
-def tokens_per_word(source, sp: spm.SentencePieceProcessor) -> float:
-  """T / W over all books of `source`: subword tokens per word.
+def count_split(source, sp: spm.SentencePieceProcessor):
+  """(tokens of each book as int64 [num_books], total words) of `source`.
 
-  Multiply a per-token loss (nats) by this to get the per-word loss, whose
-  exp is the word-level perplexity PG-19 results are reported in.
+  Words are whitespace separated; T / W (tokens per word) turns a per-token
+  loss (nats) into a per-word one, whose exp is the word-level perplexity
+  PG-19 results are reported in.
   """
-  tokens = words = 0
+  lengths = np.zeros(len(source), np.int64)
+  words = 0
   for i in range(len(source)):
     text = book_text(source[i])
-    tokens += len(sp.encode(text))
+    lengths[i] = len(sp.encode(text))
     words += len(text.split())
-  if words == 0:
-    raise ValueError("tokens_per_word: the split has no words")
-  return tokens / words
+  return lengths, words
+
+
+def _split_paths(data_dir: str | None, vocab_size: int,
+                 sp: spm.SentencePieceProcessor, split: str):
+  """Where a split's counts live; named after the tokenizer's digest."""
+  digest = hashlib.sha1(sp.serialized_model_proto()).hexdigest()[:10]
+  prefix = os.path.join(default_data_dir(data_dir),
+                        f"pg19_spm{vocab_size}_{digest}_{split}")
+  return f"{prefix}_lengths.npy", f"{prefix}_counts.json"
+
+
+def is_prepared(data_dir: str | None, vocab_size: int, split: str) -> bool:
+  """Whether the tokenizer and `split`'s counts exist."""
+  path = tokenizer_path(data_dir, vocab_size)
+  if not epath.Path(path).exists():
+    return False
+  sp = _load_tokenizer(path, vocab_size)
+  return all(epath.Path(p).exists()
+             for p in _split_paths(data_dir, vocab_size, sp, split))
+
+
+def prepare_split(data_dir: str | None, vocab_size: int, split: str, source,
+                  train_source_fn, **train_kwargs) -> None:
+  """Trains the tokenizer if absent, then counts `split` (once).
+
+  Args:
+    data_dir: TFDS data dir ("" or None: the default); may be a URL.
+    vocab_size: the tokenizer's vocabulary size.
+    split: the split's name.
+    source: the split (random access, `book_text` feature).
+    train_source_fn: () -> the train split, called only to train.
+    **train_kwargs: passed to `train_tokenizer`.
+  """
+  sp = load_or_train_tokenizer(data_dir, vocab_size, train_source_fn,
+                               **train_kwargs)
+  lengths_path, counts_path = _split_paths(data_dir, vocab_size, sp, split)
+  if epath.Path(lengths_path).exists() and epath.Path(counts_path).exists():
+    return
+  lengths, words = count_split(source, sp)
+  buffer = io.BytesIO()
+  np.save(buffer, lengths)
+  _write_atomic(lengths_path, buffer.getvalue())
+  counts = {"books": len(lengths), "tokens": int(lengths.sum()),
+            "words": int(words)}
+  _write_atomic(counts_path, json.dumps(counts).encode("utf-8"))
+
+
+def load_split(data_dir: str | None, vocab_size: int, split: str):
+  """(tokenizer, tokens per book, tokens per word) of a prepared split.
+
+  Raises:
+    FileNotFoundError: the split is not prepared (says how to prepare it).
+    ValueError: the split has no words.
+  """
+  if not is_prepared(data_dir, vocab_size, split):
+    raise FileNotFoundError(
+        f"the PG-19 tokenizer or the counts of split {split!r} for"
+        f" data.tokenizer_vocab_size={vocab_size} are missing in"
+        f" {default_data_dir(data_dir)}; prepare them with python -m"
+        " routing_jax.datasets.build --name=pg19 --data_dir=..."
+        f" --tokenizer_vocab_size={vocab_size}")
+  sp = _load_tokenizer(tokenizer_path(data_dir, vocab_size), vocab_size)
+  lengths_path, counts_path = _split_paths(data_dir, vocab_size, sp, split)
+  lengths = np.load(io.BytesIO(epath.Path(lengths_path).read_bytes()))
+  counts = json.loads(epath.Path(counts_path).read_text())
+  if counts["words"] == 0:
+    raise ValueError(f"PG-19 split {split!r} has no words")
+  return sp, lengths, counts["tokens"] / counts["words"]

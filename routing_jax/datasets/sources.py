@@ -16,8 +16,6 @@ documents, so what counts as a document is a modelling decision, made here:
 
 import abc
 import functools
-import os
-import threading
 
 import numpy as np
 
@@ -143,31 +141,32 @@ class ImageDocuments(Documents):
 class TokenizedDocuments(Documents):
   """Text documents of a data source, tokenized when read (PG-19 books).
 
-  Lengths need every document tokenized once; they are cached in
-  `lengths_path` (a .npy file) when given, so this cost is paid once per
-  split and tokenizer. The most recently tokenized documents are kept in a
-  small cache, since consecutive reads often hit the same book.
+  The lengths (in tokens) are given: counting them tokenizes every document,
+  which the dataset's preparation does once (see `datasets.pg19`). The most
+  recently tokenized documents are kept in a small cache, since consecutive
+  reads often hit the same book.
   """
 
   def __init__(self, source, text_fn, encode_fn, vocab_size: int,
-               lengths_path: str | None = None, cache_size: int = 8):
+               lengths: np.ndarray, cache_size: int = 8):
+    if len(lengths) != len(source):
+      raise ValueError(
+          f"{len(lengths)} document lengths for {len(source)} documents")
     self._source = source
     self._text_fn = text_fn
     self._encode_fn = encode_fn
     self.vocab_size = vocab_size
-    self._lengths_path = lengths_path
-    self._lengths = None
+    self._lengths = np.asarray(lengths, np.int64)
     self._cache_size = cache_size
     self._init_unpicklable()
 
   def _init_unpicklable(self):
-    self._lock = threading.Lock()
     self._tokens = functools.lru_cache(maxsize=self._cache_size)(
         self._tokenize)
 
   def __getstate__(self):  # For grain worker processes.
     state = dict(self.__dict__)
-    del state["_lock"], state["_tokens"]
+    del state["_tokens"]
     return state
 
   def __setstate__(self, state):
@@ -179,26 +178,7 @@ class TokenizedDocuments(Documents):
                       np.int32)
 
   def lengths(self):
-    with self._lock:
-      if self._lengths is None:
-        self._lengths = self._load_or_count_lengths()
-      return self._lengths
-
-  def _load_or_count_lengths(self) -> np.ndarray:
-    path = self._lengths_path
-    if path and os.path.exists(path):
-      lengths = np.load(path)
-      if len(lengths) == len(self._source):
-        return lengths
-    lengths = np.array(
-        [len(self._tokens(i)) for i in range(len(self._source))], np.int64
-    )
-    if path:
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-      tmp = f"{path}.tmp{os.getpid()}.npy"
-      np.save(tmp, lengths)
-      os.replace(tmp, path)  # Atomic: readers never see half a file.
-    return lengths
+    return self._lengths
 
   def read(self, doc, start, stop):
     return self._tokens(doc)[start:stop]

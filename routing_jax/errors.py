@@ -1,0 +1,17 @@
+"""Errors in what the user gave us (data, workdir), as opposed to bugs.
+
+`routing_jax.main` reports a `UserInputError` as one line on stderr and a
+non-zero exit, like an invalid config; anything else keeps its traceback.
+"""
+
+
+class UserInputError(Exception):
+  """Bad input from the user; the message names the offending thing."""
+
+
+class DataError(UserInputError):
+  """The configured dataset cannot be opened (missing, empty, unprepared)."""
+
+
+class WorkdirError(UserInputError):
+  """The workdir cannot be created or written."""

@@ -1,0 +1,109 @@
+"""What processes (hosts) of a multi-process run must agree on.
+
+Every process runs the same program on its own devices; anything one process
+decides alone (which batch rows to load, which checkpoint to restore, who
+prepares data) must come out the same everywhere, or the collectives of the
+next step pair up wrongly and the job hangs or silently diverges.
+
+Batch rows. A batch is split over the mesh axes ("data", "fsdp") and
+replicated over "tensor". A process must load exactly the rows its own
+devices hold: the union of their batch slices (as in MaxText's multi-host
+loading). When a "tensor" group spans processes, those processes load the
+same rows; a "1/process_count of the batch" rule would give them different
+rows and a wrong global batch.
+"""
+
+from typing import Any, Callable
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+
+def batch_blocks(sharding: jax.sharding.Sharding,
+                 ndim: int = 2) -> tuple[int, list[int]]:
+  """(number of row blocks of a batch, the blocks this process's devices hold).
+
+  Blocks are the equal slices dimension 0 is split into; their count does
+  not depend on the batch size.
+  """
+  probe = (len(sharding.device_set),) + (1,) * (ndim - 1)
+
+  def starts(indices):
+    return sorted({index[0].start or 0 for index in indices.values()})
+
+  every = starts(sharding.devices_indices_map(probe))
+  mine = starts(sharding.addressable_devices_indices_map(probe))
+  return len(every), [every.index(s) for s in mine]
+
+
+def process_rows(sharding: jax.sharding.Sharding, global_rows: int,
+                 ndim: int = 2) -> np.ndarray:
+  """The rows of a global batch this process must load, in ascending order.
+
+  Args:
+    sharding: the batch's sharding (e.g. `sharding.data_sharding(mesh)`).
+    global_rows: the global batch size.
+    ndim: the rank of the batch arrays.
+
+  Raises:
+    ValueError: global_rows does not split into the sharding's row blocks.
+  """
+  blocks, mine = batch_blocks(sharding, ndim)
+  if global_rows % blocks:
+    raise ValueError(
+        f"data.batch_size={global_rows} must be divisible by the {blocks}"
+        " batch shards (mesh.data * mesh.fsdp)")
+  size = global_rows // blocks
+  return np.concatenate(
+      [np.arange(b * size, (b + 1) * size) for b in mine]).astype(np.int64)
+
+
+def allgather(value: Any) -> np.ndarray:
+  """Every process's `value` (same shape everywhere), stacked on axis 0."""
+  value = np.asarray(value)
+  if jax.process_count() == 1:
+    return value[None]
+  return np.asarray(multihost_utils.process_allgather(value))
+
+
+def barrier(name: str) -> None:
+  """Waits until every process reaches the barrier `name`."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def run_once(fn: Callable[[], Any], name: str) -> None:
+  """Runs `fn` on process 0 only; the others wait until it is done.
+
+  For work whose result every process then reads from shared storage (a
+  tokenizer, a built dataset): one writer instead of one per host. If `fn`
+  fails on process 0 the barrier is still passed, so the others go on and
+  find the result missing instead of hanging; process 0 re-raises.
+  """
+  if jax.process_count() == 1:
+    fn()
+    return
+  error = None
+  if jax.process_index() == 0:
+    try:
+      fn()
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      error = e
+  barrier(f"routing_jax_run_once_{name}")
+  if error is not None:
+    raise error
+
+
+def check_same(data: bytes, what: str) -> None:
+  """Raises if `data` differs between processes (compares a digest)."""
+  if jax.process_count() == 1:
+    return
+  import hashlib  # pylint: disable=g-import-not-at-top
+  digest = np.frombuffer(hashlib.sha256(data).digest(), np.uint8)
+  digests = allgather(digest)
+  if not (digests == digests[0]).all():
+    bad = [i for i, d in enumerate(digests) if (d != digests[0]).any()]
+    raise RuntimeError(
+        f"{what} differs between processes (processes {bad} differ from"
+        " process 0)")
