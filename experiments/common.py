@@ -44,8 +44,11 @@ def base_config() -> ml_collections.ConfigDict:
   m.share_qk = True
   m.fit_queries = True
   m.exclude_self = False
-  m.cluster_gate = False
+  # Causal routing attends to every earlier token (or the last
+  # routing_warmup_window, 0: all) until the k-means has taken this many
+  # updates: routing needs queries and keys that already agree.
   m.routing_warmup_steps = 0
+  m.routing_warmup_window = 0
   m.routing_logit_scale = 1.0  # LN(q)·LN(k) scale; 1.0 is the reference
   # Causal routing core: "xla" or "pallas" (fused GPU kernels; no relative
   # positions or attention dropout; docs/kernels.md).

@@ -42,6 +42,30 @@ def check_decode_length(config: ModelConfig, total_length: int) -> None:
         f"a cache of model.max_len={config.max_len}")
 
 
+def check_warmed_up(config: ModelConfig, variables: Any) -> None:
+  """Raises ValueError if causal routing is still in its dense warm-up.
+
+  During `routing_warmup_steps` the routing heads attend densely, which
+  the per-cluster decode cache cannot reproduce. Skipped when the counters
+  are traced (inside jit).
+  """
+  if not (config.routing_warmup_steps and config.routing == "causal"):
+    return
+  counters = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(
+      variables.get("kmeans", {})) if "num_updates" in jax.tree_util.keystr(
+          path)]
+  try:
+    done = min(int(np.min(np.asarray(c))) for c in counters) if counters else (
+        config.routing_warmup_steps)
+  except jax.errors.JAXTypeError:
+    return
+  if done < config.routing_warmup_steps:
+    raise ValueError(
+        f"cannot decode: causal routing is still warming up ({done} of "
+        f"model.routing_warmup_steps={config.routing_warmup_steps} k-means "
+        "updates); its dense warm-up attention has no per-cluster cache")
+
+
 def init_cache(model: TransformerLM, batch: int) -> Any:
   """An empty decoding cache ("cache" collection) for `batch` rows.
 
@@ -55,6 +79,7 @@ def init_cache(model: TransformerLM, batch: int) -> Any:
 
 def initial_state(model: TransformerLM, variables: Any, batch: int) -> Any:
   """The sampler state: (variables without cache, an empty cache)."""
+  check_warmed_up(model.config, variables)
   variables = {k: v for k, v in variables.items() if k in ("params",
                                                            "kmeans")}
   return variables, init_cache(model, batch)

@@ -45,8 +45,8 @@ class ModelConfig:
   share_qk: bool = True
   fit_queries: bool = True
   exclude_self: bool = False
-  cluster_gate: bool = False
   routing_warmup_steps: int = 0
+  routing_warmup_window: int = 0
   routing_logit_scale: float = 1.0
   routing_implementation: str = "xla"
   kmeans_decay: float = 0.999
@@ -145,6 +145,12 @@ class ModelConfig:
               "embedding_dropout", "target_dropout"):
       need(0.0 <= getattr(self, f) < 1.0, f, "must be in [0, 1)")
     need(0.0 <= self.kmeans_decay < 1.0, "kmeans_decay", "must be in [0, 1)")
+    need(self.routing_warmup_steps >= 0, "routing_warmup_steps",
+         "must be >= 0")
+    need(self.routing_warmup_window >= 0, "routing_warmup_window",
+         "must be >= 0 (0: the whole sequence)")
+    need(not (self.routing_warmup_steps and self.routing == "topk"),
+         "routing_warmup_steps", 'applies to routing="causal" only')
     try:
       mask = self.routing_mask()
     except ValueError as e:

@@ -57,14 +57,17 @@ class RoutingAttention(nn.Module):
     fit_queries: with separate Q/K, the centroids learn from queries and
       keys (the paper's code); False fits them to the keys alone, and each
       query goes to the key cluster its vector matches best.
-    exclude_self: a query never attends to its own token's key.
-    cluster_gate: (causal routing) multiply each query's output by
-      p/sg(p), p its softmax probability of the cluster it joined: the
-      forward pass is unchanged, and the backward pass tells the query
-      whether that cluster served it (a straight-through gate, as in
-      mixture-of-experts routers), so queries can learn where to look. Under shared
+    exclude_self: a query never attends to its own token's key. Under shared
       Q/K a token's own logit is the largest possible (LN(q)·LN(q) = d), so
       without it routing heads tend to attend to themselves.
+    warmup_steps: (causal routing) until the k-means state has taken this
+      many updates, the heads attend to every earlier token (or to the last
+      `warmup_window`) instead of their clusters, while the k-means runs as
+      usual. Routing can only learn to bring a query and the key it needs
+      together once their vectors agree, and they learn to agree only when
+      they see each other: clusters formed on random vectors keep them
+      apart for good (docs/causal_routing.md, "Why warm up").
+    warmup_window: the warm-up's sliding window; None: the whole sequence.
     kmeans_decay, kmeans_epsilon, commitment_weight: KMeans settings.
     kmeans_prior_count: KMeans.prior_count; None means 0 (the reference) for
       topk and 1 for causal routing, whose argmax needs sane centroid norms.
@@ -99,8 +102,8 @@ class RoutingAttention(nn.Module):
   share_qk: bool = True
   fit_queries: bool = True
   exclude_self: bool = False
-  cluster_gate: bool = False
   warmup_steps: int = 0
+  warmup_window: Optional[int] = None
   kmeans_decay: float = 0.999
   kmeans_epsilon: float = 1e-5
   commitment_weight: float = 1e-4
@@ -272,38 +275,8 @@ class RoutingAttention(nn.Module):
         sets, mask, update=train,
         fit=None if self.share_qk else (self.fit_queries, True))
     aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
-    warm = None
-    if self.warmup_steps and self.mode == "causal":
-      # Until the k-means state has seen warmup_steps updates the heads
-      # attend densely (one cluster, every earlier member).
-      warm = nn.unbox(kmeans.num_updates.value)[0] < self.warmup_steps
-    if self.mode == "causal" and self.implementation == "pallas":
-      block_q, block_k = self.kernel_block_sizes
-      o = routing_kernel.causal_routing_attention(
-          qr, kr, v, routed[-1].assignments, mask,
-          query_clusters=None if self.share_qk else routed[0].assignments,
-          num_clusters=self.num_clusters, window=self.window,
-          exclude_self=self.exclude_self, logit_scale=self.logit_scale,
-          dtype=self.dtype, block_q=block_q, block_k=block_k)
-      return o, aux
     if self.mode == "causal":
-      routed_fn = lambda: routing_core.causal_routing_attention(
-          qr, kr, v, routed[-1].assignments, mask,
-          query_clusters=None if self.share_qk else routed[0].assignments,
-          num_clusters=self.num_clusters, window=self.window,
-          exclude_self=self.exclude_self, **common)
-      if warm is None:
-        o = routed_fn()
-      else:
-        dense_fn = lambda: routing_core.causal_routing_attention(
-            qr, kr, v, jnp.zeros_like(routed[-1].assignments), mask,
-            num_clusters=1, window=n, exclude_self=self.exclude_self,
-            **common)
-        o = jax.lax.cond(warm, dense_fn, routed_fn)
-      if self.cluster_gate:
-        o = o * routing_core.straight_through_gate(
-            routed[0].scores, routed[0].assignments, self.head_dim)
-      return o, aux
+      return self._causal(kmeans, routed, qr, kr, v, mask, common), aux
     if self.window > n:
       raise ValueError(
           f'routing="topk" needs window <= length, got window={self.window} '
@@ -315,6 +288,35 @@ class RoutingAttention(nn.Module):
     aux["unselected_fraction"] = jnp.sum((count == 0) * valid) / jnp.maximum(
         jnp.sum(valid) * count.shape[1], 1.0)
     return o, aux
+
+  def _causal(self, kmeans, routed, qr, kr, v, mask, common):
+    """Causal routing (XLA or Pallas), dense while warming up."""
+    n = qr.shape[1]
+    key_clusters = routed[-1].assignments
+    query_clusters = None if self.share_qk else routed[0].assignments
+
+    def routed_fn():
+      if self.implementation == "pallas":
+        block_q, block_k = self.kernel_block_sizes
+        return routing_kernel.causal_routing_attention(
+            qr, kr, v, key_clusters, mask, query_clusters=query_clusters,
+            num_clusters=self.num_clusters, window=self.window,
+            exclude_self=self.exclude_self, logit_scale=self.logit_scale,
+            dtype=self.dtype, block_q=block_q, block_k=block_k)
+      return routing_core.causal_routing_attention(
+          qr, kr, v, key_clusters, mask, query_clusters=query_clusters,
+          num_clusters=self.num_clusters, window=self.window,
+          exclude_self=self.exclude_self, **common)
+
+    if not self.warmup_steps:
+      return routed_fn()
+    # One cluster: every earlier token (within the warm-up window).
+    dense_fn = lambda: routing_core.causal_routing_attention(
+        qr, kr, v, jnp.zeros_like(key_clusters), mask, num_clusters=1,
+        window=min(self.warmup_window or n, n),
+        exclude_self=self.exclude_self, **common)
+    warm = nn.unbox(kmeans.num_updates.value)[0] < self.warmup_steps
+    return jax.lax.cond(warm, dense_fn, routed_fn)
 
   # ------------------------------------------------------------ decoding
 

@@ -240,30 +240,6 @@ def causal_routing_attention(
   return jnp.swapaxes(o, 1, 2)
 
 
-def straight_through_gate(scores: Array, clusters: Array,
-                          head_dim: int) -> Array:
-  """p / stop_gradient(p) for each token's chosen cluster: 1 in value.
-
-  p = softmax(scores / sqrt(head_dim))[cluster]: the scores of normalised
-  vectors against centroids (both of norm about sqrt(d)) become cosines
-  times sqrt(d). Multiplying an output by this leaves it unchanged and adds
-  the gradient d log p / d scores, scaled by how much the output helped.
-
-  Args:
-    scores: [batch, heads, length, clusters] (differentiable in the
-      routing vectors).
-    clusters: [batch, heads, length] chosen clusters.
-    head_dim: d.
-
-  Returns:
-    [batch, length, heads, 1], equal to 1.
-  """
-  logp = jax.nn.log_softmax(scores / jnp.sqrt(jnp.float32(head_dim)), -1)
-  chosen = jnp.take_along_axis(logp, clusters[..., None], axis=-1)[..., 0]
-  gate = jnp.exp(chosen - jax.lax.stop_gradient(chosen))
-  return jnp.swapaxes(gate, 1, 2)[..., None]
-
-
 def topk_routing_attention(
     q: Array, k: Array, v: Array, q_scores: Array, k_scores: Array,
     mask: Optional[Array], *, window: int, causal: bool,

@@ -245,3 +245,15 @@ def test_sample_with_prefill_equals_sample_without():
   with_prefill = run(True)
   np.testing.assert_array_equal(with_prefill, run(False))
   np.testing.assert_array_equal(with_prefill[:, :9], prompts)
+
+
+def test_decoding_a_model_still_warming_up_is_an_error():
+  cfg = rj.ModelConfig(**dict(TEXT, routing_warmup_steps=5))
+  model = rj.TransformerLM(cfg)
+  variables = _variables(model)  # num_updates = 1 < 5
+  with pytest.raises(ValueError, match="still warming up.*1 of.*=5"):
+    generation.initial_state(model, variables, 1)
+  done = jax.tree_util.tree_map_with_path(
+      lambda p, a: a + 4 if "num_updates" in jax.tree_util.keystr(p) else a,
+      variables)
+  generation.initial_state(model, done, 1)

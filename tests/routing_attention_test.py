@@ -163,6 +163,28 @@ def test_topk_module_matches_reference(share_qk, causal, mask_kind,
                              rtol=1e-6)
 
 
+def test_warmup_attends_densely_until_enough_updates():
+  """Before `warmup_steps` k-means updates: dense causal attention (one
+  cluster, every earlier member, the same positions); after: routing."""
+  n = 20
+  variables = _trained()  # 4 k-means updates
+  x = _normal(8, (B, n, F))
+  mask = _masks("holes", n)
+  warm = _module(warmup_steps=5, exclude_self=True, position="relative")
+  done = _module(warmup_steps=4, exclude_self=True, position="relative")
+  plain = _module(exclude_self=True, position="relative")
+  dense = _module(num_clusters=1, window=n, exclude_self=True,
+                  position="relative")
+  run = jax.jit(lambda m, v: m.apply(v, x, mask), static_argnums=0)
+  one_cluster = {**variables, "kmeans": {"kmeans": jax.tree.map(
+      lambda a: a[:, :1] if a.ndim > 1 else a,
+      variables["kmeans"]["kmeans"])}}
+  np.testing.assert_allclose(run(warm, variables), run(dense, one_cluster),
+                             atol=1e-6)
+  np.testing.assert_array_equal(run(done, variables), run(plain, variables))
+  assert np.abs(run(warm, variables) - run(done, variables)).max() > 1e-3
+
+
 # ------------------------------------------------------------- causality
 
 
