@@ -48,7 +48,8 @@ PEER_REQUIREMENTS = ("torch==2.13.0", "routing-transformer==1.6.1", "numpy")
 # The port with torch's default OpenMP settings, and with OMP_WAIT_POLICY=
 # PASSIVE: on a shared CPU, libgomp's spin-waiting threads make every torch
 # op wait for a descheduled thread (measured here: a forward 5x slower).
-PORT_ENV = {"port": {}, "port_passive": {"OMP_WAIT_POLICY": "PASSIVE"}}
+PORT_ENV = {"port": {}, "port_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "port_1thread": {"OMP_NUM_THREADS": "1"}}
 sys.path.insert(0, HERE)
 import peer_report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -67,7 +68,8 @@ def parse_args(argv=None):
                       "(0: 3 up to n = 2048, 2 beyond)")
   p.add_argument("--port-variants", default="port,port_passive",
                  help="port: torch's defaults; port_passive: with "
-                      "OMP_WAIT_POLICY=PASSIVE")
+                      "OMP_WAIT_POLICY=PASSIVE; port_1thread: with "
+                      "OMP_NUM_THREADS=1")
   p.add_argument("--report", default="",
                  help="only rewrite .md and .png from this JSON")
   p.add_argument("--gen-context", type=int, default=1024)

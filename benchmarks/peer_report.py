@@ -5,9 +5,10 @@ import statistics
 import sys
 
 NAMES = {"port": "port", "port_passive": "port, OMP_WAIT_POLICY=PASSIVE",
-         "ours": "routing-jax"}
+         "port_1thread": "port, 1 thread", "ours": "routing-jax"}
 LONG = {"port": "routing-transformer 1.6.1 (torch 2.13, default threads)",
         "port_passive": "routing-transformer 1.6.1, OMP_WAIT_POLICY=PASSIVE",
+        "port_1thread": "routing-transformer 1.6.1, OMP_NUM_THREADS=1",
         "ours": "routing-jax"}
 
 
@@ -115,6 +116,21 @@ def _cell(d, key, fmt):
   return "; ".join(d.get("failures", [])) or "—"
 
 
+def _rounds(res):
+  asked = res["meta"]["args"]["rounds"]
+  done = {r["spec"]["round"] for r in res["runs"]}
+  last = max(done, default=-1)
+  per_point = len(sides(res)) * len({(r["spec"]["kind"], r["spec"].get(
+      "n", r["spec"].get("batch"))) for r in res["runs"]})
+  complete = sum(
+      1 for k in done
+      if sum(r["spec"]["round"] == k for r in res["runs"]) == per_point)
+  if complete == asked:
+    return f"{asked} round(s)"
+  return (f"{asked} rounds asked, {complete} complete (the run was stopped "
+          f"in round {last + 1}; its finished points are included)")
+
+
 def markdown(res):
   s, meta = res["summary"], res["meta"]
   sides_ = sides(res)
@@ -131,7 +147,7 @@ def markdown(res):
       "Model (both sides): vocab 256, 6 layers, d_model 512, 8 heads of 64, "
       "all heads causal routing, w = 128, k = n/128, pre-norm, rotary "
       "positions, GEGLU FFN, no dropout, batch 1, Adam. One child process "
-      f"per point; {meta['args']['rounds']} round(s), the runs interleaved "
+      f"per point; {_rounds(res)}, the runs interleaved "
       "point by point; each point keeps its fastest round (a round's value: "
       "the median of its timed steps), spread = slowest / fastest round. "
       "Ratios: `best` divides the fastest rounds, `per round` is the median "
@@ -236,7 +252,8 @@ def plot(res, path):
   s = res["summary"]
   fig, axes = plt.subplots(1, 3, figsize=(14, 4.3))
   sides_ = sides(res)
-  styles = {"port": "o-", "port_passive": "^--", "ours": "s-"}
+  styles = {"port": "o-", "port_passive": "^--", "port_1thread": "v:",
+            "ours": "s-"}
   for ax, key, label in ((axes[0], "best_s", "seconds per training step"),
                          (axes[1], "peak_rss_mb", "peak RSS (MB)")):
     for side in sides_:
@@ -251,7 +268,7 @@ def plot(res, path):
     ax.set_xlabel("sequence length n")
     ax.set_ylabel(label)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")  # both curves rise to the right
   axes[0].set_title("training step, best of rounds", fontsize=9)
   axes[1].set_title("peak RSS of the child process", fontsize=9)
   ax = axes[2]
