@@ -1,35 +1,33 @@
-r"""Long-range retrieval: can an attention kind fetch content beyond its window?
+r"""Long-range retrieval: does an attention kind fetch content beyond its window?
 
-Synthetic tasks whose answers lie further back than the local span, trained
-through the project's own `build_trainer` / `train_step` at equal parameters
-and steps for each attention kind:
+Trains small byte models on `routing_jax.synthetic_tasks` (recall: multi-
+query associative recall; lookup: one-hop recall of single-token pairs),
+through the project's own `build_trainer` / `train_step`, at equal steps and
+(nearly) equal parameters, 2 layers of 4 heads, d_model 64, sequences of
+128 whose measured answers lie 50-100 tokens back, local span 32:
 
-  local          every head local (query block q, memory flange m)
-  full           every head attends to the whole past (one block of n)
-  routing_causal half the heads local, half exactly-causal k-means routing
-  routing_topk   half the heads local, half the paper's balanced routing
+  local                 every head local (blocks of 16: up to 32 back)
+  full                  every head sees the whole past (one block of 128)
+  routing_causal        2 local + 2 causal routing heads per layer: separate
+                        Q/K, centroids fitted to the keys, each query routed
+                        to the key cluster it matches best, a window of 32
+                        members, k-means decay 0.99, and a dense warm-up of
+                        the routing heads for the first 500 steps
+  routing_causal_nowarm the same without the warm-up
+  routing_topk          2 local + 2 of the paper's balanced top-k routing
+                        heads (shared Q/K, window 16 = n/k)
 
-Tasks (bytes, loss only on the answer positions):
-  copy    a random span of L bytes, then the same span again: the second
-          copy's bytes are predictable only from L positions back.
-  recall  multi-query associative recall: P key/value byte pairs, a gap of
-          random filler longer than the local span, then queries "key value"
-          for keys drawn from the pairs in random order; the answer is the
-          value paired with the key.
-  phrase  phrases of 2p bytes planted at random places in random text; later
-          each phrase's first p bytes appear again (shuffled, random places)
-          and the model must continue with the other p.
+Every routing model has k = 8 clusters. Reported per run: accuracy and bits
+on the measured answers (recall: first queries of a key only), and for
+causal routing the share of measured answers whose key the routing heads of
+each layer can see (same cluster, inside the window).
 
-Run:
-  python benchmarks/long_range.py --task=recall --models=local,full,\
-routing_causal,routing_topk --steps=1500 --out=benchmarks/results/long_range
-Prints one JSON line per (task, model, seed) and writes a table and a plot.
+  python benchmarks/long_range.py --seeds=0,1 \
+      --out=benchmarks/results/long_range
 """
 
 import argparse
-import ast
 import json
-import math
 import os
 import sys
 import time
@@ -38,360 +36,200 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-MODELS = ("local", "full", "routing_causal", "routing_topk")
-TASKS = ("copy", "recall", "lookup", "phrase")
+MODELS = ("local", "full", "routing_causal", "routing_causal_nowarm",
+          "routing_topk")
+SEQ_LEN, BLOCK, CLUSTERS = 128, 16, 8
+TASK_ARGS = {"recall": dict(pairs=8, queries=16, gap=48, key_vocab=16,
+                            value_vocab=16),
+             "lookup": dict(pairs=8, queries=16, gap=48, key_vocab=8,
+                            value_vocab=16)}
 
 
-# ----------------------------------------------------------------- tasks
-def copy_batch(rng, batch, seq_len, span):
-  """[random span][same span]... inputs right-shifted with start token 0."""
-  tokens = np.zeros((batch, seq_len + 1), np.int32)
-  weights = np.zeros((batch, seq_len), np.float32)
-  src = rng.integers(1, 256, (batch, span))
-  tokens[:, 1:span + 1] = src
-  tokens[:, span + 1:2 * span + 1] = src
-  rest = seq_len + 1 - (2 * span + 1)
-  if rest > 0:
-    tokens[:, 2 * span + 1:] = rng.integers(1, 256, (batch, rest))
-  # Target j is tokens[j + 1]; the copy's bytes after its first are
-  # predictable (the first needs the span's start, also predictable).
-  weights[:, span:2 * span] = 1.0
-  return tokens, weights
-
-
-def recall_batch(rng, batch, seq_len, pairs, queries, gap, key_vocab=127,
-                 value_vocab=128):
-  """Key/value pairs, filler, then query/answer pairs (answers scored).
-
-  Keys are drawn (distinct) from ids 1..key_vocab, values from
-  128..128+value_vocab−1; the filler comes from the value ids, so it never
-  looks like a key. Queries repeat keys when queries > pairs.
-  """
-  tokens = np.zeros((batch, seq_len + 1), np.int32)
-  weights = np.zeros((batch, seq_len), np.float32)
-  measured = np.zeros((batch, seq_len), bool)
-  need = 1 + 2 * pairs + gap + 2 * queries
-  if need > seq_len + 1:
-    raise ValueError(f"recall needs seq_len >= {need - 1}")
-  for b in range(batch):
-    keys = rng.choice(np.arange(1, key_vocab + 1), pairs, replace=False)
-    values = rng.integers(128, 128 + value_vocab, pairs)
-    kv = np.stack([keys, values], 1).reshape(-1)
-    tokens[b, 1:1 + 2 * pairs] = kv
-    # Filler from the value range: it never looks like a key.
-    start = 1 + 2 * pairs
-    tokens[b, start:start + gap] = rng.integers(128, 128 + value_vocab, gap)
-    q = rng.choice(pairs, queries, replace=queries > pairs)
-    qa = np.stack([keys[q], values[q]], 1).reshape(-1)
-    s = start + gap
-    tokens[b, s:s + 2 * queries] = qa
-    tail = seq_len + 1 - (s + 2 * queries)
-    tokens[b, s + 2 * queries:] = rng.integers(128, 128 + value_vocab, tail)
-    # The answer at token s + 2i + 1 is target index s + 2i. A key asked
-    # again has its answer nearby too; only first asks are measured.
-    weights[b, s + np.arange(queries) * 2] = 1.0
-    first = np.unique(q, return_index=True)[1]
-    measured[b, s + first * 2] = True
-  return tokens, weights, measured
-
-
-def lookup_batch(rng, batch, seq_len, pairs, queries, gap, key_vocab=8,
-                 value_vocab=16):
-  """One-hop recall: each pair is ONE token that names its key and value.
-
-  Pair tokens are 128 + key·value_vocab + value, query tokens 1 + key,
-  answers 32 + value, filler 64..127. A query finds its pair by content
-  alone (no previous-token circuit needed) at any distance.
-  """
-  if key_vocab * value_vocab > 128 or key_vocab > 31 or value_vocab > 32:
-    raise ValueError("lookup needs key_vocab·value_vocab <= 128")
-  tokens = np.zeros((batch, seq_len + 1), np.int32)
-  weights = np.zeros((batch, seq_len), np.float32)
-  need = 1 + pairs + gap + 2 * queries
-  if need > seq_len + 1:
-    raise ValueError(f"lookup needs seq_len >= {need - 1}")
-  for b in range(batch):
-    keys = rng.choice(key_vocab, pairs, replace=False)
-    values = rng.integers(0, value_vocab, pairs)
-    tokens[b, 1:1 + pairs] = 128 + keys * value_vocab + values
-    start = 1 + pairs
-    tokens[b, start:start + gap] = rng.integers(64, 128, gap)
-    q = rng.choice(pairs, queries, replace=queries > pairs)
-    s = start + gap
-    tokens[b, s:s + 2 * queries] = np.stack(
-        [1 + keys[q], 32 + values[q]], 1).reshape(-1)
-    tokens[b, s + 2 * queries:] = rng.integers(
-        64, 128, seq_len + 1 - (s + 2 * queries))
-    weights[b, s + np.arange(queries) * 2] = 1.0
-  return tokens, weights
-
-
-def phrase_batch(rng, batch, seq_len, phrases, half):
-  """Planted phrases, later their first halves: continue with the second."""
-  tokens = rng.integers(1, 256, (batch, seq_len + 1)).astype(np.int32)
-  tokens[:, 0] = 0
-  weights = np.zeros((batch, seq_len), np.float32)
-  p = 2 * half
-  mid = (seq_len + 1) // 2
-  slots_first = (mid - 1) // p
-  slots_second = (seq_len + 1 - mid) // p
-  if phrases > min(slots_first, slots_second):
-    raise ValueError("too many phrases for seq_len")
-  for b in range(batch):
-    ph = rng.integers(1, 256, (phrases, p))
-    at1 = 1 + np.sort(rng.choice(slots_first, phrases, replace=False)) * p
-    at2 = mid + np.sort(rng.choice(slots_second, phrases, replace=False)) * p
-    order = rng.permutation(phrases)
-    for i in range(phrases):
-      tokens[b, at1[i]:at1[i] + p] = ph[i]
-      j = order[i]
-      tokens[b, at2[i]:at2[i] + p] = ph[j]
-      # Targets of the second half: token index at2+half .. at2+p-1, i.e.
-      # target indices at2+half-1 .. at2+p-2.
-      weights[b, at2[i] + half - 1:at2[i] + p - 1] = 1.0
-  return tokens, weights
-
-
-def make_batch(task, rng, batch, seq_len, args):
-  if task == "copy":
-    tok, w = copy_batch(rng, batch, seq_len, args.span)
-  elif task == "recall":
-    tok, w, measured = recall_batch(rng, batch, seq_len, args.pairs,
-                                    args.queries, args.gap, args.key_vocab,
-                                    args.value_vocab)
-    return {"inputs": tok[:, :-1], "targets": tok[:, 1:], "weights": w,
-            "measured": measured}
-  elif task == "lookup":
-    tok, w = lookup_batch(rng, batch, seq_len, args.pairs, args.queries,
-                          args.gap, args.key_vocab, args.value_vocab)
-  else:
-    tok, w = phrase_batch(rng, batch, seq_len, args.phrases, args.half)
-  return {"inputs": tok[:, :-1], "targets": tok[:, 1:], "weights": w}
-
-
-# ----------------------------------------------------------------- models
-def build_config(kind, args):
+def build_config(kind, seed, steps, warmup=500):
+  """The experiment config of one attention kind (see the docstring)."""
   from experiments import common  # pylint: disable=g-import-not-at-top
   c = common.base_config()
   m = c.model
-  m.vocab_size = 256
-  m.num_layers = args.layers
-  m.d_model = args.d_model
-  m.num_heads = args.heads
-  m.d_ff = 4 * args.d_model
-  m.norm = "pre"
-  m.position = "relative"
-  n = args.seq_len
-  common.set_local_blocks(m, args.block)
-  m.max_relative_position = 2 * args.block + 1
-  m.residual_dropout = 0.0
-  m.num_clusters = args.clusters
-  m.window = args.window
-  if kind == "local":
+  m.num_layers, m.d_model, m.num_heads, m.d_ff = 2, 64, 4, 256
+  m.norm, m.position, m.residual_dropout = "pre", "relative", 0.0
+  common.set_local_blocks(m, BLOCK)
+  m.num_clusters = CLUSTERS
+  if kind in ("local", "full"):
     common.set_routing_heads(m, 0)
-  elif kind == "full":
-    # One block over the whole sequence, relative positions over all of it.
-    common.set_routing_heads(m, 0)
-    m.query_block = n
-    m.memory_flange = 0
-    m.max_relative_position = n
+    if kind == "full":  # one block over everything, positions over all
+      m.query_block, m.memory_flange = SEQ_LEN, 0
+      m.max_relative_position = SEQ_LEN
+  elif kind == "routing_topk":
+    common.set_routing_heads(m, 2)
+    m.routing, m.window = "topk", SEQ_LEN // CLUSTERS
   else:
-    common.set_routing_heads(m, args.heads // 2)
-    m.routing = kind.split("_")[1]
-  c.data.name = "synthetic"
-  c.data.seq_len = n
-  c.data.batch_size = args.batch
-  m.max_len = n
+    common.set_routing_heads(m, 2)
+    common.set_content_routing(
+        m, window=2 * BLOCK,
+        warmup_steps=0 if kind.endswith("nowarm") else warmup)
+  common.set_data(c, "synthetic", SEQ_LEN, batch_size=16)
   t = c.train
-  t.optimizer = "adamw"
-  t.lr = args.lr
-  t.schedule = "cosine"
-  t.warmup_steps = args.warmup
-  t.weight_decay = 0.0
-  t.grad_clip = 1.0
-  t.steps = args.steps
-  t.seed = args.seed
-  for item in args.set or ():
-    key, _, value = item.partition("=")
-    section, field = key.split(".")
-    try:
-      value = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      pass  # a plain string
-    c[section][field] = value
+  t.optimizer, t.lr, t.schedule = "adamw", 1e-3, "cosine"
+  t.warmup_steps, t.weight_decay, t.grad_clip = 100, 0.0, 1.0
+  t.steps, t.seed = steps, seed
   return c
 
 
-def recall_sources(tokens_in, weights, pairs):
-  """For the recall task: per scored position t, the input position whose
-  token is the answer (the value right after the matching key)."""
-  src = np.full(weights.shape, -1, np.int64)
-  for b in range(weights.shape[0]):
-    kv = tokens_in[b, 1:1 + 2 * pairs]
-    for t in np.nonzero(weights[b])[0]:
-      key = tokens_in[b, t]
-      i = int(np.nonzero(kv[0::2] == key)[0][0])
-      src[b, t] = 1 + 2 * i + 1
-  return src
-
-
-def routing_visibility(model_cfg, params, kmeans, inputs, sources, weights):
-  """Share of scored queries whose answer token is visible to them in each
-  routing layer (same cluster and within the window of members)."""
+def routing_visibility(model_cfg, variables, batch, pairs):
+  """Per routing layer: share of measured recall answers whose key the
+  routing heads see (averaged over heads)."""
   import jax  # pylint: disable=g-import-not-at-top
   from routing_jax import kmeans as km  # pylint: disable=g-import-not-at-top
-  from routing_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  model = model_lib.TransformerLM(model_cfg)
-  want = ("query", "key")
-  inter = model.apply(
-      {"params": params, "kmeans": kmeans}, inputs,
-      capture_intermediates=lambda mdl, _: (
-          mdl.name in want and getattr(mdl.parent, "name", "") == "routing"),
-      mutable=["intermediates"])[1]["intermediates"]
-  inter = jax.device_get(inter)
+  from routing_jax import synthetic_tasks  # pylint: disable=g-import-not-at-top
+  from routing_jax.model import TransformerLM  # pylint: disable=g-import-not-at-top
+  names = ("query", "key")
+  inter = jax.device_get(TransformerLM(model_cfg).apply(
+      variables, batch["inputs"], mutable=["intermediates"],
+      capture_intermediates=lambda mdl, _: mdl.name in names and getattr(
+          mdl.parent, "name", "") == "routing")[1]["intermediates"])
+  sources = synthetic_tasks.recall_sources(batch, pairs)
   h, w = model_cfg.num_routing_heads, model_cfg.window
   out = {}
   for layer in sorted(inter, key=lambda s: int(s.split("_")[-1])):
-    r = inter[layer]["routing"]
-    mu = np.asarray(kmeans[layer]["routing"]["kmeans"]["centroids"])
+    proj = inter[layer]["routing"]
+    mu = np.asarray(variables["kmeans"][layer]["routing"]["kmeans"][
+        "centroids"])
+
     def clusters(name):
-      x = np.asarray(r[name]["__call__"][0])
+      x = np.asarray(proj[name]["__call__"][0])
       b, n, _ = x.shape
       v = np.asarray(km.normalize(x.reshape(b, n, h, -1)))
-      return np.einsum("bnhd,hkd->bhnk", v, mu).argmax(-1)  # [b, h, n]
+      return np.einsum("bnhd,hkd->bhnk", v, mu).argmax(-1)
+
     qc = clusters("query")
-    kc = clusters("key") if "key" in r else qc
-    seen, total = 0, 0
-    for b, t in zip(*np.nonzero(weights)):
+    kc = clusters("key") if "key" in proj else qc
+    seen = []
+    for b, t in zip(*np.nonzero(batch["measured"])):
       s = sources[b, t]
-      for hh in range(h):
-        total += 1
-        c = qc[b, hh, t]
-        if kc[b, hh, s] != c:
-          continue
-        members = np.sum((kc[b, hh, s:t + 1] == c) | (qc[b, hh, s:t + 1] == c))
-        seen += int(members <= w) if not model_cfg.exclude_self else int(
-            members <= w + 1)
-    out[layer] = seen / max(total, 1)
+      for head in range(h):
+        c = qc[b, head, t]
+        members = np.sum((kc[b, head, s:t + 1] == c)
+                         | (qc[b, head, s:t + 1] == c))
+        seen.append(kc[b, head, s] == c and members <= w + int(
+            model_cfg.exclude_self))
+    out[layer] = float(np.mean(seen))
   return out
 
 
-def answer_metrics(logits, batch):
-  """Accuracy and bits per answer token over the weighted positions."""
-  logits = np.asarray(logits, np.float64)
-  w = batch.get("measured", batch["weights"] > 0)
-  t = batch["targets"]
-  m = logits.max(-1, keepdims=True)
-  logp = logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
-  nll = -np.take_along_axis(logp, t[..., None], -1)[..., 0]
-  acc = (logits.argmax(-1) == t)
-  return float(acc[w].mean()), float(nll[w].mean() / math.log(2))
-
-
-def run_one(task, kind, args):
+def run_one(task, kind, seed, args):
   import jax  # pylint: disable=g-import-not-at-top
-  from routing_jax import sharding, train  # pylint: disable=g-import-not-at-top
-  c = build_config(kind, args)
+  from routing_jax import sharding, synthetic_tasks, train  # pylint: disable=g-import-not-at-top
+  c = build_config(kind, seed, args.steps, args.routing_warmup)
   model_cfg = train.validate_config(c)
   mesh = sharding.create_mesh(dict(data=1, fsdp=1, tensor=1),
                               devices=jax.devices()[:1])
   trainer, state = train.build_trainer(c, mesh, sharding.logical_rules(),
                                        model_cfg)
-  params = sum(x.size for x in jax.tree.leaves(state.params))
-  rng = np.random.default_rng(1000 + args.seed)
-  eval_rng = np.random.default_rng(7)
-  eval_batches = [make_batch(task, eval_rng, args.batch, args.seq_len, args)
-                  for _ in range(args.eval_batches)]
-  apply = jax.jit(lambda p, k, x: trainer.model.apply(
-      {"params": p, "kmeans": k}, x)[0])
-  curve = []
-  t0 = time.time()
-
-  def evaluate(step):
-    accs, bits = [], []
-    for b in eval_batches:
-      with jax.set_mesh(mesh):
-        logits = apply(state.params, state.kmeans, b["inputs"])
-      a, bt = answer_metrics(logits, b)
-      accs.append(a)
-      bits.append(bt)
-    row = {"step": step, "accuracy": float(np.mean(accs)),
-           "bits": float(np.mean(bits))}
-    curve.append(row)
-    if args.verbose:
-      print(json.dumps(dict(row, task=task, model=kind,
-                            s=round(time.time() - t0, 1))), flush=True)
-
-  for step in range(args.steps):
-    batch = make_batch(task, rng, args.batch, args.seq_len, args)
-    batch.pop("measured", None)
+  make = lambda rng: synthetic_tasks.make_batch(
+      task, rng, 16, SEQ_LEN, **TASK_ARGS[task])
+  rng, eval_rng = np.random.default_rng(1000 + seed), np.random.default_rng(7)
+  eval_batches = [make(eval_rng) for _ in range(args.eval_batches)]
+  forward = jax.jit(lambda v, x: trainer.model.apply(v, x)[0])
+  curve, t0 = [], time.time()
+  for step in range(1, args.steps + 1):
+    batch = make(rng)
+    batch.pop("measured")
     gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
-    state, m = train.run_step(trainer, trainer.train_step, state, gb)
-    if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
-      evaluate(step + 1)
-  km = jax.device_get(m)
-  visibility = {}
+    state, metrics = train.run_step(trainer, trainer.train_step, state, gb)
+    if step % args.eval_every == 0 or step == args.steps:
+      variables = {"params": state.params, "kmeans": state.kmeans}
+      scores = [synthetic_tasks.answer_accuracy(
+          forward(variables, b["inputs"]), b) for b in eval_batches]
+      curve.append({"step": step,
+                    "accuracy": float(np.mean([a for a, _ in scores])),
+                    "bits": float(np.mean([bits for _, bits in scores]))})
+  row = {"task": task, "model": kind, "seed": seed, "steps": args.steps,
+         "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+         "accuracy": curve[-1]["accuracy"], "bits": curve[-1]["bits"],
+         "curve": curve, "train_s": round(time.time() - t0, 1)}
   if task == "recall" and kind.startswith("routing_causal"):
-    b = eval_batches[0]
-    visibility = routing_visibility(
-        model_cfg, state.params, state.kmeans, b["inputs"],
-        recall_sources(b["inputs"], b["measured"], args.pairs),
-        b["measured"])
-  return {
-      "task": task, "model": kind, "seed": args.seed, "params": int(params),
-      "steps": args.steps, "accuracy": curve[-1]["accuracy"],
-      "bits": curve[-1]["bits"], "curve": curve,
-      "train_s": round(time.time() - t0, 1),
-      "kmeans_entropy": float(km.get("kmeans/entropy", 0.0)),
-      "kmeans_empty": float(km.get("kmeans/empty_fraction", 0.0)),
-      "set": args.set or [],
-      "routing_visibility": visibility,
-  }
+    row["visibility"] = routing_visibility(
+        model_cfg, {"params": state.params, "kmeans": state.kmeans},
+        eval_batches[0], TASK_ARGS[task]["pairs"])
+  return row
+
+
+def table(rows):
+  """Mean over seeds per (task, model) and the ratio to full attention."""
+  lines = ["| task | model | params | accuracy (seeds) | vs full | bits |"
+           " routing sees the answer's key (layer 1, 2) |",
+           "|---|---|---|---|---|---|---|"]
+  for task in dict.fromkeys(r["task"] for r in rows):
+    mean = lambda model, key: np.mean([r[key] for r in rows if r["task"] ==
+                                       task and r["model"] == model])
+    full = mean("full", "accuracy") if any(
+        r["model"] == "full" for r in rows) else float("nan")
+    for model in dict.fromkeys(r["model"] for r in rows if r["task"] == task):
+      runs = [r for r in rows if r["task"] == task and r["model"] == model]
+      accs = ", ".join(f"{r['accuracy']:.3f}" for r in runs)
+      vis = [r.get("visibility") for r in runs if r.get("visibility")]
+      vis_text = ", ".join(
+          "/".join(f"{v:.2f}" for v in x.values()) for x in vis) or "–"
+      lines.append(
+          f"| {task} | {model} | {runs[0]['params']:,} | "
+          f"{mean(model, 'accuracy'):.3f} ({accs}) | "
+          f"{mean(model, 'accuracy') / full:.2f} | "
+          f"{mean(model, 'bits'):.2f} | {vis_text} |")
+  return "\n".join(lines)
+
+
+def plot(rows, path):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  tasks = list(dict.fromkeys(r["task"] for r in rows))
+  fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4),
+                           squeeze=False)
+  colors = dict(zip(MODELS, ("C0", "C1", "C2", "C3", "C4")))
+  for ax, task in zip(axes[0], tasks):
+    for r in rows:
+      if r["task"] != task:
+        continue
+      ax.plot([p["step"] for p in r["curve"]],
+              [p["accuracy"] for p in r["curve"]], color=colors[r["model"]],
+              label=r["model"] if r["seed"] == rows[0]["seed"] else None)
+    ax.set_title(f"{task}: accuracy on far answers")
+    ax.set_xlabel("step")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--task", default="recall", choices=TASKS)
+  p.add_argument("--tasks", default="recall,lookup")
   p.add_argument("--models", default=",".join(MODELS))
+  p.add_argument("--seeds", default="0,1")
   p.add_argument("--steps", type=int, default=1500)
-  p.add_argument("--seeds", default="0")
-  p.add_argument("--seq_len", type=int, default=256)
-  p.add_argument("--batch", type=int, default=16)
-  p.add_argument("--layers", type=int, default=2)
-  p.add_argument("--d_model", type=int, default=128)
-  p.add_argument("--heads", type=int, default=4)
-  p.add_argument("--block", type=int, default=16)
-  p.add_argument("--clusters", type=int, default=16)
-  p.add_argument("--window", type=int, default=16)
-  p.add_argument("--lr", type=float, default=1e-3)
-  p.add_argument("--warmup", type=int, default=100)
-  p.add_argument("--span", type=int, default=128)
-  p.add_argument("--pairs", type=int, default=16)
-  p.add_argument("--queries", type=int, default=16)
-  p.add_argument("--gap", type=int, default=64)
-  p.add_argument("--key_vocab", type=int, default=127)
-  p.add_argument("--value_vocab", type=int, default=128)
-  p.add_argument("--phrases", type=int, default=8)
-  p.add_argument("--half", type=int, default=4)
+  p.add_argument("--routing_warmup", type=int, default=500)
   p.add_argument("--eval_every", type=int, default=250)
   p.add_argument("--eval_batches", type=int, default=4)
-  p.add_argument("--set", action="append",
-                 help="config override section.field=value (repeatable)")
   p.add_argument("--out", default="")
-  p.add_argument("--verbose", action="store_true")
   args = p.parse_args(argv)
   rows = []
-  for seed in [int(s) for s in args.seeds.split(",")]:
-    args.seed = seed
-    for kind in args.models.split(","):
-      row = run_one(args.task, kind, args)
-      print(json.dumps({k: v for k, v in row.items() if k != "curve"}),
-            flush=True)
-      rows.append(row)
+  for task in args.tasks.split(","):
+    for seed in [int(s) for s in args.seeds.split(",")]:
+      for kind in args.models.split(","):
+        row = run_one(task, kind, seed, args)
+        print(json.dumps({k: v for k, v in row.items() if k != "curve"}),
+              flush=True)
+        rows.append(row)
+  print(table(rows))
   if args.out:
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out + ".json", "w", encoding="utf-8") as f:
       json.dump(rows, f, indent=1)
+    with open(args.out + ".md", "w", encoding="utf-8") as f:
+      f.write(table(rows) + "\n")
+    plot(rows, args.out + ".png")
   return rows
 
 

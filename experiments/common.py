@@ -42,7 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
   m.num_clusters = 4  # k
   m.window = 64  # w
   m.share_qk = True
-  m.fit_queries = True
+  # Separate Q/K: centroids fitted to queries and keys (True, the paper's
+  # code) or to the keys only, each query going to the key cluster it
+  # matches best (False); None: False for causal routing, True for topk.
+  m.fit_queries = ml_collections.FieldReference(None, field_type=bool)
   m.exclude_self = False
   # Causal routing attends to every earlier token (or the last
   # routing_warmup_window, 0: all) until the k-means has taken this many
@@ -267,6 +270,25 @@ def set_routing_heads(m, num_routing_heads, routing_layers="all"):
   """Routes `num_routing_heads` heads in `routing_layers`; 0: local only."""
   m.num_routing_heads = num_routing_heads
   m.routing_layers = routing_layers if num_routing_heads else "none"
+
+
+def set_content_routing(m, *, window, warmup_steps, decay=0.99):
+  """Causal routing set up to learn far content retrieval.
+
+  Separate Q/K, centroids fitted to the keys with each query routed to the
+  key cluster it matches best, a faster k-means, and a dense warm-up of the
+  routing heads: the combination that learned associative recall in
+  benchmarks/long_range.py (docs/causal_routing.md explains why each part
+  matters). `window` counts members of a cluster: with separate Q/K a
+  token can be a member twice (as key and as query), so about twice the
+  shared-Q/K window sees as many keys.
+  """
+  m.routing = "causal"
+  m.share_qk = False
+  m.fit_queries = False
+  m.window = window
+  m.kmeans_decay = decay
+  m.routing_warmup_steps = warmup_steps
 
 
 def set_data(c, name, seq_len, *, batch_size=32, eval_split="validation"):

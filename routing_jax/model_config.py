@@ -43,7 +43,7 @@ class ModelConfig:
   num_clusters: int = 4
   window: int = 64
   share_qk: bool = True
-  fit_queries: bool = True
+  fit_queries: Optional[bool] = None
   exclude_self: bool = False
   routing_warmup_steps: int = 0
   routing_warmup_window: int = 0

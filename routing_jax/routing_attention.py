@@ -55,8 +55,10 @@ class RoutingAttention(nn.Module):
       Q and K, queries are clustered by their own vectors and keys by theirs
       (one shared set of centroids).
     fit_queries: with separate Q/K, the centroids learn from queries and
-      keys (the paper's code); False fits them to the keys alone, and each
-      query goes to the key cluster its vector matches best.
+      keys (True, the paper's code) or from the keys alone (False): each
+      query then goes to the key cluster its vector matches best, a maximum
+      inner product search. None: False for causal routing (it retrieved
+      better in benchmarks/long_range.py), True for topk.
     exclude_self: a query never attends to its own token's key. Under shared
       Q/K a token's own logit is the largest possible (LN(q)·LN(q) = d), so
       without it routing heads tend to attend to themselves.
@@ -100,7 +102,7 @@ class RoutingAttention(nn.Module):
   routing: Optional[str] = None
   causal: bool = True
   share_qk: bool = True
-  fit_queries: bool = True
+  fit_queries: Optional[bool] = None
   exclude_self: bool = False
   warmup_steps: int = 0
   warmup_window: Optional[int] = None
@@ -168,6 +170,11 @@ class RoutingAttention(nn.Module):
                          'use implementation="xla"')
     routing_kernel.check_shapes(self.head_dim, *self.kernel_block_sizes,
                                 interpret=True)
+
+  def _fit_queries(self) -> bool:
+    if self.fit_queries is not None:
+      return self.fit_queries
+    return self.mode != "causal"
 
   def _kmeans(self) -> km.KMeans:
     causal_mode = self.mode == "causal"
@@ -273,7 +280,7 @@ class RoutingAttention(nn.Module):
     sets = (qn,) if self.share_qk else (qn, kn)
     routed = kmeans.route_many(
         sets, mask, update=train,
-        fit=None if self.share_qk else (self.fit_queries, True))
+        fit=None if self.share_qk else (self._fit_queries(), True))
     aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
     if self.mode == "causal":
       return self._causal(kmeans, routed, qr, kr, v, mask, common), aux
