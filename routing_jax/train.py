@@ -22,6 +22,7 @@ from routing_jax.model import TransformerLM
 from routing_jax.model_config import ModelConfig
 
 Array = jax.Array
+MAX_REPLICATED_BYTES = 1 << 20
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -198,7 +199,10 @@ def build_trainer(config: Any, mesh: Any, rules: Any,
   rng = jax.random.PRNGKey(config.train.seed)
   init = functools.partial(init_state, model, tx,
                            seq_len=config.data.seq_len)
-  state, shardings = sharding.create_sharded_state(init, mesh, rules, rng)
+  # A tensor this large kept whole on every device of a model-parallel
+  # mesh is a missing axis name or rule: fail before allocating it.
+  state, shardings = sharding.create_sharded_state(
+      init, mesh, rules, rng, max_replicated_bytes=MAX_REPLICATED_BYTES)
   data_sh = sharding.data_sharding(mesh)
   repl = sharding.replicated(mesh)
   step = jax.jit(

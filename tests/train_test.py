@@ -259,3 +259,4 @@ def test_unknown_model_field_is_named():
   config.model.num_head = 4
   with pytest.raises(ValueError, match=r"unknown field\(s\) \['num_head'\]"):
     train.validate_config(config)
+
