@@ -24,6 +24,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   m = c.model = ml_collections.ConfigDict()
   m.vocab_size = 256  # bytes; images use 256 sub-pixel values
+  # Embedding and output rows are padded to a multiple of this (128: the
+  # vocabulary splits over `tensor`); padded entries get zero probability.
+  m.vocab_multiple = 1
   m.num_layers = 2
   m.d_model = 128  # hidden size H
   m.emb_dim = 0  # factorised embedding size E (0: no factorisation, E = H)
@@ -89,6 +92,9 @@ def base_config() -> ml_collections.ConfigDict:
   t.weight_decay = 0.0
   t.grad_clip = 0.0  # global norm; 0 disables
   t.grad_accum_steps = 1
+  # Sequence positions per chunk of the output projection + loss: the
+  # [batch, length, vocab] logits never exist whole (0: one chunk).
+  t.loss_chunk_len = 512
   t.kmeans_loss_weight = 1.0
   t.seed = 0
   t.log_every = 50
@@ -198,6 +204,7 @@ def set_paper_text_model(m, *, vocab_size, d_model, d_ff, routing,
   dropout, init scale 0.2. Layer and head counts are left to the caller.
   """
   m.vocab_size = vocab_size
+  m.vocab_multiple = 128
   m.d_model = d_model
   m.emb_dim = emb_dim  # 0: E = H, no factorised embedding
   m.d_ff = d_ff

@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from routing_jax import loss as loss_lib
 from routing_jax import optim
+from routing_jax import model as model_lib
 from routing_jax.model import TransformerLM
 from routing_jax.model_config import ModelConfig
 
@@ -57,6 +59,8 @@ def validate_config(config: Any) -> ModelConfig:
   need(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0")
   need(t.weight_decay >= 0, "train.weight_decay", t.weight_decay,
        "must be >= 0")
+  need(t.loss_chunk_len >= 0, "train.loss_chunk_len", t.loss_chunk_len,
+       "must be >= 0 (0: the whole sequence in one chunk)")
   need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps,
        "must be >= 1")
   need(d.batch_size % t.grad_accum_steps == 0, "data.batch_size",
@@ -78,12 +82,25 @@ def validate_config(config: Any) -> ModelConfig:
   return model_cfg
 
 
-def cross_entropy(logits: Array, targets: Array,
-                  weights: Array) -> tuple[Array, Array]:
-  """(sum of weighted token losses in nats, sum of weights)."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-  return jnp.sum(nll * weights), jnp.sum(weights)
+cross_entropy = loss_lib.cross_entropy
+
+
+def token_loss(model: TransformerLM, variables: dict, batch: dict, *,
+               chunk_len: int, **apply_kw) -> tuple[Array, Array, dict, Any]:
+  """(sum of token nats, sum of weights, aux, mutated variables).
+
+  The logits never exist whole: the model returns the features before the
+  output projection and the loss applies it chunk by chunk.
+  """
+  (hidden, aux), new = model.apply(
+      variables, batch["inputs"], mask=attention_mask(batch),
+      return_hidden=True, mutable=apply_kw.pop("mutable", []), **apply_kw)
+  cfg = model.config
+  project = lambda h: model_lib.output_logits(cfg, variables["params"], h)
+  ce, w = loss_lib.chunked_cross_entropy(
+      project, hidden, batch["targets"], batch["weights"],
+      vocab_size=cfg.vocab_size, chunk_len=chunk_len)
+  return ce, w, aux, new
 
 
 def attention_mask(batch: dict) -> Optional[Array]:
@@ -112,7 +129,8 @@ def init_state(model: TransformerLM, tx: optax.GradientTransformation,
 
 def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
                tx: optax.GradientTransformation, accum_steps: int,
-               kmeans_weight: float) -> tuple[TrainState, dict]:
+               kmeans_weight: float,
+               chunk_len: int = 0) -> tuple[TrainState, dict]:
   """One optimizer step over `accum_steps` microbatches.
 
   Gradients are summed over microbatches with each microbatch's loss divided
@@ -125,11 +143,9 @@ def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
       lambda a: a.reshape((accum_steps, -1) + a.shape[1:]), batch)
 
   def loss_fn(params, kmeans, mb, key):
-    (logits, aux), new = model.apply(
-        {"params": params, "kmeans": kmeans}, mb["inputs"],
-        mask=attention_mask(mb), train=True, mutable=["kmeans"],
-        rngs={"dropout": key})
-    ce, w = cross_entropy(logits, mb["targets"], mb["weights"])
+    ce, w, aux, new = token_loss(
+        model, {"params": params, "kmeans": kmeans}, mb, chunk_len=chunk_len,
+        train=True, mutable=["kmeans"], rngs={"dropout": key})
     loss = ce / total_w + kmeans_weight * aux["kmeans_loss"] / accum_steps
     return loss, (new.get("kmeans", kmeans), ce, w, aux)
 
@@ -168,12 +184,12 @@ def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *,
-              model: TransformerLM) -> dict:
+def eval_step(state: TrainState, batch: dict, *, model: TransformerLM,
+              chunk_len: int = 0) -> dict:
   """Sums for a dataset-level average: (nats, weights, k-means loss)."""
-  logits, aux = model.apply({"params": state.params, "kmeans": state.kmeans},
-                            batch["inputs"], mask=attention_mask(batch))
-  ce, w = cross_entropy(logits, batch["targets"], batch["weights"])
+  ce, w, aux, _ = token_loss(
+      model, {"params": state.params, "kmeans": state.kmeans}, batch,
+      chunk_len=chunk_len)
   return {"ce": ce, "weight": w, "kmeans_loss": aux["kmeans_loss"]}
 
 
@@ -208,10 +224,12 @@ def build_trainer(config: Any, mesh: Any, rules: Any,
   step = jax.jit(
       functools.partial(train_step, model=model, tx=tx,
                         accum_steps=config.train.grad_accum_steps,
-                        kmeans_weight=config.train.kmeans_loss_weight),
+                        kmeans_weight=config.train.kmeans_loss_weight,
+                        chunk_len=config.train.loss_chunk_len),
       in_shardings=(shardings, data_sh), out_shardings=(shardings, repl),
       donate_argnums=(0,))
-  ev = jax.jit(functools.partial(eval_step, model=model),
+  ev = jax.jit(functools.partial(eval_step, model=model,
+                                 chunk_len=config.train.loss_chunk_len),
                in_shardings=(shardings, data_sh), out_shardings=repl)
   logging.info("Parameters: %d", sum(
       x.size for x in jax.tree.leaves(state.params)))

@@ -50,11 +50,12 @@ def expected_params(c: model_config.ModelConfig) -> int:
     rows, cols, ch = c.image_shape
     total += 256 * ch * hd + (rows + cols) * ch * hd + hd * 256 + 256
   else:
-    total += c.vocab_size * e
+    v = -(-c.vocab_size // c.vocab_multiple) * c.vocab_multiple  # padded
+    total += v * e
     if e != hd:
       total += 2 * (e * hd) + hd + e  # emb_dense in, out_emb out
     if not c.tie_embeddings:
-      total += e * c.vocab_size + c.vocab_size
+      total += e * v + v
   return total
 
 
