@@ -64,7 +64,10 @@ def base_config() -> ml_collections.ConfigDict:
   m.embedding_dropout = 0.0
   m.target_dropout = 0.0
   m.init_scale = 0.2  # uniform_unit_scaling gain of the reference
-  m.dtype = "float32"  # activations
+  # Activation policy. "bfloat16": matmuls and activations in bf16, while
+  # params, optimizer state, softmax, routing scores, k-means and the loss
+  # stay float32 (the paper configs); "float32": everything in float32.
+  m.dtype = "float32"
   m.param_dtype = "float32"
   m.scan_layers = False
   m.remat_policy = "none"  # "none", "full", "dots_saveable", ...
@@ -218,6 +221,7 @@ def set_paper_text_model(m, *, vocab_size, d_model, d_ff, routing,
   m.target_dropout = 0.0
   m.init_scale = 0.2
   m.routing = routing
+  m.dtype = "bfloat16"
 
 
 def set_paper_image_model(m, *, image_shape, num_layers, d_model, d_ff,
@@ -243,6 +247,7 @@ def set_paper_image_model(m, *, image_shape, num_layers, d_model, d_ff,
   m.target_dropout = 0.0
   m.init_scale = 0.2
   m.routing = routing
+  m.dtype = "bfloat16"
 
 
 def set_local_blocks(m, block):
@@ -335,6 +340,8 @@ def shrink_for_cpu(c, *, seq_len, d_model=64, d_ff=128, num_heads=4,
   m.window = window
   set_local_blocks(m, block)
   m.remat_policy = "none"
+  m.scan_layers = False
+  m.dtype = "float32"  # CPUs have no fast bf16 matmul
   if data_name is not None:
     c.data.name = data_name
   c.data.seq_len = seq_len

@@ -7,6 +7,7 @@ bytes x 8 sequences of Shakespeare) and the steps run through
 
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -261,7 +262,6 @@ def test_unknown_model_field_is_named():
     train.validate_config(config)
 
 
-
 def test_a_large_replicated_tensor_fails_at_start_up():
   """An odd vocabulary cannot split over tensor=2: the 1.3 MB logits kernel
   and table would sit whole on every device, and build_trainer says so."""
@@ -280,3 +280,59 @@ def test_a_large_replicated_tensor_fails_at_start_up():
   kernel = state.params["logits"]["kernel"]
   assert kernel.shape == (32, 10112)
   assert _shard_shape(kernel) == (32, 5056)
+
+
+def _primitive_dtypes(jaxpr, names, out=False):
+  """{(primitive, input dtypes[, output aval])} of `names` in a jaxpr."""
+  found = set()
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in names:
+      found.add((eqn.primitive.name,
+                 tuple(str(v.aval.dtype) for v in eqn.invars))
+                + ((eqn.outvars[0].aval,) if out else ()))
+    for p in eqn.params.values():
+      for sub in p if isinstance(p, (list, tuple)) else (p,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          found |= _primitive_dtypes(sub.jaxpr, names, out)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          found |= _primitive_dtypes(sub, names, out)
+  return found
+
+
+def test_bfloat16_policy_stays_close_to_float32():
+  """model.dtype="bfloat16": bf16 matmuls, float32 softmax and state.
+
+  Two steps track the float32 run's losses and gradient norms to bf16
+  precision; params, optimizer state and k-means state stay float32.
+  """
+  import jax.extend  # pylint: disable=g-import-not-at-top
+  config = _config()
+  batches = _batches(config, 2)
+  _, f32, m32, _ = _train(config, _mesh(1, 1, 1), batches)
+  config.model.dtype = "bfloat16"
+  _, b16, m16, _ = _train(config, _mesh(1, 1, 1), batches)
+  for k in ("loss", "grad_norm"):
+    np.testing.assert_allclose([m[k] for m in m16], [m[k] for m in m32],
+                               rtol=1e-2, err_msg=k)
+  assert m32[1]["loss"] != m16[1]["loss"]  # bf16 really ran
+  for tree in (b16.params, b16.opt_state, b16.kmeans):
+    assert {str(x.dtype) for x in jax.tree.leaves(tree)} <= {
+        "float32", "int32"}
+  _assert_trees_close(b16.params, f32.params, rtol=0.0, atol=2e-2)
+  # Where the policy puts each piece, read from the step's jaxpr.
+  trainer, state = train.build_trainer(config, _mesh(1, 1, 1),
+                                       sharding.logical_rules(),
+                                       train.validate_config(config))
+  batch = {k: jnp.asarray(v) for k, v in batches[0].items()}
+  with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
+    jaxpr = jax.make_jaxpr(trainer.train_step)(state, batch).jaxpr
+  dots = _primitive_dtypes(jaxpr, ("dot_general",), out=True)
+  assert any(d[1] == ("bfloat16", "bfloat16") for d in dots)
+  # The logits (last axis: the 256-entry vocabulary) come out float32.
+  vocab_out = {str(d[2].dtype) for d in dots if d[2].shape[-1:] == (256,)}
+  assert vocab_out == {"float32"}
+  # Softmax (exp, max, log), routing scores (argmax) and k-means
+  # normalisation (rsqrt): float32 only.
+  for name, dtypes in _primitive_dtypes(
+      jaxpr, ("exp", "log", "reduce_max", "argmax", "rsqrt")):
+    assert set(dtypes) == {"float32"}, name
