@@ -9,6 +9,7 @@ Sections:
   data   -> routing_jax.input_pipeline
   train  -> routing_jax.train (optimizer, schedule, loop, checkpoints)
   mesh   -> routing_jax.sharding (device mesh axis sizes, -1 fills the rest)
+  hardware -> routing_jax.hardware (the target accelerator, for the dry run)
 
 The helpers below hold what several experiment files share: the arg
 checks, the paper's text and image model defaults, its training section,
@@ -108,6 +109,11 @@ def base_config() -> ml_collections.ConfigDict:
   t.async_checkpointing = True
   t.sample_length = 256  # characters sampled at the end of training
   t.sample_prompt = ""
+
+  # The accelerator the setting is sized for, e.g. "tpu_v3_32" (32 TPU v3
+  # cores) or "8xh100_80gb" (routing_jax/hardware.py); "" for none. The
+  # dry run checks that a step fits it on `mesh`.
+  c.hardware = ""
 
   mesh = c.mesh = ml_collections.ConfigDict()
   mesh.data = -1
@@ -320,7 +326,8 @@ def shrink_for_cpu(c, *, seq_len, d_model=64, d_ff=128, num_heads=4,
   """Shrinks a config's model and data to a 2-layer CPU size.
 
   Routing heads, routing layers and clusters are left to the caller, as is
-  the training cadence (`set_smoke_training`).
+  the training cadence (`set_smoke_training`). The variant targets no
+  accelerator: float32, data parallel over whatever devices there are.
 
   Args:
     c: the config, changed in place.
@@ -342,11 +349,34 @@ def shrink_for_cpu(c, *, seq_len, d_model=64, d_ff=128, num_heads=4,
   m.remat_policy = "none"
   m.scan_layers = False
   m.dtype = "float32"  # CPUs have no fast bf16 matmul
+  c.hardware = ""
+  set_mesh(c)
   if data_name is not None:
     c.data.name = data_name
   c.data.seq_len = seq_len
   c.data.batch_size = 8  # divisible by the tests' 8 fake devices
   m.max_len = seq_len
+
+
+def set_remat(m):
+  """Keeps only each layer's input for the backward pass, layers scanned.
+
+  Scanned, the backward pass recomputes one layer at a time inside the
+  loop; with a python loop of layers XLA may schedule every layer's
+  recomputation early and keep all activations anyway (the compiled
+  memory of PG-19 showed no saving at all until the layers were scanned).
+  """
+  m.remat_policy = "full"
+  m.scan_layers = True
+
+
+def set_hardware(c, hardware, *, data=-1, fsdp=1, tensor=1):
+  """The accelerator a setting is sized for and its mesh there.
+
+  `python -m routing_jax.dryrun` checks that the train step fits.
+  """
+  c.hardware = hardware
+  set_mesh(c, data=data, fsdp=fsdp, tensor=tensor)
 
 
 def set_mesh(c, *, data=-1, fsdp=1, tensor=1):

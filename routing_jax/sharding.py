@@ -461,7 +461,9 @@ def assert_sufficiently_sharded(
   Whole means replicated over every model axis (fsdp, tensor) of size > 1;
   on a mesh without such axes (pure data parallelism) copies are the plan,
   and nothing is checked. Catches a missing logical annotation or rule
-  before it costs a full copy of a big tensor on every device.
+  before it costs a full copy of a big tensor on every device. An array
+  none of whose dimensions any model axis divides is skipped: no rule
+  could split it (padding could).
 
   Args:
     tree: pytree of jax.Arrays or ShapeDtypeStructs with shardings.
@@ -480,7 +482,9 @@ def assert_sufficiently_sharded(
       continue
     used = {a for e in sh.spec for a in _as_tuple(e) if a is not None}
     nbytes = math.prod(leaf.shape) * getattr(leaf.dtype, "itemsize", 0)
-    if nbytes >= min_bytes and not used & set(model_axes):
+    splittable = any(dim % sh.mesh.shape[a] == 0 for dim in leaf.shape
+                     for a in model_axes)
+    if nbytes >= min_bytes and splittable and not used & set(model_axes):
       offenders.append(
           f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)}"
           f" ({nbytes / 2**20:.1f} MiB)")

@@ -24,7 +24,10 @@ from routing_jax.model import TransformerLM
 from routing_jax.model_config import ModelConfig
 
 Array = jax.Array
-MAX_REPLICATED_BYTES = 1 << 20
+# A parameter or optimizer moment this large kept whole on every device of
+# a model-parallel mesh is an error at start-up (smaller ones, such as
+# relative-position tables, are not worth splitting).
+MAX_REPLICATED_BYTES = 16 << 20
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -76,6 +79,16 @@ def validate_config(config: Any) -> ModelConfig:
   if model_cfg.is_image:
     need(d.seq_len == model_cfg.max_len, "data.seq_len", d.seq_len,
          f"must equal model.max_len={model_cfg.max_len} (H·W·C)")
+  spec = config.get("hardware", "")
+  if spec:
+    from routing_jax import hardware  # pylint: disable=g-import-not-at-top
+    from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+    hw = hardware.parse(spec)
+    try:
+      sharding.mesh_shape(config.mesh, hw.num_devices)
+    except ValueError as e:
+      raise ValueError(f"mesh for hardware={spec!r} ({hw.num_devices} "
+                       f"devices): {e}") from None
   if model_cfg.routing == "topk" and any(model_cfg.routing_mask()):
     need(model_cfg.window <= d.seq_len, "model.window", model_cfg.window,
          f'routing="topk" needs window <= data.seq_len={d.seq_len}')
@@ -219,21 +232,35 @@ def build_trainer(config: Any, mesh: Any, rules: Any,
   # mesh is a missing axis name or rule: fail before allocating it.
   state, shardings = sharding.create_sharded_state(
       init, mesh, rules, rng, max_replicated_bytes=MAX_REPLICATED_BYTES)
+  step, ev = jit_steps(config, model, tx, mesh, shardings)
+  logging.info("Parameters: %d", sum(
+      x.size for x in jax.tree.leaves(state.params)))
+  return Trainer(model, tx, mesh, rules, shardings, step, ev,
+                 sharding.data_sharding(mesh)), state
+
+
+def jit_steps(config: Any, model: TransformerLM,
+              tx: optax.GradientTransformation, mesh: Any,
+              shardings: Any) -> tuple[Any, Any]:
+  """The jitted (train_step, eval_step) for state shardings `shardings`.
+
+  The training loop and the dry run compile exactly these.
+  """
+  from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+  t = config.train
   data_sh = sharding.data_sharding(mesh)
   repl = sharding.replicated(mesh)
   step = jax.jit(
       functools.partial(train_step, model=model, tx=tx,
-                        accum_steps=config.train.grad_accum_steps,
-                        kmeans_weight=config.train.kmeans_loss_weight,
-                        chunk_len=config.train.loss_chunk_len),
+                        accum_steps=t.grad_accum_steps,
+                        kmeans_weight=t.kmeans_loss_weight,
+                        chunk_len=t.loss_chunk_len),
       in_shardings=(shardings, data_sh), out_shardings=(shardings, repl),
       donate_argnums=(0,))
   ev = jax.jit(functools.partial(eval_step, model=model,
-                                 chunk_len=config.train.loss_chunk_len),
+                                 chunk_len=t.loss_chunk_len),
                in_shardings=(shardings, data_sh), out_shardings=repl)
-  logging.info("Parameters: %d", sum(
-      x.size for x in jax.tree.leaves(state.params)))
-  return Trainer(model, tx, mesh, rules, shardings, step, ev, data_sh), state
+  return step, ev
 
 
 def run_step(trainer: Trainer, fn, *args):

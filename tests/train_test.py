@@ -263,23 +263,23 @@ def test_unknown_model_field_is_named():
 
 
 def test_a_large_replicated_tensor_fails_at_start_up():
-  """An odd vocabulary cannot split over tensor=2: the 1.3 MB logits kernel
+  """An odd vocabulary cannot split over tensor=2: the 17 MB logits kernel
   and table would sit whole on every device, and build_trainer says so."""
   config = _config()
-  config.model.vocab_size = 9999
+  config.model.vocab_size = 131_073
   config.model.vocab_multiple = 1
   with pytest.raises(ValueError, match=r"whole on every device .*"
-                     r"\['logits'\]\['kernel'\] \(32, 9999\)"):
+                     r"\['logits'\]\['kernel'\] \(32, 131073\)"):
     train.build_trainer(config, _mesh(4, 1, 2), sharding.logical_rules(),
                         train.validate_config(config))
   # Padded to a multiple of 128, the vocabulary splits over tensor.
   config.model.vocab_multiple = 128
-  trainer, state = train.build_trainer(
+  _, state = train.build_trainer(
       config, _mesh(4, 1, 2), sharding.logical_rules(),
       train.validate_config(config))
   kernel = state.params["logits"]["kernel"]
-  assert kernel.shape == (32, 10112)
-  assert _shard_shape(kernel) == (32, 5056)
+  assert kernel.shape == (32, 131_200)
+  assert _shard_shape(kernel) == (32, 65_600)
 
 
 def _primitive_dtypes(jaxpr, names, out=False):
