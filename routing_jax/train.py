@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from routing_jax import grad_accum
 from routing_jax import loss as loss_lib
 from routing_jax import optim
 from routing_jax import model as model_lib
@@ -142,45 +143,60 @@ def init_state(model: TransformerLM, tx: optax.GradientTransformation,
 
 def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
                tx: optax.GradientTransformation, accum_steps: int,
-               kmeans_weight: float,
-               chunk_len: int = 0) -> tuple[TrainState, dict]:
+               kmeans_weight: float, chunk_len: int = 0, replicas: int = 1,
+               param_shardings: Any = None) -> tuple[TrainState, dict]:
   """One optimizer step over `accum_steps` microbatches.
 
   Gradients are summed over microbatches with each microbatch's loss divided
   by the whole batch's weight, so accumulation equals the full-batch
-  gradient; the k-means EMA runs once per microbatch, in order.
+  gradient. Each of the `replicas` data replicas (mesh axis "data") sums
+  its own partial gradients; they are reduced across replicas once, after
+  the microbatch loop (see grad_accum.py). The k-means EMA runs once per
+  microbatch, in order, on statistics of the whole microbatch.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   total_w = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
-  micro = jax.tree.map(
-      lambda a: a.reshape((accum_steps, -1) + a.shape[1:]), batch)
+  micro = grad_accum.split_microbatches(batch, accum_steps, replicas)
 
   def loss_fn(params, kmeans, mb, key):
     ce, w, aux, new = token_loss(
         model, {"params": params, "kmeans": kmeans}, mb, chunk_len=chunk_len,
         train=True, mutable=["kmeans"], rngs={"dropout": key})
-    loss = ce / total_w + kmeans_weight * aux["kmeans_loss"] / accum_steps
+    # The k-means loss is already a whole-microbatch mean on every replica.
+    loss = (ce / total_w
+            + kmeans_weight * aux["kmeans_loss"] / (accum_steps * replicas))
     return loss, (new.get("kmeans", kmeans), ce, w, aux)
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = grad_accum.per_replica(jax.value_and_grad(loss_fn, has_aux=True))
+  constrain = lambda g: g if param_shardings is None else (
+      jax.lax.with_sharding_constraint(
+          g, grad_accum.replica_shardings(param_shardings)))
 
   def body(carry, xs):
     kmeans, grads, sums = carry
     mb, i = xs
     (_, (kmeans, ce, w, aux)), g = grad_fn(
         state.params, kmeans, mb, jax.random.fold_in(rng, i))
-    grads = jax.tree.map(jnp.add, grads, g)
-    sums = jax.tree.map(jnp.add, sums,
-                        dict(aux, ce=ce, weight=w))
+    # Identical on every replica (whole-microbatch statistics).
+    kmeans = jax.tree.map(lambda a: a[0], kmeans)
+    grads = constrain(jax.tree.map(jnp.add, grads, g))
+    sums = jax.tree.map(jnp.add, sums, dict(
+        jax.tree.map(lambda a: jnp.mean(a, 0), aux),
+        ce=jnp.sum(ce), weight=jnp.sum(w)))
     return (kmeans, grads, sums), None
 
-  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  zeros = constrain(jax.tree.map(
+      lambda p: jnp.zeros((replicas,) + p.shape, p.dtype), state.params))
   zero_sums = {k: jnp.zeros((), jnp.float32)
                for k in ("ce", "weight", "kmeans_loss", "entropy",
                          "empty_fraction", "max_share")}
   (kmeans, grads, sums), _ = jax.lax.scan(
       body, (state.kmeans, zeros, zero_sums),
       (micro, jnp.arange(accum_steps)))
+  # The step's one cross-replica gradient reduction.
+  grads = jax.tree.map(lambda g: jnp.sum(g, 0), grads)
+  if param_shardings is not None:
+    grads = jax.lax.with_sharding_constraint(grads, param_shardings)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
@@ -248,13 +264,20 @@ def jit_steps(config: Any, model: TransformerLM,
   """
   from routing_jax import sharding  # pylint: disable=g-import-not-at-top
   t = config.train
+  replicas = mesh.shape[grad_accum.DATA_AXIS]
+  rows = config.data.batch_size
+  if rows % (replicas * t.grad_accum_steps):
+    raise ValueError(
+        f"data.batch_size={rows}: must be divisible by mesh.data={replicas} "
+        f"x train.grad_accum_steps={t.grad_accum_steps}")
   data_sh = sharding.data_sharding(mesh)
   repl = sharding.replicated(mesh)
   step = jax.jit(
       functools.partial(train_step, model=model, tx=tx,
                         accum_steps=t.grad_accum_steps,
                         kmeans_weight=t.kmeans_loss_weight,
-                        chunk_len=t.loss_chunk_len),
+                        chunk_len=t.loss_chunk_len, replicas=replicas,
+                        param_shardings=shardings.params),
       in_shardings=(shardings, data_sh), out_shardings=(shardings, repl),
       donate_argnums=(0,))
   ev = jax.jit(functools.partial(eval_step, model=model,

@@ -135,7 +135,13 @@ def test_gradient_accumulation_matches_the_full_batch():
   for k in ("loss", "grad_norm", "tokens"):
     np.testing.assert_allclose([m[k] for m in m_acc],
                                [m[k] for m in m_full], rtol=2e-6, err_msg=k)
-  _assert_trees_close(acc.params, full.params, rtol=1e-6, atol=5e-7)
+  # Adam's early steps are about ±lr (3e-3) per element whatever a
+  # gradient's size, so float noise in a near-zero gradient element can
+  # move that element by up to lr; a wrong gradient moves most elements.
+  diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel()
+                          for a, b in zip(jax.tree.leaves(acc.params),
+                                          jax.tree.leaves(full.params))])
+  assert np.mean(diffs > 1e-6) < 1e-3 and diffs.max() < 1e-3
   # Real steps were taken: the parameters moved.
   moved = np.abs(np.asarray(full.params["logits"]["kernel"])
                  - init.params["logits"]["kernel"]).max()
