@@ -70,13 +70,9 @@ def test_a_step_that_cannot_fit_says_no():
   assert lines[-1].startswith("fits tpu_v2_8: yes (")
 
 
-def _compiled_temp_bytes(remat_policy: str) -> int:
-  config = pg19.get_config("small")
-  config.model.num_layers = 6
-  config.model.routing_layers = "skip_first:5"
-  config.model.scan_layers = True
-  config.model.remat_policy = remat_policy
-  config.data.batch_size = 4
+def _compile(config):
+  """(ModelConfig, abstract state, batch size, compiled train step) on 1
+  device."""
   cfg = train.validate_config(config)
   model = TransformerLM(cfg)
   tx = optim.create_optimizer(config.train)
@@ -87,13 +83,24 @@ def _compiled_temp_bytes(remat_policy: str) -> int:
                            seq_len=config.data.seq_len)
   abstract, shardings = sharding.abstract_sharded_state(
       init, mesh, rules, jax.random.PRNGKey(0))
-  batch = {k: jax.ShapeDtypeStruct((4, config.data.seq_len), dt,
+  b, n = config.data.batch_size, config.data.seq_len
+  batch = {k: jax.ShapeDtypeStruct((b, n), dt,
                                    sharding=sharding.data_sharding(mesh))
            for k, dt in (("inputs", jnp.int32), ("targets", jnp.int32),
                          ("weights", jnp.float32), ("mask", jnp.bool_))}
   step, _ = train.jit_steps(config, model, tx, mesh, shardings)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    compiled = step.lower(abstract, batch).compile()
+    return cfg, abstract, step.lower(abstract, batch).compile()
+
+
+def _compiled_temp_bytes(remat_policy: str) -> int:
+  config = pg19.get_config("small")
+  config.model.num_layers = 6
+  config.model.routing_layers = "skip_first:5"
+  config.model.scan_layers = True
+  config.model.remat_policy = remat_policy
+  config.data.batch_size = 4
+  compiled = _compile(config)[2]
   return compiled.memory_analysis().temp_size_in_bytes
 
 
@@ -103,3 +110,21 @@ def test_remat_shows_in_the_compiled_memory():
   print(f"\n6 scanned layers, temporaries: remat full {full / 2**20:.1f} MiB,"
         f" none {none / 2**20:.1f} MiB")
   assert full < 0.5 * none
+
+
+def test_model_flops_match_xla_count():
+  """The analytic FLOPs behind MFU against XLA's count of the compiled step
+  (no remat, no loops, so XLA counts every op once; its count also has the
+  elementwise work, hence a few percent more)."""
+  from experiments import shakespeare  # pylint: disable=g-import-not-at-top
+  from routing_jax import flops  # pylint: disable=g-import-not-at-top
+  config = shakespeare.get_config("small")
+  config.model.d_model, config.model.d_ff = 128, 512
+  cfg, abstract, compiled = _compile(config)
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  model_flops = flops.train_flops_per_step(
+      cfg, abstract.params, config.data.batch_size, config.data.seq_len)
+  ratio = cost["flops"] / model_flops
+  print(f"\nXLA / model FLOPs: {ratio:.3f}")
+  assert 1.0 <= ratio < 1.1
