@@ -183,9 +183,8 @@ class TransformerLM(nn.Module):
       # Embedding dropout acts on the E-dimensional table rows, before the
       # E -> H projection, as in the paper's code.
       embed = layers.TextEmbed(cfg.padded_vocab_size, cfg.embed_dim,
-                               cfg.d_model,
-                               init, dt, pdt, dropout=cfg.embedding_dropout,
-                               name="embed")
+                               cfg.d_model, init, dt, pdt,
+                               dropout=cfg.embedding_dropout, name="embed")
       x = embed(inputs, train=train)
     x = nn.Dropout(cfg.residual_dropout)(x, deterministic=not train)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))

@@ -19,8 +19,8 @@ import optax
 
 from routing_jax import grad_accum
 from routing_jax import loss as loss_lib
-from routing_jax import optim
 from routing_jax import model as model_lib
+from routing_jax import optim
 from routing_jax.model import TransformerLM
 from routing_jax.model_config import ModelConfig
 

@@ -63,11 +63,7 @@ def test_a_step_that_cannot_fit_says_no():
   assert lines[-1].startswith("fits tpu_v2_8: no (")
   assert lines[-1].endswith(" GiB of 8.0 GiB per device)")
   used = float(lines[-1].split("(")[1].split(" GiB")[0])
-  assert used > 8.0
-  config.data.batch_size = 8
-  lines = []
-  dryrun.report(config, jax.devices()[:8], out=lines.append)
-  assert lines[-1].startswith("fits tpu_v2_8: yes (")
+  assert used > 8.0  # the "yes" case: paper_configs_test.py
 
 
 def _compile(config):
