@@ -9,6 +9,7 @@ Sections:
   data   -> routing_jax.input_pipeline
   train  -> routing_jax.train (optimizer, schedule, loop, checkpoints)
   mesh   -> routing_jax.sharding (device mesh axis sizes, -1 fills the rest)
+  hardware -> routing_jax.hardware (the target accelerator, for the dry run)
 
 The helpers below hold what several experiment files share: the arg
 checks, the paper's text and image model defaults, its training section,
@@ -24,6 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   m = c.model = ml_collections.ConfigDict()
   m.vocab_size = 256  # bytes; images use 256 sub-pixel values
+  # Embedding and output rows are padded to a multiple of this (128: the
+  # vocabulary splits over `tensor`); padded entries get zero probability.
+  m.vocab_multiple = 1
   m.num_layers = 2
   m.d_model = 128  # hidden size H
   m.emb_dim = 0  # factorised embedding size E (0: no factorisation, E = H)
@@ -76,7 +80,10 @@ def base_config() -> ml_collections.ConfigDict:
   m.embedding_dropout = 0.0
   m.target_dropout = 0.0
   m.init_scale = 0.2  # uniform_unit_scaling gain of the reference
-  m.dtype = "float32"  # activations
+  # Activation policy. "bfloat16": matmuls and activations in bf16, while
+  # params, optimizer state, softmax, routing scores, k-means and the loss
+  # stay float32 (the paper configs); "float32": everything in float32.
+  m.dtype = "float32"
   m.param_dtype = "float32"
   m.scan_layers = False
   m.remat_policy = "none"  # "none", "full", "dots_saveable", ...
@@ -104,6 +111,9 @@ def base_config() -> ml_collections.ConfigDict:
   t.weight_decay = 0.0
   t.grad_clip = 0.0  # global norm; 0 disables
   t.grad_accum_steps = 1
+  # Sequence positions per chunk of the output projection + loss: the
+  # [batch, length, vocab] logits never exist whole (0: one chunk).
+  t.loss_chunk_len = 512
   t.kmeans_loss_weight = 1.0
   t.seed = 0
   t.log_every = 50
@@ -114,6 +124,11 @@ def base_config() -> ml_collections.ConfigDict:
   t.async_checkpointing = True
   t.sample_length = 256  # characters sampled at the end of training
   t.sample_prompt = ""
+
+  # The accelerator the setting is sized for, e.g. "tpu_v3_32" (32 TPU v3
+  # cores) or "8xh100_80gb" (routing_jax/hardware.py); "" for none. The
+  # dry run checks that a step fits it on `mesh`.
+  c.hardware = ""
 
   mesh = c.mesh = ml_collections.ConfigDict()
   mesh.data = -1
@@ -213,6 +228,7 @@ def set_paper_text_model(m, *, vocab_size, d_model, d_ff, routing,
   dropout, init scale 0.2. Layer and head counts are left to the caller.
   """
   m.vocab_size = vocab_size
+  m.vocab_multiple = 128
   m.d_model = d_model
   m.emb_dim = emb_dim  # 0: E = H, no factorised embedding
   m.d_ff = d_ff
@@ -226,6 +242,7 @@ def set_paper_text_model(m, *, vocab_size, d_model, d_ff, routing,
   m.target_dropout = 0.0
   m.init_scale = 0.2
   m.routing = routing
+  m.dtype = "bfloat16"
 
 
 def set_paper_image_model(m, *, image_shape, num_layers, d_model, d_ff,
@@ -251,6 +268,7 @@ def set_paper_image_model(m, *, image_shape, num_layers, d_model, d_ff,
   m.target_dropout = 0.0
   m.init_scale = 0.2
   m.routing = routing
+  m.dtype = "bfloat16"
 
 
 def set_local_blocks(m, block):
@@ -342,7 +360,8 @@ def shrink_for_cpu(c, *, seq_len, d_model=64, d_ff=128, num_heads=4,
   """Shrinks a config's model and data to a 2-layer CPU size.
 
   Routing heads, routing layers and clusters are left to the caller, as is
-  the training cadence (`set_smoke_training`).
+  the training cadence (`set_smoke_training`). The variant targets no
+  accelerator: float32, data parallel over whatever devices there are.
 
   Args:
     c: the config, changed in place.
@@ -362,11 +381,36 @@ def shrink_for_cpu(c, *, seq_len, d_model=64, d_ff=128, num_heads=4,
   m.window = window
   set_local_blocks(m, block)
   m.remat_policy = "none"
+  m.scan_layers = False
+  m.dtype = "float32"  # CPUs have no fast bf16 matmul
+  c.hardware = ""
+  set_mesh(c)
   if data_name is not None:
     c.data.name = data_name
   c.data.seq_len = seq_len
   c.data.batch_size = 8  # divisible by the tests' 8 fake devices
   m.max_len = seq_len
+
+
+def set_remat(m):
+  """Keeps only each layer's input for the backward pass, layers scanned.
+
+  Scanned, the backward pass recomputes one layer at a time inside the
+  loop; with a python loop of layers XLA may schedule every layer's
+  recomputation early and keep all activations anyway (the compiled
+  memory of PG-19 showed no saving at all until the layers were scanned).
+  """
+  m.remat_policy = "full"
+  m.scan_layers = True
+
+
+def set_hardware(c, hardware, *, data=-1, fsdp=1, tensor=1):
+  """The accelerator a setting is sized for and its mesh there.
+
+  `python -m routing_jax.dryrun` checks that the train step fits.
+  """
+  c.hardware = hardware
+  set_mesh(c, data=data, fsdp=fsdp, tensor=tensor)
 
 
 def set_mesh(c, *, data=-1, fsdp=1, tensor=1):

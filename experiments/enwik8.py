@@ -36,8 +36,8 @@ Hardware and steps: the reference code puts one sequence on each TPU core
 [code]; the core count and step count are not in the code (TPUv3 is
 [paper-recalled, UNVERIFIED]). We choose a global batch of 32 sequences
 (32 cores at 1 sequence each, or fewer devices with more per device) and
-500k steps; both are our choices, not the paper's. The mesh is pure data
-parallel (`data=-1`); on devices with little memory add
+500k steps; both are our choices, not the paper's: `hardware="tpu_v3_32"`,
+pure data parallel (`data=-1`); on devices with little memory add
 `--config.mesh.fsdp=4` to shard parameters and optimizer state.
 """
 
@@ -91,11 +91,11 @@ def get_config(arg=None):
                               routing=arg.routing)
   m.update(overrides)
   # 8k-12k tokens through 12-22 layers: keep only layer inputs.
-  m.remat_policy = "full"
+  common.set_remat(m)
   common.set_data(c, "enwik8", seq_len)
   common.set_paper_training(c.train, steps=500_000, eval_every=5000,
                             sample_length=512)
-  common.set_mesh(c)
+  common.set_hardware(c, "tpu_v3_32")
 
   if arg.small:
     # Same structure (head split, routing layers) at CPU size, on synthetic

@@ -32,8 +32,9 @@ Transformer, with fewer layers [paper-verified: abstract]. Reformer about
 Hardware and steps: the reference code puts one image on each TPU core
 [code]; the core count and step count are not in the code (TPUv3 is
 [paper-recalled, UNVERIFIED]). We choose a global batch of 32 images and
-1M steps (our choices). Mesh: pure data parallel (`data=-1`) for the ~203M
-parameters; 12288 tokens through 24 layers need remat of every layer.
+1M steps (our choices): `hardware="tpu_v3_32"`, pure data parallel
+(`data=-1`) for the ~203M parameters; 12288 tokens through 24 layers need
+remat of every layer (`python -m routing_jax.dryrun` gives the memory).
 """
 
 from experiments import common
@@ -66,11 +67,11 @@ def get_config(arg=None):
                                d_model=1024, d_ff=2048, routing=arg.routing)
   common.set_local_blocks(m, 256)
   m.update(VARIANTS[arg.variant])
-  m.remat_policy = "full"
+  common.set_remat(m)
   common.set_data(c, "imagenet_resized/64x64", SEQ_LEN)
   common.set_paper_training(c.train, steps=1_000_000, eval_every=10000,
                             sample_length=SEQ_LEN)  # one image
-  common.set_mesh(c)
+  common.set_hardware(c, "tpu_v3_32")
 
   if arg.small:
     # Same head split (3 local + 1 routing) at CPU size: 192 sub-pixels,

@@ -38,10 +38,10 @@ Per-word perplexity makes results comparable across vocabularies.
 Hardware and steps: the released checkpoint is at step 3,530,000 [code:
 README]; we train that many steps. The reference puts one sequence on each
 TPU core [code]; the core count is not in the code (TPUv3 is
-[paper-recalled, UNVERIFIED]). We choose a global batch of 32 sequences.
-Mesh: `fsdp=4` shards parameters and optimizer state over groups of 4
-devices, `data=-1` takes the rest (the device count must be a multiple of
-4). Size: about 450M parameters by reference.md's arithmetic with this
+[paper-recalled, UNVERIFIED]). We choose a global batch of 32 sequences on
+`hardware="tpu_v3_32"`. Mesh: `fsdp=4` shards parameters and optimizer
+state over groups of 4 devices, `data=-1` takes the rest (the device count
+must be a multiple of 4). Size: about 450M parameters by reference.md's arithmetic with this
 vocabulary; the reference README says 200M, unexplained.
 """
 
@@ -77,12 +77,12 @@ def get_config(arg=None):
                               routing=arg.routing)
   common.set_local_blocks(m, 256)
   m.update(VARIANTS[arg.variant])
-  m.remat_policy = "full"
+  common.set_remat(m)
   common.set_data(c, "pg19", SEQ_LEN)
   c.data.tokenizer_vocab_size = 32768
   common.set_paper_training(c.train, steps=3_530_000, eval_every=10000,
                             sample_length=512)
-  common.set_mesh(c, fsdp=4)
+  common.set_hardware(c, "tpu_v3_32", fsdp=4)
 
   if arg.small:
     # Same structure (3 local + 1 routing head, only the last layer

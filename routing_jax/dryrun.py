@@ -1,15 +1,29 @@
 """Dry run: sizes and per-device memory of a config, allocating nothing.
 
-  python -m routing_jax.dryrun --config=experiments/pg19.py --devices=8 \
-      --config.mesh.fsdp=4
+  python -m routing_jax.dryrun --config=experiments/pg19.py
+  python -m routing_jax.dryrun --config=experiments/shakespeare.py:tiny \
+      --devices=4
 
 Prints the parameter count by group, training FLOPs per token, and, for the
 config's mesh, the per-device bytes of the sharded train state and of the
-compiled train step (ahead-of-time lowering on abstract shapes; `--devices`
-fakes that many CPU devices, so a pod's mesh can be checked on a laptop).
+compiled train step (ahead-of-time lowering on abstract shapes). The last
+line is for scripts:
+
+  fits <hardware>: yes|no (X GiB of Y GiB per device)
+
+for `config.hardware` (routing_jax/hardware.py) on the config's mesh, where
+X = arguments + temporaries + outputs - donated (aliased) bytes. With fewer
+devices than that hardware has (or `--devices` set), the dry run re-executes
+itself on that many fake CPU devices, so a pod's mesh can be checked on a
+laptop. CPU compilation differs from TPU/GPU compilation in fusion and
+scheduling; the layers must be scanned (model.scan_layers) for remat's
+saving to show: with a python loop of layers, XLA:CPU schedules the
+recomputation early and keeps every layer's activations (measured).
 """
 
+import math
 import os
+import re
 import sys
 
 from absl import app
@@ -19,10 +33,15 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
                                           lock_config=True)
 _DEVICES = flags.DEFINE_integer(
-    "devices", 0, "Fake this many CPU devices (0: the real devices).")
+    "devices", 0, "Fake this many CPU devices (0: config.hardware's count, "
+    "else the real devices).")
 _COMPILE = flags.DEFINE_bool(
     "compile", True, "Also compile the train step for its memory analysis.")
 flags.mark_flags_as_required(["config"])
+
+# Set in the re-executed process: how many fake devices it was started with.
+_FAKED_ENV = "ROUTING_JAX_DRYRUN_FAKED"
+_GIB = 2**30
 
 
 def param_groups(params) -> dict[str, int]:
@@ -45,110 +64,136 @@ def param_groups(params) -> dict[str, int]:
   return groups
 
 
-def flops_per_token(cfg, seq_len: int, matmul_params: int) -> dict[str, float]:
-  """Analytic FLOPs per token: 2·params for the dense layers plus attention.
+def _reexec_with_fake_devices(count: int) -> None:
+  """Starts this dry run again with `count` fake CPU devices (no return)."""
+  xla = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
+               os.environ.get("XLA_FLAGS", ""))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", **{_FAKED_ENV: str(count)},
+             XLA_FLAGS=f"{xla} --xla_force_host_platform_device_count={count}")
+  sys.stdout.flush()
+  os.execve(sys.executable,
+            [sys.executable, "-m", "routing_jax.dryrun", *sys.argv[1:]], env)
 
-  Local heads see about q/2 + m keys, routing heads compute 2w logits per
-  query in blocks (plus k centroid scores); training is 3× the forward.
-  """
-  d = cfg.head_dim
-  mask = cfg.routing_mask()
-  attn = 0.0
-  for routed in mask:
-    n_route = cfg.num_routing_heads if routed else 0
-    n_local = cfg.num_heads - n_route
-    keys_local = min(cfg.query_block / 2 + cfg.memory_flange, seq_len)
-    attn += n_local * 4 * keys_local * d
-    if n_route:
-      keys = 2 * cfg.window if cfg.routing == "causal" else cfg.window
-      attn += n_route * (4 * keys * d + 2 * cfg.num_clusters * d)
-  fwd = 2.0 * matmul_params + attn
-  return {"forward": fwd, "train": 3.0 * fwd}
+
+def _devices(count: int, kind):
+  """`count` devices to compile for: real ones of `kind`, else fake CPUs."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from routing_jax import hardware  # pylint: disable=g-import-not-at-top
+  if not count:
+    return jax.devices()
+  devices = jax.devices()
+  if os.environ.get(_FAKED_ENV) == str(count):
+    return devices[:count]
+  real_kind = hardware.kind_of_device(devices[0].device_kind)
+  if kind is not None and real_kind == kind and len(devices) >= count:
+    return devices[:count]
+  _reexec_with_fake_devices(count)
 
 
 def main(argv):
   del argv
-  if _DEVICES.value:
-    os.environ["JAX_PLATFORMS"] = "cpu"
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                               f" --xla_force_host_platform_device_count="
-                               f"{_DEVICES.value}")
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+  from routing_jax import hardware  # pylint: disable=g-import-not-at-top
   from routing_jax import train  # pylint: disable=g-import-not-at-top
-  from routing_jax import optim  # pylint: disable=g-import-not-at-top
-  from routing_jax.model import TransformerLM  # pylint: disable=g-import-not-at-top
-  import functools  # pylint: disable=g-import-not-at-top
-
   config = _CONFIG.value
   try:
-    cfg = train.validate_config(config)
+    train.validate_config(config)
   except ValueError as e:
     sys.exit(f"Invalid config: {e}")
+  hw = hardware.parse(config.hardware) if config.hardware else None
+  count = _DEVICES.value
+  if hw and count and count != hw.num_devices:
+    sys.exit(f"--devices={count} contradicts hardware={hw.name!r} "
+             f"({hw.num_devices} devices); drop one of them.")
+  devices = _devices(count or (hw.num_devices if hw else 0),
+                     hw.kind if hw else None)
+  report(config, devices, compile_step=_COMPILE.value)
+
+
+def report(config, devices, compile_step: bool = True, out=print) -> None:
+  """Writes the dry run's lines for `config` on `devices` through `out`."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from routing_jax import flops  # pylint: disable=g-import-not-at-top
+  from routing_jax import hardware  # pylint: disable=g-import-not-at-top
+  from routing_jax import optim  # pylint: disable=g-import-not-at-top
+  from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+  from routing_jax import train  # pylint: disable=g-import-not-at-top
+  from routing_jax.model import TransformerLM  # pylint: disable=g-import-not-at-top
+
+  cfg = train.validate_config(config)
+  hw = hardware.parse(config.hardware) if config.hardware else None
   model = TransformerLM(cfg)
   tx = optim.create_optimizer(config.train)
-  mesh = sharding.create_mesh(config.mesh)
+  mesh = sharding.create_mesh(config.mesh, devices)
   rules = sharding.logical_rules()
   init = functools.partial(train.init_state, model, tx,
                            seq_len=config.data.seq_len)
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    abstract = jax.eval_shape(init, jax.random.PRNGKey(0))
-    shardings = sharding.state_shardings(abstract, mesh, rules)
-  state = sharding.unbox(abstract)
-  groups = param_groups(state.params)
+  abstract, shardings = sharding.abstract_sharded_state(
+      init, mesh, rules, jax.random.PRNGKey(0))
+  groups = param_groups(abstract.params)
   total = sum(groups.values())
-  print(f"config: {cfg.num_layers} layers, d_model {cfg.d_model}, "
-        f"{cfg.num_heads} heads ({cfg.num_routing_heads} routing in "
-        f"{sum(cfg.routing_mask())} layers), seq_len {config.data.seq_len}")
-  print(f"parameters: {total:,}")
+  out(f"config: {cfg.num_layers} layers, d_model {cfg.d_model}, "
+      f"{cfg.num_heads} heads ({cfg.num_routing_heads} routing in "
+      f"{sum(cfg.routing_mask())} layers), seq_len {config.data.seq_len}, "
+      f"activations {cfg.dtype}")
+  out(f"parameters: {total:,}")
   for k in sorted(groups):
-    print(f"  {k:20s} {groups[k]:>15,}")
-  kmeans = sum(int(x.size) for x in jax.tree.leaves(state.kmeans))
-  print(f"  {'kmeans (EMA state)':20s} {kmeans:>15,}  (not trainable)")
-  lookup = groups.get("embedding", 0) - (
-      cfg.embed_dim * cfg.d_model if cfg.embed_dim != cfg.d_model else 0)
-  fl = flops_per_token(cfg, config.data.seq_len, total - lookup)
-  print(f"FLOPs per token: forward {fl['forward']:.3e}, "
-        f"train {fl['train']:.3e}")
-  print(f"mesh: {dict(mesh.shape)} over {mesh.size} devices")
+    out(f"  {k:20s} {groups[k]:>15,}")
+  kmeans = sum(int(x.size) for x in jax.tree.leaves(abstract.kmeans))
+  out(f"  {'kmeans (EMA state)':20s} {kmeans:>15,}  (not trainable)")
+  fl = flops.flops_per_token(cfg, config.data.seq_len,
+                             flops.matmul_params(cfg, abstract.params))
+  out(f"FLOPs per token: forward {fl['forward']:.3e}, "
+      f"train {fl['train']:.3e}")
+  out(f"layers: scan_layers={cfg.scan_layers}, remat={cfg.remat_policy}"
+      + ("  (remat without scan_layers may not save memory: XLA can "
+         "schedule the recomputation early)"
+         if cfg.remat_policy != "none" and not cfg.scan_layers else ""))
+  out(f"mesh: {dict(mesh.shape)} over {mesh.size} devices "
+      f"({devices[0].device_kind})")
+  try:
+    sharding.assert_sufficiently_sharded(abstract,
+                                         train.MAX_REPLICATED_BYTES)
+    out("sharding check: no large tensor whole on every device")
+  except ValueError as e:
+    out(f"sharding check: {e}")
 
-  def per_device(tree, shard_tree):
-    out = 0
-    for leaf, sh in zip(jax.tree.leaves(tree), jax.tree.leaves(shard_tree)):
-      shape = sh.shard_shape(leaf.shape)
-      size = 1
-      for s in shape:
-        size *= s
-      out += size * jnp.dtype(leaf.dtype).itemsize
-    return out
+  def per_device(tree):
+    return sum(math.prod(x.sharding.shard_shape(x.shape))
+               * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
-  state_bytes = per_device(state, shardings)
-  print(f"train state per device: {state_bytes / 2**30:.3f} GiB")
-  if _COMPILE.value:
+  out(f"train state per device: {per_device(abstract) / _GIB:.3f} GiB")
+  used = None
+  if compile_step:
     b, n = config.data.batch_size, config.data.seq_len
-    batch = {k: jax.ShapeDtypeStruct((b, n), dt, sharding=sharding.data_sharding(mesh))
+    data_sh = sharding.data_sharding(mesh)
+    batch = {k: jax.ShapeDtypeStruct((b, n), dt, sharding=data_sh)
              for k, dt in (("inputs", jnp.int32), ("targets", jnp.int32),
                            ("weights", jnp.float32), ("mask", jnp.bool_))}
-    abstract_state = jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-        state, shardings)
-    step = jax.jit(
-        functools.partial(train.train_step, model=model, tx=tx,
-                          accum_steps=config.train.grad_accum_steps,
-                          kmeans_weight=config.train.kmeans_loss_weight),
-        in_shardings=(shardings, sharding.data_sharding(mesh)),
-        out_shardings=(shardings, sharding.replicated(mesh)),
-        donate_argnums=(0,))
+    step, _ = train.jit_steps(config, model, tx, mesh, shardings)
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      compiled = step.lower(abstract_state, batch).compile()
+      compiled = step.lower(abstract, batch).compile()
     mem = compiled.memory_analysis()
     if mem is not None:
-      print("compiled train step per device: "
-            f"arguments {mem.argument_size_in_bytes / 2**30:.3f} GiB, "
-            f"temporaries {mem.temp_size_in_bytes / 2**30:.3f} GiB, "
-            f"outputs {mem.output_size_in_bytes / 2**30:.3f} GiB")
+      used = (mem.argument_size_in_bytes + mem.temp_size_in_bytes
+              + mem.output_size_in_bytes - mem.alias_size_in_bytes)
+      out("compiled train step per device: "
+          f"arguments {mem.argument_size_in_bytes / _GIB:.3f} GiB, "
+          f"temporaries {mem.temp_size_in_bytes / _GIB:.3f} GiB, "
+          f"outputs {mem.output_size_in_bytes / _GIB:.3f} GiB, "
+          f"donated {mem.alias_size_in_bytes / _GIB:.3f} GiB")
+  name = hw.name if hw else "none"
+  if used is None:
+    out(f"fits {name}: unknown (train step not compiled)")
+  elif hw is None:
+    out(f"fits {name}: unknown ({used / _GIB:.2f} GiB per device; set "
+        "config.hardware)")
+  else:
+    cap = hw.kind.memory_bytes
+    out(f"fits {name}: {'yes' if used <= cap else 'no'} "
+        f"({used / _GIB:.2f} GiB of {cap / _GIB:.1f} GiB per device)")
 
 
 if __name__ == "__main__":

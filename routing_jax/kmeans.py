@@ -12,9 +12,13 @@ variable collection "kmeans", in float32:
 The update follows the reference code exactly: counts and sums are EMA'd with
 decay λ, the counts get Laplace smoothing ε, and centroids = sums / counts, with
 no zero-debiasing and no renormalisation. Statistics are sums over the whole
-batch, so under `jax.jit` with a sharded batch they are global.
+batch, so under `jax.jit` with a sharded batch they are global; when the
+train step maps the model over data replicas (routing_jax/grad_accum.py),
+`cross_replica` makes them sum over the replicas too.
 """
 
+import contextlib
+import contextvars
 from typing import Any, NamedTuple, Optional, Sequence
 
 import flax.linen as nn
@@ -26,6 +30,46 @@ Array = jax.Array
 KMEANS_COLLECTION = "kmeans"
 AUX_LOSS_COLLECTION = "aux_loss"
 LN_EPSILON = 1e-6
+
+
+# The vmapped axis name whose replicas share one batch, while tracing a
+# per-replica train step; None otherwise.
+_REPLICA_AXIS = contextvars.ContextVar("kmeans_replica_axis", default=None)
+
+
+@contextlib.contextmanager
+def cross_replica(axis_name: str):
+  """While tracing inside, batch statistics sum over `axis_name` too."""
+  token = _REPLICA_AXIS.set(axis_name)
+  try:
+    yield
+  finally:
+    _REPLICA_AXIS.reset(token)
+
+
+def _replica_sum(x: Array) -> Array:
+  axis = _REPLICA_AXIS.get()
+  return x if axis is None else jax.lax.psum(x, axis)
+
+
+def _top_rows(values: Array, rows: Array, num: int) -> Array:
+  """Rows of the `num` largest values per head, over all replicas.
+
+  values [h, m], rows [h, m, d] -> [h, num, d], largest first (ties: lower
+  index, replicas in order), cycled when fewer than `num` exist.
+  """
+  take = min(num, values.shape[1])
+  top, idx = jax.lax.top_k(values, take)
+  picked = jnp.take_along_axis(rows, idx[..., None], axis=1)
+  axis = _REPLICA_AXIS.get()
+  if axis is not None:
+    # The global top `num` lie among every replica's own top `num`.
+    top = jax.lax.all_gather(top, axis, axis=1, tiled=True)
+    picked = jax.lax.all_gather(picked, axis, axis=1, tiled=True)
+    take = min(num, top.shape[1])
+    _, idx = jax.lax.top_k(top, take)
+    picked = jnp.take_along_axis(picked, idx[..., None], axis=1)
+  return jnp.tile(picked, (1, -(-num // take), 1))[:, :num]
 
 
 def normalize(x: Array, epsilon: float = LN_EPSILON) -> Array:
@@ -93,7 +137,7 @@ def batch_statistics(x: Array, assignments: Array, num_clusters: int,
   sums = jnp.einsum("bhnk,bnhd->hkd", onehot,
                     jax.lax.stop_gradient(x).astype(jnp.float32),
                     precision=jax.lax.Precision.HIGHEST)
-  return counts, sums
+  return _replica_sum(counts), _replica_sum(sums)
 
 
 def ema_update(state: EMAState, counts: Array, sums: Array, decay: float,
@@ -125,10 +169,11 @@ def commitment_loss(x: Array, centroids: Array, assignments: Array,
       mu, assignments)
   sq = jnp.square(x.astype(jnp.float32) - picked)
   if mask is None:
-    return jnp.mean(sq)
+    return _replica_sum(jnp.sum(sq)) / _replica_sum(jnp.float32(sq.size))
   w = mask[:, :, None, None].astype(jnp.float32)
-  denom = jnp.maximum(jnp.sum(w) * sq.shape[2] * sq.shape[3], 1.0)
-  return jnp.sum(sq * w) / denom
+  denom = jnp.maximum(_replica_sum(jnp.sum(w)) * sq.shape[2] * sq.shape[3],
+                      1.0)
+  return _replica_sum(jnp.sum(sq * w)) / denom
 
 
 def cluster_health(counts: Array) -> dict[str, Array]:
@@ -166,13 +211,19 @@ def sample_vectors(x: Array, mask: Optional[Array], num: int,
   """
   b, n, h, d = x.shape
   flat = jnp.swapaxes(x.reshape(b * n, h, d), 0, 1).astype(jnp.float32)
-  noise = jax.random.uniform(jax.random.key(seed), (h, b * n))
+  axis = _REPLICA_AXIS.get()
+  if axis is None:
+    noise = jax.random.uniform(jax.random.key(seed), (h, b * n))
+  else:
+    # This replica's slice of the noise over the whole batch, so the draw
+    # does not depend on how many replicas share it.
+    total = jax.lax.axis_size(axis) * b * n
+    noise = jax.lax.dynamic_slice_in_dim(
+        jax.random.uniform(jax.random.key(seed), (h, total)),
+        jax.lax.axis_index(axis) * b * n, b * n, axis=1)
   if mask is not None:
     noise = jnp.where(mask.reshape(1, b * n), noise, -1.0)
-  take = min(num, b * n)
-  _, idx = jax.lax.top_k(noise, take)  # [h, take]
-  idx = jnp.tile(idx, (1, -(-num // take)))[:, :num]
-  return jnp.take_along_axis(flat, idx[..., None], axis=1)
+  return _top_rows(noise, flat, num)
 
 
 def worst_fit_vectors(x: Array, scores_: Array, mask: Optional[Array],
@@ -195,11 +246,8 @@ def worst_fit_vectors(x: Array, scores_: Array, mask: Optional[Array],
   if mask is not None:
     best = jnp.where(mask[:, None, :], best, jnp.inf)
   best = jnp.swapaxes(best, 0, 1).reshape(h, b * n)
-  take = min(num, b * n)
-  _, idx = jax.lax.top_k(-best, take)
-  idx = jnp.tile(idx, (1, -(-num // take)))[:, :num]
   flat = jnp.swapaxes(x.reshape(b * n, h, d), 0, 1).astype(jnp.float32)
-  return jnp.take_along_axis(flat, idx[..., None], axis=1)
+  return _top_rows(-best, flat, num)
 
 
 def revive_dead(state: EMAState, candidates: Array, threshold: float,

@@ -1,6 +1,7 @@
 """Dense, norm, feed-forward and embedding pieces with logical axis names."""
 
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -22,9 +23,18 @@ def layer_norm(dtype: Any, param_dtype: Any, name: str) -> nn.LayerNorm:
 
 def dense(features: int, axes: tuple[str, str], *, use_bias: bool,
           kernel_init: Callable[..., Array], dtype: Any, param_dtype: Any,
-          name: str) -> nn.Dense:
+          name: Optional[str], float32_output: bool = False) -> nn.Dense:
+  """nn.Dense with logical axis names on kernel and bias.
+
+  float32_output: accumulate and return float32 whatever `dtype` is (for
+  logits, whose softmax must not see bf16 rounding).
+  """
+  dot = (functools.partial(jax.lax.dot_general,
+                           preferred_element_type=jnp.float32)
+         if float32_output else None)
   return nn.Dense(
       features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+      dot_general=dot,
       kernel_init=nn.with_logical_partitioning(kernel_init, axes),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
                                              (axes[1],)),

@@ -94,11 +94,23 @@ class MetricWriter:
 
 
 def progress_line(step: int, total: int, loss_name: str, loss: float,
-                  tokens_per_s: float, elapsed: float, done_steps: int) -> str:
-  """"step 120/1500 | bits_per_byte 2.314 | 5.1k tok/s | ETA 4m12s"."""
+                  tokens_per_s: float, elapsed: float, done_steps: int,
+                  perf: Optional[Mapping[str, float]] = None) -> str:
+  """"step 120/1500 | bits_per_byte 2.314 | 5.1k tok/s | ETA 4m12s".
+
+  perf: optional step_time_s, tflops_per_device, mfu and lr, shown before
+  the ETA as "0.412 s/step | 12.3 TFLOP/s/device | MFU 31.2% | lr 1.0e-02".
+  """
   eta = (total - step) * elapsed / max(done_steps, 1)
   mins, secs = divmod(int(eta), 60)
   hours, mins = divmod(mins, 60)
   eta_s = f"{hours}h{mins:02d}m" if hours else f"{mins}m{secs:02d}s"
+  extra = ""
+  if perf:
+    extra = (f"{perf['step_time_s']:.3f} s/step | "
+             f"{perf['tflops_per_device']:.3g} TFLOP/s/device | ")
+    if "mfu" in perf:
+      extra += f"MFU {100 * perf['mfu']:.1f}% | "
+    extra += f"lr {perf['lr']:.2e} | "
   return (f"step {step}/{total} | {loss_name} {loss:.4f} | "
-          f"{tokens_per_s / 1000:.1f}k tok/s | ETA {eta_s}")
+          f"{tokens_per_s / 1000:.1f}k tok/s | {extra}ETA {eta_s}")

@@ -146,16 +146,21 @@ class TransformerLM(nn.Module):
       parallel pass that fills a fresh "cache" collection; decoding then
       continues at position `length` exactly as if the prompt had been fed
       one token at a time.
-  Returns logits [batch, length, vocab] float32 and aux = {"kmeans_loss":
+    return_hidden: return the features that enter the output projection
+      [batch, length, E or H] instead of logits (the training loss applies
+      that projection in chunks, see `output_logits` and routing_jax/loss.py).
+  Returns logits [batch, length, vocab_size] float32 and aux = {"kmeans_loss":
   the k-means losses of all layers summed, and cluster-health stats averaged
-  over routing layers}.
+  over routing layers}. The output layer has `padded_vocab_size` entries;
+  the padding is sliced off here.
   """
   config: ModelConfig
 
   @nn.compact
   def __call__(self, inputs: Array, mask: Optional[Array] = None,
                train: bool = False, decode: bool = False,
-               positions: Optional[Array] = None, prefill: bool = False):
+               positions: Optional[Array] = None, prefill: bool = False,
+               return_hidden: bool = False):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
     init = core.default_kernel_init(cfg.init_scale)
@@ -181,9 +186,9 @@ class TransformerLM(nn.Module):
     else:
       # Embedding dropout acts on the E-dimensional table rows, before the
       # E -> H projection, as in the paper's code.
-      embed = layers.TextEmbed(cfg.vocab_size, cfg.embed_dim, cfg.d_model,
-                               init, dt, pdt, dropout=cfg.embedding_dropout,
-                               name="embed")
+      embed = layers.TextEmbed(cfg.padded_vocab_size, cfg.embed_dim,
+                               cfg.d_model, init, dt, pdt,
+                               dropout=cfg.embedding_dropout, name="embed")
       x = embed(inputs, train=train)
     x = nn.Dropout(cfg.residual_dropout)(x, deterministic=not train)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -210,26 +215,47 @@ class TransformerLM(nn.Module):
 
     if cfg.norm == "pre":
       x = layers.layer_norm(dt, pdt, "final_norm")(x)
-    if cfg.is_image:
-      logits = layers.dense(cfg.vocab_size, ("embed", "vocab"), use_bias=True,
-                            kernel_init=init, dtype=dt, param_dtype=pdt,
-                            name="logits")(x)
-    else:
-      if cfg.embed_dim != cfg.d_model:
-        x = layers.dense(cfg.embed_dim, ("embed", "emb"), use_bias=True,
-                         kernel_init=init, dtype=dt, param_dtype=pdt,
-                         name="out_emb")(x)
-      if cfg.tie_embeddings:
-        logits = embed.attend(x)
-      else:
-        logits = layers.dense(cfg.vocab_size, ("emb", "vocab"), use_bias=True,
-                              kernel_init=init, dtype=dt, param_dtype=pdt,
-                              name="logits")(x)
+    if not cfg.is_image and cfg.embed_dim != cfg.d_model:
+      x = layers.dense(cfg.embed_dim, ("embed", "emb"), use_bias=True,
+                       kernel_init=init, dtype=dt, param_dtype=pdt,
+                       name="out_emb")(x)
     n_routing = jnp.maximum(jnp.sum(aux["routing"]), 1.0)
     out = {"kmeans_loss": jnp.sum(aux["loss"])}
     out.update({k: jnp.sum(aux[k] * aux["routing"]) / n_routing
                 for k in STAT_KEYS})
-    return logits.astype(jnp.float32), out
+    tied = cfg.tie_embeddings and not cfg.is_image
+    if return_hidden:
+      if self.is_initializing() and not tied:
+        _output_layer(cfg, name="logits")(x)  # creates the output params
+      return x, out
+    logits = embed.attend(x) if tied else _output_layer(cfg, name="logits")(x)
+    # Padded vocabulary entries are not tokens: users never see them.
+    return logits[..., :cfg.vocab_size].astype(jnp.float32), out
+
+
+def _output_layer(cfg: ModelConfig, name: Optional[str] = None) -> nn.Dense:
+  """The untied [E or H, padded vocab] projection (float32 logits)."""
+  axes = ("embed", "vocab") if cfg.is_image else ("emb", "vocab")
+  return layers.dense(cfg.padded_vocab_size, axes, use_bias=True,
+                      kernel_init=core.default_kernel_init(cfg.init_scale),
+                      dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
+                      name=name, float32_output=True)
+
+
+def output_logits(cfg: ModelConfig, params: Any, hidden: Array) -> Array:
+  """The output projection alone, as a function of the params.
+
+  hidden: [..., E or H] from `apply(..., return_hidden=True)`.
+  Returns: [..., padded_vocab_size] float32 logits, padded entries included
+  (unmasked), exactly what `__call__` computes before slicing them off.
+  """
+  if cfg.tie_embeddings and not cfg.is_image:
+    embed = layers.TextEmbed(
+        cfg.padded_vocab_size, cfg.embed_dim, cfg.d_model,
+        dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype)
+    return embed.apply({"params": params["embed"]}, hidden,
+                       method=layers.TextEmbed.attend)
+  return _output_layer(cfg).apply({"params": params["logits"]}, hidden)
 
 
 def loop_to_scan(params: Any, config: ModelConfig) -> Any:

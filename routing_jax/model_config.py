@@ -26,6 +26,7 @@ REMAT_POLICIES = ("none", "full", "dots_saveable", "nothing_saveable",
 class ModelConfig:
   """Hyperparameters of TransformerLM (see experiments/common.py for docs)."""
   vocab_size: int = 256
+  vocab_multiple: int = 1
   num_layers: int = 2
   d_model: int = 128
   emb_dim: int = 0
@@ -87,6 +88,12 @@ class ModelConfig:
     return dataclasses.replace(self, **kw)
 
   @property
+  def padded_vocab_size(self) -> int:
+    """vocab_size rounded up to vocab_multiple (table and output rows)."""
+    m = self.vocab_multiple
+    return -(-self.vocab_size // m) * m
+
+  @property
   def head_dim(self) -> int:
     return self.d_model // self.num_heads
 
@@ -115,8 +122,8 @@ class ModelConfig:
       if not cond:
         raise ValueError(f"model.{field}={getattr(self, field)!r}: {rule}")
 
-    for f in ("vocab_size", "num_layers", "d_model", "num_heads", "d_ff",
-              "query_block", "max_len"):
+    for f in ("vocab_size", "vocab_multiple", "num_layers", "d_model",
+              "num_heads", "d_ff", "query_block", "max_len"):
       need(getattr(self, f) >= 1, f, "must be >= 1")
     need(self.d_model % self.num_heads == 0, "num_heads",
          f"must divide model.d_model={self.d_model}")

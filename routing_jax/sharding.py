@@ -2,10 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """Device mesh, logical axis rules and shardings for the train state.
 
-Model code names array axes logically (batch, length, embed, heads, kv, mlp,
-vocab, clusters, layers, activation_*); this module maps those names onto a
-three-axis mesh ("data", "fsdp", "tensor") and builds the shardings that the
-train step is jitted with.
+Model code names array axes logically (batch, length, embed, emb, heads, kv,
+mlp, vocab, clusters, relpos, layers, image axes, activation_*); this module
+maps those names onto a three-axis mesh ("data", "fsdp", "tensor") and builds
+the shardings that the train step is jitted with. A state leaf whose axis
+name has no rule is an error, not a silent full copy on every device.
 
 Typical use (what train.py does):
 
@@ -19,7 +20,7 @@ Typical use (what train.py does):
     state, metrics = step(state, sharding.make_global_batch(batch, mesh))
 
 The mesh always uses AxisType.Auto axes: jax 0.10 defaults to Explicit, which
-breaks Flax Linen's logical constraints (see stack.md section 4).
+breaks Flax Linen's logical constraints.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -60,13 +61,26 @@ DEFAULT_RULES = (
     ("cache_heads", "tensor"),
     ("vocab", "tensor"),
     ("activation_vocab", "tensor"),
+    # The factorised embedding size E: after "embed", so an [E, H] kernel
+    # shards H and a [V, E] table or [E, V] logits kernel shards E.
+    ("emb", "fsdp"),
     ("kv", None),
     ("activation_kv", None),
     ("cache_kv", None),
     ("clusters", None),
     ("window", None),
     ("layers", None),
+    # Small tables, replicated on purpose: relative positions [2R+1, d]
+    # and the image row/column tables [rows|cols, channels, embed] (whose
+    # embed axis is sharded).
+    ("relpos", None),
+    ("image_rows", None),
+    ("image_cols", None),
+    ("channels", None),
 )
+# Mesh axes that split the model (rather than the batch): a large tensor
+# replicated over all of them is a copy per device that sharding could save.
+MODEL_AXES = ("fsdp", "tensor")
 
 
 def _mesh_field(mesh_config: Any, name: str) -> int:
@@ -228,7 +242,8 @@ def logical_rules(
 
 
 def _fit_to_shape(
-    spec: P, shape: tuple[int, ...], mesh: Mesh, where: str
+    spec: P, shape: tuple[int, ...], mesh: Mesh, notes: list[str],
+    where: str,
 ) -> P:
   """Drops mesh axes from dimensions they do not divide evenly."""
   entries = list(spec) + [None] * (len(shape) - len(spec))
@@ -241,32 +256,54 @@ def _fit_to_shape(
     while axes and dim % math.prod(mesh.shape[a] for a in axes):
       axes.pop()
     if axes != wanted and dim > 1:  # Size 1: a placeholder, nothing lost.
-      logging.warning(
-          "sharding: %s dimension of size %d is not divisible by mesh axes"
-          " %s; using %s.", where, dim, entry, tuple(axes) or None)
+      notes.append(f"{where} dim {dim} not divisible by {entry}")
     fitted.append(tuple(axes) if len(axes) > 1 else (axes[0] if axes else None))
   return P(*fitted)
 
 
-def _leaf_spec(leaf: Any, mesh: Mesh, rules: Any, where: str) -> P:
+def _shards(spec: P, mesh: Mesh) -> int:
+  """How many pieces a spec cuts an array into."""
+  return math.prod(mesh.shape[a] for e in spec for a in _as_tuple(e)
+                   if a is not None)
+
+
+def _check_names(names: tuple[str, ...], rules: Any, where: str) -> None:
+  known = {name for name, _ in rules}
+  for name in names:
+    if name is not None and name not in known:
+      raise ValueError(
+          f"sharding: {where} has logical axis {name!r} with no rule; add"
+          f" ({name!r}, mesh_axes) to sharding.DEFAULT_RULES or the"
+          " config's axis rules.")
+
+
+def _leaf_spec(leaf: Any, mesh: Mesh, rules: Any, where: str,
+               notes: list[str]) -> P:
   """The mesh PartitionSpec of one (possibly boxed) abstract leaf."""
   if not isinstance(leaf, nn.meta.Partitioned):
     return P()
   shape = tuple(leaf.value.shape)
   names = tuple(leaf.names)
-  if len(names) != len(shape):
-    # Optimizer states built from boxed params keep the param's names even
-    # when their shape is reduced (Adafactor's factored row/column moments).
-    # The names cannot be aligned, and these leaves are small: replicate.
-    logging.info(
-        "sharding: %s has shape %s but axis names %s; replicating.",
-        where, shape, names)
-    return P()
-  if isinstance(leaf, nn.LogicallyPartitioned):
-    spec = nn.logical_to_mesh_axes(names, leaf.rules or rules)
-  else:
-    spec = P(*names)  # Already mesh axis names (nn.with_partitioning).
-  return _fit_to_shape(spec, shape, mesh, where)
+  logical = isinstance(leaf, nn.LogicallyPartitioned)
+  leaf_rules = (leaf.rules or rules) if logical else None
+  if logical:
+    _check_names(names, leaf_rules, where)
+  to_spec = lambda n: (nn.logical_to_mesh_axes(n, leaf_rules) if logical
+                       else P(*n))  # nn.Partitioned: already mesh axes.
+  if len(names) == len(shape):
+    return _fit_to_shape(to_spec(names), shape, mesh, notes, where)
+  if len(names) == len(shape) + 1:
+    # A factored optimizer moment (Adafactor's row/column statistics) keeps
+    # its parameter's names with one dimension reduced away. Which one is
+    # not recorded; any choice is a valid layout, so take the one that
+    # shards the moment most.
+    ignore: list[str] = []
+    options = [
+        _fit_to_shape(to_spec(names[:i] + names[i + 1:]), shape, mesh,
+                      ignore, where) for i in range(len(names))]
+    return max(options, key=lambda spec: _shards(spec, mesh))
+  notes.append(f"{where} shape {shape} vs axis names {names}")
+  return P()
 
 
 def state_shardings(abstract_state: Any, mesh: Mesh, rules: Any) -> Any:
@@ -280,17 +317,42 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Any) -> Any:
 
   Returns:
     A pytree shaped like the *unboxed* state whose leaves are NamedShardings.
-    Unannotated leaves, and boxed leaves whose rank differs from their axis
-    names, are replicated; mesh axes that do not divide a dimension are
-    dropped for that dimension (with a warning).
+    Unannotated leaves are replicated; factored moments (one name more than
+    dimensions) shard like their parameter minus the reduced axis; mesh
+    axes that do not divide a dimension are dropped for that dimension. One
+    log line summarises the exceptions.
+
+  Raises:
+    ValueError: a logical axis name without a rule (naming leaf and axis).
   """
   is_box = lambda x: isinstance(x, nn.meta.Partitioned)
+  notes: list[str] = []
 
   def one(path, leaf):
     where = jax.tree_util.keystr(path)
-    return NamedSharding(mesh, _leaf_spec(leaf, mesh, rules, where))
+    return NamedSharding(mesh, _leaf_spec(leaf, mesh, rules, where, notes))
 
-  return jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=is_box)
+  out = jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=is_box)
+  if notes:
+    logging.info("sharding: %d leaves kept a dimension whole (first: %s).",
+                 len(notes), notes[0])
+  return out
+
+
+def abstract_sharded_state(
+    init_fn: Callable[..., Any], mesh: Mesh, rules: Any, *args: Any
+) -> tuple[Any, Any]:
+  """(ShapeDtypeStructs with shardings, shardings) of init_fn(*args).
+
+  Nothing is allocated: for checks and ahead-of-time compilation.
+  """
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    abstract = jax.eval_shape(init_fn, *args)
+    shardings = state_shardings(abstract, mesh, rules)
+  shaped = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      unbox(abstract), shardings)
+  return shaped, shardings
 
 
 def unbox(tree: Any) -> Any:
@@ -314,7 +376,8 @@ def data_sharding(mesh: Mesh, rank: int = 2) -> NamedSharding:
 
 
 def create_sharded_state(
-    init_fn: Callable[..., Any], mesh: Mesh, rules: Any, *args: Any
+    init_fn: Callable[..., Any], mesh: Mesh, rules: Any, *args: Any,
+    max_replicated_bytes: int | None = None,
 ) -> tuple[Any, Any]:
   """Initialises a state directly in its sharded layout.
 
@@ -329,6 +392,8 @@ def create_sharded_state(
     rules: logical axis rules.
     *args: arguments of init_fn (e.g. a PRNG key). Arrays are passed as they
       are; give them replicated shardings if they are large.
+    max_replicated_bytes: if set, `assert_sufficiently_sharded` with this
+      bound runs before anything is allocated.
 
   Returns:
     (state, shardings): the unboxed state, and a matching pytree of
@@ -337,6 +402,12 @@ def create_sharded_state(
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     abstract = jax.eval_shape(init_fn, *args)
     shardings = state_shardings(abstract, mesh, rules)
+    if max_replicated_bytes is not None:
+      assert_sufficiently_sharded(
+          jax.tree.map(
+              lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+              unbox(abstract), shardings),
+          min_bytes=max_replicated_bytes)
     state = jax.jit(lambda *a: unbox(init_fn(*a)), out_shardings=shardings)(
         *args
     )
@@ -391,25 +462,41 @@ def make_global_batch(
 def assert_sufficiently_sharded(
     tree: Any, min_bytes: int = 1 << 20
 ) -> None:
-  """Raises if an array of at least min_bytes is fully replicated.
+  """Raises if an array of at least min_bytes is whole on every device.
 
-  Catches a missing logical annotation before it costs a full copy of a big
-  tensor on every device. A no-op on single-device meshes.
+  Whole means replicated over every model axis (fsdp, tensor) of size > 1;
+  on a mesh without such axes (pure data parallelism) copies are the plan,
+  and nothing is checked. Catches a missing logical annotation or rule
+  before it costs a full copy of a big tensor on every device. An array
+  none of whose dimensions any model axis divides is skipped: no rule
+  could split it (padding could).
 
   Args:
     tree: pytree of jax.Arrays or ShapeDtypeStructs with shardings.
     min_bytes: arrays smaller than this may be replicated.
+
+  Raises:
+    ValueError: one line naming the offending arrays.
   """
   offenders = []
   for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
     sh = getattr(leaf, "sharding", None)
-    if sh is None or len(sh.device_set) <= 1:
+    if not isinstance(sh, NamedSharding):
       continue
+    model_axes = [a for a in MODEL_AXES if sh.mesh.shape.get(a, 1) > 1]
+    if not model_axes:
+      continue
+    used = {a for e in sh.spec for a in _as_tuple(e) if a is not None}
     nbytes = math.prod(leaf.shape) * getattr(leaf.dtype, "itemsize", 0)
-    if nbytes >= min_bytes and sh.is_fully_replicated:
-      offenders.append(f"{jax.tree_util.keystr(path)} {leaf.shape}")
+    splittable = any(dim % sh.mesh.shape[a] == 0 for dim in leaf.shape
+                     for a in model_axes)
+    if nbytes >= min_bytes and splittable and not used & set(model_axes):
+      offenders.append(
+          f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)}"
+          f" ({nbytes / 2**20:.1f} MiB)")
   if offenders:
-    raise AssertionError(
-        f"{len(offenders)} arrays of >= {min_bytes} bytes are fully"
-        " replicated (add logical axis names): " + "; ".join(offenders)
+    raise ValueError(
+        f"{len(offenders)} arrays of >= {min_bytes} bytes are whole on every"
+        f" device of the {dict(sh.mesh.shape)} mesh (add logical axis names"
+        " or rules that shard them over fsdp/tensor): " + "; ".join(offenders)
     )

@@ -17,11 +17,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from routing_jax import grad_accum
+from routing_jax import loss as loss_lib
+from routing_jax import model as model_lib
 from routing_jax import optim
 from routing_jax.model import TransformerLM
 from routing_jax.model_config import ModelConfig
 
 Array = jax.Array
+# A parameter or optimizer moment this large kept whole on every device of
+# a model-parallel mesh is an error at start-up (smaller ones, such as
+# relative-position tables, are not worth splitting).
+MAX_REPLICATED_BYTES = 16 << 20
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -56,6 +63,8 @@ def validate_config(config: Any) -> ModelConfig:
   need(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0")
   need(t.weight_decay >= 0, "train.weight_decay", t.weight_decay,
        "must be >= 0")
+  need(t.loss_chunk_len >= 0, "train.loss_chunk_len", t.loss_chunk_len,
+       "must be >= 0 (0: the whole sequence in one chunk)")
   need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps,
        "must be >= 1")
   need(d.batch_size % t.grad_accum_steps == 0, "data.batch_size",
@@ -71,18 +80,41 @@ def validate_config(config: Any) -> ModelConfig:
   if model_cfg.is_image:
     need(d.seq_len == model_cfg.max_len, "data.seq_len", d.seq_len,
          f"must equal model.max_len={model_cfg.max_len} (H·W·C)")
+  spec = config.get("hardware", "")
+  if spec:
+    from routing_jax import hardware  # pylint: disable=g-import-not-at-top
+    from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+    hw = hardware.parse(spec)
+    try:
+      sharding.mesh_shape(config.mesh, hw.num_devices)
+    except ValueError as e:
+      raise ValueError(f"mesh for hardware={spec!r} ({hw.num_devices} "
+                       f"devices): {e}") from None
   if model_cfg.routing == "topk" and any(model_cfg.routing_mask()):
     need(model_cfg.window <= d.seq_len, "model.window", model_cfg.window,
          f'routing="topk" needs window <= data.seq_len={d.seq_len}')
   return model_cfg
 
 
-def cross_entropy(logits: Array, targets: Array,
-                  weights: Array) -> tuple[Array, Array]:
-  """(sum of weighted token losses in nats, sum of weights)."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-  return jnp.sum(nll * weights), jnp.sum(weights)
+cross_entropy = loss_lib.cross_entropy
+
+
+def token_loss(model: TransformerLM, variables: dict, batch: dict, *,
+               chunk_len: int, **apply_kw) -> tuple[Array, Array, dict, Any]:
+  """(sum of token nats, sum of weights, aux, mutated variables).
+
+  The logits never exist whole: the model returns the features before the
+  output projection and the loss applies it chunk by chunk.
+  """
+  (hidden, aux), new = model.apply(
+      variables, batch["inputs"], mask=attention_mask(batch),
+      return_hidden=True, mutable=apply_kw.pop("mutable", []), **apply_kw)
+  cfg = model.config
+  project = lambda h: model_lib.output_logits(cfg, variables["params"], h)
+  ce, w = loss_lib.chunked_cross_entropy(
+      project, hidden, batch["targets"], batch["weights"],
+      vocab_size=cfg.vocab_size, chunk_len=chunk_len)
+  return ce, w, aux, new
 
 
 def attention_mask(batch: dict) -> Optional[Array]:
@@ -111,46 +143,60 @@ def init_state(model: TransformerLM, tx: optax.GradientTransformation,
 
 def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
                tx: optax.GradientTransformation, accum_steps: int,
-               kmeans_weight: float) -> tuple[TrainState, dict]:
+               kmeans_weight: float, chunk_len: int = 0, replicas: int = 1,
+               param_shardings: Any = None) -> tuple[TrainState, dict]:
   """One optimizer step over `accum_steps` microbatches.
 
   Gradients are summed over microbatches with each microbatch's loss divided
   by the whole batch's weight, so accumulation equals the full-batch
-  gradient; the k-means EMA runs once per microbatch, in order.
+  gradient. Each of the `replicas` data replicas (mesh axis "data") sums
+  its own partial gradients; they are reduced across replicas once, after
+  the microbatch loop (see grad_accum.py). The k-means EMA runs once per
+  microbatch, in order, on statistics of the whole microbatch.
   """
   rng = jax.random.fold_in(state.rng, state.step)
   total_w = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
-  micro = jax.tree.map(
-      lambda a: a.reshape((accum_steps, -1) + a.shape[1:]), batch)
+  micro = grad_accum.split_microbatches(batch, accum_steps, replicas)
 
   def loss_fn(params, kmeans, mb, key):
-    (logits, aux), new = model.apply(
-        {"params": params, "kmeans": kmeans}, mb["inputs"],
-        mask=attention_mask(mb), train=True, mutable=["kmeans"],
-        rngs={"dropout": key})
-    ce, w = cross_entropy(logits, mb["targets"], mb["weights"])
-    loss = ce / total_w + kmeans_weight * aux["kmeans_loss"] / accum_steps
+    ce, w, aux, new = token_loss(
+        model, {"params": params, "kmeans": kmeans}, mb, chunk_len=chunk_len,
+        train=True, mutable=["kmeans"], rngs={"dropout": key})
+    # The k-means loss is already a whole-microbatch mean on every replica.
+    loss = (ce / total_w
+            + kmeans_weight * aux["kmeans_loss"] / (accum_steps * replicas))
     return loss, (new.get("kmeans", kmeans), ce, w, aux)
 
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = grad_accum.per_replica(jax.value_and_grad(loss_fn, has_aux=True))
+  constrain = lambda g: g if param_shardings is None else (
+      jax.lax.with_sharding_constraint(
+          g, grad_accum.replica_shardings(param_shardings)))
 
   def body(carry, xs):
     kmeans, grads, sums = carry
     mb, i = xs
     (_, (kmeans, ce, w, aux)), g = grad_fn(
         state.params, kmeans, mb, jax.random.fold_in(rng, i))
-    grads = jax.tree.map(jnp.add, grads, g)
-    sums = jax.tree.map(jnp.add, sums,
-                        dict(aux, ce=ce, weight=w))
+    # Identical on every replica (whole-microbatch statistics).
+    kmeans = jax.tree.map(lambda a: a[0], kmeans)
+    grads = constrain(jax.tree.map(jnp.add, grads, g))
+    sums = jax.tree.map(jnp.add, sums, dict(
+        jax.tree.map(lambda a: jnp.mean(a, 0), aux),
+        ce=jnp.sum(ce), weight=jnp.sum(w)))
     return (kmeans, grads, sums), None
 
-  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  zeros = constrain(jax.tree.map(
+      lambda p: jnp.zeros((replicas,) + p.shape, p.dtype), state.params))
   zero_sums = {k: jnp.zeros((), jnp.float32)
                for k in ("ce", "weight", "kmeans_loss", "entropy",
                          "empty_fraction", "max_share")}
   (kmeans, grads, sums), _ = jax.lax.scan(
       body, (state.kmeans, zeros, zero_sums),
       (micro, jnp.arange(accum_steps)))
+  # The step's one cross-replica gradient reduction.
+  grads = jax.tree.map(lambda g: jnp.sum(g, 0), grads)
+  if param_shardings is not None:
+    grads = jax.lax.with_sharding_constraint(grads, param_shardings)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
@@ -167,12 +213,12 @@ def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict, *,
-              model: TransformerLM) -> dict:
+def eval_step(state: TrainState, batch: dict, *, model: TransformerLM,
+              chunk_len: int = 0) -> dict:
   """Sums for a dataset-level average: (nats, weights, k-means loss)."""
-  logits, aux = model.apply({"params": state.params, "kmeans": state.kmeans},
-                            batch["inputs"], mask=attention_mask(batch))
-  ce, w = cross_entropy(logits, batch["targets"], batch["weights"])
+  ce, w, aux, _ = token_loss(
+      model, {"params": state.params, "kmeans": state.kmeans}, batch,
+      chunk_len=chunk_len)
   return {"ce": ce, "weight": w, "kmeans_loss": aux["kmeans_loss"]}
 
 
@@ -198,20 +244,46 @@ def build_trainer(config: Any, mesh: Any, rules: Any,
   rng = jax.random.PRNGKey(config.train.seed)
   init = functools.partial(init_state, model, tx,
                            seq_len=config.data.seq_len)
-  state, shardings = sharding.create_sharded_state(init, mesh, rules, rng)
+  # A tensor this large kept whole on every device of a model-parallel
+  # mesh is a missing axis name or rule: fail before allocating it.
+  state, shardings = sharding.create_sharded_state(
+      init, mesh, rules, rng, max_replicated_bytes=MAX_REPLICATED_BYTES)
+  step, ev = jit_steps(config, model, tx, mesh, shardings)
+  logging.info("Parameters: %d", sum(
+      x.size for x in jax.tree.leaves(state.params)))
+  return Trainer(model, tx, mesh, rules, shardings, step, ev,
+                 sharding.data_sharding(mesh)), state
+
+
+def jit_steps(config: Any, model: TransformerLM,
+              tx: optax.GradientTransformation, mesh: Any,
+              shardings: Any) -> tuple[Any, Any]:
+  """The jitted (train_step, eval_step) for state shardings `shardings`.
+
+  The training loop and the dry run compile exactly these.
+  """
+  from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+  t = config.train
+  replicas = mesh.shape[grad_accum.DATA_AXIS]
+  rows = config.data.batch_size
+  if rows % (replicas * t.grad_accum_steps):
+    raise ValueError(
+        f"data.batch_size={rows}: must be divisible by mesh.data={replicas} "
+        f"x train.grad_accum_steps={t.grad_accum_steps}")
   data_sh = sharding.data_sharding(mesh)
   repl = sharding.replicated(mesh)
   step = jax.jit(
       functools.partial(train_step, model=model, tx=tx,
-                        accum_steps=config.train.grad_accum_steps,
-                        kmeans_weight=config.train.kmeans_loss_weight),
+                        accum_steps=t.grad_accum_steps,
+                        kmeans_weight=t.kmeans_loss_weight,
+                        chunk_len=t.loss_chunk_len, replicas=replicas,
+                        param_shardings=shardings.params),
       in_shardings=(shardings, data_sh), out_shardings=(shardings, repl),
       donate_argnums=(0,))
-  ev = jax.jit(functools.partial(eval_step, model=model),
+  ev = jax.jit(functools.partial(eval_step, model=model,
+                                 chunk_len=t.loss_chunk_len),
                in_shardings=(shardings, data_sh), out_shardings=repl)
-  logging.info("Parameters: %d", sum(
-      x.size for x in jax.tree.leaves(state.params)))
-  return Trainer(model, tx, mesh, rules, shardings, step, ev, data_sh), state
+  return step, ev
 
 
 def run_step(trainer: Trainer, fn, *args):

@@ -4,7 +4,9 @@ Resume order: the newest restorable checkpoint in `<workdir>/checkpoints`
 (a damaged newest one is skipped with a warning), else a fresh start. A
 SIGTERM (preemption) saves the current step and returns; a non-finite loss
 raises `NonFiniteLossError` before anything is saved, so the last good
-checkpoint stays the newest.
+checkpoint stays the newest. The host fetches step metrics only at log and
+checkpoint points (step_metrics.py): a non-finite step between them stops
+the run at the next such point, naming the step, and is never saved.
 """
 
 import hashlib
@@ -20,11 +22,15 @@ import numpy as np
 
 from routing_jax import checkpointing
 from routing_jax import errors
+from routing_jax import flops
+from routing_jax import hardware
 from routing_jax import input_pipeline
 from routing_jax import metrics as metrics_lib
 from routing_jax import multihost
+from routing_jax import optim
 from routing_jax import profiling
 from routing_jax import sharding
+from routing_jax import step_metrics
 from routing_jax import train
 from routing_jax import workdir as workdir_lib
 
@@ -194,49 +200,69 @@ def train_and_evaluate(config: Any, workdir: str,
   profiler = profiling.StepProfiler(workdir, start, t.steps, profile_steps,
                                     enabled=jax.process_index() == 0)
   summary: dict[str, Any] = {"start_step": start, "preempted": False}
-  tokens_per_step = config.data.batch_size * config.data.seq_len
-  t0, last_t, last_step = time.time(), time.time(), start
+  peak = hardware.kind_of_device(jax.devices()[0].device_kind)
+  perf = step_metrics.StepMetrics(
+      start, tokens_per_step=config.data.batch_size * config.data.seq_len,
+      flops_per_step=flops.train_flops_per_step(
+          model_cfg, state.params, config.data.batch_size,
+          config.data.seq_len),
+      num_devices=mesh.size, peak_flops=peak.bf16_flops if peak else None,
+      learning_rate=optim.learning_rate_schedule(t))
+
+  def checked():
+    """The latest metrics; raises on a non-finite step since the last."""
+    m, bad = perf.fetch(FINITE_KEYS)
+    if bad:
+      raise NonFiniteLossError(
+          f"non-finite {bad[1]}={bad[2]} at step {bad[0]}; stopping without "
+          f"saving. The last good checkpoint (step {ckpt.latest_step()}) in "
+          f"{ckpt.directory} is intact.")
+    return m
+
+  t0 = time.time()
   try:
     for step in range(start, t.steps):
       profiler.update(step)
       batch = sharding.make_global_batch(next(datasets.train), mesh,
                                          trainer.data_sharding)
       state, m = train.run_step(trainer, trainer.train_step, state, batch)
-      m = jax.device_get(m)
+      perf.add(step + 1, m)  # fetched at log and save points only
       done = step + 1
-      bad = [k for k in FINITE_KEYS if not np.isfinite(m[k])]
-      if bad:
-        raise NonFiniteLossError(
-            f"non-finite {bad[0]}={float(m[bad[0]])} at step {done}; "
-            "stopping without saving. The last good checkpoint (step "
-            f"{ckpt.latest_step()}) in {ckpt.directory} is intact.")
       if done % t.log_every == 0 or done == t.steps:
-        now = time.time()
+        m = checked()
+        rates = perf.rates(done)
         name, value = metrics_lib.paper_metric(
-            datasets.unit, float(m["loss"]), datasets.tokens_per_word)
-        tps = tokens_per_step * (done - last_step) / max(now - last_t, 1e-9)
-        scalars = {"train/loss_nats": float(m["loss"]),
-                   f"train/{name}": value, "train/tokens_per_s": tps}
-        scalars.update({f"train/{k}": float(v) for k, v in m.items()
+            datasets.unit, m["loss"], datasets.tokens_per_word)
+        scalars = {"train/loss_nats": m["loss"], f"train/{name}": value}
+        scalars.update({f"train/{k}": v for k, v in rates.items()})
+        scalars.update({f"train/{k}": v for k, v in m.items()
                         if k not in ("loss", "tokens")})
         writer.write(done, scalars)
         _say(metrics_lib.progress_line(
-            done, t.steps, name, value, tps, now - t0, done - start))
-        last_t, last_step = now, done
+            done, t.steps, name, value, rates["tokens_per_s"],
+            time.time() - t0, done - start, perf=rates))
       if done % t.eval_every == 0 or done == t.steps:
+        checked()  # the queued steps finish before the clock starts
+        began = time.perf_counter()
         ev = evaluate(trainer, state, datasets, mesh, t.eval_batches)
         writer.write(done, ev)
         _say(f"eval at step {done}: " + ", ".join(
             f"{k[5:]} {v:.4f}" for k, v in ev.items() if k != "eval/tokens"))
         summary["eval"] = ev
-      ckpt.save(done, state, datasets.train.get_state())
-      if preempt.should_stop(done):
-        ckpt.save(done, state, datasets.train.get_state(), force=True)
-        ckpt.wait()
-        logging.warning("Preempted: saved step %d, exiting.", done)
-        summary["preempted"] = True
-        summary["step"] = done
-        return summary
+        perf.exclude(time.perf_counter() - began)
+      stop = preempt.should_stop(done)
+      if stop or done % ckpt.save_every == 0:
+        checked()  # nothing non-finite is ever saved
+        began = time.perf_counter()
+        ckpt.save(done, state, datasets.train.get_state(), force=stop)
+        if stop:
+          ckpt.wait()
+          logging.warning("Preempted: saved step %d, exiting.", done)
+          summary["preempted"] = True
+          summary["step"] = done
+          return summary
+        perf.exclude(time.perf_counter() - began)
+    checked()
     ckpt.save(t.steps, state, datasets.train.get_state(), force=True)
   finally:
     profiler.close()

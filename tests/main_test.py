@@ -88,7 +88,8 @@ def test_tiny_run_prints_progress_report_and_sample(tmp_path):
   assert len(trace) == 1 and trace[0].stat().st_size > 0
   out = result.stdout
   steps = re.findall(r"^step (\d)/3 \| bits_per_byte [\d.]+ \| "
-                     r"[\d.]+k tok/s \| ETA \d+m\d\ds$", out, re.M)
+                     r"[\d.]+k tok/s \| [\d.]+ s/step \| \S+ TFLOP/s/device "
+                     r"\| lr \S+ \| ETA \d+m\d\ds$", out, re.M)
   assert steps == ["1", "2", "3"]
   assert re.search(r"^eval at step 3: loss_nats [\d.]+, bits_per_byte", out,
                    re.M)

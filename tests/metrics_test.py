@@ -9,6 +9,8 @@ import math
 import pathlib
 import re
 import struct
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -112,6 +114,13 @@ def test_progress_line():
   line = metrics.progress_line(10, 12, "perplexity", 30.0, 900.0,
                                elapsed=50.0, done_steps=10)
   assert line == "step 10/12 | perplexity 30.0000 | 0.9k tok/s | ETA 0m10s"
+  perf = {"step_time_s": 0.4123, "tflops_per_device": 12.34, "mfu": 0.3125,
+          "lr": 0.01}
+  line = metrics.progress_line(10, 12, "perplexity", 30.0, 900.0,
+                               elapsed=50.0, done_steps=10, perf=perf)
+  assert line == ("step 10/12 | perplexity 30.0000 | 0.9k tok/s | 0.412 "
+                  "s/step | 12.3 TFLOP/s/device | MFU 31.2% | lr 1.00e-02 | "
+                  "ETA 0m10s")
 
 
 def test_training_loop_writes_metrics(tmp_path, capsys):
@@ -126,10 +135,12 @@ def test_training_loop_writes_metrics(tmp_path, capsys):
   rows = [json.loads(line)
           for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in rows] == [1, 2, 2]
+  # No MFU on CPU: its peak FLOP/s is not in the hardware table.
   train_keys = {"step", "train/loss_nats", "train/bits_per_byte",
                 "train/tokens_per_s", "train/grad_norm", "train/param_norm",
                 "train/kmeans_loss", "train/kmeans/entropy",
-                "train/kmeans/empty_fraction", "train/kmeans/max_share"}
+                "train/kmeans/empty_fraction", "train/kmeans/max_share",
+                "train/step_time_s", "train/lr", "train/tflops_per_device"}
   assert set(rows[0]) == train_keys and set(rows[1]) == train_keys
   assert set(rows[2]) == {"step", "eval/loss_nats", "eval/bits_per_byte",
                           "eval/kmeans_loss", "eval/tokens"}
@@ -144,10 +155,65 @@ def test_training_loop_writes_metrics(tmp_path, capsys):
       (r["step"], k, np.float32(v)) for r in rows for k, v in r.items()
       if k != "step"]
   out = capsys.readouterr().out
-  assert re.findall(r"^step (\d)/2 \| bits_per_byte \d\.\d{4} \| ", out,
-                    re.M) == ["1", "2"]
+  assert re.findall(r"^step (\d)/2 \| bits_per_byte \d\.\d{4} \| [\d.]+k "
+                    r"tok/s \| [\d.]+ s/step \| \S+ TFLOP/s/device \| lr "
+                    r"\d\.\d\de-\d\d \| ETA", out, re.M) == ["1", "2"]
   assert re.search(r"^eval at step 2: loss_nats \d\.\d{4}, bits_per_byte "
                    r"\d\.\d{4}, kmeans_loss \d\.\d{4}$", out, re.M)
+
+
+def test_step_time_mfu_and_lr_exclude_eval_and_checkpoints(
+    tmp_path, monkeypatch, capsys):
+  """A device kind with a known peak gets MFU; evaluation time is not
+  training time; the host fetches metrics at log points only."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from routing_jax import hardware  # pylint: disable=g-import-not-at-top
+  from routing_jax import optim  # pylint: disable=g-import-not-at-top
+  fake = hardware.DeviceKind("fake", 2**30, 1e12, ("cpu",))
+  monkeypatch.setattr(hardware, "kind_of_device", lambda _: fake)
+  evaluate = train_loop.evaluate
+
+  def slow_evaluate(*args, **kwargs):
+    time.sleep(0.5)
+    return evaluate(*args, **kwargs)
+
+  monkeypatch.setattr(train_loop, "evaluate", slow_evaluate)
+  fetches = []
+  device_get = jax.device_get
+
+  def counting_device_get(tree):
+    caller = sys._getframe(1).f_globals["__name__"]  # pylint: disable=protected-access
+    if caller.endswith("step_metrics"):
+      fetches.append(len(tree))
+    return device_get(tree)
+
+  monkeypatch.setattr(jax, "device_get", counting_device_get)
+  config = shakespeare.get_config("tiny")
+  config.train.schedule = "rsqrt"  # As in the resume tests (shared compile).
+  config.train.warmup_steps = 2
+  config.train.steps = 6
+  config.train.log_every = 3
+  config.train.eval_every = 3
+  config.train.checkpoint_every = 3
+  train_loop.train_and_evaluate(config, str(tmp_path))
+  assert fetches == [3, 3]  # steps 1-3 and 4-6, once each
+  rows = [json.loads(line)
+          for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  train_rows = [r for r in rows if "train/loss_nats" in r]
+  assert [r["step"] for r in train_rows] == [3, 6]
+  lr = optim.learning_rate_schedule(config.train)
+  for r in train_rows:
+    assert r["train/lr"] == pytest.approx(float(lr(r["step"] - 1)))
+    assert r["train/mfu"] == pytest.approx(
+        r["train/tflops_per_device"] * 1e12 / 1e12)
+    assert r["train/tokens_per_s"] == pytest.approx(
+        8 * 64 / r["train/step_time_s"])
+  # Steps 4-6 ran after a 0.5 s evaluation and a checkpoint at step 3;
+  # neither counts as step time.
+  assert train_rows[1]["train/step_time_s"] < 0.5 / 3
+  out = capsys.readouterr().out
+  assert re.search(r"^step 6/6 \| .* TFLOP/s/device \| MFU \d+\.\d% \| lr ",
+                   out, re.M)
 
 
 def test_loss_curve_after_a_resume(tmp_path, monkeypatch):

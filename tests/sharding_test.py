@@ -8,7 +8,7 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax.sharding import AxisType, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 import numpy as np
 import optax
 import pytest
@@ -246,15 +246,36 @@ def test_adafactor_state_shards():
       _init_fn(_optimizer("adafactor")), jax.random.key(0))
   shardings = sharding.state_shardings(abstract, mesh, RULES)
   factored = shardings.opt_state[0]
-  # Factored moments are rank-1 but carry the kernel's 2 names: replicated.
-  assert factored.v_row["up_0"]["kernel"].spec == P()
-  assert factored.v_col["up_0"]["kernel"].spec == P()
+  # Factored moments carry the kernel's 2 names over 1 dimension: they
+  # shard like the kernel without the reduced axis (either name fits).
+  assert factored.v_row["up_0"]["kernel"].spec in (P("fsdp"), P("tensor"))
+  assert factored.v_col["up_0"]["kernel"].spec in (P("fsdp"), P("tensor"))
   assert shardings.params["up_0"]["kernel"].spec == P("fsdp", "tensor")
   # The jitted init accepts these shardings (training: see the test above).
   state, _ = sharding.create_sharded_state(
       _init_fn(_optimizer("adafactor")), mesh, RULES, jax.random.key(0))
   assert state.params["up_0"]["kernel"].sharding.spec == P("fsdp", "tensor")
   assert state.opt_state[0].v_row["up_0"]["kernel"].shape == (EMBED,)
+
+
+def test_every_logical_axis_needs_a_rule():
+  """An axis name without a rule is an error, not a silent full copy."""
+  mesh = _mesh(2, 2, 2)
+  sds = jax.ShapeDtypeStruct((16, 32), jnp.float32)
+  tree = {"w": nn.LogicallyPartitioned(sds, ("embed", "experts"))}
+  with pytest.raises(ValueError, match=r"\['w'\] has logical axis 'experts'"
+                     " with no rule"):
+    sharding.state_shardings(tree, mesh, RULES)
+  # The model's own names all have rules: emb, relpos and the image axes.
+  to_mesh = lambda names: nn.logical_to_mesh_axes(names, RULES)
+  assert to_mesh(("emb", "vocab")) == P("fsdp", "tensor")
+  assert to_mesh(("vocab", "emb")) == P("tensor", "fsdp")
+  assert to_mesh(("emb", "embed")) == P(None, "fsdp")
+  for names in (("relpos", "kv"), ("image_rows", "channels", "embed")):
+    sharding.state_shardings(
+        {"t": nn.LogicallyPartitioned(
+            jax.ShapeDtypeStruct((4,) * len(names), jnp.float32), names)},
+        mesh, RULES)
 
 
 def test_state_shardings_fallbacks():
@@ -279,8 +300,18 @@ def test_assert_sufficiently_sharded_flags_replicated_arrays():
   big = jax.device_put(jnp.zeros((64, 64)), sharding.replicated(mesh))
   small = jax.device_put(jnp.zeros((4,)), sharding.replicated(mesh))
   sharding.assert_sufficiently_sharded({"small": small}, min_bytes=1024)
-  with pytest.raises(AssertionError, match=r"\['big'\] \(64, 64\)"):
+  with pytest.raises(ValueError, match=r"\['big'\] \(64, 64\)"):
     sharding.assert_sufficiently_sharded({"big": big}, min_bytes=1024)
+  # Split over data only is still a whole copy per model shard.
+  by_data = jax.device_put(jnp.zeros((64, 64)),
+                           NamedSharding(mesh, P("data", None)))
+  with pytest.raises(ValueError, match="whole on every device"):
+    sharding.assert_sufficiently_sharded({"x": by_data}, min_bytes=1024)
+  # Pure data parallelism replicates by design: nothing to flag.
+  dp = _mesh(8, 1, 1)
+  sharding.assert_sufficiently_sharded(
+      {"big": jax.device_put(jnp.zeros((64, 64)), sharding.replicated(dp))},
+      min_bytes=1024)
 
 
 # ---------------------------------------------------------------- batch

@@ -233,8 +233,12 @@ def test_truncated_newest_checkpoint_falls_back(tmp_path, reference,
 
 
 def _nan_at(step, monkeypatch):
-  """Makes the train step report a NaN loss once the state reaches step."""
+  """Makes the train step report a NaN loss once the state reaches step.
+
+  Returns the list of steps run (it grows as the run goes).
+  """
   build = train.build_trainer
+  ran = []
 
   def build_with_nan(*args, **kwargs):
     trainer, state = build(*args, **kwargs)
@@ -242,14 +246,16 @@ def _nan_at(step, monkeypatch):
 
     def step_fn(state, batch):
       state, m = real(state, batch)
-      if int(state.step) == step:
-        m = dict(m, loss=np.float32(np.nan))
+      ran.append(len(ran) + 1)
+      if len(ran) == step:  # a fresh run: call i makes step i
+        m = dict(m, loss=jax.numpy.float32(np.nan))
       return state, m
 
     trainer.train_step = step_fn
     return trainer, state
 
   monkeypatch.setattr(train, "build_trainer", build_with_nan)
+  return ran
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
@@ -265,6 +271,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
   ref, _ = _restore(reference[0], reference[1], 8)
   _assert_bitwise_equal(good, ref)
   assert data["step"] == 8
+
+
+def test_nan_between_log_points_stops_at_the_next_save_unsaved(
+    tmp_path, reference, monkeypatch):
+  """Metrics reach the host only at log and checkpoint points: with no log
+  before the end, a NaN at step 10 is found at the checkpoint of step 16,
+  which is not written."""
+  ran = _nan_at(10, monkeypatch)
+  with pytest.raises(train_loop.NonFiniteLossError) as e:
+    _run(tmp_path, log_every=1000)
+  assert "non-finite loss=nan at step 10" in str(e.value)
+  assert ran[-1] == 16  # it ran on to the save point
+  assert _committed_steps(tmp_path) == [8]
+  good, _ = _restore(tmp_path, reference[1], 8)
+  ref, _ = _restore(reference[0], reference[1], 8)
+  _assert_bitwise_equal(good, ref)
 
 
 def test_resume_with_a_different_model_config_fails(tmp_path, reference):

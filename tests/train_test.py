@@ -7,6 +7,7 @@ bytes x 8 sequences of Shakespeare) and the steps run through
 
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,39 +110,6 @@ def test_sharded_mesh_matches_one_device():
   assert _shard_shape(cent)[0] == cent.shape[0] // 2
   assert _shard_shape(one.params["layer_0"]["local"]["out"]["kernel"]) == (
       16, 32)
-
-
-def test_gradient_accumulation_matches_the_full_batch():
-  """grad_accum_steps=2 equals 1 on the same batches (dropout is 0).
-
-  The k-means EMA runs once per microbatch, in order, so the second
-  microbatch is routed with centroids that already took the first half's
-  update (with the reference's zero prior counts the first update moves
-  them far). With one cluster per head and no commitment loss, routing
-  does not depend on the centroids, so loss, gradient norm and parameters
-  must agree to float32 rounding; the centroids still differ (two EMA
-  updates of half a batch vs one of the whole batch).
-  """
-  config = _config()
-  config.model.num_clusters = 1
-  config.model.commitment_weight = 0.0
-  assert config.model.residual_dropout == 0.0
-  batches = _batches(config, 2)
-  mesh = _mesh(1, 1, 1)
-  init, full, m_full, _ = _train(config, mesh, batches)
-  config.train.grad_accum_steps = 2
-  _, acc, m_acc, _ = _train(config, mesh, batches)
-  for k in ("loss", "grad_norm", "tokens"):
-    np.testing.assert_allclose([m[k] for m in m_acc],
-                               [m[k] for m in m_full], rtol=2e-6, err_msg=k)
-  _assert_trees_close(acc.params, full.params, rtol=1e-6, atol=5e-7)
-  # Real steps were taken: the parameters moved.
-  moved = np.abs(np.asarray(full.params["logits"]["kernel"])
-                 - init.params["logits"]["kernel"]).max()
-  assert moved > 1e-3
-  counts = lambda s: np.asarray(
-      s.kmeans["layer_0"]["routing"]["kmeans"]["ema_count"])
-  assert not np.allclose(counts(acc), counts(full))
 
 
 def test_eval_step_sums_token_losses():
@@ -259,3 +227,79 @@ def test_unknown_model_field_is_named():
   config.model.num_head = 4
   with pytest.raises(ValueError, match=r"unknown field\(s\) \['num_head'\]"):
     train.validate_config(config)
+
+
+def test_a_large_replicated_tensor_fails_at_start_up():
+  """An odd vocabulary cannot split over tensor=2: the 17 MB logits kernel
+  and table would sit whole on every device, and build_trainer says so."""
+  config = _config()
+  config.model.vocab_size = 131_073
+  config.model.vocab_multiple = 1
+  with pytest.raises(ValueError, match=r"whole on every device .*"
+                     r"\['logits'\]\['kernel'\] \(32, 131073\)"):
+    train.build_trainer(config, _mesh(4, 1, 2), sharding.logical_rules(),
+                        train.validate_config(config))
+  # Padded to a multiple of 128, the vocabulary splits over tensor.
+  config.model.vocab_multiple = 128
+  _, state = train.build_trainer(
+      config, _mesh(4, 1, 2), sharding.logical_rules(),
+      train.validate_config(config))
+  kernel = state.params["logits"]["kernel"]
+  assert kernel.shape == (32, 131_200)
+  assert _shard_shape(kernel) == (32, 65_600)
+
+
+def _primitive_dtypes(jaxpr, names, out=False):
+  """{(primitive, input dtypes[, output aval])} of `names` in a jaxpr."""
+  found = set()
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name in names:
+      found.add((eqn.primitive.name,
+                 tuple(str(v.aval.dtype) for v in eqn.invars))
+                + ((eqn.outvars[0].aval,) if out else ()))
+    for p in eqn.params.values():
+      for sub in p if isinstance(p, (list, tuple)) else (p,):
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          found |= _primitive_dtypes(sub.jaxpr, names, out)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          found |= _primitive_dtypes(sub, names, out)
+  return found
+
+
+def test_bfloat16_policy_stays_close_to_float32():
+  """model.dtype="bfloat16": bf16 matmuls, float32 softmax and state.
+
+  Two steps track the float32 run's losses and gradient norms to bf16
+  precision; params, optimizer state and k-means state stay float32.
+  """
+  import jax.extend  # pylint: disable=g-import-not-at-top
+  config = _config()
+  batches = _batches(config, 2)
+  _, f32, m32, _ = _train(config, _mesh(1, 1, 1), batches)
+  config.model.dtype = "bfloat16"
+  _, b16, m16, _ = _train(config, _mesh(1, 1, 1), batches)
+  for k in ("loss", "grad_norm"):
+    np.testing.assert_allclose([m[k] for m in m16], [m[k] for m in m32],
+                               rtol=1e-2, err_msg=k)
+  assert m32[1]["loss"] != m16[1]["loss"]  # bf16 really ran
+  for tree in (b16.params, b16.opt_state, b16.kmeans):
+    assert {str(x.dtype) for x in jax.tree.leaves(tree)} <= {
+        "float32", "int32"}
+  _assert_trees_close(b16.params, f32.params, rtol=0.0, atol=2e-2)
+  # Where the policy puts each piece, read from the step's jaxpr.
+  trainer, state = train.build_trainer(config, _mesh(1, 1, 1),
+                                       sharding.logical_rules(),
+                                       train.validate_config(config))
+  batch = {k: jnp.asarray(v) for k, v in batches[0].items()}
+  with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
+    jaxpr = jax.make_jaxpr(trainer.train_step)(state, batch).jaxpr
+  dots = _primitive_dtypes(jaxpr, ("dot_general",), out=True)
+  assert any(d[1] == ("bfloat16", "bfloat16") for d in dots)
+  # The logits (last axis: the 256-entry vocabulary) come out float32.
+  vocab_out = {str(d[2].dtype) for d in dots if d[2].shape[-1:] == (256,)}
+  assert vocab_out == {"float32"}
+  # Softmax (exp, max, log), routing scores (argmax) and k-means
+  # normalisation (rsqrt): float32 only.
+  for name, dtypes in _primitive_dtypes(
+      jaxpr, ("exp", "log", "reduce_max", "argmax", "rsqrt")):
+    assert set(dtypes) == {"float32"}, name

@@ -1,0 +1,126 @@
+"""Tests for the dry run's memory verdict, the hardware table and remat.
+
+The dry run itself runs in-process here on the test's fake CPU devices
+(its re-execution on the hardware's device count is tested in
+paper_configs_test.py).
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from experiments import pg19
+from routing_jax import dryrun
+from routing_jax import hardware
+from routing_jax import optim
+from routing_jax import sharding
+from routing_jax import train
+from routing_jax.model import TransformerLM
+
+
+def test_hardware_specs_parse_and_device_kinds_match():
+  hw = hardware.parse("tpu_v3_32")
+  assert (hw.kind.name, hw.num_devices) == ("tpu_v3", 32)
+  assert hw.kind.memory_bytes == 16 * 2**30
+  hw = hardware.parse("8xh100_80gb")
+  assert (hw.kind.name, hw.num_devices) == ("h100_80gb", 8)
+  for bad in ("tpu_v3", "h100_80gb", "8xtpu_v9", "tpu_v3_0", ""):
+    with pytest.raises(ValueError, match=f"hardware='{bad}': must be"):
+      hardware.parse(bad)
+  kind = lambda s: getattr(hardware.kind_of_device(s), "name", None)
+  assert kind("TPU v3") == "tpu_v3"
+  assert kind("TPU v5 lite") == "tpu_v5e"
+  assert kind("TPU v5") == "tpu_v5p"
+  assert kind("NVIDIA H100 80GB HBM3") == "h100_80gb"
+  assert kind("NVIDIA H100 PCIe") == "h100_pcie"
+  assert kind("NVIDIA H200") == "h200"
+  assert kind("NVIDIA A100-SXM4-40GB") == "a100_40gb"
+  assert kind("cpu") is None
+
+
+def test_config_hardware_and_mesh_are_checked_together():
+  config = pg19.get_config(None)
+  config.hardware = "tpu_v3_8"
+  config.mesh.fsdp = 16
+  with pytest.raises(ValueError, match=r"mesh for hardware='tpu_v3_8' \(8 "
+                     r"devices\): mesh.fsdp=16 does not divide 8"):
+    train.validate_config(config)
+  config.hardware = "tpu_v3"
+  with pytest.raises(ValueError, match="hardware='tpu_v3': must be"):
+    train.validate_config(config)
+
+
+def test_a_step_that_cannot_fit_says_no():
+  """pg19:small with 8192 sequences per device on 8 GiB TPU v2 cores."""
+  config = pg19.get_config("small")
+  config.hardware = "tpu_v2_8"
+  config.data.batch_size = 8 * 8192
+  lines = []
+  dryrun.report(config, jax.devices()[:8], out=lines.append)
+  assert lines[-1].startswith("fits tpu_v2_8: no (")
+  assert lines[-1].endswith(" GiB of 8.0 GiB per device)")
+  used = float(lines[-1].split("(")[1].split(" GiB")[0])
+  assert used > 8.0  # the "yes" case: paper_configs_test.py
+
+
+def _compile(config):
+  """(ModelConfig, abstract state, batch size, compiled train step) on 1
+  device."""
+  cfg = train.validate_config(config)
+  model = TransformerLM(cfg)
+  tx = optim.create_optimizer(config.train)
+  mesh = sharding.create_mesh(dict(data=1, fsdp=1, tensor=1),
+                              jax.devices()[:1])
+  rules = sharding.logical_rules()
+  init = functools.partial(train.init_state, model, tx,
+                           seq_len=config.data.seq_len)
+  abstract, shardings = sharding.abstract_sharded_state(
+      init, mesh, rules, jax.random.PRNGKey(0))
+  b, n = config.data.batch_size, config.data.seq_len
+  batch = {k: jax.ShapeDtypeStruct((b, n), dt,
+                                   sharding=sharding.data_sharding(mesh))
+           for k, dt in (("inputs", jnp.int32), ("targets", jnp.int32),
+                         ("weights", jnp.float32), ("mask", jnp.bool_))}
+  step, _ = train.jit_steps(config, model, tx, mesh, shardings)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    return cfg, abstract, step.lower(abstract, batch).compile()
+
+
+def _compiled_temp_bytes(remat_policy: str) -> int:
+  config = pg19.get_config("small")
+  config.model.num_layers = 6
+  config.model.routing_layers = "skip_first:5"
+  config.model.scan_layers = True
+  config.model.remat_policy = remat_policy
+  config.data.batch_size = 4
+  compiled = _compile(config)[2]
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_remat_shows_in_the_compiled_memory():
+  """Scanned layers with remat keep one layer's activations, not six."""
+  full, none = _compiled_temp_bytes("full"), _compiled_temp_bytes("none")
+  print(f"\n6 scanned layers, temporaries: remat full {full / 2**20:.1f} MiB,"
+        f" none {none / 2**20:.1f} MiB")
+  assert full < 0.5 * none
+
+
+def test_model_flops_match_xla_count():
+  """The analytic FLOPs behind MFU against XLA's count of the compiled step
+  (no remat, no loops, so XLA counts every op once; its count also has the
+  elementwise work, hence a few percent more)."""
+  from experiments import shakespeare  # pylint: disable=g-import-not-at-top
+  from routing_jax import flops  # pylint: disable=g-import-not-at-top
+  config = shakespeare.get_config("small")
+  config.model.d_model, config.model.d_ff = 128, 512
+  cfg, abstract, compiled = _compile(config)
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  model_flops = flops.train_flops_per_step(
+      cfg, abstract.params, config.data.batch_size, config.data.seq_len)
+  ratio = cost["flops"] / model_flops
+  print(f"\nXLA / model FLOPs: {ratio:.3f}")
+  assert 1.0 <= ratio < 1.1
