@@ -13,7 +13,7 @@ whole copy of them per device).
 
 Everything in the model that reduces over the batch must also cover the
 other replicas' rows: k-means reads the axis name from
-`kmeans.cross_replica`; loss sums are added up by the caller.
+`kmeans_ops.cross_replica`; loss sums are added up by the caller.
 """
 
 from typing import Any, Callable
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from routing_jax import kmeans
+from routing_jax import kmeans_ops
 
 REPLICA_AXIS = "replicas"  # the vmapped axis
 DATA_AXIS = "data"  # the mesh axis it is laid on
@@ -66,7 +66,7 @@ def per_replica(fn: Callable[..., Any]) -> Callable[..., Any]:
 
   def one(params, state, batch, key):
     key = jax.random.fold_in(key, jax.lax.axis_index(REPLICA_AXIS))
-    with kmeans.cross_replica(REPLICA_AXIS), nn.logical_axis_rules(rules):
+    with kmeans_ops.cross_replica(REPLICA_AXIS), nn.logical_axis_rules(rules):
       return fn(params, state, batch, key)
 
   return jax.vmap(one, in_axes=(None, None, 0, None),

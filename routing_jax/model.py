@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from routing_jax import attention_core as core
+from routing_jax import kmeans_ops
 from routing_jax import layers
 from routing_jax.local_attention import LocalAttention
 from routing_jax.model_config import ModelConfig  # re-exported
@@ -35,6 +36,34 @@ STAT_KEYS = ("entropy", "empty_fraction", "max_share")
 # added to the input, so their routing heads need none of their own.
 ROUTING_POSITION = {"relative": "relative", "rope": "rope", "none": "none",
                     "learned2d": "none"}
+
+
+def routing_attention(cfg: ModelConfig, **kw) -> RoutingAttention:
+  """The routing heads of a routing layer of `cfg`."""
+  return RoutingAttention(
+      num_heads=cfg.num_routing_heads, head_dim=cfg.head_dim,
+      num_clusters=cfg.num_clusters, window=cfg.window,
+      routing=cfg.routing, causal=cfg.causal, share_qk=cfg.share_qk,
+      fit_queries=cfg.fit_queries, exclude_self=cfg.exclude_self,
+      warmup_steps=cfg.routing_warmup_steps,
+      warmup_window=cfg.routing_warmup_window or None,
+      kmeans_decay=cfg.kmeans_decay,
+      commitment_weight=cfg.commitment_weight,
+      kmeans_data_init=cfg.kmeans_data_init,
+      kmeans_revive_threshold=cfg.kmeans_revive_threshold,
+      logit_scale=cfg.routing_logit_scale,
+      position=cfg.routing_position or ROUTING_POSITION[cfg.position],
+      max_relative_position=cfg.max_relative_position,
+      attention_dropout=cfg.attention_dropout,
+      max_decode_length=cfg.max_len,
+      implementation=cfg.routing_implementation, dtype=cfg.jnp_dtype,
+      param_dtype=cfg.jnp_param_dtype,
+      kernel_init=core.default_kernel_init(cfg.init_scale), **kw)
+
+
+def kmeans_settings(cfg: ModelConfig) -> kmeans_ops.Settings:
+  """The settings of every routing layer's k-means update."""
+  return routing_attention(cfg).kmeans_settings()
 
 
 class DecoderLayer(nn.Module):
@@ -72,26 +101,9 @@ class DecoderLayer(nn.Module):
               h, mask, train=train, decode=decode, positions=positions,
               prefill=prefill)
     if n_route:
-      y, raux = RoutingAttention(
-          num_heads=n_route, head_dim=cfg.head_dim,
-          num_clusters=cfg.num_clusters, window=cfg.window,
-          routing=cfg.routing, causal=cfg.causal, share_qk=cfg.share_qk,
-          fit_queries=cfg.fit_queries, exclude_self=cfg.exclude_self,
-          warmup_steps=cfg.routing_warmup_steps,
-          warmup_window=cfg.routing_warmup_window or None,
-          kmeans_decay=cfg.kmeans_decay,
-          commitment_weight=cfg.commitment_weight,
-          kmeans_data_init=cfg.kmeans_data_init,
-          kmeans_revive_threshold=cfg.kmeans_revive_threshold,
-          logit_scale=cfg.routing_logit_scale,
-          position=cfg.routing_position or ROUTING_POSITION[cfg.position],
-          max_relative_position=cfg.max_relative_position,
-          attention_dropout=cfg.attention_dropout,
-          max_decode_length=cfg.max_len,
-          implementation=cfg.routing_implementation, dtype=dt,
-          param_dtype=pdt, kernel_init=init, name="routing")(
-              h, mask, train=train, decode=decode, positions=positions,
-              prefill=prefill, return_aux=True)
+      y, raux = routing_attention(cfg, name="routing")(
+          h, mask, train=train, decode=decode, positions=positions,
+          prefill=prefill, return_aux=True)
       attn += y
       aux["loss"] = raux["loss"]
       aux["routing"] = jnp.ones(())
@@ -199,7 +211,8 @@ class TransformerLM(nn.Module):
       if cfg.scan_layers:
         stack = nn.scan(
             layer_cls,
-            variable_axes={"params": 0, "kmeans": 0, "cache": 0},
+            variable_axes={"params": 0, "kmeans": 0, "kmeans_stats": 0,
+                           "cache": 0},
             split_rngs={"params": True, "dropout": True},
             in_axes=(nn.broadcast,) * 5, length=count,
             metadata_params={nn.PARTITION_NAME: "layers"})

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from routing_jax import attention_core as core
 from routing_jax import kmeans as km
+from routing_jax import kmeans_ops
 from routing_jax import routing_core
 from routing_jax import routing_kernel
 
@@ -176,19 +177,22 @@ class RoutingAttention(nn.Module):
       return self.fit_queries
     return self.mode != "causal"
 
-  def _kmeans(self) -> km.KMeans:
+  def kmeans_settings(self) -> kmeans_ops.Settings:
+    """The k-means update's settings, mode-dependent defaults resolved."""
     causal_mode = self.mode == "causal"
     pick = lambda value, causal_default, topk_default: (
         value if value is not None else
         causal_default if causal_mode else topk_default)
-    return km.KMeans(
-        self.num_heads, self.num_clusters, self.head_dim,
+    return kmeans_ops.Settings(
         decay=self.kmeans_decay, epsilon=self.kmeans_epsilon,
-        commitment_weight=self.commitment_weight,
         prior_count=pick(self.kmeans_prior_count, 1.0, 0.0),
         data_init=pick(self.kmeans_data_init, True, False),
-        revive_threshold=pick(self.kmeans_revive_threshold, 0.05, 0.0),
-        name="kmeans")
+        revive_threshold=pick(self.kmeans_revive_threshold, 0.05, 0.0))
+
+  def _kmeans(self) -> km.KMeans:
+    return km.KMeans(self.num_heads, self.num_clusters, self.head_dim,
+                     commitment_weight=self.commitment_weight,
+                     name="kmeans", **self.kmeans_settings()._asdict())
 
   def _relative_tables(self) -> Optional[tuple[Array, Array]]:
     if self.position != "relative":

@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import optax
 
 from routing_jax import grad_accum
+from routing_jax import kmeans as km
+from routing_jax import kmeans_ops
 from routing_jax import loss as loss_lib
 from routing_jax import model as model_lib
 from routing_jax import optim
@@ -151,8 +153,11 @@ def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
   by the whole batch's weight, so accumulation equals the full-batch
   gradient. Each of the `replicas` data replicas (mesh axis "data") sums
   its own partial gradients; they are reduced across replicas once, after
-  the microbatch loop (see grad_accum.py). The k-means EMA runs once per
-  microbatch, in order, on statistics of the whole microbatch.
+  the microbatch loop (see grad_accum.py). Every microbatch is routed with
+  the step's centroids; the k-means statistics of all microbatches are
+  summed and the state takes one update per step, so accumulation equals
+  the full batch for k-means too (except for a head's very first update
+  with data-initialised centroids, whose random picks depend on the split).
   """
   rng = jax.random.fold_in(state.rng, state.step)
   total_w = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
@@ -161,11 +166,11 @@ def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
   def loss_fn(params, kmeans, mb, key):
     ce, w, aux, new = token_loss(
         model, {"params": params, "kmeans": kmeans}, mb, chunk_len=chunk_len,
-        train=True, mutable=["kmeans"], rngs={"dropout": key})
+        train=True, mutable=[km.STATS_COLLECTION], rngs={"dropout": key})
     # The k-means loss is already a whole-microbatch mean on every replica.
     loss = (ce / total_w
             + kmeans_weight * aux["kmeans_loss"] / (accum_steps * replicas))
-    return loss, (new.get("kmeans", kmeans), ce, w, aux)
+    return loss, (new.get(km.STATS_COLLECTION, {}), ce, w, aux)
 
   grad_fn = grad_accum.per_replica(jax.value_and_grad(loss_fn, has_aux=True))
   constrain = lambda g: g if param_shardings is None else (
@@ -173,26 +178,35 @@ def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
           g, grad_accum.replica_shardings(param_shardings)))
 
   def body(carry, xs):
-    kmeans, grads, sums = carry
+    stats, grads, sums = carry
     mb, i = xs
-    (_, (kmeans, ce, w, aux)), g = grad_fn(
-        state.params, kmeans, mb, jax.random.fold_in(rng, i))
+    (_, (new_stats, ce, w, aux)), g = grad_fn(
+        state.params, state.kmeans, mb, jax.random.fold_in(rng, i))
     # Identical on every replica (whole-microbatch statistics).
-    kmeans = jax.tree.map(lambda a: a[0], kmeans)
+    new_stats = jax.tree.map(lambda a: a[0], new_stats)
+    stats = kmeans_ops.map_states(kmeans_ops.merge_statistics, stats,
+                                  new_stats)
     grads = constrain(jax.tree.map(jnp.add, grads, g))
     sums = jax.tree.map(jnp.add, sums, dict(
         jax.tree.map(lambda a: jnp.mean(a, 0), aux),
         ce=jnp.sum(ce), weight=jnp.sum(w)))
-    return (kmeans, grads, sums), None
+    return (stats, grads, sums), None
 
   zeros = constrain(jax.tree.map(
       lambda p: jnp.zeros((replicas,) + p.shape, p.dtype), state.params))
   zero_sums = {k: jnp.zeros((), jnp.float32)
                for k in ("ce", "weight", "kmeans_loss", "entropy",
                          "empty_fraction", "max_share")}
-  (kmeans, grads, sums), _ = jax.lax.scan(
-      body, (state.kmeans, zeros, zero_sums),
+  first = jax.tree.map(lambda a: a[0], micro)
+  stats_shape = jax.eval_shape(lambda: jax.tree.map(
+      lambda a: a[0], grad_fn(state.params, state.kmeans, first, rng)[0][1][0]))
+  (stats, grads, sums), _ = jax.lax.scan(
+      body, (_empty_statistics(stats_shape), zeros, zero_sums),
       (micro, jnp.arange(accum_steps)))
+  settings = model_lib.kmeans_settings(model.config)
+  kmeans = kmeans_ops.map_states(
+      lambda st, s: kmeans_ops.apply_statistics(st, s, settings),
+      state.kmeans, stats)
   # The step's one cross-replica gradient reduction.
   grads = jax.tree.map(lambda g: jnp.sum(g, 0), grads)
   if param_shardings is not None:
@@ -211,6 +225,16 @@ def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
   new_state = state.replace(step=state.step + 1, params=params,
                             opt_state=opt_state, kmeans=kmeans)
   return new_state, metrics
+
+
+def _empty_statistics(shapes: Any) -> Any:
+  """Statistics of no tokens, shaped like `shapes` (ShapeDtypeStructs):
+  zero counts and sums, candidates that lose every comparison."""
+  def empty(path, leaf):
+    name = jax.tree_util.keystr(path[-1:])
+    fill = -jnp.inf if "score" in name else 0
+    return jnp.full(leaf.shape, fill, leaf.dtype)
+  return jax.tree_util.tree_map_with_path(empty, shapes)
 
 
 def eval_step(state: TrainState, batch: dict, *, model: TransformerLM,

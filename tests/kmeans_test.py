@@ -15,6 +15,7 @@ import pytest
 
 import routing_jax as rj
 from routing_jax import kmeans as km
+from routing_jax import kmeans_ops as ops
 
 DECAY = 0.9
 EPS = 1e-5
@@ -104,9 +105,9 @@ def test_pure_ema_update_matches_formula():
   sums0 = rng.normal(size=(2, 4, 3))
   counts = rng.integers(0, 5, (2, 4)).astype(np.float64)
   sums = rng.normal(size=(2, 4, 3))
-  state = km.EMAState(jnp.zeros((2, 4, 3)), jnp.asarray(count0, jnp.float32),
+  state = ops.EMAState(jnp.zeros((2, 4, 3)), jnp.asarray(count0, jnp.float32),
                       jnp.asarray(sums0, jnp.float32))
-  new = km.ema_update(state, jnp.asarray(counts, jnp.float32),
+  new = ops.ema_update(state, jnp.asarray(counts, jnp.float32),
                       jnp.asarray(sums, jnp.float32), 0.99, epsilon=1e-3)
   c = 0.99 * count0 + 0.01 * counts
   s = 0.99 * sums0 + 0.01 * sums
@@ -306,7 +307,7 @@ def test_data_init_seeds_from_the_first_batch():
   variables = nn.unbox(module.init(jax.random.key(0), x))
   assert int(variables["kmeans"]["num_updates"][0]) == 0
   _, new = module.apply(variables, x, mask, update=True, mutable=["kmeans"])
-  seeds = np.asarray(km.sample_vectors(x, mask, 2))  # [heads, 2, d]
+  seeds = np.asarray(ops.sample_vectors(x, mask, 2))  # [heads, 2, d]
   # The seeds are distinct valid tokens (never the [9, 9] padding).
   valid = np.asarray(X)[np.asarray(MASK)]  # [3, heads, d]
   for h in range(2):
@@ -400,7 +401,7 @@ def test_route_many_runs_one_update_per_set_in_order():
     ([[2, 2, 0, 0], [4, 0, 0, 0]], math.log(2) / 2, 0.625, 0.75),
 ])
 def test_cluster_health_hand_made(counts, entropy, empty, max_share):
-  health = km.cluster_health(jnp.asarray(counts, jnp.float32))
+  health = ops.cluster_health(jnp.asarray(counts, jnp.float32))
   np.testing.assert_allclose(health["entropy"], entropy, rtol=1e-6,
                              atol=1e-7)
   np.testing.assert_allclose(health["empty_fraction"], empty)
@@ -438,3 +439,31 @@ def test_route_many_fits_only_the_chosen_sets():
   with pytest.raises(ValueError, match="fit must name"):
     module.apply({"kmeans": state}, (x, y), mask, fit=(False, False),
                  method=module.route_many)
+
+
+def test_statistics_of_two_halves_merge_into_the_whole_batchs_update():
+  """Deferred statistics ("kmeans_stats" mutable) of two half batches,
+  merged and applied once, equal the immediate update on the whole batch
+  (revival on, so the candidates matter too)."""
+  module = _module(1.0, revive_threshold=0.3)
+  state = _hand_state(1.0)
+  state["ema_count"] = jnp.asarray([[10.0, 0.01], [5.0, 5.0]])
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(4, 3, 2, 2)), jnp.float32)
+  mask = jnp.asarray(rng.random((4, 3)) < 0.8)
+  _, whole = module.apply({"kmeans": state}, x, mask, update=True,
+                          mutable=["kmeans"])
+  halves = []
+  for rows in (slice(0, 2), slice(2, 4)):
+    _, new = module.apply({"kmeans": state}, x[rows], mask[rows],
+                          update=True, mutable=[km.STATS_COLLECTION])
+    assert set(new) == {km.STATS_COLLECTION}  # the state is left alone
+    halves.append(new[km.STATS_COLLECTION])
+  merged = ops.merge_statistics(*halves)
+  np.testing.assert_allclose(merged["counts"].sum(), mask.sum() * 2)
+  applied = ops.apply_statistics(state, merged, module.settings())
+  for name in ("centroids", "ema_count", "ema_sums", "num_updates"):
+    np.testing.assert_allclose(applied[name], whole["kmeans"][name],
+                               rtol=1e-5, atol=1e-6, err_msg=name)
+  # Head 0's cluster 1 was dead and was revived from the worst-served token.
+  assert not np.allclose(applied["centroids"][0, 1], MU0[0, 1])
