@@ -37,7 +37,7 @@ on a loaded machine, 2.31 validation bits/byte (see get_config).
 
 from experiments import common
 
-VARIANTS = ("routing", "local")
+VARIANTS = ("routing", "local", "full")
 
 
 def get_config(arg=None):
@@ -51,9 +51,13 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key, a bad value, or small with tiny.
   """
-  arg = common.parse_experiment_arg(arg, VARIANTS, "routing", tiny=False)
-  if arg.small and arg.tiny:
-    raise ValueError("config arg: small and tiny exclude each other")
+  arg = common.parse_experiment_arg(arg, VARIANTS, "routing", tiny=False,
+                                    long=False)
+  if sum((arg.small, arg.tiny, arg.long)) > 1:
+    raise ValueError("config arg: small, tiny and long exclude each other")
+  if arg.variant == "full" and not arg.long:
+    raise ValueError("config arg: variant=full needs long (sequences of "
+                     "2048, where full attention differs from local)")
 
   c = common.base_config()
   m = c.model
@@ -111,6 +115,25 @@ def get_config(arg=None):
                           data_name=None)
     common.set_smoke_training(t, steps=200, log_every=20, eval_every=100,
                               eval_batches=4, sample_length=128)
+  if arg.long:
+    # Sequences of 2048 bytes (several scenes), the same 4096 bytes per
+    # step; local heads see up to 256 back. routing: 2 local + 2 content-
+    # routing heads (16 clusters, windows of 256 members, dense for the
+    # first 150 steps; no position tables of their own); local: 4 local
+    # heads; full: 4 heads over the whole past (relative positions clipped
+    # at 257 as the local heads'). Exactly the same parameter count.
+    common.set_data(c, "shakespeare", 2048, batch_size=2)
+    common.set_local_blocks(m, 128)
+    m.num_clusters = 16
+    if arg.variant == "routing":
+      common.set_content_routing(m, window=256, warmup_steps=150)
+      m.routing_position = "none"
+    if arg.variant == "full":
+      m.query_block, m.memory_flange = 2048, 0
+    t.steps = 500
+    t.eval_every = 250
+    t.checkpoint_every = 250
+    t.eval_batches = 16
   if arg.tiny:
     # For tests: a few steps that still exercise every code path (both
     # head kinds, several blocks and clusters, eval, checkpoint, sampling).
