@@ -222,15 +222,19 @@ def main(argv=None):
         print(json.dumps({k: v for k, v in row.items() if k != "curve"}),
               flush=True)
         rows.append(row)
+        if args.out:  # after every run, so an interrupted sweep keeps its rows
+          write_results(rows, args.out)
   print(table(rows))
-  if args.out:
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as f:
-      json.dump(rows, f, indent=1)
-    with open(args.out + ".md", "w", encoding="utf-8") as f:
-      f.write(table(rows) + "\n")
-    plot(rows, args.out + ".png")
   return rows
+
+
+def write_results(rows, out):
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  with open(out + ".json", "w", encoding="utf-8") as f:
+    json.dump(rows, f, indent=1)
+  with open(out + ".md", "w", encoding="utf-8") as f:
+    f.write(table(rows) + "\n")
+  plot(rows, out + ".png")
 
 
 if __name__ == "__main__":
