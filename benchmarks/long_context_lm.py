@@ -88,15 +88,20 @@ def main(argv=None):
         row = run_one(variant, seed, args, workdir)
       print(json.dumps(row), flush=True)
       rows.append(row)
+      if args.out:  # after every run, so an interrupted sweep keeps its rows
+        write_results(rows, args.out)
   summary = summarize(rows)
   print(table(summary))
-  if args.out:
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out + ".json", "w", encoding="utf-8") as f:
-      json.dump({"runs": rows, "summary": summary}, f, indent=1)
-    with open(args.out + ".md", "w", encoding="utf-8") as f:
-      f.write(table(summary) + "\n")
   return summary
+
+
+def write_results(rows, out):
+  summary = summarize(rows)
+  os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+  with open(out + ".json", "w", encoding="utf-8") as f:
+    json.dump({"runs": rows, "summary": summary}, f, indent=1)
+  with open(out + ".md", "w", encoding="utf-8") as f:
+    f.write(table(summary) + "\n")
 
 
 if __name__ == "__main__":
