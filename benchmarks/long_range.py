@@ -45,29 +45,31 @@ TASK_ARGS = {"recall": dict(pairs=8, queries=16, gap=48, key_vocab=16,
                             value_vocab=16)}
 
 
-def build_config(kind, seed, steps, warmup=500):
-  """The experiment config of one attention kind (see the docstring)."""
+def build_config(kind, seed, steps, warmup=500, *, seq_len=SEQ_LEN,
+                 d_model=64, block=BLOCK, clusters=CLUSTERS, window=None):
+  """The experiment config of one attention kind (see the docstring); the
+  keyword sizes let the fast test train a smaller copy."""
   from experiments import common  # pylint: disable=g-import-not-at-top
   c = common.base_config()
   m = c.model
-  m.num_layers, m.d_model, m.num_heads, m.d_ff = 2, 64, 4, 256
+  m.num_layers, m.d_model, m.num_heads, m.d_ff = 2, d_model, 4, 4 * d_model
   m.norm, m.position, m.residual_dropout = "pre", "relative", 0.0
-  common.set_local_blocks(m, BLOCK)
-  m.num_clusters = CLUSTERS
+  common.set_local_blocks(m, block)
+  m.num_clusters = clusters
   if kind in ("local", "full"):
     common.set_routing_heads(m, 0)
     if kind == "full":  # one block over everything, positions over all
-      m.query_block, m.memory_flange = SEQ_LEN, 0
-      m.max_relative_position = SEQ_LEN
+      m.query_block, m.memory_flange = seq_len, 0
+      m.max_relative_position = seq_len
   elif kind == "routing_topk":
     common.set_routing_heads(m, 2)
-    m.routing, m.window = "topk", SEQ_LEN // CLUSTERS
+    m.routing, m.window = "topk", seq_len // clusters
   else:
     common.set_routing_heads(m, 2)
     common.set_content_routing(
-        m, window=2 * BLOCK,
+        m, window=window or 2 * block,
         warmup_steps=0 if kind.endswith("nowarm") else warmup)
-  common.set_data(c, "synthetic", SEQ_LEN, batch_size=16)
+  common.set_data(c, "synthetic", seq_len, batch_size=16)
   t = c.train
   t.optimizer, t.lr, t.schedule = "adamw", 1e-3, "cosine"
   t.warmup_steps, t.weight_decay, t.grad_clip = 100, 0.0, 1.0
@@ -116,41 +118,59 @@ def routing_visibility(model_cfg, variables, batch, pairs):
   return out
 
 
-def run_one(task, kind, seed, args):
+def train_task(c, task, task_args, *, eval_every, eval_batches):
+  """Trains config `c` on `task` through build_trainer / train_step.
+
+  Returns (model config, variables, accuracy curve, eval batches); the
+  curve holds accuracy and bits on the measured answers every `eval_every`
+  steps and at the end.
+  """
   import jax  # pylint: disable=g-import-not-at-top
   from routing_jax import sharding, synthetic_tasks, train  # pylint: disable=g-import-not-at-top
-  c = build_config(kind, seed, args.steps, args.routing_warmup)
   model_cfg = train.validate_config(c)
   mesh = sharding.create_mesh(dict(data=1, fsdp=1, tensor=1),
                               devices=jax.devices()[:1])
   trainer, state = train.build_trainer(c, mesh, sharding.logical_rules(),
                                        model_cfg)
-  make = lambda rng: synthetic_tasks.make_batch(
-      task, rng, 16, SEQ_LEN, **TASK_ARGS[task])
-  rng, eval_rng = np.random.default_rng(1000 + seed), np.random.default_rng(7)
-  eval_batches = [make(eval_rng) for _ in range(args.eval_batches)]
+  seq_len, steps = c.data.seq_len, c.train.steps
+  make = lambda rng: synthetic_tasks.make_batch(task, rng, 16, seq_len,
+                                                **task_args)
+  rng = np.random.default_rng(1000 + c.train.seed)
+  eval_rng = np.random.default_rng(7)
+  batches = [make(eval_rng) for _ in range(eval_batches)]
   forward = jax.jit(lambda v, x: trainer.model.apply(v, x)[0])
-  curve, t0 = [], time.time()
-  for step in range(1, args.steps + 1):
+  curve = []
+  for step in range(1, steps + 1):
     batch = make(rng)
     batch.pop("measured")
     gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
-    state, metrics = train.run_step(trainer, trainer.train_step, state, gb)
-    if step % args.eval_every == 0 or step == args.steps:
+    state, _ = train.run_step(trainer, trainer.train_step, state, gb)
+    if step % eval_every == 0 or step == steps:
       variables = {"params": state.params, "kmeans": state.kmeans}
       scores = [synthetic_tasks.answer_accuracy(
-          forward(variables, b["inputs"]), b) for b in eval_batches]
+          forward(variables, b["inputs"]), b) for b in batches]
       curve.append({"step": step,
                     "accuracy": float(np.mean([a for a, _ in scores])),
                     "bits": float(np.mean([bits for _, bits in scores]))})
+  return model_cfg, {"params": state.params, "kmeans": state.kmeans}, \
+      curve, batches
+
+
+def run_one(task, kind, seed, args):
+  import jax  # pylint: disable=g-import-not-at-top
+  c = build_config(kind, seed, args.steps, args.routing_warmup)
+  t0 = time.time()
+  model_cfg, variables, curve, eval_batches = train_task(
+      c, task, TASK_ARGS[task], eval_every=args.eval_every,
+      eval_batches=args.eval_batches)
   row = {"task": task, "model": kind, "seed": seed, "steps": args.steps,
-         "params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+         "params": int(sum(x.size for x in jax.tree.leaves(
+             variables["params"]))),
          "accuracy": curve[-1]["accuracy"], "bits": curve[-1]["bits"],
          "curve": curve, "train_s": round(time.time() - t0, 1)}
   if task == "recall" and kind.startswith("routing_causal"):
     row["visibility"] = routing_visibility(
-        model_cfg, {"params": state.params, "kmeans": state.kmeans},
-        eval_batches[0], TASK_ARGS[task]["pairs"])
+        model_cfg, variables, eval_batches[0], TASK_ARGS[task]["pairs"])
   return row
 
 
