@@ -233,11 +233,19 @@ def main(argv=None):
   p.add_argument("--eval_every", type=int, default=250)
   p.add_argument("--eval_batches", type=int, default=4)
   p.add_argument("--out", default="")
+  p.add_argument("--resume", action="store_true",
+                 help="keep the runs already in OUT.json and skip them")
   args = p.parse_args(argv)
   rows = []
+  if args.resume and os.path.exists(args.out + ".json"):
+    with open(args.out + ".json", encoding="utf-8") as f:
+      rows = json.load(f)
+  done = {(r["task"], r["model"], r["seed"]) for r in rows}
   for task in args.tasks.split(","):
     for seed in [int(s) for s in args.seeds.split(",")]:
       for kind in args.models.split(","):
+        if (task, kind, seed) in done:
+          continue
         row = run_one(task, kind, seed, args)
         print(json.dumps({k: v for k, v in row.items() if k != "curve"}),
               flush=True)
