@@ -18,7 +18,7 @@ Run (from the repository root; `cifar10` comes from the TFDS catalog):
   python -m routing_jax.main --config=experiments/cifar10.py:small \
       --workdir=/tmp/cifar10_small
 
-Model (reference.md §3.3, §5.4): 32x32x3 images as 3072 sub-pixels in
+Model (docs/paper.md §3.3, §5.4): 32x32x3 images as 3072 sub-pixels in
 raster order, 12 layers, H 1024, ReLU FFN 2048 with biases, 8 heads,
 post-norm, residual dropout 0.3, learned row/column positions, 256 values.
 
@@ -37,13 +37,13 @@ Variants (the ablation; reference hparams sets where they exist):
 The paper's "random routing" baseline is not expressed here.
 
 Paper result: the best routing variants reach about 2.97-2.98 bits/dim,
-slightly better than full attention [paper-recalled, UNVERIFIED]. A larger
+slightly better than full attention (not re-checked, docs/paper.md §5.2). A larger
 window always helped, and some of the best settings routed only in the
 last two layers with half the heads [survey].
 
 Hardware and steps: the reference code puts one image on each TPU core
-[code]; the core count and step count are not in the code (TPUv3 is
-[paper-recalled, UNVERIFIED]). We choose a global batch of 32 images and
+(reference code); the core count and step count are not in the code (TPUv3 is
+(not re-checked, docs/paper.md §5.2)). We choose a global batch of 32 images and
 500k steps (our choices): `hardware="tpu_v3_32"`, pure data parallel
 (`data=-1`); the ~102M parameter model fits on every accelerator (the dry
 run's `fits` line gives the memory per device).

@@ -221,7 +221,7 @@ def parse_experiment_arg(arg, variants, variant, **extra):
 def set_paper_text_model(m, *, vocab_size, d_model, d_ff, routing,
                          emb_dim=0, attention_dropout=0.0, relu_dropout=0.0,
                          embedding_dropout=0.0):
-  """Sets the paper's text-model defaults (reference.md §3.4, §5.4) on `m`.
+  """Sets the paper's text-model defaults (docs/paper.md §3.4, §5.4) on `m`.
 
   GEGLU FFN without biases, post-norm, Shaw relative positions, residual
   dropout 0.1 (the T2T default the text sets never override), no target
@@ -247,7 +247,7 @@ def set_paper_text_model(m, *, vocab_size, d_model, d_ff, routing,
 
 def set_paper_image_model(m, *, image_shape, num_layers, d_model, d_ff,
                           routing):
-  """Sets the paper's image-model defaults (reference.md §3.3) on `m`.
+  """Sets the paper's image-model defaults (docs/paper.md §3.3) on `m`.
 
   Sub-pixels in raster order over 256 values, learned row/column
   positions, ReLU FFN with biases, post-norm, residual dropout 0.3 and no
@@ -320,7 +320,7 @@ def set_data(c, name, seq_len, *, batch_size=32, eval_split="validation"):
 
 def set_paper_training(t, *, steps, eval_every, sample_length,
                        eval_batches=64, weight_decay=0.0):
-  """Sets the paper's training section (reference.md §5.4) on `t`.
+  """Sets the paper's training section (docs/paper.md §5.4) on `t`.
 
   Adafactor at 0.01 with the rsqrt schedule (0.01 flat for 10k steps, then
   1/sqrt(step)), no gradient clipping; a checkpoint at every evaluation.

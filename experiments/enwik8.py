@@ -16,7 +16,7 @@ prize archive, see routing_jax/datasets):
   python -m routing_jax.main --config=experiments/enwik8.py:small \
       --workdir=/tmp/enwik8_small
 
-Variants (reference hparams sets, reference.md §5.4):
+Variants (reference hparams sets, docs/paper.md §5.4):
   8k (default)  enwik8_local_cluster8k: 12 layers, 4 local + 4 routing heads,
                 k 16, w 512, q/m 256/256, n 8192.
   12k           enwik8_local_cluster12k: k 48, w 256, q/m 128/128, n 12288.
@@ -24,7 +24,7 @@ Variants (reference hparams sets, reference.md §5.4):
   local12k      enwik8_local12k: 22 layers, q/m 128/128, n 12288.
 
 Paper result: the Routing Transformer reaches about 0.99 bits/byte on the
-enwik8 test set with 12 layers [paper-recalled, UNVERIFIED]; the local
+enwik8 test set with 12 layers (not re-checked, docs/paper.md §5.2); the local
 baselines' numbers are not known to us.
 
 Vocabulary: 256 byte values. The reference uses about 258 ids (bytes plus
@@ -33,8 +33,8 @@ absent from enwik8's XML text (an assumption for the dataset builder
 to check).
 
 Hardware and steps: the reference code puts one sequence on each TPU core
-[code]; the core count and step count are not in the code (TPUv3 is
-[paper-recalled, UNVERIFIED]). We choose a global batch of 32 sequences
+(reference code); the core count and step count are not in the code (TPUv3 is
+(not re-checked, docs/paper.md §5.2)). We choose a global batch of 32 sequences
 (32 cores at 1 sequence each, or fewer devices with more per device) and
 500k steps; both are our choices, not the paper's: `hardware="tpu_v3_32"`,
 pure data parallel (`data=-1`); on devices with little memory add

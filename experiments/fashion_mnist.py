@@ -16,7 +16,7 @@ dataset-fashion-mnist package or the project's shared data folder):
   python -m routing_jax.main --config=experiments/fashion_mnist.py:small \
       --config.data.data_dir=DIR --workdir=/tmp/fmnist_small
 
-Model (reference.md §3.3, §5.4, mnist_* sets): 28x28x1 images as 784
+Model (docs/paper.md §3.3, §5.4, mnist_* sets): 28x28x1 images as 784
 pixels in raster order, 12 layers, H 512, ReLU FFN 2048 with biases,
 post-norm, residual dropout 0.3, learned row/column positions, 256 values.
 
@@ -25,13 +25,13 @@ Variants:
                      layer, k 7, w 112 (k * w = 784), q/m 56/56.
   local              mnist_local1d: 4 local heads, q/m 56/56.
   full               4 heads over one 784-token block (the reference's
-                     mnist_full is broken, see reference.md §7.16).
+                     mnist_full is broken, see docs/paper.md §5.4).
 The small variant keeps this attention geometry (784 = 14 blocks of 56,
 k 7, w 112) and shrinks only depth and width, so it exceeds the usual
 512-token limit of our CPU variants; at this size that costs seconds.
 
-Paper result: none. The paper reports no MNIST number that reference.md
-records, and Fashion-MNIST (MIT licence, available offline) stands in for
+Paper result: none. The paper reports no MNIST number that we could
+confirm, and Fashion-MNIST (MIT licence, available offline) stands in for
 MNIST here; its bits/dim are not comparable with MNIST's.
 
 Hardware and steps: our choices. The full-size variants are meant for one

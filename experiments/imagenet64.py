@@ -14,7 +14,7 @@ TFDS catalog, built from manually downloaded archives):
   python -m routing_jax.main --config=experiments/imagenet64.py:small \
       --workdir=/tmp/imagenet64_small
 
-Model (reference.md §3.3, §5.4): 64x64x3 images as 12288 sub-pixels in
+Model (docs/paper.md §3.3, §5.4): 64x64x3 images as 12288 sub-pixels in
 raster order, 24 layers, H 1024, ReLU FFN 2048 with biases, 16 heads,
 post-norm, residual dropout 0.3, learned row/column positions, 256 values,
 no class conditioning.
@@ -26,12 +26,12 @@ Variants:
   local              imagenet_local1d: 16 local heads.
 
 Paper result: 3.43 bits/dim against 3.44 for the 48-layer Sparse
-Transformer, with fewer layers [paper-verified: abstract]. Reformer about
-3.65 [paper-recalled, UNVERIFIED].
+Transformer, with fewer layers (in the abstract). Reformer about
+3.65 (not re-checked, docs/paper.md §5.2).
 
 Hardware and steps: the reference code puts one image on each TPU core
-[code]; the core count and step count are not in the code (TPUv3 is
-[paper-recalled, UNVERIFIED]). We choose a global batch of 32 images and
+(reference code); the core count and step count are not in the code (TPUv3 is
+(not re-checked, docs/paper.md §5.2)). We choose a global batch of 32 images and
 1M steps (our choices): `hardware="tpu_v3_32"`, pure data parallel
 (`data=-1`) for the ~203M parameters; 12288 tokens through 24 layers need
 remat of every layer (`python -m routing_jax.dryrun` gives the memory).

@@ -14,7 +14,7 @@ sentencepiece model is trained once on its train split):
   python -m routing_jax.main --config=experiments/pg19.py:small \
       --workdir=/tmp/pg19_small
 
-Variants (reference hparams sets, reference.md §5.4):
+Variants (reference hparams sets, docs/paper.md §5.4):
   routing (default)  pg19_local_cluster8k: 22 layers, H 1032, F 4096,
                      6 local + 2 routing heads, routing in the last layer
                      only (skip_first 21), k 16, w 512, q/m 256/256, n 8192.
@@ -22,26 +22,26 @@ Variants (reference hparams sets, reference.md §5.4):
 H 1032 over 8 heads gives head dimension 129 (odd, as in the reference).
 
 Paper result: 33.2 test perplexity, a new state of the art, with a
-22-layer Routing Transformer on sequences of 8192 [paper-verified:
+22-layer Routing Transformer on sequences of 8192 (in the
 abstract]. Compressive Transformer 33.6, Transformer-XL 36.3, and a local
-attention baseline at about 39 [paper-recalled, UNVERIFIED]. Perplexity is
+attention baseline at about 39 (not re-checked, docs/paper.md §5.2). Perplexity is
 per word: the reference multiplies its subword log-perplexity by 1.248
-[code], a ratio of its own vocabulary; with ours, the evaluation must use
+(reference code), a ratio of its own vocabulary; with ours, the evaluation must use
 our own subwords-per-word ratio on the test set.
 
 Vocabulary: a 32,768-piece sentencepiece model. The reference's subword
-encoder was built with a 2^15 target size [code], while its README calls
+encoder was built with a 2^15 target size (reference code), while its README calls
 the released vocabulary "vocab98K"; that file cannot be rebuilt offline,
 so we keep the 2^15 target, which also shards evenly over `tensor`.
 Per-word perplexity makes results comparable across vocabularies.
 
 Hardware and steps: the released checkpoint is at step 3,530,000 [code:
 README]; we train that many steps. The reference puts one sequence on each
-TPU core [code]; the core count is not in the code (TPUv3 is
-[paper-recalled, UNVERIFIED]). We choose a global batch of 32 sequences on
+TPU core (reference code); the core count is not in the code (TPUv3 is
+(not re-checked, docs/paper.md §5.2)). We choose a global batch of 32 sequences on
 `hardware="tpu_v3_32"`. Mesh: `fsdp=4` shards parameters and optimizer
 state over groups of 4 devices, `data=-1` takes the rest (the device count
-must be a multiple of 4). Size: about 450M parameters by reference.md's arithmetic with this
+must be a multiple of 4). Size: about 450M parameters by our arithmetic with this
 vocabulary; the reference README says 200M, unexplained.
 """
 

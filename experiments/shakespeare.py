@@ -7,7 +7,7 @@ Run (from the repository root; the corpus ships inside the package):
   # Same budget, local attention only (the baseline to beat):
   python -m routing_jax.main --config=experiments/shakespeare.py:variant=local \
       --workdir=/tmp/shakespeare_local
-  # The paper's balanced top-k routing (leaks the future, see design.md):
+  # The paper's balanced top-k routing (leaks the future, see docs/paper.md §4.2):
   python -m routing_jax.main --config=experiments/shakespeare.py:routing=topk \
       --workdir=/tmp/shakespeare_topk
   # About a minute on 2 cores (2 layers of 64, 200 steps):
@@ -29,7 +29,7 @@ AdamW and a cosine schedule instead of the paper's Adafactor schedule: a
 short run gains from ending at a small learning rate, and the paper's
 schedule stays at 0.01 for its first 10k steps. Pre-norm is our choice for
 a short run at a high peak learning rate; `norm="post"` is the paper's.
-Exactly causal routing (design.md §2) is the default.
+Exactly causal routing (docs/causal_routing.md) is the default.
 
 Hardware and steps: 600 steps of 16 x 256 bytes on 2 CPU cores: 10 minutes
 on a loaded machine, 2.31 validation bits/byte (see get_config).

@@ -16,7 +16,7 @@ wikitext-103 archive, see routing_jax/datasets):
   python -m routing_jax.main --config=experiments/wikitext103.py:small \
       --workdir=/tmp/wt103_small
 
-Variants (reference hparams sets, reference.md §5.4):
+Variants (reference hparams sets, docs/paper.md §5.4):
   routing (default)  wikitext103_local_cluster4k: 14 layers, 8 local +
                      8 routing heads, k 8, w 512, q/m 256/256, n 4096.
   local              wikitext103_local4k: 16 local heads.
@@ -27,9 +27,9 @@ positions up to 513, dropout 0.4 (attention, relu, embedding), target
 dropout 0.25 (0.2 for 1k), residual dropout 0.1, weight decay 2e-5.
 
 Paper result: 15.8 test perplexity against 18.3 for Transformer-XL
-[paper-verified: abstract; which of the sets above produced it is not
-stated there]. The local Transformer baseline is about 19.8 and Adaptive
-Inputs 18.7 [paper-recalled, UNVERIFIED].
+(in the abstract; which of the sets above produced it is not
+stated there). The local Transformer baseline is about 19.8 and Adaptive
+Inputs 18.7 (not re-checked, docs/paper.md §5.2).
 
 Vocabulary (an assumption): the standard wikitext-103 vocabulary of
 267,735 word types (including <unk>). The reference used T2T's token
@@ -39,11 +39,11 @@ padded to 267,776 (a multiple of 128), so the vocabulary splits over
 `tensor`; the padded entries get zero probability.
 
 Weight decay: the reference adds 2e-5 * sum(0.5 * |v|^2) over all non-bias
-variables to the loss (L2, not decoupled decay) [code].
+variables to the loss (L2, not decoupled decay) (reference code).
 
 Hardware and steps: the reference code puts one sequence on each TPU core
-[code]; the core count and step count are not in the code (TPUv3 is
-[paper-recalled, UNVERIFIED]). We choose a global batch of 32 sequences and
+(reference code); the core count and step count are not in the code (TPUv3 is
+(not re-checked, docs/paper.md §5.2)). We choose a global batch of 32 sequences and
 500k steps (our choices): `hardware="tpu_v3_32"` with `fsdp=8` (data 4),
 since the 267k x 256 embedding and softmax dominate the ~330M parameters.
 The [4096, 267776] float32 logits of one sequence would take 4.4 GB; the

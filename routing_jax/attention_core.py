@@ -33,7 +33,7 @@ def head_projection(features: int, axes: tuple[str, str], dtype: Dtype,
 
   A 2-D kernel reshaped by the caller, rather than DenseGeneral with tuple
   features: under jax.set_mesh the latter breaks logical partitioning on
-  flax 0.12 (stack.md §4, pitfall 3).
+  flax 0.12.
   """
   return layers.dense(features, axes, use_bias=use_bias,
                       kernel_init=kernel_init, dtype=dtype,

@@ -118,7 +118,7 @@ class TextEmbed(nn.Module):
 
 
 class ImageEmbed(nn.Module):
-  """Sub-pixel embeddings for images in raster order (reference §3.3).
+  """Sub-pixel embeddings for images in raster order (docs/paper.md §3.3).
 
   A per-channel table [256·C, H] scaled by √H embeds the previous sub-pixel
   (the input at position i is the target at i−1, whose channel is

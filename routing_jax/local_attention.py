@@ -1,4 +1,4 @@
-"""Blocked local attention (reference §2): query blocks with a memory flange.
+"""Blocked local attention (docs/paper.md §2): query blocks with a memory flange.
 
 The sequence is cut into query blocks of q positions. Causal: block i sees
 the m positions before it and itself causally, so a query at position t sees

@@ -1,7 +1,7 @@
 """TransformerLM: a decoder-only Routing Transformer for text and images.
 
 Each layer has some local heads and, in routing layers, some routing heads
-(reference §3.1: in a non-routing layer the routing heads become local heads,
+(docs/paper.md §3.1: in a non-routing layer the routing heads become local heads,
 so every layer has `num_heads` heads). The two head groups have their own
 projections and their outputs are added, which equals concatenating the heads
 before one output projection. The reference's extra shared d×d "heads talk"

@@ -1,6 +1,6 @@
 """Optimizers and learning-rate schedules from the `train` config section.
 
-adafactor: the paper's (reference §3.4): factored second moments, no
+adafactor: the paper's (docs/paper.md §3.4): factored second moments, no
 momentum, decay 1 − t^−0.8, update clipping 1.0, relative (parameter-scale)
 steps, lr 0.01 flat for `warmup_steps` then 1/√step ("rsqrt").
 adamw: warmup then cosine (or rsqrt / constant), decoupled weight decay.
@@ -60,7 +60,7 @@ def create_optimizer(t: Any) -> optax.GradientTransformation:
     parts.append(optax.clip_by_global_norm(float(t.grad_clip)))
   if t.optimizer == "adafactor":
     if t.weight_decay > 0:
-      # The reference adds decay·Σ½‖v‖² to the loss (reference §3.4): its
+      # The reference adds decay·Σ½‖v‖² to the loss (docs/paper.md §3.4): its
       # gradient decay·v joins the gradient before Adafactor's scaling.
       parts.append(optax.add_decayed_weights(float(t.weight_decay),
                                              mask=decay_mask))

@@ -1,7 +1,7 @@
 """Tests for experiments/*.py: they load, use only known fields, obey the
 rules a model needs, and reproduce the reference hyperparameter tables.
 
-The expected paper values below were written from reference.md §5.4, not
+The expected paper values below were written from docs/paper.md §5.4, not
 from the experiment files. No jax is needed here.
 """
 
@@ -241,7 +241,7 @@ def test_shakespeare_small_and_tiny_exclude_each_other():
     load("shakespeare", "small,tiny")
 
 
-# Reference tables (reference.md §5.4), one row per (file, arg). Keys are
+# Reference tables (docs/paper.md §5.4), one row per (file, arg). Keys are
 # dotted config fields; "layers" is the set of routing layers; "heads" is
 # (local, routing) heads in a routing layer; "qm" is (query_block,
 # memory_flange); "drop" is attention/relu/embedding/target dropout.
@@ -371,7 +371,7 @@ def test_paper_hyperparameters_match_reference_tables(name, arg, expected):
   c = load(name, arg)
   for key, value in expected.items():
     assert _observed(c, key) == value, key
-  # Shared by every paper set (reference.md §3.4, §5.4).
+  # Shared by every paper set (docs/paper.md §3.4, §5.4).
   assert c.model.norm == "post"
   assert c.model.init_scale == 0.2 and c.model.share_qk
   assert c.model.kmeans_decay == 0.999 and c.model.commitment_weight == 1e-4

@@ -1,6 +1,6 @@
 """Tests for routing_jax.kmeans: the EMA update, its state flow and health.
 
-Expected values are computed by hand from the formulas of reference §1.2
+Expected values are computed by hand from the formulas of docs/paper.md §1.2
 (counts, sums, decay, Laplace smoothing), never from the library's helpers.
 """
 

@@ -1,7 +1,7 @@
 """Tests for routing_jax.local_attention against brute-force references.
 
 The references are written here in float64 numpy: dense attention under the
-band mask of reference §2 (causal: keys in [⌊t/q⌋·q − m, t]; bidirectional:
+band mask of docs/paper.md §2 (causal: keys in [⌊t/q⌋·q − m, t]; bidirectional:
 keys in [⌊t/q⌋·q − m, ⌊t/q⌋·q + q + m)), Shaw relative positions
 (clip(k − q, ±R)) and RoPE. Only inputs and parameters come from the
 library.

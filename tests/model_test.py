@@ -160,7 +160,7 @@ def test_causal_whole_model(name, kw, n):
 
 @pytest.mark.slow
 def test_topk_routing_leaks_the_future():
-  """The paper's balanced routing is not causal (reference §4.3).
+  """The paper's balanced routing is not causal (docs/paper.md §4.2).
 
   The same probe as above must see it, so it would also catch a leak in the
   causal mode.

@@ -26,7 +26,7 @@ CONFIGS = [
 
 
 def expected_params(c: model_config.ModelConfig) -> int:
-  """The count written out from the hyperparameters (reference §3)."""
+  """The count written out from the hyperparameters (docs/paper.md §3)."""
   hd, h, d = c.d_model, c.num_heads, c.d_model // c.num_heads
   e = c.emb_dim or hd
   total = 0
