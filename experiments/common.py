@@ -1,7 +1,8 @@
 """The base config every experiment starts from: every field, with its default.
 
 Experiment files call `base_config()` and override what their paper setting
-changes. Only ml_collections is imported here, so configs load in
+changes. Only ml_collections and the jax-free config modules of routing_jax
+(model defaults, mode names) are imported here, so configs load in
 milliseconds and never pull in jax.
 
 Sections:
@@ -16,77 +17,33 @@ checks, the paper's text and image model defaults, its training section,
 and the shrink to a CPU-sized `small` model. Each sets fields in place.
 """
 
+import dataclasses
+import typing
+
 import ml_collections
+
+from routing_jax import modes
+from routing_jax.model_config import ModelConfig
+
+
+def model_section() -> ml_collections.ConfigDict:
+  """The `model` section: every ModelConfig field with its default (the
+  field comments in routing_jax/model_config.py document them)."""
+  m = ml_collections.ConfigDict()
+  for field in dataclasses.fields(ModelConfig):
+    default = field.default
+    if default is None:  # Optional[T]: a typed placeholder, settable to T
+      inner = [t for t in typing.get_args(field.type) if t is not type(None)]
+      default = ml_collections.FieldReference(None, field_type=inner[0])
+    m[field.name] = default
+  return m
 
 
 def base_config() -> ml_collections.ConfigDict:
   """Returns a ConfigDict holding every field with its default value."""
   c = ml_collections.ConfigDict()
 
-  m = c.model = ml_collections.ConfigDict()
-  m.vocab_size = 256  # bytes; images use 256 sub-pixel values
-  # Embedding and output rows are padded to a multiple of this (128: the
-  # vocabulary splits over `tensor`); padded entries get zero probability.
-  m.vocab_multiple = 1
-  m.num_layers = 2
-  m.d_model = 128  # hidden size H
-  m.emb_dim = 0  # factorised embedding size E (0: no factorisation, E = H)
-  m.num_heads = 4  # heads per layer (local + routing)
-  m.num_routing_heads = 2  # of num_heads, in the layers that route
-  # Which layers route: "all", "none", "last:N", "skip_first:N" or "0,3,5".
-  m.routing_layers = "all"
-  m.d_ff = 512
-  m.ffn = "geglu"  # "geglu" (text, no biases) or "relu" (images, biases)
-  m.norm = "post"  # "post" (the paper's LN(x + f(x))) or "pre"
-  m.tie_embeddings = False  # the paper's output layer is untied
-  m.query_block = 64  # local attention query block q
-  m.memory_flange = 64  # local attention memory flange m
-  m.routing = "causal"  # "causal" (exactly causal) or "topk" (the paper's)
-  m.causal = True
-  m.num_clusters = 4  # k
-  m.window = 64  # w
-  m.share_qk = True
-  # Separate Q/K: centroids fitted to queries and keys (True, the paper's
-  # code) or to the keys only, each query going to the key cluster it
-  # matches best (False); None: False for causal routing, True for topk.
-  m.fit_queries = ml_collections.FieldReference(None, field_type=bool)
-  m.exclude_self = False
-  # Causal routing attends to every earlier token (or the last
-  # routing_warmup_window, 0: all) until the k-means has taken this many
-  # updates: routing needs queries and keys that already agree.
-  m.routing_warmup_steps = 0
-  m.routing_warmup_window = 0
-  m.routing_logit_scale = 1.0  # LN(q)·LN(k) scale; 1.0 is the reference
-  # Causal routing core: "xla" or "pallas" (fused GPU kernels; no relative
-  # positions or attention dropout; docs/kernels.md).
-  m.routing_implementation = "xla"
-  m.kmeans_decay = 0.999
-  m.commitment_weight = 1e-4  # beta
-  m.kmeans_data_init = ml_collections.FieldReference(None, field_type=bool)
-  m.kmeans_revive_threshold = ml_collections.FieldReference(
-      None, field_type=float)
-  # "relative" (Shaw, the paper's text models), "rope", "none", or
-  # "learned2d" (row/column tables, the paper's image models).
-  m.position = "relative"
-  # Positions of the routing heads; None follows `position` (relative:
-  # distances between members of a cluster; learned2d: none).
-  m.routing_position = ml_collections.FieldReference(None, field_type=str)
-  m.max_relative_position = 65
-  m.image_shape = (0, 0, 0)  # (H, W, C) for image models, zeros for text
-  m.max_len = 1024  # longest sequence (learned positions, decoding cache)
-  m.residual_dropout = 0.1
-  m.attention_dropout = 0.0
-  m.relu_dropout = 0.0
-  m.embedding_dropout = 0.0
-  m.target_dropout = 0.0
-  m.init_scale = 0.2  # uniform_unit_scaling gain of the reference
-  # Activation policy. "bfloat16": matmuls and activations in bf16, while
-  # params, optimizer state, softmax, routing scores, k-means and the loss
-  # stay float32 (the paper configs); "float32": everything in float32.
-  m.dtype = "float32"
-  m.param_dtype = "float32"
-  m.scan_layers = False
-  m.remat_policy = "none"  # "none", "full", "dots_saveable", ...
+  c.model = model_section()
 
   d = c.data = ml_collections.ConfigDict()
   d.name = "shakespeare"
@@ -182,7 +139,7 @@ def parse_arg(arg, **defaults):
   return ml_collections.ConfigDict(out)
 
 
-ROUTING_MODES = ("causal", "topk")  # ours (exactly causal), the paper's
+ROUTING_MODES = modes.ROUTINGS  # ours (exactly causal), the paper's
 
 
 def check_choice(name, value, choices):

@@ -1,27 +1,36 @@
 """routing-jax: the Routing Transformer (Roy et al., TACL 2021) in JAX/Flax.
 
-Public API (names fixed by design.md §3):
+Public API:
   LocalAttention    blocked local attention (query block, memory flange)
   RoutingAttention  k-means routing attention, routing="causal" | "topk"
   KMeans            centroid state and its EMA update (collection "kmeans")
   ModelConfig       frozen dataclass of every model hyperparameter
   TransformerLM     decoder-only model over tokens and image sub-pixels
   generate          sampling with a cache: temperature, top-k, top-p, EOS
+
+The names load on first use, so that jax-free modules (the config defaults
+and mode names the experiment files read) import without jax.
 """
 
-from routing_jax.kmeans import KMeans
-from routing_jax.local_attention import LocalAttention
-from routing_jax.model import TransformerLM
-from routing_jax.model_config import ModelConfig
-from routing_jax.routing_attention import RoutingAttention
+import importlib
 
-__all__ = ["KMeans", "LocalAttention", "RoutingAttention", "ModelConfig",
-           "TransformerLM", "generate"]
+_EXPORTS = {
+    "KMeans": "routing_jax.kmeans",
+    "LocalAttention": "routing_jax.local_attention",
+    "RoutingAttention": "routing_jax.routing_attention",
+    "ModelConfig": "routing_jax.model_config",
+    "TransformerLM": "routing_jax.model",
+    "generate": "routing_jax.decoding",
+}
+
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name):
-  # decoding.py is written separately and never imports the model.
-  if name == "generate":
-    from routing_jax.decoding import generate  # pylint: disable=g-import-not-at-top
-    return generate
-  raise AttributeError(name)
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+  raise AttributeError(f"module 'routing_jax' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted(list(globals()) + __all__)

@@ -13,10 +13,10 @@ import jax
 import jax.numpy as jnp
 
 from routing_jax import attention_core as core
+from routing_jax.modes import ATTENTION_POSITIONS
 
 Array = jax.Array
 
-POSITIONS = ("none", "relative", "rope")
 
 
 class LocalAttention(nn.Module):
@@ -61,9 +61,9 @@ class LocalAttention(nn.Module):
       raise ValueError(
           "memory_flange must be a non-negative multiple of query_block, got "
           f"memory_flange={self.memory_flange}, query_block={self.query_block}")
-    if self.position not in POSITIONS:
+    if self.position not in ATTENTION_POSITIONS:
       raise ValueError(
-          f"position must be one of {POSITIONS}, got {self.position!r}")
+          f"position must be one of {ATTENTION_POSITIONS}, got {self.position!r}")
     if self.position == "relative" and self.max_relative_position < 1:
       raise ValueError("max_relative_position must be >= 1, got "
                        f"{self.max_relative_position}")

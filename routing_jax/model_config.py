@@ -8,67 +8,84 @@ raised before anything is compiled.
 import dataclasses
 from typing import Any, Mapping, Optional
 
-import jax.numpy as jnp
+from routing_jax.modes import (ATTENTION_POSITIONS, DTYPE_NAMES, FFNS, NORMS,
+                               POSITIONS, REMAT_POLICIES,
+                               ROUTING_IMPLEMENTATIONS, ROUTINGS)
 
-FFNS = ("geglu", "relu")
-NORMS = ("post", "pre")
-ROUTINGS = ("causal", "topk")
-ROUTING_IMPLEMENTATIONS = ("xla", "pallas")
-POSITIONS = ("relative", "rope", "none", "learned2d")
-ROUTING_POSITIONS = ("relative", "rope", "none")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
-          "float16": jnp.float16}
-REMAT_POLICIES = ("none", "full", "dots_saveable", "nothing_saveable",
-                  "dots_with_no_batch_dims_saveable")
+ROUTING_POSITIONS = ATTENTION_POSITIONS
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Hyperparameters of TransformerLM (see experiments/common.py for docs)."""
-  vocab_size: int = 256
+  """Hyperparameters of TransformerLM: the one place their defaults live.
+
+  `experiments/common.base_config()` builds the config's `model` section
+  from these fields, so an experiment file sets only what differs.
+  """
+  vocab_size: int = 256  # bytes; images use 256 sub-pixel values
+  # Embedding and output rows are padded to a multiple of this (128: the
+  # vocabulary splits over `tensor`); padded entries get zero probability.
   vocab_multiple: int = 1
   num_layers: int = 2
-  d_model: int = 128
-  emb_dim: int = 0
-  num_heads: int = 4
-  num_routing_heads: int = 2
+  d_model: int = 128  # hidden size H
+  emb_dim: int = 0  # factorised embedding size E (0: no factorisation)
+  num_heads: int = 4  # heads per layer (local + routing)
+  num_routing_heads: int = 2  # of num_heads, in the layers that route
+  # Which layers route: "all", "none", "last:N", "skip_first:N" or "0,3,5".
   routing_layers: str = "all"
   d_ff: int = 512
-  ffn: str = "geglu"
-  norm: str = "post"
-  tie_embeddings: bool = False
-  query_block: int = 64
-  memory_flange: int = 64
-  routing: str = "causal"
+  ffn: str = "geglu"  # "geglu" (text, no biases) or "relu" (images, biases)
+  norm: str = "post"  # "post" (the paper's LN(x + f(x))) or "pre"
+  tie_embeddings: bool = False  # the paper's output layer is untied
+  query_block: int = 64  # local attention query block q
+  memory_flange: int = 64  # local attention memory flange m
+  routing: str = "causal"  # "causal" (exactly causal) or "topk" (the paper's)
   causal: bool = True
-  num_clusters: int = 4
-  window: int = 64
+  num_clusters: int = 4  # k
+  window: int = 64  # w: keys a routing query may see in its cluster
   share_qk: bool = True
+  # Separate Q/K: centroids fitted to queries and keys (True, the paper's
+  # code) or to the keys only, each query going to the key cluster it
+  # matches best (False); None: False for causal routing, True for topk.
   fit_queries: Optional[bool] = None
-  exclude_self: bool = False
+  exclude_self: bool = False  # see itself only when nothing else is visible
+  # Causal routing attends to every earlier token (or the last
+  # routing_warmup_window, 0: all) until the k-means has taken this many
+  # updates: routing needs queries and keys that already agree.
   routing_warmup_steps: int = 0
   routing_warmup_window: int = 0
-  routing_logit_scale: float = 1.0
+  routing_logit_scale: float = 1.0  # LN(q)·LN(k) scale; 1.0 is the paper's
+  # Causal routing core: "xla" or "pallas" (fused GPU kernels; no relative
+  # positions or attention dropout; docs/kernels.md).
   routing_implementation: str = "xla"
   kmeans_decay: float = 0.999
-  commitment_weight: float = 1e-4
+  commitment_weight: float = 1e-4  # beta
+  # Centroids from the first batch's vectors, and revival of clusters whose
+  # share falls under the threshold; None: the routing mode's default.
   kmeans_data_init: Optional[bool] = None
   kmeans_revive_threshold: Optional[float] = None
+  # "relative" (Shaw, the paper's text models), "rope", "none", or
+  # "learned2d" (row/column tables, the paper's image models).
   position: str = "relative"
+  # Positions of the routing heads; None follows `position` (relative:
+  # distances between members of a cluster; learned2d: none).
   routing_position: Optional[str] = None
   max_relative_position: int = 65
-  image_shape: tuple[int, int, int] = (0, 0, 0)
-  max_len: int = 1024
+  image_shape: tuple[int, int, int] = (0, 0, 0)  # (H, W, C); zeros for text
+  max_len: int = 1024  # longest sequence (learned positions, decode cache)
   residual_dropout: float = 0.1
   attention_dropout: float = 0.0
   relu_dropout: float = 0.0
   embedding_dropout: float = 0.0
   target_dropout: float = 0.0
-  init_scale: float = 0.2
+  init_scale: float = 0.2  # gain of the uniform variance-scaling init
+  # Activation policy. "bfloat16": matmuls and activations in bf16, while
+  # params, optimizer state, softmax, routing scores, k-means and the loss
+  # stay float32 (the paper configs); "float32": everything in float32.
   dtype: str = "float32"
   param_dtype: str = "float32"
   scan_layers: bool = False
-  remat_policy: str = "none"
+  remat_policy: str = "none"  # one of modes.REMAT_POLICIES
 
   def __post_init__(self):
     object.__setattr__(self, "image_shape", tuple(self.image_shape))
@@ -107,11 +124,13 @@ class ModelConfig:
 
   @property
   def jnp_dtype(self):
-    return DTYPES[self.dtype]
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    return jnp.dtype(self.dtype)
 
   @property
   def jnp_param_dtype(self):
-    return DTYPES[self.param_dtype]
+    import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+    return jnp.dtype(self.param_dtype)
 
   def routing_mask(self) -> tuple[bool, ...]:
     """Per layer: does it have routing heads?"""
@@ -143,9 +162,9 @@ class ModelConfig:
          f"must be one of {POSITIONS}")
     need(self.routing_position in (None,) + ROUTING_POSITIONS,
          "routing_position", f"must be None or one of {ROUTING_POSITIONS}")
-    need(self.dtype in DTYPES, "dtype", f"must be one of {sorted(DTYPES)}")
-    need(self.param_dtype in DTYPES, "param_dtype",
-         f"must be one of {sorted(DTYPES)}")
+    need(self.dtype in DTYPE_NAMES, "dtype", f"must be one of {DTYPE_NAMES}")
+    need(self.param_dtype in DTYPE_NAMES, "param_dtype",
+         f"must be one of {DTYPE_NAMES}")
     need(self.remat_policy in REMAT_POLICIES, "remat_policy",
          f"must be one of {REMAT_POLICIES}")
     for f in ("residual_dropout", "attention_dropout", "relu_dropout",

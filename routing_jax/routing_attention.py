@@ -32,12 +32,11 @@ from routing_jax import kmeans as km
 from routing_jax import kmeans_ops
 from routing_jax import routing_core
 from routing_jax import routing_kernel
+from routing_jax.modes import (ATTENTION_POSITIONS, ROUTING_IMPLEMENTATIONS,
+                               ROUTINGS)
 
 Array = jax.Array
 
-ROUTINGS = ("causal", "topk")
-POSITIONS = ("none", "relative", "rope")
-IMPLEMENTATIONS = ("xla", "pallas")
 
 
 class RoutingAttention(nn.Module):
@@ -142,17 +141,17 @@ class RoutingAttention(nn.Module):
     for name in ("num_heads", "head_dim", "num_clusters", "window"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if self.position not in POSITIONS:
+    if self.position not in ATTENTION_POSITIONS:
       raise ValueError(
-          f"position must be one of {POSITIONS}, got {self.position!r}")
+          f"position must be one of {ATTENTION_POSITIONS}, got {self.position!r}")
     if self.position == "relative" and self.max_relative_position < 1:
       raise ValueError("max_relative_position must be >= 1, got "
                        f"{self.max_relative_position}")
     if not 0.0 <= self.attention_dropout < 1.0:
       raise ValueError(
           f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
-    if self.implementation not in IMPLEMENTATIONS:
-      raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, "
+    if self.implementation not in ROUTING_IMPLEMENTATIONS:
+      raise ValueError(f"implementation must be one of {ROUTING_IMPLEMENTATIONS}, "
                        f"got {self.implementation!r}")
     if self.implementation == "pallas":
       self._validate_pallas()

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 from experiments import common  # pylint: disable=g-import-not-at-top
+from routing_jax import modes  # pylint: disable=g-import-not-at-top
 
 # Every experiment file and every arg it declares (default first).
 ARGS = {
@@ -159,9 +160,9 @@ def test_config_obeys_model_rules(name, arg):
   assert 1 <= m.window <= d.seq_len
   assert m.num_clusters >= 1
   assert m.max_len == d.seq_len
-  assert m.ffn in ("geglu", "relu") and m.norm in ("post", "pre")
-  assert m.routing in ("causal", "topk")
-  assert m.position in ("relative", "rope", "none", "learned2d")
+  assert m.ffn in modes.FFNS and m.norm in modes.NORMS
+  assert m.routing in modes.ROUTINGS
+  assert m.position in modes.POSITIONS
   if m.position == "relative":
     # The relative table covers the whole local span (q + m keys).
     assert m.max_relative_position >= m.query_block + m.memory_flange
@@ -236,9 +237,15 @@ def test_cifar10_rejects_windows_that_do_not_fit(arg):
     load("cifar10", arg)
 
 
-def test_shakespeare_small_and_tiny_exclude_each_other():
-  with pytest.raises(ValueError, match="small and tiny"):
-    load("shakespeare", "small,tiny")
+@pytest.mark.parametrize("arg", ["small,tiny", "small,long", "tiny,long"])
+def test_shakespeare_sizes_exclude_each_other(arg):
+  with pytest.raises(ValueError, match="small, tiny and long exclude"):
+    load("shakespeare", arg)
+
+
+def test_shakespeare_full_needs_long():
+  with pytest.raises(ValueError, match="variant=full needs long"):
+    load("shakespeare", "variant=full")
 
 
 # Reference tables (docs/paper.md §5.4), one row per (file, arg). Keys are
