@@ -99,7 +99,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # progress lines are printed
   config = _CONFIG.value
   # Validate before jax starts compiling anything.
-  from routing_jax import train  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
   try:
     train.validate_config(config)
   except ValueError as e:
@@ -110,7 +110,7 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir",
                       _COMPILATION_CACHE_DIR.value)
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
-  from routing_jax import train_loop  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
   logging.info("Config:\n%s", config)
   try:
     summary = train_loop.train_and_evaluate(

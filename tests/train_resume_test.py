@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from experiments import shakespeare
-from routing_jax import checkpointing
-from routing_jax import train
-from routing_jax import train_loop
+from routing_jax.training import checkpointing
+from routing_jax.training import train
+from routing_jax.training import train_loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 16

@@ -14,8 +14,8 @@ import sys
 import pytest
 
 from experiments import shakespeare
-from routing_jax import train_loop
-from routing_jax import workdir as workdir_lib
+from routing_jax.training import train_loop
+from routing_jax.training import workdir as workdir_lib
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
 import fake_bucket  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -6,7 +6,7 @@ model on a sample of the train split instead, once, and save it next to the
 TFDS data (`<data_dir>/pg19_spm<V>.model`); every later run (and every host)
 loads that file, so ids never change under a checkpoint.
 
-Preparation (`prepare_split`, run by `python -m routing_jax.datasets.build
+Preparation (`prepare_split`, run by `python -m routing_jax.data.datasets.build
 --name=pg19`, or else by process 0 of the first training job) trains the
 tokenizer and tokenizes every book of a split once, saving each book's
 length in tokens and the split's token and word counts; training hosts only
@@ -240,7 +240,7 @@ def load_split(data_dir: str | None, vocab_size: int, split: str):
         f"the PG-19 tokenizer or the counts of split {split!r} for"
         f" data.tokenizer_vocab_size={vocab_size} are missing in"
         f" {default_data_dir(data_dir)}; prepare them with python -m"
-        " routing_jax.datasets.build --name=pg19 --data_dir=..."
+        " routing_jax.data.datasets.build --name=pg19 --data_dir=..."
         f" --tokenizer_vocab_size={vocab_size}")
   sp = _load_tokenizer(tokenizer_path(data_dir, vocab_size), vocab_size)
   lengths_path, counts_path = _split_paths(data_dir, vocab_size, sp, split)

@@ -25,7 +25,7 @@ import zlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from routing_jax.datasets import archives
+from routing_jax.data.datasets import archives
 
 HELD_OUT_FRACTION = 0.05
 

@@ -27,11 +27,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from routing_jax import attention_core as core
-from routing_jax import kmeans as km
-from routing_jax import kmeans_ops
-from routing_jax import routing_core
-from routing_jax import routing_kernel
+from routing_jax.nn import attention_core as core
+from routing_jax.nn import kmeans as km
+from routing_jax.nn import kmeans_ops
+from routing_jax.nn import routing_core
+from routing_jax.nn import routing_kernel
 
 Array = jax.Array
 

@@ -20,12 +20,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from routing_jax import attention_core as core
-from routing_jax import kmeans_ops
-from routing_jax import layers
-from routing_jax.local_attention import LocalAttention
-from routing_jax.model_config import ModelConfig  # re-exported
-from routing_jax.routing_attention import RoutingAttention
+from routing_jax.nn import attention_core as core
+from routing_jax.nn import kmeans_ops
+from routing_jax.nn import layers
+from routing_jax.nn.local_attention import LocalAttention
+from routing_jax.nn.model_config import ModelConfig  # re-exported
+from routing_jax.nn.routing_attention import RoutingAttention
 
 Array = jax.Array
 
@@ -160,7 +160,8 @@ class TransformerLM(nn.Module):
       one token at a time.
     return_hidden: return the features that enter the output projection
       [batch, length, E or H] instead of logits (the training loss applies
-      that projection in chunks, see `output_logits` and routing_jax/loss.py).
+      that projection in chunks, see `output_logits` and
+      routing_jax/nn/loss.py).
   Returns logits [batch, length, vocab_size] float32 and aux = {"kmeans_loss":
   the k-means losses of all layers summed, and cluster-health stats averaged
   over routing layers}. The output layer has `padded_vocab_size` entries;

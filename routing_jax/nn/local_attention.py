@@ -12,7 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from routing_jax import attention_core as core
+from routing_jax.nn import attention_core as core
 
 Array = jax.Array
 

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from routing_jax import decoding
-from routing_jax.model import TransformerLM
-from routing_jax.model_config import ModelConfig
+from routing_jax.nn import decoding
+from routing_jax.nn.model import TransformerLM
+from routing_jax.nn.model_config import ModelConfig
 
 Array = jax.Array
 

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from routing_jax import kmeans_ops
+from routing_jax.nn import kmeans_ops
 
 REPLICA_AXIS = "replicas"  # the vmapped axis
 DATA_AXIS = "data"  # the mesh axis it is laid on

@@ -14,7 +14,7 @@ dataset's metadata (`builder.info.metadata["vocab"]`, a list indexed by id,
 `"<pad>"` at 0) so the pipeline can decode ids.
 
 Build (offline, archive already downloaded):
-  python -m routing_jax.datasets.build --name=wikitext103 \
+  python -m routing_jax.data.datasets.build --name=wikitext103 \
       --data_dir=~/tensorflow_datasets --manual_dir=/dir/with/the/zip
 """
 
@@ -24,7 +24,7 @@ import io
 import numpy as np
 import tensorflow_datasets as tfds
 
-from routing_jax.datasets import archives
+from routing_jax.data.datasets import archives
 
 URL = "https://wikitext.smerity.com/wikitext-103-v1.zip"
 # The original location (Salesforce S3), no longer served:

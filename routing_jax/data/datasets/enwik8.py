@@ -8,7 +8,7 @@ offsets, so readers get random access into the stream (the input pipeline
 cuts its own sequences) and each split is one document.
 
 Build (offline, archive already downloaded):
-  python -m routing_jax.datasets.build --name=enwik8 \
+  python -m routing_jax.data.datasets.build --name=enwik8 \
       --data_dir=~/tensorflow_datasets --manual_dir=/path/with/enwik8.zip
 
 Archives of any other length are split in the same 90/5/5 proportions; the
@@ -19,7 +19,7 @@ its own `archive_checksum`.
 import numpy as np
 import tensorflow_datasets as tfds
 
-from routing_jax.datasets import archives
+from routing_jax.data.datasets import archives
 
 URL = "http://mattmahoney.net/dc/enwik8.zip"
 FILENAME = "enwik8.zip"

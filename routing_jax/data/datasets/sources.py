@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from routing_jax import images as images_lib
+from routing_jax.data import images as images_lib
 
 
 class Documents(abc.ABC):

@@ -8,9 +8,10 @@ the last fetch, so nothing non-finite is ever saved.
 
 `rates` turns the wall time between two log points, minus the time spent
 in evaluation and checkpointing (`exclude`), into step time, tokens/s,
-model TFLOP/s per device and MFU (model FLOPs from routing_jax/flops.py
-over the device's bf16 peak from routing_jax/hardware.py; left out where
-the device kind is not in the table, e.g. on CPU).
+model TFLOP/s per device and MFU (model FLOPs from
+routing_jax/training/flops.py over the device's bf16 peak from
+routing_jax/training/hardware.py; left out where the device kind is not in
+the table, e.g. on CPU).
 """
 
 import time

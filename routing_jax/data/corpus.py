@@ -18,7 +18,7 @@ length (about 4.5% of the bytes each):
   train:      the other 34 plays.
 
 Usage:
-  from routing_jax import corpus
+  from routing_jax.data import corpus
   corpus.plays("validation")        # ['julius-caesar', 'twelfth-night']
   corpus.documents("train")         # one uint8 array per play
   corpus.load_split("test")         # the split's plays concatenated, bytes
@@ -44,14 +44,14 @@ TOTAL_BYTES = 5_000_636
 @functools.lru_cache(maxsize=1)
 def _archive() -> dict[str, bytes]:
   """Reads the packaged archive once: {play slug: text bytes}."""
-  resource = importlib.resources.files("routing_jax") / "data" / ARCHIVE_NAME
+  resource = importlib.resources.files("routing_jax.data") / ARCHIVE_NAME
   try:
     compressed = resource.read_bytes()
   except FileNotFoundError as e:
     raise FileNotFoundError(
         f"the embedded corpus {resource} is missing: the package was"
         " installed without its data files (package_data must include"
-        " 'data/*.xz'); reinstall routing-jax"
+        " routing_jax.data's '*.xz'); reinstall routing-jax"
     ) from e
   out = {}
   with tarfile.open(fileobj=io.BytesIO(lzma.decompress(compressed))) as tar:

@@ -14,12 +14,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 # Imported for their side effect too: they register our TFDS builders.
-from routing_jax.datasets import enwik8  # pylint: disable=unused-import
-from routing_jax.datasets import idx
-from routing_jax.datasets import pg19
-from routing_jax.datasets import sources
-from routing_jax.datasets import text_files
-from routing_jax.datasets import wikitext103
+from routing_jax.data.datasets import enwik8  # pylint: disable=unused-import
+from routing_jax.data.datasets import idx
+from routing_jax.data.datasets import pg19
+from routing_jax.data.datasets import sources
+from routing_jax.data.datasets import text_files
+from routing_jax.data.datasets import wikitext103
 
 IMAGE_DATASETS = ("cifar10", "imagenet_resized/64x64")
 
@@ -46,7 +46,7 @@ def tfds_source(name: str, split: str, data_dir: str | None):
     raise FileNotFoundError(
         f"dataset {name!r} (split {split!r}) is not prepared as array_record"
         f" in data_dir {data_dir or '(the TFDS default)'}. Prepare it first:"
-        f" python -m routing_jax.datasets.build --name={name}"
+        f" python -m routing_jax.data.datasets.build --name={name}"
         f" --data_dir=... [--manual_dir=...]  ({type(e).__name__}: {e})"
     ) from e
 

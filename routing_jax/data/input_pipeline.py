@@ -52,9 +52,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from routing_jax import corpus
-from routing_jax.datasets import opening
-from routing_jax.datasets import sources
+from routing_jax.data import corpus
+from routing_jax.data.datasets import opening
+from routing_jax.data.datasets import sources
 
 DATASETS = {
     "shakespeare": ("train", "validation", "test"),

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from routing_jax import attention_core as core
+from routing_jax.nn import attention_core as core
 
 Array = jax.Array
 

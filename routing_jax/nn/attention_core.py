@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from routing_jax import layers
+from routing_jax.nn import layers
 
 Array = jax.Array
 Dtype = Any

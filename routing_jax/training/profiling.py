@@ -13,7 +13,7 @@ from absl import logging
 from etils import epath
 import jax
 
-from routing_jax import workdir as workdir_lib
+from routing_jax.training import workdir as workdir_lib
 
 PROFILE_DIR = "profile"
 

@@ -1,11 +1,11 @@
 r"""Prepares a dataset for training: the one step that may read archives.
 
 Usage:
-  python -m routing_jax.datasets.build --name=enwik8 \
+  python -m routing_jax.data.datasets.build --name=enwik8 \
       --data_dir=~/tensorflow_datasets --manual_dir=~/downloads
-  python -m routing_jax.datasets.build --name=text_files \
+  python -m routing_jax.data.datasets.build --name=text_files \
       --pattern='/data/my_corpus/*.txt' --data_dir=/tmp/tfds
-  python -m routing_jax.datasets.build --name=pg19 \
+  python -m routing_jax.data.datasets.build --name=pg19 \
       --tokenizer_vocab_size=32768
 
 --allow_download lets enwik8/wikitext103 fetch their archive (verified
@@ -21,9 +21,9 @@ from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
-from routing_jax import datasets
-from routing_jax.datasets import opening
-from routing_jax.datasets import pg19
+from routing_jax.data import datasets
+from routing_jax.data.datasets import opening
+from routing_jax.data.datasets import pg19
 
 _NAME = flags.DEFINE_string("name", None, "Dataset name.", required=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "TFDS data dir.")

@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from routing_jax import kmeans_ops as ops
+from routing_jax.nn import kmeans_ops as ops
 
 Array = jax.Array
 

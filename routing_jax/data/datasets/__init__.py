@@ -7,20 +7,20 @@ as `array_record` and read by random access (no TensorFlow needed).
 
 Preparing is an explicit, separate step (the training job never downloads):
 
-  python -m routing_jax.datasets.build --name=enwik8 \
+  python -m routing_jax.data.datasets.build --name=enwik8 \
       --data_dir=~/tensorflow_datasets --manual_dir=~/downloads
 
-or from Python, `routing_jax.datasets.prepare("enwik8", data_dir=...,
+or from Python, `routing_jax.data.datasets.prepare("enwik8", data_dir=...,
 manual_dir=...)`.
 """
 
 import tensorflow_datasets as tfds
 
-from routing_jax.datasets.archives import ArchiveChecksum
-from routing_jax.datasets.archives import ArchiveError
-from routing_jax.datasets.enwik8 import Enwik8
-from routing_jax.datasets.text_files import TextFiles
-from routing_jax.datasets.wikitext103 import Wikitext103
+from routing_jax.data.datasets.archives import ArchiveChecksum
+from routing_jax.data.datasets.archives import ArchiveError
+from routing_jax.data.datasets.enwik8 import Enwik8
+from routing_jax.data.datasets.text_files import TextFiles
+from routing_jax.data.datasets.wikitext103 import Wikitext103
 
 OUR_BUILDERS = {"enwik8": Enwik8, "wikitext103": Wikitext103}
 CATALOG = ("cifar10", "imagenet_resized/64x64", "pg19")

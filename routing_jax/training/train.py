@@ -17,14 +17,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from routing_jax import grad_accum
-from routing_jax import kmeans as km
-from routing_jax import kmeans_ops
-from routing_jax import loss as loss_lib
-from routing_jax import model as model_lib
-from routing_jax import optim
-from routing_jax.model import TransformerLM
-from routing_jax.model_config import ModelConfig
+from routing_jax.training import grad_accum
+from routing_jax.nn import kmeans as km
+from routing_jax.nn import kmeans_ops
+from routing_jax.nn import loss as loss_lib
+from routing_jax.nn import model as model_lib
+from routing_jax.training import optim
+from routing_jax.nn.model import TransformerLM
+from routing_jax.nn.model_config import ModelConfig
 
 Array = jax.Array
 # A parameter or optimizer moment this large kept whole on every device of
@@ -84,8 +84,8 @@ def validate_config(config: Any) -> ModelConfig:
          f"must equal model.max_len={model_cfg.max_len} (H·W·C)")
   spec = config.get("hardware", "")
   if spec:
-    from routing_jax import hardware  # pylint: disable=g-import-not-at-top
-    from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+    from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
+    from routing_jax.training import sharding  # pylint: disable=g-import-not-at-top
     hw = hardware.parse(spec)
     try:
       sharding.mesh_shape(config.mesh, hw.num_devices)
@@ -262,7 +262,7 @@ class Trainer:
 def build_trainer(config: Any, mesh: Any, rules: Any,
                   model_cfg: ModelConfig) -> tuple[Trainer, TrainState]:
   """Creates the sharded initial state and the jitted steps."""
-  from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import sharding  # pylint: disable=g-import-not-at-top
   model = TransformerLM(model_cfg)
   tx = optim.create_optimizer(config.train)
   rng = jax.random.PRNGKey(config.train.seed)
@@ -286,7 +286,7 @@ def jit_steps(config: Any, model: TransformerLM,
 
   The training loop and the dry run compile exactly these.
   """
-  from routing_jax import sharding  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import sharding  # pylint: disable=g-import-not-at-top
   t = config.train
   replicas = mesh.shape[grad_accum.DATA_AXIS]
   rows = config.data.batch_size

@@ -13,7 +13,7 @@ from etils import epath
 import tensorboardX
 from tensorboardX import record_writer
 
-from routing_jax import workdir as workdir_lib
+from routing_jax.training import workdir as workdir_lib
 
 # Paper units: how a per-token loss in nats is reported.
 UNITS = {
@@ -51,7 +51,7 @@ class _EpathRecordWriterFactory:
 class MetricWriter:
   """Writes scalars to `metrics.jsonl` and a TensorBoard event file.
 
-  The workdir may be a URL (see `routing_jax.workdir`). Does nothing on
+  The workdir may be a URL (see `routing_jax.training.workdir`). Does nothing on
   processes other than 0 (`enabled=False`).
   """
 

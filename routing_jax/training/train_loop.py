@@ -20,19 +20,19 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from routing_jax import checkpointing
+from routing_jax.training import checkpointing
 from routing_jax import errors
-from routing_jax import flops
-from routing_jax import hardware
-from routing_jax import input_pipeline
-from routing_jax import metrics as metrics_lib
+from routing_jax.training import flops
+from routing_jax.training import hardware
+from routing_jax.data import input_pipeline
+from routing_jax.training import metrics as metrics_lib
 from routing_jax import multihost
-from routing_jax import optim
-from routing_jax import profiling
-from routing_jax import sharding
-from routing_jax import step_metrics
-from routing_jax import train
-from routing_jax import workdir as workdir_lib
+from routing_jax.training import optim
+from routing_jax.training import profiling
+from routing_jax.training import sharding
+from routing_jax.training import step_metrics
+from routing_jax.training import train
+from routing_jax.training import workdir as workdir_lib
 
 # Training stops when a step's loss or gradient norm is not finite.
 FINITE_KEYS = ("loss", "grad_norm")
@@ -89,7 +89,7 @@ def sample_text(trainer: train.Trainer, state: train.TrainState, datasets,
                 prompt: str, length: int, seed: int = 0,
                 temperature: float = 0.8, top_p: float = 0.95) -> str:
   """Cached sampling from the trained model (text datasets only)."""
-  from routing_jax import generation  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn import generation  # pylint: disable=g-import-not-at-top
   ids = np.asarray(datasets.encode(prompt), np.int32) if prompt else (
       np.zeros((0,), np.int32))
   # Position 0 holds the start token 0, as in training.
@@ -290,7 +290,7 @@ def final_report(config: Any, workdir: str, summary: dict[str, Any],
   lines = [f"final {config.data.eval_split} {name[5:]}: {ev[name]:.4f} "
            f"(over {int(ev['eval/tokens'])} tokens)"]
   if config.data.name == "shakespeare":
-    from routing_jax import corpus  # pylint: disable=g-import-not-at-top
+    from routing_jax.data import corpus  # pylint: disable=g-import-not-at-top
     base = corpus.unigram_bits_per_byte(config.data.eval_split)
     lines.append(f"unigram baseline {config.data.eval_split} bits_per_byte: "
                  f"{base:.4f}")

@@ -11,7 +11,7 @@ recomputation is not model work and is not counted, as in MFU.
 
 from typing import Any
 
-from routing_jax.model_config import ModelConfig
+from routing_jax.nn.model_config import ModelConfig
 
 
 def matmul_params(cfg: ModelConfig, params: Any) -> int:

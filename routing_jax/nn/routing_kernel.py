@@ -59,7 +59,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 import jax.numpy as jnp
 
-from routing_jax import routing_core
+from routing_jax.nn import routing_core
 
 Array = jax.Array
 
