@@ -5,16 +5,15 @@ embeddings, Shaw relative-position tables and the Q/K/V projections with
 logical axis names. Block layouts are [batch, heads, blocks, slots, head_dim].
 """
 
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from routing_jax.common_types import Array, DType
 from routing_jax.nn import layers
 
-Array = jax.Array
-Dtype = Any
 
 # Finite, so fully masked rows (padding queries) give uniform weights instead
 # of NaNs; their outputs are zeroed by the callers.
@@ -26,8 +25,8 @@ def default_kernel_init(scale: float = 0.2) -> Callable[..., Array]:
   return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
 
 
-def head_projection(features: int, axes: tuple[str, str], dtype: Dtype,
-                    param_dtype: Dtype, kernel_init: Callable[..., Array],
+def head_projection(features: int, axes: tuple[str, str], dtype: DType,
+                    param_dtype: DType, kernel_init: Callable[..., Array],
                     name: str, use_bias: bool = False) -> nn.Dense:
   """A bias-free dense layer with logical axis names on its kernel.
 
@@ -74,7 +73,7 @@ def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
                       dropout_rate: float = 0.0,
                       dropout_rng: Optional[Array] = None,
                       dropout_keep: Optional[Array] = None,
-                      dtype: Dtype = jnp.float32) -> Array:
+                      dtype: DType = jnp.float32) -> Array:
   """Softmax attention of query blocks over their key blocks.
 
   Args:

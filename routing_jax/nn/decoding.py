@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = jax.Array
-PyTree = Any
+from routing_jax.common_types import Array, PyTree
+
 StepFn = Callable[[PyTree, Array, Array], tuple[Array, PyTree]]
 PrefillFn = Callable[[PyTree, Array], tuple[Array, PyTree]]
 

@@ -21,11 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from routing_jax.common_types import Array
 from routing_jax.nn import decoding
 from routing_jax.nn.model import TransformerLM
 from routing_jax.nn.model_config import ModelConfig
-
-Array = jax.Array
 
 
 def check_decode_length(config: ModelConfig, total_length: int) -> None:

@@ -22,9 +22,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from routing_jax.common_types import Array
 from routing_jax.nn import kmeans_ops as ops
 
-Array = jax.Array
 
 KMEANS_COLLECTION = "kmeans"
 STATS_COLLECTION = "kmeans_stats"

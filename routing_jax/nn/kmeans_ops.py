@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from routing_jax.common_types import Array
 
 LN_EPSILON = 1e-6
 

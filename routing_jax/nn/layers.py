@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from routing_jax.common_types import Array
 
 
 def layer_norm(dtype: Any, param_dtype: Any, name: str) -> nn.LayerNorm:

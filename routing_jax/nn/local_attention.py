@@ -9,12 +9,11 @@ it. Cost O(n·(q+m)·d), memory O(n·(q+m)) per head.
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
+from routing_jax.common_types import Array
 from routing_jax.nn import attention_core as core
 
-Array = jax.Array
 
 POSITIONS = ("none", "relative", "rope")
 

@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from routing_jax.common_types import Array
 
 
 def cross_entropy(logits: Array, targets: Array, weights: Array,

@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from routing_jax.common_types import Array
 from routing_jax.nn import attention_core as core
 from routing_jax.nn import kmeans_ops
 from routing_jax.nn import layers
@@ -27,7 +28,6 @@ from routing_jax.nn.local_attention import LocalAttention
 from routing_jax.nn.model_config import ModelConfig  # re-exported
 from routing_jax.nn.routing_attention import RoutingAttention
 
-Array = jax.Array
 
 STAT_KEYS = ("entropy", "empty_fraction", "max_share")
 # What the model's `position` means for routing heads: relative positions

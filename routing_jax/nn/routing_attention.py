@@ -27,13 +27,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from routing_jax.common_types import Array
 from routing_jax.nn import attention_core as core
 from routing_jax.nn import kmeans as km
 from routing_jax.nn import kmeans_ops
 from routing_jax.nn import routing_core
 from routing_jax.nn import routing_kernel
 
-Array = jax.Array
 
 ROUTINGS = ("causal", "topk")
 POSITIONS = ("none", "relative", "rope")

@@ -12,9 +12,8 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from routing_jax.common_types import Array
 from routing_jax.nn import attention_core as core
-
-Array = jax.Array
 
 
 def take_along_length(a: Array, idx: Array) -> Array:

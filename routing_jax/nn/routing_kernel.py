@@ -59,9 +59,9 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 import jax.numpy as jnp
 
+from routing_jax.common_types import Array
 from routing_jax.nn import routing_core
 
-Array = jax.Array
 
 _LOG2E = math.log2(math.e)
 _NO_QUERY = -2  # query cluster of events whose output nobody reads

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from routing_jax.common_types import Array
 from routing_jax.training import grad_accum
 from routing_jax.nn import kmeans as km
 from routing_jax.nn import kmeans_ops
@@ -26,7 +27,6 @@ from routing_jax.training import optim
 from routing_jax.nn.model import TransformerLM
 from routing_jax.nn.model_config import ModelConfig
 
-Array = jax.Array
 # A parameter or optimizer moment this large kept whole on every device of
 # a model-parallel mesh is an error at start-up (smaller ones, such as
 # relative-position tables, are not worth splitting).
