@@ -14,7 +14,6 @@ checkpoints/, metrics.jsonl, tensorboard/, loss_curve.png and, with
 compiled programs across runs (a local path or a URL).
 """
 
-import logging as py_logging
 import os
 import re
 import sys
@@ -22,6 +21,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+from absl.logging import converter
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -84,17 +84,20 @@ def _init_distributed():
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
 
 
-class _QuietOrbax(py_logging.Filter):
-  """Drops Orbax's per-save INFO chatter; its warnings still show."""
+class _QuietOrbax:
+  """Drops Orbax's per-save INFO chatter; its warnings still show.
+
+  A filter of the absl logger (records carry the standard levels).
+  """
 
   def filter(self, record):
-    return record.levelno >= py_logging.WARNING or (
+    return record.levelno >= converter.STANDARD_WARNING or (
         "/orbax/" not in record.pathname)
 
 
 def main(argv):
   del argv
-  py_logging.getLogger("absl").addFilter(_QuietOrbax())
+  logging.get_absl_logger().addFilter(_QuietOrbax())
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # progress lines are printed
   config = _CONFIG.value

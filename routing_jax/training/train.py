@@ -8,9 +8,9 @@ fold_in(rng, step), so a resumed run is bitwise the run that never stopped.
 
 import dataclasses
 import functools
-import logging
 from typing import Any, Optional
 
+from absl import logging
 import flax.linen as nn
 import flax.struct
 import jax

@@ -12,11 +12,11 @@ the run at the next such point, naming the step, and is never saved.
 import hashlib
 import io
 import json
-import logging
 import math
 import time
 from typing import Any, Optional
 
+from absl import logging
 import jax
 import numpy as np
 
