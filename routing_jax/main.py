@@ -113,10 +113,11 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir",
                       _COMPILATION_CACHE_DIR.value)
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import report as report_lib  # pylint: disable=g-import-not-at-top
   from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
   logging.info("Config:\n%s", config)
   try:
-    summary = train_loop.train_and_evaluate(
+    result = train_loop.train_and_evaluate(
         config, _WORKDIR.value,
         profile_steps=_PROFILE_STEPS.value if _PROFILE.value else 0)
   except train_loop.NonFiniteLossError as e:
@@ -127,11 +128,11 @@ def main(argv):
     sys.exit(f"Invalid workdir: {e}")
   except errors.UserInputError as e:
     sys.exit(f"Error: {e}")
-  if summary["preempted"]:
+  if result.preempted:
     return
   # Every process computes the report (sampling is a collective); only
   # process 0 prints it, like the progress lines.
-  report = train_loop.final_report(config, _WORKDIR.value, summary,
+  report = report_lib.final_report(config, _WORKDIR.value, result,
                                    sample=_SAMPLE.value)
   if jax.process_index() == 0:
     print(report, flush=True)

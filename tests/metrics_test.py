@@ -19,6 +19,7 @@ from tensorboardX.record_writer import masked_crc32c
 
 from experiments import shakespeare
 from routing_jax.training import metrics
+from routing_jax.training import plots
 from routing_jax.training import train_loop
 
 
@@ -235,7 +236,7 @@ def test_loss_curve_after_a_resume(tmp_path, monkeypatch):
   rows.append({"step": 4, "eval/loss_nats": 2.5})
   text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "tr'
   (tmp_path / "metrics.jsonl").write_text(text)
-  png = train_loop.plot_losses(str(tmp_path))
+  png = plots.plot_losses(str(tmp_path))
   assert pathlib.Path(png).read_bytes()[:4] == b"\x89PNG"
   assert calls["train"] == ([1, 2, 3, 4],
                             [5.0 / ln2, 4.0 / ln2, 3.0 / ln2, 2.0 / ln2])

@@ -1,4 +1,8 @@
-"""Training: TrainState, pure train/eval steps, and the sharded training loop.
+"""The train and eval steps: TrainState, the pure steps, their sharded jit.
+
+`validate_config` checks a config before anything compiles; `build_trainer`
+returns a `Trainer` (model, mesh, jitted steps) and the initial state. The
+loop that runs the steps is train_loop.py.
 
 The state (params, optimizer state, k-means EMA state, step, rng) is created
 directly in its sharded layout and donated to a jitted step with explicit

@@ -1,4 +1,4 @@
-"""The training loop: resume, train, evaluate, checkpoint, sample.
+"""The training loop: resume, train, evaluate, checkpoint.
 
 Resume order: the newest restorable checkpoint in `<workdir>/checkpoints`
 (a damaged newest one is skipped with a warning), else a fresh start. A
@@ -7,18 +7,18 @@ raises `NonFiniteLossError` before anything is saved, so the last good
 checkpoint stays the newest. The host fetches step metrics only at log and
 checkpoint points (step_metrics.py): a non-finite step between them stops
 the run at the next such point, naming the step, and is never saved.
+
+What runs after the loop (final metric, sample, loss curve) is report.py.
 """
 
+import dataclasses
 import hashlib
-import io
 import json
-import math
 import time
 from typing import Any, Optional
 
 from absl import logging
 import jax
-import numpy as np
 
 from routing_jax.training import checkpointing
 from routing_jax import errors
@@ -85,63 +85,6 @@ def evaluate(trainer: train.Trainer, state: train.TrainState, datasets,
           "eval/tokens": sums["weight"]}
 
 
-def sample_text(trainer: train.Trainer, state: train.TrainState, datasets,
-                prompt: str, length: int, seed: int = 0,
-                temperature: float = 0.8, top_p: float = 0.95) -> str:
-  """Cached sampling from the trained model (text datasets only)."""
-  from routing_jax.nn import generation  # pylint: disable=g-import-not-at-top
-  ids = np.asarray(datasets.encode(prompt), np.int32) if prompt else (
-      np.zeros((0,), np.int32))
-  # Position 0 holds the start token 0, as in training.
-  prompt_ids = np.concatenate([[0], ids]).astype(np.int32)[None]
-  total = prompt_ids.shape[1] + length
-  variables = {"params": state.params, "kmeans": state.kmeans}
-  with jax.set_mesh(trainer.mesh):
-    out = generation.sample(
-        trainer.model, variables, prompt_ids, total,
-        rng=jax.random.PRNGKey(seed), temperature=temperature, top_p=top_p)
-  tokens = np.asarray(jax.device_get(out.tokens)[0, 1:])
-  # Every process decodes; a difference would mean diverged collectives.
-  multihost.check_same(tokens.tobytes(), "the sampled text")
-  return datasets.decode(tokens)
-
-
-def plot_losses(workdir: str) -> Optional[str]:
-  """Writes loss_curve.png from metrics.jsonl; returns its path."""
-  workdir = workdir_lib.resolve(workdir)
-  path = workdir / "metrics.jsonl"
-  if not path.exists():
-    return None
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  rows = []
-  for line in path.read_text().splitlines():
-    try:
-      rows.append(json.loads(line))
-    except json.JSONDecodeError:
-      continue  # A line cut short by a killed run.
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for key, label in (("train/loss_nats", "train"), ("eval/loss_nats",
-                                                     "validation")):
-    # A resumed run repeats the steps after its checkpoint: the last wins.
-    pts = sorted({r["step"]: r[key] / math.log(2) for r in rows
-                  if key in r}.items())
-    if pts:
-      ax.plot(*zip(*pts), label=label, marker="." if "eval" in key else None)
-  ax.set_xlabel("step")
-  ax.set_ylabel("loss (bits per token)")
-  ax.legend()
-  ax.grid(alpha=0.3)
-  out = workdir / "loss_curve.png"
-  fig.tight_layout()
-  png = io.BytesIO()  # matplotlib cannot write to a URL
-  fig.savefig(png, format="png", dpi=100)
-  plt.close(fig)
-  out.write_bytes(png.getvalue())
-  return str(out)
-
-
 def create_datasets(config: Any, mesh: Any,
                     vocab_size: int) -> input_pipeline.Datasets:
   """This process's batches: the rows its devices hold (see multihost).
@@ -158,9 +101,33 @@ def create_datasets(config: Any, mesh: Any,
     raise errors.DataError(str(e)) from e
 
 
+@dataclasses.dataclass
+class TrainResult:
+  """What `train_and_evaluate` returns: the run's end and what it trained.
+
+  Attributes:
+    start_step: the step the run started (or resumed) from.
+    step: the last step done and saved.
+    preempted: a SIGTERM stopped the run at `step` (saved) before the end.
+    state: the train state after `step`.
+    trainer: the model, mesh and jitted steps the state belongs to.
+    datasets: the run's data (the eval split, decode for samples).
+    wall_s: seconds this run spent in its loop.
+    last_eval: the metrics of the last evaluation (None if none ran).
+  """
+  start_step: int
+  step: int
+  preempted: bool
+  state: train.TrainState
+  trainer: train.Trainer
+  datasets: input_pipeline.Datasets
+  wall_s: float
+  last_eval: Optional[dict[str, float]] = None
+
+
 def train_and_evaluate(config: Any, workdir: str,
-                       profile_steps: int = 0) -> dict[str, Any]:
-  """Trains config in workdir (resuming if possible); returns a summary.
+                       profile_steps: int = 0) -> TrainResult:
+  """Trains config in workdir (resuming if possible).
 
   Args:
     config: the experiment config.
@@ -199,7 +166,7 @@ def train_and_evaluate(config: Any, workdir: str,
   preempt = checkpointing.PreemptionHandler()
   profiler = profiling.StepProfiler(workdir, start, t.steps, profile_steps,
                                     enabled=jax.process_index() == 0)
-  summary: dict[str, Any] = {"start_step": start, "preempted": False}
+  last_eval = None
   peak = hardware.kind_of_device(jax.devices()[0].device_kind)
   perf = step_metrics.StepMetrics(
       start, tokens_per_step=config.data.batch_size * config.data.seq_len,
@@ -220,6 +187,13 @@ def train_and_evaluate(config: Any, workdir: str,
     return m
 
   t0 = time.time()
+
+  def result(step: int, preempted: bool = False) -> TrainResult:
+    return TrainResult(
+        start_step=start, step=step, preempted=preempted, state=state,
+        trainer=trainer, datasets=datasets, wall_s=time.time() - t0,
+        last_eval=last_eval)
+
   try:
     for step in range(start, t.steps):
       profiler.update(step)
@@ -248,7 +222,7 @@ def train_and_evaluate(config: Any, workdir: str,
         writer.write(done, ev)
         _say(f"eval at step {done}: " + ", ".join(
             f"{k[5:]} {v:.4f}" for k, v in ev.items() if k != "eval/tokens"))
-        summary["eval"] = ev
+        last_eval = ev
         perf.exclude(time.perf_counter() - began)
       stop = preempt.should_stop(done)
       if stop or done % ckpt.save_every == 0:
@@ -258,9 +232,7 @@ def train_and_evaluate(config: Any, workdir: str,
         if stop:
           ckpt.wait()
           logging.warning("Preempted: saved step %d, exiting.", done)
-          summary["preempted"] = True
-          summary["step"] = done
-          return summary
+          return result(done, preempted=True)
         perf.exclude(time.perf_counter() - began)
     checked()
     ckpt.save(t.steps, state, datasets.train.get_state(), force=True)
@@ -269,38 +241,4 @@ def train_and_evaluate(config: Any, workdir: str,
     ckpt.close()
     preempt.close()
     writer.close()
-  summary["step"] = t.steps
-  summary["state"] = state
-  summary["trainer"] = trainer
-  summary["datasets"] = datasets
-  summary["wall_s"] = time.time() - t0
-  return summary
-
-
-def final_report(config: Any, workdir: str, summary: dict[str, Any],
-                 sample: bool = True) -> str:
-  """Validation metric (with the unigram baseline for bytes), a text sample
-  and the loss-curve PNG, as printed at the end of the main job."""
-  trainer, state, datasets = (summary["trainer"], summary["state"],
-                              summary["datasets"])
-  ev = summary.get("eval") or evaluate(trainer, state, datasets,
-                                       trainer.mesh, config.train.eval_batches)
-  name = next(k for k in ev if k.startswith("eval/") and k not in (
-      "eval/loss_nats", "eval/kmeans_loss", "eval/tokens"))
-  lines = [f"final {config.data.eval_split} {name[5:]}: {ev[name]:.4f} "
-           f"(over {int(ev['eval/tokens'])} tokens)"]
-  if config.data.name == "shakespeare":
-    from routing_jax.data import corpus  # pylint: disable=g-import-not-at-top
-    base = corpus.unigram_bits_per_byte(config.data.eval_split)
-    lines.append(f"unigram baseline {config.data.eval_split} bits_per_byte: "
-                 f"{base:.4f}")
-  if "wall_s" in summary:
-    lines.append(f"training wall time: {summary['wall_s']:.0f} s")
-  png = plot_losses(workdir) if jax.process_index() == 0 else None
-  if png:
-    lines.append(f"loss curve: {png}")
-  if sample and datasets.decode is not None:
-    text = sample_text(trainer, state, datasets, config.train.sample_prompt,
-                       config.train.sample_length, seed=config.train.seed)
-    lines.append("sample:\n" + text)
-  return "\n".join(lines)
+  return result(t.steps)
