@@ -14,11 +14,11 @@ import pytest
 
 from experiments import pg19
 from routing_jax import dryrun
+from routing_jax.nn.model import TransformerLM
 from routing_jax.training import hardware
 from routing_jax.training import optim
 from routing_jax.training import sharding
 from routing_jax.training import train
-from routing_jax.nn.model import TransformerLM
 
 
 def test_hardware_specs_parse_and_device_kinds_match():

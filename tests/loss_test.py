@@ -15,8 +15,8 @@ import pytest
 
 from routing_jax.nn import loss
 from routing_jax.nn import model as M
-from routing_jax.training import train
 from routing_jax.nn.model_config import ModelConfig
+from routing_jax.training import train
 
 TINY = dict(vocab_size=100, vocab_multiple=128, num_layers=2, d_model=32,
             num_heads=4, num_routing_heads=2, d_ff=64, query_block=8,

@@ -13,11 +13,11 @@ import pytest
 from experiments import common
 from experiments import shakespeare
 from routing_jax.data import input_pipeline
+from routing_jax.nn.model import TransformerLM
+from routing_jax.nn.model_config import ModelConfig
 from routing_jax.training import optim
 from routing_jax.training import sharding
 from routing_jax.training import train
-from routing_jax.nn.model import TransformerLM
-from routing_jax.nn.model_config import ModelConfig
 
 
 def _train_config(**kw):

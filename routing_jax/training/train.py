@@ -22,14 +22,14 @@ import jax.numpy as jnp
 import optax
 
 from routing_jax.common_types import Array
-from routing_jax.training import grad_accum
 from routing_jax.nn import kmeans as km
 from routing_jax.nn import kmeans_ops
 from routing_jax.nn import loss as loss_lib
 from routing_jax.nn import model as model_lib
-from routing_jax.training import optim
 from routing_jax.nn.model import TransformerLM
 from routing_jax.nn.model_config import ModelConfig
+from routing_jax.training import grad_accum
+from routing_jax.training import optim
 
 # A parameter or optimizer moment this large kept whole on every device of
 # a model-parallel mesh is an error at start-up (smaller ones, such as

@@ -20,13 +20,13 @@ from typing import Any, Optional
 from absl import logging
 import jax
 
-from routing_jax.training import checkpointing
 from routing_jax import errors
+from routing_jax import multihost
+from routing_jax.data import input_pipeline
+from routing_jax.training import checkpointing
 from routing_jax.training import flops
 from routing_jax.training import hardware
-from routing_jax.data import input_pipeline
 from routing_jax.training import metrics as metrics_lib
-from routing_jax import multihost
 from routing_jax.training import optim
 from routing_jax.training import profiling
 from routing_jax.training import sharding
