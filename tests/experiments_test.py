@@ -237,7 +237,8 @@ def test_cifar10_rejects_windows_that_do_not_fit(arg):
 
 
 def test_shakespeare_small_and_tiny_exclude_each_other():
-  with pytest.raises(ValueError, match="small, tiny and long exclude each other"):
+  with pytest.raises(ValueError,
+                     match="small, tiny and long exclude each other"):
     load("shakespeare", "small,tiny")
 
 

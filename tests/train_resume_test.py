@@ -133,7 +133,7 @@ def test_resume_is_bitwise_the_straight_run(tmp_path, reference):
   # Synchronous saves in the first run, asynchronous ones in the second
   # (the reference run saved asynchronously).
   first = _run(tmp_path, steps=EVERY, async_checkpointing=False)
-  assert first["step"] == EVERY and _committed_steps(tmp_path) == [EVERY]
+  assert first.step == EVERY and _committed_steps(tmp_path) == [EVERY]
   second = _run(tmp_path, async_checkpointing=True)
   assert (second.start_step, second.step) == (EVERY, STEPS)
   _assert_same_final_checkpoint(tmp_path, reference)
