@@ -14,7 +14,10 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(include=["routing_jax", "routing_jax.*", "experiments"]),
-    package_data={"routing_jax": ["data/*.xz", "datasets/checksums.tsv"]},
+    package_data={
+        "routing_jax.data": ["*.xz"],
+        "routing_jax.data.datasets": ["checksums.tsv"],
+    },
     include_package_data=True,
     # Ranges are the versions tested here (CPU, jax 0.10.2) and on the GPU
     # machines (jax 0.11.2); the sharding APIs move between minor releases.

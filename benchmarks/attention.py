@@ -154,7 +154,7 @@ def build_module(impl, n, args):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
   # pylint: disable-next=g-import-not-at-top
-  from routing_jax import attention_core as core
+  from routing_jax.nn import attention_core as core
 
   h, d, w = args.heads, args.head_dim, args.window
   dt = jnp.dtype(args.dtype)

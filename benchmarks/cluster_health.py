@@ -46,8 +46,9 @@ def health(counts):
 def run(setting, seed, args):
   import jax  # pylint: disable=g-import-not-at-top
   from experiments import shakespeare  # pylint: disable=g-import-not-at-top
-  from routing_jax import input_pipeline, sharding, train  # pylint: disable=g-import-not-at-top
-  from routing_jax import kmeans as km  # pylint: disable=g-import-not-at-top
+  from routing_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import sharding, train  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn import kmeans as km  # pylint: disable=g-import-not-at-top
   c = shakespeare.get_config()
   c.model.num_clusters = args.clusters
   for k, v in SETTINGS[setting].items():

@@ -2,7 +2,7 @@
 
 For each context length c, the per-token cost of producing token c + 1:
 
-  cached     the jitted step function of `routing_jax.model.make_step_fn`
+  cached     the jitted step function of `routing_jax.nn.generation.step_fn`
              (one token, a cache of constant size) called at positions
              c, c+1, ..., after the cache was filled with c tokens. Two
              numbers: one jitted call per token (`step`, what a host-side
@@ -58,9 +58,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import routing_jax as rj
-from routing_jax import generation
-from routing_jax import model as M
-from routing_jax import model_config
+from routing_jax.nn import generation
+from routing_jax.nn import model as M
+from routing_jax.nn import model_config
 
 CHUNK = 32  # steps per jitted scan (prefill and the `scan` timing)
 

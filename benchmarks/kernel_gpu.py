@@ -87,9 +87,9 @@ def _core_fn(impl, n, args):
   """f(q, k, v) -> o of one attention core, [b, n, h, d] in and out."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from routing_jax import routing_core  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn import routing_core  # pylint: disable=g-import-not-at-top
   # pylint: disable-next=g-import-not-at-top
-  from routing_jax import routing_kernel
+  from routing_jax.nn import routing_kernel
   dt = jnp.dtype(args.dtype)
   clusters, k = _clusters(n, args)
   common = dict(num_clusters=k, window=args.window, dtype=dt)

@@ -1,6 +1,6 @@
 r"""Long-range retrieval: does an attention kind fetch content beyond its window?
 
-Trains small byte models on `routing_jax.synthetic_tasks` (recall: multi-
+Trains small byte models on `routing_jax.data.synthetic_tasks` (recall: multi-
 query associative recall; lookup: one-hop recall of single-token pairs),
 through the project's own `build_trainer` / `train_step`, at equal steps and
 (nearly) equal parameters, 2 layers of 4 heads, d_model 64, sequences of
@@ -81,9 +81,9 @@ def routing_visibility(model_cfg, variables, batch, pairs):
   """Per routing layer: share of measured recall answers whose key the
   routing heads see (averaged over heads)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from routing_jax import kmeans as km  # pylint: disable=g-import-not-at-top
-  from routing_jax import synthetic_tasks  # pylint: disable=g-import-not-at-top
-  from routing_jax.model import TransformerLM  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn import kmeans as km  # pylint: disable=g-import-not-at-top
+  from routing_jax.data import synthetic_tasks  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn.model import TransformerLM  # pylint: disable=g-import-not-at-top
   names = ("query", "key")
   inter = jax.device_get(TransformerLM(model_cfg).apply(
       variables, batch["inputs"], mutable=["intermediates"],
@@ -126,7 +126,8 @@ def train_task(c, task, task_args, *, eval_every, eval_batches):
   steps and at the end.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  from routing_jax import sharding, synthetic_tasks, train  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import sharding, train  # pylint: disable=g-import-not-at-top
+  from routing_jax.data import synthetic_tasks  # pylint: disable=g-import-not-at-top
   model_cfg = train.validate_config(c)
   mesh = sharding.create_mesh(dict(data=1, fsdp=1, tensor=1),
                               devices=jax.devices()[:1])

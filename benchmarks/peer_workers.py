@@ -193,7 +193,7 @@ def ours_train(spec):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
-  from routing_jax import train  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
   n, b = spec["n"], spec["batch"]
   cfg = ours_config(spec, n)
   model = rj.TransformerLM(cfg)
@@ -241,7 +241,7 @@ def ours_gen(spec):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
-  from routing_jax import generation  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn import generation  # pylint: disable=g-import-not-at-top
   c, b, tokens = spec["context"], spec["batch"], spec["tokens"]
   # k = c / w as the port derives it; max_len leaves room past the context.
   model = rj.TransformerLM(ours_config(spec, c, max_len=c + tokens + 2))

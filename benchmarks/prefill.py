@@ -32,8 +32,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import routing_jax as rj  # pylint: disable=g-import-not-at-top,wrong-import-position
-from routing_jax import generation  # pylint: disable=g-import-not-at-top,wrong-import-position
-from routing_jax import model as model_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from routing_jax.nn import generation  # pylint: disable=g-import-not-at-top,wrong-import-position
+from routing_jax.nn import model as model_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def config(prompt):

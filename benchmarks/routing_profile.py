@@ -32,11 +32,11 @@ import time
 import jax
 import jax.numpy as jnp
 
-from routing_jax import attention_core as core
-from routing_jax import kmeans as km
-from routing_jax import local_attention as la
-from routing_jax import routing_attention as ra
-from routing_jax import routing_core
+from routing_jax.nn import attention_core as core
+from routing_jax.nn import kmeans as km
+from routing_jax.nn import local_attention as la
+from routing_jax.nn import routing_attention as ra
+from routing_jax.nn import routing_core
 
 
 permute = routing_core.permute

@@ -7,10 +7,12 @@ milliseconds and never pull in jax.
 
 Sections:
   model  -> routing_jax.ModelConfig.from_config (validated there)
-  data   -> routing_jax.input_pipeline
-  train  -> routing_jax.train (optimizer, schedule, loop, checkpoints)
-  mesh   -> routing_jax.sharding (device mesh axis sizes, -1 fills the rest)
-  hardware -> routing_jax.hardware (the target accelerator, for the dry run)
+  data   -> routing_jax.data.input_pipeline
+  train  -> routing_jax.training.train (optimizer, schedule, loop, checkpoints)
+  mesh   -> routing_jax.training.sharding (device mesh axis sizes, -1 fills
+            the rest)
+  hardware -> routing_jax.training.hardware (the target accelerator, for the
+            dry run)
 
 The helpers below hold what several experiment files share: the arg
 checks, the paper's text and image model defaults, its training section,
@@ -22,13 +24,13 @@ import typing
 
 import ml_collections
 
-from routing_jax import modes
-from routing_jax.model_config import ModelConfig
+from routing_jax.nn import modes
+from routing_jax.nn.model_config import ModelConfig
 
 
 def model_section() -> ml_collections.ConfigDict:
   """The `model` section: every ModelConfig field with its default (the
-  field comments in routing_jax/model_config.py document them)."""
+  field comments in routing_jax/nn/model_config.py document them)."""
   m = ml_collections.ConfigDict()
   for field in dataclasses.fields(ModelConfig):
     default = field.default
@@ -83,7 +85,7 @@ def base_config() -> ml_collections.ConfigDict:
   t.sample_prompt = ""
 
   # The accelerator the setting is sized for, e.g. "tpu_v3_32" (32 TPU v3
-  # cores) or "8xh100_80gb" (routing_jax/hardware.py); "" for none. The
+  # cores) or "8xh100_80gb" (routing_jax/training/hardware.py); "" for none. The
   # dry run checks that a step fits it on `mesh`.
   c.hardware = ""
 

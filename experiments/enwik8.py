@@ -1,7 +1,7 @@
 r"""enwik8 (byte-level): the paper's 8k/12k routing and local configs.
 
 Run (from the repository root; the dataset is built once from the Hutter
-prize archive, see routing_jax/datasets):
+prize archive, see routing_jax/data/datasets):
 
   python -m routing_jax.main --config=experiments/enwik8.py \
       --workdir=/tmp/enwik8_cluster8k

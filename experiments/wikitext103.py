@@ -1,7 +1,7 @@
 r"""Wikitext-103 (word level): the paper's 4k routing, 4k local and 1k configs.
 
 Run (from the repository root; the dataset is built once from the
-wikitext-103 archive, see routing_jax/datasets):
+wikitext-103 archive, see routing_jax/data/datasets):
 
   python -m routing_jax.main --config=experiments/wikitext103.py \
       --workdir=/tmp/wt103_cluster4k

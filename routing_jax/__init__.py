@@ -1,5 +1,10 @@
 """routing-jax: the Routing Transformer (Roy et al., TACL 2021) in JAX/Flax.
 
+Layout: `routing_jax.nn` (the model), `routing_jax.data` (input),
+`routing_jax.training` (train step, loop, checkpoints); the command-line
+programs (`python -m routing_jax.main | evaluate | sample | dryrun`) stay at
+the top level.
+
 Public API:
   LocalAttention    blocked local attention (query block, memory flange)
   RoutingAttention  k-means routing attention, routing="causal" | "topk"
@@ -15,12 +20,12 @@ and mode names the experiment files read) import without jax.
 import importlib
 
 _EXPORTS = {
-    "KMeans": "routing_jax.kmeans",
-    "LocalAttention": "routing_jax.local_attention",
-    "RoutingAttention": "routing_jax.routing_attention",
-    "ModelConfig": "routing_jax.model_config",
-    "TransformerLM": "routing_jax.model",
-    "generate": "routing_jax.decoding",
+    "KMeans": "routing_jax.nn.kmeans",
+    "LocalAttention": "routing_jax.nn.local_attention",
+    "RoutingAttention": "routing_jax.nn.routing_attention",
+    "ModelConfig": "routing_jax.nn.model_config",
+    "TransformerLM": "routing_jax.nn.model",
+    "generate": "routing_jax.nn.decoding",
 }
 
 __all__ = list(_EXPORTS)

@@ -11,8 +11,8 @@ line is for scripts:
 
   fits <hardware>: yes|no (X GiB of Y GiB per device)
 
-for `config.hardware` (routing_jax/hardware.py) on the config's mesh, where
-X = arguments + temporaries + outputs - donated (aliased) bytes. With fewer
+for `config.hardware` (routing_jax/training/hardware.py) on the config's
+mesh, where X = arguments + temporaries + outputs - donated (aliased) bytes. With fewer
 devices than that hardware has (or `--devices` set), the dry run re-executes
 itself on that many fake CPU devices, so a pod's mesh can be checked on a
 laptop. CPU compilation differs from TPU/GPU compilation in fusion and
@@ -78,7 +78,7 @@ def _reexec_with_fake_devices(count: int) -> None:
 def _devices(count: int, kind):
   """`count` devices to compile for: real ones of `kind`, else fake CPUs."""
   import jax  # pylint: disable=g-import-not-at-top
-  from routing_jax import hardware  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
   if not count:
     return jax.devices()
   devices = jax.devices()
@@ -92,8 +92,8 @@ def _devices(count: int, kind):
 
 def main(argv):
   del argv
-  from routing_jax import hardware  # pylint: disable=g-import-not-at-top
-  from routing_jax import train  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
   config = _CONFIG.value
   try:
     train.validate_config(config)
@@ -115,12 +115,12 @@ def report(config, devices, compile_step: bool = True, out=print) -> None:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from routing_jax import flops  # pylint: disable=g-import-not-at-top
-  from routing_jax import hardware  # pylint: disable=g-import-not-at-top
-  from routing_jax import optim  # pylint: disable=g-import-not-at-top
-  from routing_jax import sharding  # pylint: disable=g-import-not-at-top
-  from routing_jax import train  # pylint: disable=g-import-not-at-top
-  from routing_jax.model import TransformerLM  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import flops  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import optim  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import sharding  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn.model import TransformerLM  # pylint: disable=g-import-not-at-top
 
   cfg = train.validate_config(config)
   hw = hardware.parse(config.hardware) if config.hardware else None

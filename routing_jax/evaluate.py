@@ -29,7 +29,7 @@ def main(argv):
   del argv
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
-  from routing_jax import train_loop  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
   try:
     trainer, state, datasets, step = inference.restore(
         _CONFIG.value, _WORKDIR.value, _SPLIT.value)

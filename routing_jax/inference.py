@@ -4,11 +4,11 @@ from typing import Any, Optional
 
 import jax
 
-from routing_jax import checkpointing
-from routing_jax import sharding
-from routing_jax import train
-from routing_jax import train_loop
-from routing_jax import workdir as workdir_lib
+from routing_jax.training import checkpointing
+from routing_jax.training import sharding
+from routing_jax.training import train
+from routing_jax.training import train_loop
+from routing_jax.training import workdir as workdir_lib
 
 
 def restore(config: Any, workdir: str, split: Optional[str] = None):

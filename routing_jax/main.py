@@ -14,7 +14,6 @@ checkpoints/, metrics.jsonl, tensorboard/, loss_curve.png and, with
 compiled programs across runs (a local path or a URL).
 """
 
-import logging as py_logging
 import os
 import re
 import sys
@@ -22,6 +21,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+from absl.logging import converter
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -84,22 +84,25 @@ def _init_distributed():
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
 
 
-class _QuietOrbax(py_logging.Filter):
-  """Drops Orbax's per-save INFO chatter; its warnings still show."""
+class _QuietOrbax:
+  """Drops Orbax's per-save INFO chatter; its warnings still show.
+
+  A filter of the absl logger (records carry the standard levels).
+  """
 
   def filter(self, record):
-    return record.levelno >= py_logging.WARNING or (
+    return record.levelno >= converter.STANDARD_WARNING or (
         "/orbax/" not in record.pathname)
 
 
 def main(argv):
   del argv
-  py_logging.getLogger("absl").addFilter(_QuietOrbax())
+  logging.get_absl_logger().addFilter(_QuietOrbax())
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # progress lines are printed
   config = _CONFIG.value
   # Validate before jax starts compiling anything.
-  from routing_jax import train  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
   try:
     train.validate_config(config)
   except ValueError as e:
@@ -110,10 +113,11 @@ def main(argv):
     jax.config.update("jax_compilation_cache_dir",
                       _COMPILATION_CACHE_DIR.value)
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
-  from routing_jax import train_loop  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import report as report_lib  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
   logging.info("Config:\n%s", config)
   try:
-    summary = train_loop.train_and_evaluate(
+    result = train_loop.train_and_evaluate(
         config, _WORKDIR.value,
         profile_steps=_PROFILE_STEPS.value if _PROFILE.value else 0)
   except train_loop.NonFiniteLossError as e:
@@ -124,11 +128,11 @@ def main(argv):
     sys.exit(f"Invalid workdir: {e}")
   except errors.UserInputError as e:
     sys.exit(f"Error: {e}")
-  if summary["preempted"]:
+  if result.preempted:
     return
   # Every process computes the report (sampling is a collective); only
   # process 0 prints it, like the progress lines.
-  report = train_loop.final_report(config, _WORKDIR.value, summary,
+  report = report_lib.final_report(config, _WORKDIR.value, result,
                                    sample=_SAMPLE.value)
   if jax.process_index() == 0:
     print(report, flush=True)

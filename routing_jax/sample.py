@@ -34,8 +34,8 @@ def main(argv):
   del argv
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from routing_jax import generation  # pylint: disable=g-import-not-at-top
-  from routing_jax import images  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn import generation  # pylint: disable=g-import-not-at-top
+  from routing_jax.data import images  # pylint: disable=g-import-not-at-top
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
   try:

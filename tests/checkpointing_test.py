@@ -1,6 +1,6 @@
 # Copyright 2026 The routing-jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Tests for routing_jax.checkpointing on 8 fake CPU devices."""
+"""Tests for routing_jax.training.checkpointing on 8 fake CPU devices."""
 
 import json
 import logging
@@ -18,8 +18,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
-from routing_jax import checkpointing
-from routing_jax import sharding
+from routing_jax.training import checkpointing
+from routing_jax.training import sharding
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -239,7 +239,7 @@ _KILL_MID_SAVE = textwrap.dedent("""
     os.environ["JAX_PLATFORMS"] = "cpu"
     import jax, jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec as P
-    from routing_jax import checkpointing
+    from routing_jax.training import checkpointing
     dev = jax.devices()[0]
     def state(v):
       return {"w": jnp.full((2048, 4096), v, jnp.float32)}  # 32 MiB

@@ -1,4 +1,4 @@
-"""Tests of the embedded Shakespeare corpus (routing_jax.corpus)."""
+"""Tests of the embedded Shakespeare corpus (routing_jax.data.corpus)."""
 
 import os
 import socket
@@ -6,7 +6,7 @@ import socket
 import numpy as np
 import pytest
 
-from routing_jax import corpus
+from routing_jax.data import corpus
 
 SHARED = "/work/shared/data/shakespeare"
 

@@ -14,17 +14,17 @@ import pytest
 import tensorflow_datasets as tfds
 
 from experiments import common
-from routing_jax import corpus
-from routing_jax import datasets
-from routing_jax import images
-from routing_jax import input_pipeline
-from routing_jax.datasets import archives
-from routing_jax.datasets import enwik8
-from routing_jax.datasets import idx
-from routing_jax.datasets import opening
-from routing_jax.datasets import pg19
-from routing_jax.datasets import text_files
-from routing_jax.datasets import wikitext103
+from routing_jax.data import corpus
+from routing_jax.data import datasets
+from routing_jax.data import images
+from routing_jax.data import input_pipeline
+from routing_jax.data.datasets import archives
+from routing_jax.data.datasets import enwik8
+from routing_jax.data.datasets import idx
+from routing_jax.data.datasets import opening
+from routing_jax.data.datasets import pg19
+from routing_jax.data.datasets import text_files
+from routing_jax.data.datasets import wikitext103
 
 
 @pytest.fixture(autouse=True)

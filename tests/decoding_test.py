@@ -1,4 +1,4 @@
-"""Tests for routing_jax.decoding with fake step functions (no model)."""
+"""Tests for routing_jax.nn.decoding with fake step functions (no model)."""
 
 import functools
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from routing_jax import decoding
+from routing_jax.nn import decoding
 
 VOCAB = 16
 NEG = -1e9

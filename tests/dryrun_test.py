@@ -14,11 +14,11 @@ import pytest
 
 from experiments import pg19
 from routing_jax import dryrun
-from routing_jax import hardware
-from routing_jax import optim
-from routing_jax import sharding
-from routing_jax import train
-from routing_jax.model import TransformerLM
+from routing_jax.nn.model import TransformerLM
+from routing_jax.training import hardware
+from routing_jax.training import optim
+from routing_jax.training import sharding
+from routing_jax.training import train
 
 
 def test_hardware_specs_parse_and_device_kinds_match():
@@ -113,7 +113,7 @@ def test_model_flops_match_xla_count():
   (no remat, no loops, so XLA counts every op once; its count also has the
   elementwise work, hence a few percent more)."""
   from experiments import shakespeare  # pylint: disable=g-import-not-at-top
-  from routing_jax import flops  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import flops  # pylint: disable=g-import-not-at-top
   config = shakespeare.get_config("small")
   config.model.d_model, config.model.d_ff = 128, 512
   cfg, abstract, compiled = _compile(config)

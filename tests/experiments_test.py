@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
   sys.path.insert(0, str(ROOT))
 
 from experiments import common  # pylint: disable=g-import-not-at-top
-from routing_jax import modes  # pylint: disable=g-import-not-at-top
+from routing_jax.nn import modes  # pylint: disable=g-import-not-at-top
 
 # Every experiment file and every arg it declares (default first).
 ARGS = {

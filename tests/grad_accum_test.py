@@ -15,8 +15,8 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from routing_jax import sharding
-from routing_jax import train
+from routing_jax.training import sharding
+from routing_jax.training import train
 
 import train_test  # the tiny config and helpers
 

@@ -1,4 +1,5 @@
-"""Tests of routing_jax.input_pipeline: batch format, order, state, shards."""
+"""Tests of routing_jax.data.input_pipeline: batch format, order, state,
+shards."""
 
 import gzip
 import json
@@ -8,13 +9,13 @@ import numpy as np
 import pytest
 
 from experiments import common
-from routing_jax import corpus
-from routing_jax import datasets
-from routing_jax import input_pipeline
-from routing_jax.datasets import archives
-from routing_jax.datasets import enwik8
-from routing_jax.datasets import idx
-from routing_jax.datasets import sources
+from routing_jax.data import corpus
+from routing_jax.data import datasets
+from routing_jax.data import input_pipeline
+from routing_jax.data.datasets import archives
+from routing_jax.data.datasets import enwik8
+from routing_jax.data.datasets import idx
+from routing_jax.data.datasets import sources
 
 
 def _cfg(**overrides):

@@ -1,4 +1,4 @@
-"""Tests for routing_jax.kmeans: the EMA update, its state flow and health.
+"""Tests for routing_jax.nn.kmeans: the EMA update, its state flow and health.
 
 Expected values are computed by hand from the formulas of docs/paper.md §1.2
 (counts, sums, decay, Laplace smoothing), never from the library's helpers.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import routing_jax as rj
-from routing_jax import kmeans as km
-from routing_jax import kmeans_ops as ops
+from routing_jax.nn import kmeans as km
+from routing_jax.nn import kmeans_ops as ops
 
 DECAY = 0.9
 EPS = 1e-5

@@ -1,4 +1,4 @@
-"""Tests for routing_jax.local_attention against brute-force references.
+"""Tests for routing_jax.nn.local_attention against brute-force references.
 
 The references are written here in float64 numpy: dense attention under the
 band mask of docs/paper.md §2 (causal: keys in [⌊t/q⌋·q − m, t]; bidirectional:
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import routing_jax as rj
-from routing_jax import local_attention as la
+from routing_jax.nn import local_attention as la
 
 B, H, D, F = 2, 2, 8, 12  # batch, heads, head_dim, features
 

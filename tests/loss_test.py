@@ -1,4 +1,5 @@
-"""Tests for routing_jax.loss: chunked cross-entropy and the padded vocabulary.
+"""Tests for routing_jax.nn.loss: chunked cross-entropy and the padded
+vocabulary.
 
 A tiny model (vocabulary 100 padded to 128) checks that the chunked loss
 and its gradients equal the loss of the whole logits, that padded entries
@@ -12,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from routing_jax import loss
-from routing_jax import model as M
-from routing_jax import train
-from routing_jax.model_config import ModelConfig
+from routing_jax.nn import loss
+from routing_jax.nn import model as M
+from routing_jax.nn.model_config import ModelConfig
+from routing_jax.training import train
 
 TINY = dict(vocab_size=100, vocab_multiple=128, num_layers=2, d_model=32,
             num_heads=4, num_routing_heads=2, d_ff=64, query_block=8,

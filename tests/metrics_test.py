@@ -1,4 +1,4 @@
-"""Tests for routing_jax.metrics: JSON lines, TensorBoard files, units.
+"""Tests for routing_jax.training.metrics: JSON lines, TensorBoard files, units.
 
 Event files are written by tensorboardX; here their TFRecord framing is read
 back with both CRCs checked and each record parsed as an `Event` proto.
@@ -18,8 +18,9 @@ from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
 from experiments import shakespeare
-from routing_jax import metrics
-from routing_jax import train_loop
+from routing_jax.training import metrics
+from routing_jax.training import plots
+from routing_jax.training import train_loop
 
 
 def read_event_records(data: bytes) -> list[dict]:
@@ -167,8 +168,8 @@ def test_step_time_mfu_and_lr_exclude_eval_and_checkpoints(
   """A device kind with a known peak gets MFU; evaluation time is not
   training time; the host fetches metrics at log points only."""
   import jax  # pylint: disable=g-import-not-at-top
-  from routing_jax import hardware  # pylint: disable=g-import-not-at-top
-  from routing_jax import optim  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import optim  # pylint: disable=g-import-not-at-top
   fake = hardware.DeviceKind("fake", 2**30, 1e12, ("cpu",))
   monkeypatch.setattr(hardware, "kind_of_device", lambda _: fake)
   evaluate = train_loop.evaluate
@@ -235,7 +236,7 @@ def test_loss_curve_after_a_resume(tmp_path, monkeypatch):
   rows.append({"step": 4, "eval/loss_nats": 2.5})
   text = "".join(json.dumps(r) + "\n" for r in rows) + '{"step": 5, "tr'
   (tmp_path / "metrics.jsonl").write_text(text)
-  png = train_loop.plot_losses(str(tmp_path))
+  png = plots.plot_losses(str(tmp_path))
   assert pathlib.Path(png).read_bytes()[:4] == b"\x89PNG"
   assert calls["train"] == ([1, 2, 3, 4],
                             [5.0 / ln2, 4.0 / ln2, 3.0 / ln2, 2.0 / ln2])

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 import routing_jax as rj
-from routing_jax import generation
-from routing_jax import model as M
+from routing_jax.nn import generation
+from routing_jax.nn import model as M
 
 STEPS = 80
 # Tiny blocks, windows and relative range: 80 steps wrap the local ring (16

@@ -1,4 +1,5 @@
-"""Tests for routing_jax.model: causality, scan layout, golden params, config.
+"""Tests for routing_jax.nn.model: causality, scan layout, golden params,
+config.
 
 Compilation dominates the cost of these tests on a 2-core CPU, so each test
 compiles at most one or two programs: k-means training and the checked
@@ -22,8 +23,8 @@ import numpy as np
 import pytest
 
 import routing_jax as rj
-from routing_jax import layers
-from routing_jax import model as M
+from routing_jax.nn import layers
+from routing_jax.nn import model as M
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "testdata",
                       "model_params_small.json")

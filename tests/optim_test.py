@@ -1,4 +1,5 @@
-"""Tests for routing_jax.optim: schedules, the weight-decay mask, training."""
+"""Tests for routing_jax.training.optim: schedules, the weight-decay mask,
+training."""
 
 import functools
 import math
@@ -11,12 +12,12 @@ import pytest
 
 from experiments import common
 from experiments import shakespeare
-from routing_jax import input_pipeline
-from routing_jax import optim
-from routing_jax import sharding
-from routing_jax import train
-from routing_jax.model import TransformerLM
-from routing_jax.model_config import ModelConfig
+from routing_jax.data import input_pipeline
+from routing_jax.nn.model import TransformerLM
+from routing_jax.nn.model_config import ModelConfig
+from routing_jax.training import optim
+from routing_jax.training import sharding
+from routing_jax.training import train
 
 
 def _train_config(**kw):

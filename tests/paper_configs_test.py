@@ -9,11 +9,11 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from routing_jax import hardware
-from routing_jax import model_config
-from routing_jax import sharding
-from routing_jax import train
-from routing_jax.model import TransformerLM
+from routing_jax.nn import model_config
+from routing_jax.nn.model import TransformerLM
+from routing_jax.training import hardware
+from routing_jax.training import sharding
+from routing_jax.training import train
 
 CONFIGS = [
     ("cifar10", None), ("cifar10", "variant=local"),

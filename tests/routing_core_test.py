@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from helpers import references as ref
-from routing_jax import routing_core
+from routing_jax.nn import routing_core
 
 B, H, D = 2, 2, 8
 

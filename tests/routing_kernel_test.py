@@ -23,9 +23,9 @@ import pytest
 from experiments import common
 from helpers import references as ref
 import routing_jax as rj
-from routing_jax import routing_core
-from routing_jax import routing_kernel
-from routing_jax import train_loop
+from routing_jax.nn import routing_core
+from routing_jax.nn import routing_kernel
+from routing_jax.training import train_loop
 
 B, H, D = 2, 2, 8
 

@@ -1,6 +1,7 @@
 # Copyright 2026 The routing-jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""Tests for routing_jax.sharding on 8 fake CPU devices (see conftest.py)."""
+"""Tests for routing_jax.training.sharding on 8 fake CPU devices (see
+conftest.py)."""
 
 import types
 
@@ -13,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from routing_jax import sharding
+from routing_jax.training import sharding
 
 VOCAB, EMBED, MLP, HEADS, CLUSTERS, KV = 32, 16, 32, 2, 4, 8
 BATCH, LENGTH = 8, 16

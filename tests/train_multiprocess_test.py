@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 
 from experiments import shakespeare
-from routing_jax import checkpointing
-from routing_jax import train_loop
+from routing_jax.training import checkpointing
+from routing_jax.training import train_loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 4
@@ -83,7 +83,7 @@ def fixture_runs(tmp_path_factory):
       section, name = key.split(".")
       config[section][name] = value
     single = tmp_path / "single"
-    summary = train_loop.train_and_evaluate(config, str(single))
+    result = train_loop.train_and_evaluate(config, str(single))
     runs = {}
     for name, proc in procs.items():
       _, stderr = proc.communicate(timeout=500)
@@ -95,7 +95,7 @@ def fixture_runs(tmp_path_factory):
     for proc in procs.values():
       if proc.poll() is None:
         proc.kill()
-  return runs, single, summary
+  return runs, single, result
 
 
 def _check_losses_match(run, single):
@@ -124,7 +124,7 @@ def _sample(log):
 
 @pytest.mark.slow
 def test_two_processes_with_sharded_params_train_and_sample_like_one(runs):
-  runs, single, summary = runs
+  runs, single, result = runs
   _check_losses_match(runs["fsdp"], single)
   _, _, logs, multi = runs["fsdp"]
   # Only process 0 prints progress and the report; process 1 logs the
@@ -138,7 +138,7 @@ def test_two_processes_with_sharded_params_train_and_sample_like_one(runs):
   assert _sample(logs[1]) == _sample(logs[0])
 
   # The 2-process checkpoint restores onto this process's 8 devices.
-  state = summary["state"]
+  state = result.state
   with checkpointing.Checkpointer(multi / "checkpoints") as ckpt:
     assert ckpt.all_steps() == [2, 4]
     restored, data, step = ckpt.restore(state)

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from experiments import shakespeare
-from routing_jax import checkpointing
-from routing_jax import train
-from routing_jax import train_loop
+from routing_jax.training import checkpointing
+from routing_jax.training import train
+from routing_jax.training import train_loop
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 16
@@ -106,16 +106,16 @@ def _run(workdir, **train_overrides):
 def fixture_reference(tmp_path_factory):
   """The straight run of STEPS steps: (workdir, final state)."""
   workdir = tmp_path_factory.mktemp("reference")
-  summary = _run(workdir)
-  assert summary["start_step"] == 0 and summary["step"] == STEPS
+  result = _run(workdir)
+  assert result.start_step == 0 and result.step == STEPS
   assert _committed_steps(workdir) == list(range(EVERY, STEPS + 1, EVERY))
-  state = summary["state"]
+  state = result.state
   start = time.perf_counter()
   restored, data = _restore(workdir, state, STEPS)
   restore_s = time.perf_counter() - start
   _assert_bitwise_equal(restored, state)
   assert data["step"] == STEPS and data["dataset"] == "shakespeare"
-  print(f"\nreference: {STEPS} steps in {summary['wall_s']:.1f}s,"
+  print(f"\nreference: {STEPS} steps in {result.wall_s:.1f}s,"
         f" restore {restore_s * 1e3:.0f} ms")
   return workdir, state
 
@@ -133,9 +133,9 @@ def test_resume_is_bitwise_the_straight_run(tmp_path, reference):
   # Synchronous saves in the first run, asynchronous ones in the second
   # (the reference run saved asynchronously).
   first = _run(tmp_path, steps=EVERY, async_checkpointing=False)
-  assert first["step"] == EVERY and _committed_steps(tmp_path) == [EVERY]
+  assert first.step == EVERY and _committed_steps(tmp_path) == [EVERY]
   second = _run(tmp_path, async_checkpointing=True)
-  assert (second["start_step"], second["step"]) == (EVERY, STEPS)
+  assert (second.start_step, second.step) == (EVERY, STEPS)
   _assert_same_final_checkpoint(tmp_path, reference)
 
 
@@ -163,8 +163,8 @@ def test_sigkill_after_a_checkpoint_then_resume(tmp_path, reference):
     timer.cancel()
   killed_at = _committed_steps(tmp_path)[-1]
   assert killed_at < STEPS, "the run ended before it was killed"
-  summary = _run(tmp_path)
-  assert (summary["start_step"], summary["step"]) == (killed_at, STEPS)
+  result = _run(tmp_path)
+  assert (result.start_step, result.step) == (killed_at, STEPS)
   _assert_same_final_checkpoint(tmp_path, reference)
   # Unfinished saves of the killed run were cleaned up.
   assert not [p for p in (tmp_path / "checkpoints").iterdir()
@@ -200,8 +200,8 @@ def test_sigterm_saves_exits_zero_and_resume_finishes(tmp_path, reference,
   _, data = _restore(tmp_path, reference[1], stopped_at)
   assert data["step"] == stopped_at
 
-  summary = _run(tmp_path)
-  assert (summary["start_step"], summary["step"]) == (stopped_at, STEPS)
+  result = _run(tmp_path)
+  assert (result.start_step, result.step) == (stopped_at, STEPS)
   progress = re.findall(rf"^step (\d+)/{STEPS} ", capsys.readouterr().out,
                         re.M)
   assert progress[0] == str(stopped_at + 1) and progress[-1] == str(STEPS)
@@ -221,8 +221,8 @@ def test_truncated_newest_checkpoint_falls_back(tmp_path, reference,
     with open(p, "r+b") as f:
       f.truncate(p.stat().st_size // 2)
   with caplog.at_level("WARNING"):
-    summary = _run(workdir)
-  assert summary["start_step"] == STEPS - EVERY
+    result = _run(workdir)
+  assert result.start_step == STEPS - EVERY
   assert any(f"step {STEPS}" in r.getMessage()
              and "cannot be restored" in r.getMessage()
              for r in caplog.records)

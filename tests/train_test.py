@@ -1,4 +1,5 @@
-"""Tests for routing_jax.train: config validation, sharded steps, accumulation.
+"""Tests for routing_jax.training.train: config validation, sharded steps,
+accumulation.
 
 The model is tiny (2 layers, d_model 32, 2 local + 2 routing heads, 64
 bytes x 8 sequences of Shakespeare) and the steps run through
@@ -14,9 +15,9 @@ import numpy as np
 import pytest
 
 from experiments import shakespeare
-from routing_jax import input_pipeline
-from routing_jax import sharding
-from routing_jax import train
+from routing_jax.data import input_pipeline
+from routing_jax.training import sharding
+from routing_jax.training import train
 
 
 def _config(**train_overrides):

@@ -14,8 +14,9 @@ import sys
 import pytest
 
 from experiments import shakespeare
-from routing_jax import train_loop
-from routing_jax import workdir as workdir_lib
+from routing_jax.training import report as report_lib
+from routing_jax.training import train_loop
+from routing_jax.training import workdir as workdir_lib
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
 import fake_bucket  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -49,10 +50,10 @@ def test_train_resume_and_report_in_a_bucket(tmp_path, monkeypatch):
   url = "fakegs://bucket/run"
 
   first = train_loop.train_and_evaluate(_config(2), url, profile_steps=1)
-  assert first["start_step"] == 0
-  summary = train_loop.train_and_evaluate(_config(4), url)  # Resumes.
-  assert summary["start_step"] == 2
-  report = train_loop.final_report(_config(4), url, summary, sample=False)
+  assert first.start_step == 0
+  result = train_loop.train_and_evaluate(_config(4), url)  # Resumes.
+  assert result.start_step == 2
+  report = report_lib.final_report(_config(4), url, result, sample=False)
   assert f"loss curve: {url}/loss_curve.png" in report
 
   assert not list(cwd.rglob("*"))  # Nothing went around epath.

@@ -44,9 +44,9 @@ def main():
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
   import numpy as np
-  from routing_jax import checkpointing
+  from routing_jax.training import checkpointing
   from routing_jax import multihost
-  from routing_jax import sharding
+  from routing_jax.training import sharding
   # pylint: enable=g-import-not-at-top
 
   jax.distributed.initialize(

@@ -1,0 +1,186 @@
+"""Opening one split of a prepared dataset as `sources.Documents`.
+
+Reads go through `tfds.data_source(..., download=False)` on array_record
+data (no TensorFlow, no network); a dataset that is not prepared gives a
+FileNotFoundError saying how to prepare it. Two datasets are prepared on
+first use if needed: `text_files` (built from local files) and PG-19's
+tokenizer and token counts. With several processes, process 0 prepares and
+the others wait, then read its result (see `_prepare_once`).
+"""
+
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+# Imported for their side effect too: they register our TFDS builders.
+from routing_jax.data.datasets import enwik8  # pylint: disable=unused-import
+from routing_jax.data.datasets import idx
+from routing_jax.data.datasets import pg19
+from routing_jax.data.datasets import sources
+from routing_jax.data.datasets import text_files
+from routing_jax.data.datasets import wikitext103
+
+IMAGE_DATASETS = ("cifar10", "imagenet_resized/64x64")
+
+
+def data_dir_of(cfg) -> str | None:
+  """The TFDS data dir named by the config ("" -> TFDS's default)."""
+  return os.path.expanduser(cfg.data_dir) if cfg.data_dir else None
+
+
+def tfds_source(name: str, split: str, data_dir: str | None):
+  """`tfds.data_source` of a prepared array_record dataset, offline.
+
+  Raises:
+    FileNotFoundError: the dataset is not prepared in `data_dir`.
+  """
+  try:
+    return tfds.data_source(
+        name, split=split, data_dir=data_dir, download=False, try_gcs=False
+    )
+  except (NotImplementedError, FileNotFoundError, AssertionError,
+          tfds.core.registered.DatasetNotFoundError) as e:
+    # TFDS reports an unprepared dataset as "Random access data source for
+    # file format TFRECORD is not supported"; say what is really wrong.
+    raise FileNotFoundError(
+        f"dataset {name!r} (split {split!r}) is not prepared as array_record"
+        f" in data_dir {data_dir or '(the TFDS default)'}. Prepare it first:"
+        f" python -m routing_jax.data.datasets.build --name={name}"
+        f" --data_dir=... [--manual_dir=...]  ({type(e).__name__}: {e})"
+    ) from e
+
+
+def _byte_extra() -> dict:
+  return dict(unit="byte", decode=sources.decode_bytes,
+              encode=sources.encode_bytes)
+
+
+def _wikitext_codec(vocab: list[str]):
+  """(decode, encode) for word ids; `<eos>` <-> end of line."""
+  word_ids = {w: i for i, w in enumerate(vocab)}
+  unk = word_ids[wikitext103.UNK]
+
+  def decode(ids) -> str:
+    out = []
+    for i in np.asarray(ids).tolist():
+      if not 0 < i < len(vocab):  # Padding.
+        continue
+      if vocab[i] == wikitext103.EOS:
+        out.append("\n")
+      else:
+        out.append((" " if out and out[-1] != "\n" else "") + vocab[i])
+    return "".join(out)
+
+  def encode(text: str) -> np.ndarray:
+    lines = text.split("\n")
+    ids = []
+    for i, line in enumerate(lines):
+      words = wikitext103.line_tokens(line)
+      if i == len(lines) - 1:  # An unfinished last line has no <eos> yet.
+        words = words[:-1]
+      ids.extend(word_ids.get(w, unk) for w in words)
+    return np.asarray(ids, np.int32)
+
+  return decode, encode
+
+
+def _prepare_once(is_ready, prepare, name: str) -> None:
+  """Runs `prepare` unless `is_ready()`: on process 0 only, the others wait.
+
+  A process that still finds nothing afterwards does not share process 0's
+  data dir (e.g. a host-local disk) and prepares its own copy; it also
+  meets process 0's error, if that failed, as its own.
+  """
+  if is_ready():
+    return
+  from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+  multihost.run_once(prepare, name)
+  if not is_ready():
+    try:
+      prepare()
+    except OSError:
+      # Processes sharing a host-local dir may build at once: the first
+      # rename wins and the others fail to rename onto it (same data).
+      if not is_ready():
+        raise
+
+
+def _open_pg19(cfg, split: str, data_dir: str | None):
+  source = tfds_source("pg19", split, data_dir)
+  vocab_size = cfg.tokenizer_vocab_size
+  _prepare_once(
+      lambda: pg19.is_prepared(data_dir, vocab_size, split),
+      lambda: pg19.prepare_split(
+          data_dir, vocab_size, split, source,
+          lambda: source if split == "train" else tfds_source(
+              "pg19", "train", data_dir)),
+      f"pg19_{split}")
+  sp, lengths, tokens_per_word = pg19.load_split(data_dir, vocab_size, split)
+  docs = sources.TokenizedDocuments(
+      source, pg19.book_text, lambda text: pg19.encode(sp, text),
+      vocab_size, lengths=lengths,
+  )
+  extra = dict(unit="subword", decode=lambda ids: sp.decode(
+      [int(i) for i in np.asarray(ids)]), encode=lambda t: pg19.encode(sp, t))
+  if split != "train":
+    extra["tokens_per_word"] = tokens_per_word
+  return docs, extra
+
+
+def open_split(cfg, split: str) -> tuple[sources.Documents, dict]:
+  """Opens `split` of dataset `cfg.name`.
+
+  Args:
+    cfg: the data config (name, data_dir, manual_dir, text_files,
+      tokenizer_vocab_size, ...).
+    split: the split to open.
+
+  Returns:
+    (documents, dict of `input_pipeline.Datasets` fields: unit, decode,
+    encode, image_shape, tokens_per_word as they apply).
+  """
+  name = cfg.name
+  data_dir = data_dir_of(cfg)
+  if name == "enwik8":
+    source = tfds_source("enwik8", split, data_dir)
+    return sources.StreamDocuments(source, "bytes", 256), _byte_extra()
+  if name == "wikitext103":
+    source = tfds_source("wikitext103", split, data_dir)
+    vocab = list(tfds.builder(name, data_dir=data_dir).info.metadata["vocab"])
+    decode, encode = _wikitext_codec(vocab)
+    docs = sources.StreamDocuments(source, "ids", len(vocab))
+    return docs, dict(unit="word", decode=decode, encode=encode)
+  if name == "text_files":
+    def builder():
+      return text_files.TextFiles(
+          pattern=cfg.text_files, data_dir=data_dir,
+          file_format="array_record")
+
+    _prepare_once(
+        lambda: builder().is_prepared(),
+        lambda: builder().download_and_prepare(
+            download_config=tfds.download.DownloadConfig(
+                try_download_gcs=False)),
+        "text_files")
+    # A new builder reads the dataset info that the build wrote.
+    source = builder().as_data_source(split)
+    docs = [source[i]["bytes"] for i in range(len(source))]
+    return sources.ArrayDocuments(docs, 256), _byte_extra()
+  if name == "pg19":
+    return _open_pg19(cfg, split, data_dir)
+  if name in IMAGE_DATASETS:
+    docs = sources.ImageDocuments(tfds_source(name, split, data_dir))
+    return docs, dict(unit="subpixel", image_shape=docs.image_shape)
+  if name == "fashion_mnist":
+    if not cfg.manual_dir:
+      raise ValueError(
+          "data.manual_dir must name the directory holding the Fashion-MNIST"
+          " IDX files (train-images-idx3-ubyte.gz, ...) for"
+          " data.name='fashion_mnist'"
+      )
+    imgs, _ = idx.load_split(os.path.expanduser(cfg.manual_dir), split)
+    n, h, w = imgs.shape
+    docs = sources.FixedLengthDocuments(imgs.reshape(n, h * w), 256)
+    return docs, dict(unit="subpixel", image_shape=(h, w, 1))
+  raise ValueError(f"data.name {name!r} has no opener")

@@ -1,0 +1,498 @@
+"""RoutingAttention: k-means routing attention with its decode caches.
+
+The front end follows the paper's code: bias-free Q/K/V projections,
+parameter-free LayerNorm of Q and K (used for clustering *and* for the
+attention logits), centroids from the `KMeans` module. The attention itself
+is one of the pure cores in `routing_core`:
+
+routing="causal" (the default for decoders, docs/causal_routing.md): each
+token joins the argmax cluster of its key (and of its query, when Q and K
+are separate); a query attends to the keys among the last w members of its
+cluster. Exactly causal; cached decoding keeps a ring of w members per
+cluster and reproduces the teacher-forced outputs.
+
+routing="topk" (the paper's balanced routing): every centroid picks its top-w
+queries and keys over the whole sequence. Exact for bidirectional use; in a
+decoder, whether a past token is picked depends on the future, and decoding
+(the reference's fast decode: re-select among the tokens so far at every
+step) does not reproduce the teacher-forced outputs.
+
+implementation="pallas" runs the causal core as fused GPU kernels
+(`routing_kernel`, docs/kernels.md) instead of XLA ops; same results.
+"""
+
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from routing_jax.common_types import Array
+from routing_jax.nn import attention_core as core
+from routing_jax.nn import kmeans as km
+from routing_jax.nn import kmeans_ops
+from routing_jax.nn import routing_core
+from routing_jax.nn import routing_kernel
+from routing_jax.nn.modes import (ATTENTION_POSITIONS,
+                                  ROUTING_IMPLEMENTATIONS, ROUTINGS)
+
+
+
+
+class RoutingAttention(nn.Module):
+  """Multi-head k-means routing attention with its own projections.
+
+  Attributes:
+    num_heads: routing heads h.
+    head_dim: per-head depth d.
+    num_clusters: k centroids per head.
+    window: w: members a causal query looks back over, or tokens per cluster
+      (topk).
+    routing: "causal" or "topk"; None picks "causal" when causal=True and
+      "topk" otherwise.
+    causal: decoder masking. routing="causal" requires it.
+    share_qk: keys are the queries (the paper's default). With separate
+      Q and K, queries are clustered by their own vectors and keys by theirs
+      (one shared set of centroids).
+    fit_queries: with separate Q/K, the centroids learn from queries and
+      keys (True, the paper's code) or from the keys alone (False): each
+      query then goes to the key cluster its vector matches best, a maximum
+      inner product search. None: False for causal routing (it retrieved
+      better in benchmarks/long_range.py), True for topk.
+    exclude_self: a query never attends to its own token's key. Under shared
+      Q/K a token's own logit is the largest possible (LN(q)·LN(q) = d), so
+      without it routing heads tend to attend to themselves.
+    warmup_steps: (causal routing) until the k-means state has taken this
+      many updates, the heads attend to every earlier token (or to the last
+      `warmup_window`) instead of their clusters, while the k-means runs as
+      usual. Routing can only learn to bring a query and the key it needs
+      together once their vectors agree, and they learn to agree only when
+      they see each other: clusters formed on random vectors keep them
+      apart for good (docs/causal_routing.md, "Why warm up").
+    warmup_window: the warm-up's sliding window; None: the whole sequence.
+    kmeans_decay, kmeans_epsilon, commitment_weight: KMeans settings.
+    kmeans_prior_count: KMeans.prior_count; None means 0 (the reference) for
+      topk and 1 for causal routing, whose argmax needs sane centroid norms.
+    kmeans_data_init, kmeans_revive_threshold: KMeans.data_init and
+      KMeans.revive_threshold (data-initialised centroids, dead-cluster
+      revival); None means on for causal routing, off (the reference) for
+      topk.
+    logit_scale: multiplies LN(q)·LN(k); 1.0 is the reference.
+    position: "none", "relative" (Shaw embeddings by the distance between
+      members inside a cluster: the paper's cluster-relative positions) or
+      "rope" (rotates the normalised q, k for the logits; clustering stays
+      content-based).
+    max_relative_position: relative distances are clipped to ±this.
+    attention_dropout: dropout on the attention weights (train only).
+    max_decode_length: cache length for topk decoding (which re-selects over
+      the whole cache each step, as the reference does).
+    implementation: "xla" or "pallas": the causal core of training, eval and
+      prefill as XLA ops or as the fused kernels of `routing_kernel` (GPU;
+      the Pallas interpreter on CPU). Both give the same outputs and
+      gradients; decode steps are unaffected. "pallas" covers
+      routing="causal" without relative positions and without attention
+      dropout; other settings raise at construction.
+    kernel_block_sizes: (block_q, block_k) of the Pallas kernels.
+    dtype, param_dtype, kernel_init: as LocalAttention.
+  """
+  num_heads: int
+  head_dim: int
+  num_clusters: int
+  window: int
+  routing: Optional[str] = None
+  causal: bool = True
+  share_qk: bool = True
+  fit_queries: Optional[bool] = None
+  exclude_self: bool = False
+  warmup_steps: int = 0
+  warmup_window: Optional[int] = None
+  kmeans_decay: float = 0.999
+  kmeans_epsilon: float = 1e-5
+  commitment_weight: float = 1e-4
+  kmeans_prior_count: Optional[float] = None
+  kmeans_data_init: Optional[bool] = None
+  kmeans_revive_threshold: Optional[float] = None
+  logit_scale: float = 1.0
+  position: str = "none"
+  max_relative_position: int = 64
+  rope_base: float = 10000.0
+  attention_dropout: float = 0.0
+  max_decode_length: int = 0
+  implementation: str = "xla"
+  kernel_block_sizes: tuple[int, int] = (64, 64)
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable[..., Array] = core.default_kernel_init()
+
+  @property
+  def mode(self) -> str:
+    if self.routing is None:
+      return "causal" if self.causal else "topk"
+    return self.routing
+
+  def validate(self):
+    if self.routing is not None and self.routing not in ROUTINGS:
+      raise ValueError(
+          f"routing must be one of {ROUTINGS}, got {self.routing!r}")
+    if self.mode == "causal" and not self.causal:
+      raise ValueError(
+          'routing="causal" requires causal=True; use routing="topk" for '
+          "bidirectional attention")
+    for name in ("num_heads", "head_dim", "num_clusters", "window"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.position not in ATTENTION_POSITIONS:
+      raise ValueError(
+          f"position must be one of {ATTENTION_POSITIONS}, got {self.position!r}")
+    if self.position == "relative" and self.max_relative_position < 1:
+      raise ValueError("max_relative_position must be >= 1, got "
+                       f"{self.max_relative_position}")
+    if not 0.0 <= self.attention_dropout < 1.0:
+      raise ValueError(
+          f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
+    if self.implementation not in ROUTING_IMPLEMENTATIONS:
+      raise ValueError(f"implementation must be one of {ROUTING_IMPLEMENTATIONS}, "
+                       f"got {self.implementation!r}")
+    if self.implementation == "pallas":
+      self._validate_pallas()
+
+  def _validate_pallas(self):
+    # Refused rather than silently run on XLA: whoever asks for the kernel
+    # wants its memory profile.
+    unsupported = {
+        'routing="topk"': self.mode != "causal",
+        'position="relative"': self.position == "relative",
+        "attention_dropout > 0": self.attention_dropout > 0,
+    }
+    for what, present in unsupported.items():
+      if present:
+        raise ValueError(f'implementation="pallas" does not support {what}; '
+                         'use implementation="xla"')
+    routing_kernel.check_shapes(self.head_dim, *self.kernel_block_sizes,
+                                interpret=True)
+
+  def _fit_queries(self) -> bool:
+    if self.fit_queries is not None:
+      return self.fit_queries
+    return self.mode != "causal"
+
+  def kmeans_settings(self) -> kmeans_ops.Settings:
+    """The k-means update's settings, mode-dependent defaults resolved."""
+    causal_mode = self.mode == "causal"
+    pick = lambda value, causal_default, topk_default: (
+        value if value is not None else
+        causal_default if causal_mode else topk_default)
+    return kmeans_ops.Settings(
+        decay=self.kmeans_decay, epsilon=self.kmeans_epsilon,
+        prior_count=pick(self.kmeans_prior_count, 1.0, 0.0),
+        data_init=pick(self.kmeans_data_init, True, False),
+        revive_threshold=pick(self.kmeans_revive_threshold, 0.05, 0.0))
+
+  def _kmeans(self) -> km.KMeans:
+    return km.KMeans(self.num_heads, self.num_clusters, self.head_dim,
+                     commitment_weight=self.commitment_weight,
+                     name="kmeans", **self.kmeans_settings()._asdict())
+
+  def _relative_tables(self) -> Optional[tuple[Array, Array]]:
+    if self.position != "relative":
+      return None
+    rows = 2 * self.max_relative_position + 1
+    init = nn.with_logical_partitioning(
+        nn.initializers.normal(self.head_dim ** -0.5), ("relpos", "kv"))
+    return (self.param("rel_key", init, (rows, self.head_dim),
+                       self.param_dtype),
+            self.param("rel_value", init, (rows, self.head_dim),
+                       self.param_dtype))
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Optional[Array] = None,
+               train: bool = False, decode: bool = False,
+               positions: Optional[Array] = None, prefill: bool = False,
+               return_aux: bool = False):
+    """Routes and attends.
+
+    Args:
+      x: [batch, length, features].
+      mask: optional [batch, length] bool, False at padding.
+      train: dropout on, and the k-means EMA update (written only when the
+        caller made "kmeans" mutable; never during init).
+      decode: one cached step (length 1) in the "cache" collection.
+      positions: decode only: [batch] int32 position of the new token.
+      prefill: run a whole prompt (positions 0 .. length−1, no padding) in
+        parallel and fill a fresh "cache" collection, so that decoding can
+        continue at position `length`.
+      return_aux: return (y, aux) with aux = {"loss": β·commitment loss,
+        cluster-health stats}; otherwise the loss is sown into the
+        "aux_loss" collection (read it with mutable=["aux_loss"]).
+
+    Returns:
+      y [batch, length, features] (and aux when return_aux).
+    """
+    self.validate()
+    core.check_input(x)
+    core.check_mask(mask, x)
+    b, n, features = x.shape
+    h = self.num_heads
+    proj = lambda name: core.head_projection(
+        h * self.head_dim, ("embed", "heads"), self.dtype, self.param_dtype,
+        self.kernel_init, name)
+    # The reference scales q by d^-0.5 first; the LayerNorm cancels it.
+    qn = km.normalize(core.split_heads(proj("query")(x), h))
+    kn = qn if self.share_qk else km.normalize(
+        core.split_heads(proj("key")(x), h))
+    v = core.split_heads(proj("value")(x), h)
+    kmeans = self._kmeans()
+    rel = self._relative_tables()
+    if decode and prefill:
+      raise ValueError("decode and prefill exclude each other")
+    if decode:
+      o = self._decode(kmeans, qn, kn, v, rel, positions)
+      aux = {"loss": jnp.zeros((), jnp.float32)}
+    elif prefill:
+      if mask is not None:
+        raise ValueError("prefill takes an unpadded prompt (mask=None)")
+      o, aux = self._prefill(kmeans, qn, kn, v, rel)
+    else:
+      o, aux = self._attend(kmeans, qn, kn, v, rel, mask, train)
+    y = core.head_projection(
+        features, ("heads", "embed"), self.dtype, self.param_dtype,
+        self.kernel_init, "out")(o.reshape(b, n, h * self.head_dim))
+    if return_aux:
+      return y, aux
+    if not self.is_initializing():
+      self.sow(km.AUX_LOSS_COLLECTION, "commitment", aux["loss"])
+    return y
+
+  # ------------------------------------------------------------ training
+
+  def _rotate(self, qn, kn, pos):
+    if self.position != "rope":
+      return qn, kn
+    return (core.rope(qn, pos, self.rope_base),
+            core.rope(kn, pos, self.rope_base))
+
+  def _attend(self, kmeans, qn, kn, v, rel, mask, train):
+    b, n = qn.shape[:2]
+    rng = (self.make_rng("dropout")
+           if train and self.attention_dropout > 0 else None)
+    common = dict(rel=rel, max_relative_position=self.max_relative_position,
+                  logit_scale=self.logit_scale,
+                  dropout_rate=self.attention_dropout if train else 0.0,
+                  dropout_rng=rng, dtype=self.dtype)
+    qr, kr = self._rotate(qn, kn, jnp.arange(n)[None])
+    sets = (qn,) if self.share_qk else (qn, kn)
+    routed = kmeans.route_many(
+        sets, mask, update=train,
+        fit=None if self.share_qk else (self._fit_queries(), True))
+    aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
+    if self.mode == "causal":
+      return self._causal(kmeans, routed, qr, kr, v, mask, common), aux
+    if self.window > n:
+      raise ValueError(
+          f'routing="topk" needs window <= length, got window={self.window} '
+          f"and length {n}")
+    o, count = routing_core.topk_routing_attention(
+        qr, kr, v, routed[0].scores, routed[-1].scores, mask,
+        window=self.window, causal=self.causal, **common)
+    valid = (jnp.ones((b, n)) if mask is None else mask)[:, None, :]
+    aux["unselected_fraction"] = jnp.sum((count == 0) * valid) / jnp.maximum(
+        jnp.sum(valid) * count.shape[1], 1.0)
+    return o, aux
+
+  def _causal(self, kmeans, routed, qr, kr, v, mask, common):
+    """Causal routing (XLA or Pallas), dense while warming up."""
+    n = qr.shape[1]
+    key_clusters = routed[-1].assignments
+    query_clusters = None if self.share_qk else routed[0].assignments
+
+    def routed_fn():
+      if self.implementation == "pallas":
+        block_q, block_k = self.kernel_block_sizes
+        return routing_kernel.causal_routing_attention(
+            qr, kr, v, key_clusters, mask, query_clusters=query_clusters,
+            num_clusters=self.num_clusters, window=self.window,
+            exclude_self=self.exclude_self, logit_scale=self.logit_scale,
+            dtype=self.dtype, block_q=block_q, block_k=block_k)
+      return routing_core.causal_routing_attention(
+          qr, kr, v, key_clusters, mask, query_clusters=query_clusters,
+          num_clusters=self.num_clusters, window=self.window,
+          exclude_self=self.exclude_self, **common)
+
+    if not self.warmup_steps:
+      return routed_fn()
+    # One cluster: every earlier token (within the warm-up window).
+    dense_fn = lambda: routing_core.causal_routing_attention(
+        qr, kr, v, jnp.zeros_like(key_clusters), mask, num_clusters=1,
+        window=min(self.warmup_window or n, n),
+        exclude_self=self.exclude_self, **common)
+    warm = nn.unbox(kmeans.num_updates.value)[0] < self.warmup_steps
+    return jax.lax.cond(warm, dense_fn, routed_fn)
+
+  # ------------------------------------------------------------ decoding
+
+  def _ring_size(self) -> int:
+    # With exclude_self the window is the w members before the query, so
+    # the ring also holds the query's own (invisible) membership.
+    return self.window + int(self.exclude_self)
+
+  def _cache(self, b: int):
+    """The decode cache variables for batch b (created on first use)."""
+    h, d, c = self.num_heads, self.head_dim, self.num_clusters
+    var = lambda name, shape, dtype, fill: self.variable(
+        "cache", name, lambda: jnp.full(shape, fill, dtype))
+    if self.mode == "causal":
+      s = self._ring_size()
+      return dict(
+          key=var("ring_key", (b, h, c, s, d), self.dtype, 0),
+          value=var("ring_value", (b, h, c, s, d), self.dtype, 0),
+          member=var("ring_member", (b, h, c, s), jnp.int32, -1),
+          is_key=var("ring_is_key", (b, h, c, s), jnp.bool_, False),
+          count=var("cluster_count", (b, h, c), jnp.int32, 0))
+    length = self.max_decode_length
+    if length < self.window:
+      raise ValueError(
+          "topk decoding needs max_decode_length >= window, got "
+          f"max_decode_length={length}, window={self.window}")
+    full = lambda name, dtype: var(name, (b, length, h, d), dtype, 0)
+    cache = dict(query=full("cached_query", jnp.float32),
+                 value=full("cached_value", self.dtype))
+    cache["key"] = cache["query"] if self.share_qk else full(
+        "cached_key", jnp.float32)
+    return cache
+
+  def _decode(self, kmeans, qn, kn, v, rel, positions):
+    """One token: qn, kn, v [batch, 1, heads, d]; positions [batch]."""
+    b = qn.shape[0]
+    if qn.shape[1] != 1:
+      raise ValueError(
+          f"decode takes one token per call, got length {qn.shape[1]}")
+    cache = self._cache(b)
+    if self.is_initializing():
+      kmeans.current()  # creates the centroid variables during init
+      return jnp.zeros_like(qn)
+    if positions is None:
+      raise ValueError("decode=True needs positions [batch]")
+    t = positions.astype(jnp.int32)
+    mu = kmeans.current()
+    key_cluster = km.assign(kn, mu)[:, :, 0]  # [b, h]
+    query_cluster = key_cluster if self.share_qk else km.assign(qn, mu)[
+        :, :, 0]
+    qr, kr = self._rotate(qn, kn, t[:, None])
+    if self.mode == "causal":
+      return self._causal_step(cache, qr, kr, v, key_cluster, query_cluster,
+                               rel)
+    return self._topk_step(cache, qn, kn, v, rel, mu, t)
+
+  def _causal_step(self, cache, q, k, v, key_cluster, query_cluster, rel):
+    """Writes the token's memberships, then attends over its query ring."""
+    b, _, h, _ = q.shape
+    size = self._ring_size()
+    bi, hi = jnp.arange(b)[:, None], jnp.arange(h)[None, :]
+
+    def join(cluster, key, value, is_key, active):
+      """Appends one member to ring `cluster` of every (row, head)."""
+      count = cache["count"].value[bi, hi, cluster]
+      at = (bi, hi, cluster, count % size)
+      keep = lambda new, old: jnp.where(
+          active.reshape(active.shape + (1,) * (new.ndim - 2)), new, old)
+      for name, new in (("key", key), ("value", value),
+                        ("member", count), ("is_key", is_key)):
+        var = cache[name]
+        var.value = var.value.at[at].set(
+            keep(new.astype(var.value.dtype), var.value[at]))
+      cache["count"].value = cache["count"].value.at[bi, hi, cluster].add(
+          active.astype(jnp.int32))
+
+    always = jnp.ones((b, h), bool)
+    join(key_cluster, k[:, 0], v[:, 0], always, always)
+    if not self.share_qk:
+      # A query in another cluster than its key joins that cluster too.
+      join(query_cluster, jnp.zeros_like(k[:, 0]), jnp.zeros_like(v[:, 0]),
+           ~always, query_cluster != key_cluster)
+    ring = lambda name: cache[name].value[bi, hi, query_cluster]
+    member = ring("member")  # [b, h, size]
+    mine = cache["count"].value[bi, hi, query_cluster] - 1  # [b, h]
+    back = mine[..., None] - member
+    if self.exclude_self:
+      band = (back >= 1) & (back <= self.window)
+    else:
+      band = (back >= 0) & (back < self.window)
+    allowed = (member >= 0) & ring("is_key") & band
+    rel_k = rel_v = None
+    if rel is not None:
+      idx = core.relative_index(-back, self.max_relative_position)
+      rel_k, rel_v = (t[idx][:, :, None, None] for t in rel)
+    o = core.blocked_attention(
+        jnp.swapaxes(q, 1, 2)[:, :, None], ring("key")[:, :, None],
+        ring("value")[:, :, None], allowed[:, :, None, None, :],
+        rel_k=rel_k, rel_v=rel_v, logit_scale=self.logit_scale,
+        dtype=self.dtype)  # [b, h, 1, 1, d]
+    o = o * jnp.any(allowed, -1)[:, :, None, None, None].astype(o.dtype)
+    return jnp.swapaxes(o[:, :, 0], 1, 2)  # [b, 1, h, d]
+
+  def _topk_step(self, cache, qn, kn, v, rel, mu, t):
+    """The reference's fast decode: re-select among positions <= t."""
+    rows = jnp.arange(qn.shape[0])
+    for name, new in (("query", qn), ("key", kn), ("value", v)):
+      if name == "key" and self.share_qk:
+        continue
+      var = cache[name]
+      var.value = var.value.at[rows, t].set(new[:, 0].astype(var.value.dtype))
+    return self._topk_read(
+        *(cache[name].value for name in ("query", "key", "value")), rel, mu,
+        t)
+
+  def _topk_read(self, q, k, v, rel, mu, t):
+    """Output at positions t [batch] of top-k routing over the cache <= t.
+
+    q, k, v: the cached [batch, max_decode_length, heads, d] arrays.
+    """
+    length = q.shape[1]
+    written = jnp.arange(length)[None] <= t[:, None]  # [b, length]
+    qs = km.scores(q, mu)
+    ks = qs if self.share_qk else km.scores(k, mu)
+    qr, kr = self._rotate(q, k, jnp.arange(length)[None])
+    o, _ = routing_core.topk_routing_attention(
+        qr, kr, v, qs, ks, written, window=self.window,
+        causal=self.causal, rel=rel,
+        max_relative_position=self.max_relative_position,
+        logit_scale=self.logit_scale, dtype=self.dtype)
+    return o[jnp.arange(o.shape[0]), t][:, None]  # [b, 1, h, d]
+
+  def _prefill(self, kmeans, qn, kn, v, rel):
+    """A whole prompt at once; leaves the cache as token-by-token decoding."""
+    b, n = qn.shape[:2]
+    cache = self._cache(b)
+    if self.is_initializing():
+      kmeans.current()
+      return jnp.zeros_like(qn), {"loss": jnp.zeros((), jnp.float32)}
+    if self.mode == "causal":
+      o, aux = self._attend(kmeans, qn, kn, v, rel, None, train=False)
+      mu = kmeans.current()
+      key_cluster = km.assign(kn, mu)
+      query_cluster = None if self.share_qk else km.assign(qn, mu)
+      _, kr = self._rotate(qn, kn, jnp.arange(n)[None])
+      state = routing_core.fill_rings(
+          kr, v, key_cluster, query_cluster,
+          num_clusters=self.num_clusters, size=self._ring_size())
+      for name, value in state.items():
+        cache[name].value = value.astype(cache[name].value.dtype)
+      return o, aux
+    # topk: decoding re-selects among the positions so far at every step,
+    # which no parallel pass reproduces; write the prompt, then read each
+    # position's output as its decode step would (O(n) reads of the cache).
+    if n > self.max_decode_length:
+      raise ValueError(f"prefill of {n} positions exceeds max_decode_length="
+                       f"{self.max_decode_length}")
+    pad = lambda a: jnp.pad(a, ((0, 0), (0, self.max_decode_length - n),
+                                (0, 0), (0, 0)))
+    for name, new in (("query", qn), ("key", kn), ("value", v)):
+      if name == "key" and self.share_qk:
+        continue
+      cache[name].value = pad(new).astype(cache[name].value.dtype)
+    mu = kmeans.current()
+    arrays = tuple(cache[name].value for name in ("query", "key", "value"))
+    o = jax.lax.map(
+        lambda t: self._topk_read(*arrays, rel, mu, jnp.full((b,), t))[:, 0],
+        jnp.arange(n))  # [n, b, h, d]
+    return jnp.swapaxes(o, 0, 1), {"loss": jnp.zeros((), jnp.float32)}

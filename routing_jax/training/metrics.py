@@ -1,0 +1,116 @@
+"""Metric writing: JSON lines, TensorBoard event files, a progress line.
+
+TensorBoard event files come from tensorboardX (no tensorflow needed). Only
+process 0 writes.
+"""
+
+import json
+import math
+import time
+from typing import Mapping, Optional
+
+from etils import epath
+import tensorboardX
+from tensorboardX import record_writer
+
+from routing_jax.training import workdir as workdir_lib
+
+# Paper units: how a per-token loss in nats is reported.
+UNITS = {
+    "byte": ("bits_per_byte", lambda nats, _: nats / math.log(2)),
+    "subpixel": ("bits_per_dim", lambda nats, _: nats / math.log(2)),
+    "word": ("perplexity", lambda nats, _: math.exp(min(nats, 50.0))),
+    "subword": ("word_perplexity",
+                lambda nats, tpw: math.exp(min(nats * (tpw or 1.0), 50.0))),
+    "token": ("perplexity", lambda nats, _: math.exp(min(nats, 50.0))),
+}
+
+
+def paper_metric(unit: str, nats: float,
+                 tokens_per_word: Optional[float] = None) -> tuple[str, float]:
+  """(name, value) of a per-token loss in the paper's unit for `unit`."""
+  name, fn = UNITS.get(unit, UNITS["token"])
+  return name, fn(float(nats), tokens_per_word)
+
+
+class _EpathRecordWriterFactory:
+  """tensorboardX writer backend for URLs: files through etils.epath.
+
+  tensorboardX's own gs:// backend needs google-cloud-storage; this one uses
+  the same file layer as the rest of the workdir (and works for any scheme
+  epath knows).
+  """
+
+  def open(self, path: str) -> workdir_lib.AppendFile:
+    return workdir_lib.AppendFile(path)
+
+  def directory_check(self, path: str) -> None:
+    epath.Path(path).mkdir(parents=True, exist_ok=True)
+
+
+class MetricWriter:
+  """Writes scalars to `metrics.jsonl` and a TensorBoard event file.
+
+  The workdir may be a URL (see `routing_jax.training.workdir`). Does nothing on
+  processes other than 0 (`enabled=False`).
+  """
+
+  def __init__(self, workdir, enabled: bool = True):
+    self.enabled = enabled
+    if not enabled:
+      return
+    path = workdir_lib.resolve(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    # On object storage every flush rewrites a whole object: flush at most
+    # once a minute there, locally after every write (events: within 2 s,
+    # by tensorboardX's writer thread).
+    remote = workdir_lib.is_url(path)
+    self._flush_every_s = 60.0 if remote else 0.0
+    self._last_flush = time.monotonic()
+    self._jsonl = workdir_lib.AppendFile(path / "metrics.jsonl")
+    tb = path / "tensorboard"
+    if remote:
+      record_writer.register_writer_factory(str(tb).split("://", 1)[0],
+                                            _EpathRecordWriterFactory())
+    self._events = tensorboardX.SummaryWriter(str(tb), flush_secs=60 if remote else 2)
+
+  def write(self, step: int, scalars: Mapping[str, float]) -> None:
+    if not self.enabled:
+      return
+    clean = {k: float(v) for k, v in scalars.items()}
+    self._jsonl.write(
+        (json.dumps({"step": int(step), **clean}) + "\n").encode("utf-8"))
+    for tag, value in clean.items():
+      self._events.add_scalar(tag, value, int(step))
+    if time.monotonic() - self._last_flush >= self._flush_every_s:
+      self._jsonl.flush()
+      self._last_flush = time.monotonic()
+
+  def close(self) -> None:
+    """Writes everything out (call it, or metrics may be lost)."""
+    if self.enabled:
+      self._jsonl.close()
+      self._events.close()
+
+
+def progress_line(step: int, total: int, loss_name: str, loss: float,
+                  tokens_per_s: float, elapsed: float, done_steps: int,
+                  perf: Optional[Mapping[str, float]] = None) -> str:
+  """"step 120/1500 | bits_per_byte 2.314 | 5.1k tok/s | ETA 4m12s".
+
+  perf: optional step_time_s, tflops_per_device, mfu and lr, shown before
+  the ETA as "0.412 s/step | 12.3 TFLOP/s/device | MFU 31.2% | lr 1.0e-02".
+  """
+  eta = (total - step) * elapsed / max(done_steps, 1)
+  mins, secs = divmod(int(eta), 60)
+  hours, mins = divmod(mins, 60)
+  eta_s = f"{hours}h{mins:02d}m" if hours else f"{mins}m{secs:02d}s"
+  extra = ""
+  if perf:
+    extra = (f"{perf['step_time_s']:.3f} s/step | "
+             f"{perf['tflops_per_device']:.3g} TFLOP/s/device | ")
+    if "mfu" in perf:
+      extra += f"MFU {100 * perf['mfu']:.1f}% | "
+    extra += f"lr {perf['lr']:.2e} | "
+  return (f"step {step}/{total} | {loss_name} {loss:.4f} | "
+          f"{tokens_per_s / 1000:.1f}k tok/s | {extra}ETA {eta_s}")

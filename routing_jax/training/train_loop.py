@@ -1,0 +1,244 @@
+"""The training loop: resume, train, evaluate, checkpoint.
+
+Resume order: the newest restorable checkpoint in `<workdir>/checkpoints`
+(a damaged newest one is skipped with a warning), else a fresh start. A
+SIGTERM (preemption) saves the current step and returns; a non-finite loss
+raises `NonFiniteLossError` before anything is saved, so the last good
+checkpoint stays the newest. The host fetches step metrics only at log and
+checkpoint points (step_metrics.py): a non-finite step between them stops
+the run at the next such point, naming the step, and is never saved.
+
+What runs after the loop (final metric, sample, loss curve) is report.py.
+"""
+
+import dataclasses
+import hashlib
+import json
+import time
+from typing import Any, Optional
+
+from absl import logging
+import jax
+
+from routing_jax import errors
+from routing_jax import multihost
+from routing_jax.data import input_pipeline
+from routing_jax.training import checkpointing
+from routing_jax.training import flops
+from routing_jax.training import hardware
+from routing_jax.training import metrics as metrics_lib
+from routing_jax.training import optim
+from routing_jax.training import profiling
+from routing_jax.training import sharding
+from routing_jax.training import step_metrics
+from routing_jax.training import train
+from routing_jax.training import workdir as workdir_lib
+
+# Training stops when a step's loss or gradient norm is not finite.
+FINITE_KEYS = ("loss", "grad_norm")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """A step produced a non-finite loss or gradient norm; nothing was saved."""
+
+
+def _say(line: str) -> None:
+  """Progress for the console (process 0 only) and the log."""
+  logging.debug(line)
+  if jax.process_index() == 0:
+    print(line, flush=True)
+
+
+# Fields that pick how the same function is computed: a run may resume
+# under either value (and older checkpoints, saved before the field existed,
+# keep their hash).
+_HASH_EXEMPT = ("routing_implementation",)
+
+
+def config_hash(config: Any) -> str:
+  """Hash of the model section: a checkpoint must match the architecture."""
+  model = {key: value for key, value in config.model.to_dict().items()
+           if key not in _HASH_EXEMPT}
+  text = json.dumps(model, sort_keys=True, default=str)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def evaluate(trainer: train.Trainer, state: train.TrainState, datasets,
+             mesh, max_batches: int) -> dict[str, float]:
+  """Per-token loss (nats) over up to `max_batches` eval batches."""
+  sums = {"ce": 0.0, "weight": 0.0, "kmeans_loss": 0.0}
+  n = 0
+  for batch in datasets.eval:
+    if n >= max_batches:
+      break
+    gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
+    out = jax.device_get(train.run_step(trainer, trainer.eval_step, state,
+                                        gb))
+    for k in sums:
+      sums[k] += float(out[k])
+    n += 1
+  nats = sums["ce"] / max(sums["weight"], 1.0)
+  name, value = metrics_lib.paper_metric(datasets.unit, nats,
+                                         datasets.tokens_per_word)
+  return {"eval/loss_nats": nats, f"eval/{name}": value,
+          "eval/kmeans_loss": sums["kmeans_loss"] / max(n, 1),
+          "eval/tokens": sums["weight"]}
+
+
+def create_datasets(config: Any, mesh: Any,
+                    vocab_size: int) -> input_pipeline.Datasets:
+  """This process's batches: the rows its devices hold (see multihost).
+
+  Raises:
+    errors.DataError: the data cannot be opened (the message says why).
+  """
+  try:
+    rows = multihost.process_rows(sharding.data_sharding(mesh),
+                                  config.data.batch_size)
+    return input_pipeline.create_datasets(config.data, vocab_size=vocab_size,
+                                          rows=rows)
+  except (ValueError, FileNotFoundError) as e:
+    raise errors.DataError(str(e)) from e
+
+
+@dataclasses.dataclass
+class TrainResult:
+  """What `train_and_evaluate` returns: the run's end and what it trained.
+
+  Attributes:
+    start_step: the step the run started (or resumed) from.
+    step: the last step done and saved.
+    preempted: a SIGTERM stopped the run at `step` (saved) before the end.
+    state: the train state after `step`.
+    trainer: the model, mesh and jitted steps the state belongs to.
+    datasets: the run's data (the eval split, decode for samples).
+    wall_s: seconds this run spent in its loop.
+    last_eval: the metrics of the last evaluation (None if none ran).
+  """
+  start_step: int
+  step: int
+  preempted: bool
+  state: train.TrainState
+  trainer: train.Trainer
+  datasets: input_pipeline.Datasets
+  wall_s: float
+  last_eval: Optional[dict[str, float]] = None
+
+
+def train_and_evaluate(config: Any, workdir: str,
+                       profile_steps: int = 0) -> TrainResult:
+  """Trains config in workdir (resuming if possible).
+
+  Args:
+    config: the experiment config.
+    workdir: local directory or URL (gs://...) for everything the run writes.
+    profile_steps: trace this many steps with jax.profiler into
+      `<workdir>/profile` (0: no trace).
+  """
+  model_cfg = train.validate_config(config)  # before anything compiles
+  t = config.train
+  mesh = sharding.create_mesh(config.mesh)
+  rules = sharding.logical_rules()
+  workdir = workdir_lib.create(workdir, config,
+                               primary=jax.process_index() == 0)
+  datasets = create_datasets(config, mesh, model_cfg.vocab_size)
+  trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
+  ckpt = checkpointing.Checkpointer(
+      workdir / "checkpoints",
+      keep=t.keep_checkpoints, save_every=t.checkpoint_every,
+      async_save=t.async_checkpointing,
+      metadata={"model_hash": config_hash(config)})
+  restored = ckpt.restore(state)
+  if restored is not None:
+    state, data_state, start = restored
+    saved = ckpt.read_meta(start).get("model_hash")
+    if saved not in (None, config_hash(config)):
+      # Same shapes do not mean the same model (e.g. routing="topk").
+      ckpt.close()
+      raise ValueError(
+          f"{ckpt.directory}: checkpoint step {start} was trained with a "
+          "different model config section (model hash "
+          f"{saved} != {config_hash(config)}); use a new workdir.")
+    datasets.train.set_state(data_state)
+    logging.info("Resumed from step %d", start)
+  start = int(jax.device_get(state.step))
+  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  preempt = checkpointing.PreemptionHandler()
+  profiler = profiling.StepProfiler(workdir, start, t.steps, profile_steps,
+                                    enabled=jax.process_index() == 0)
+  last_eval = None
+  peak = hardware.kind_of_device(jax.devices()[0].device_kind)
+  perf = step_metrics.StepMetrics(
+      start, tokens_per_step=config.data.batch_size * config.data.seq_len,
+      flops_per_step=flops.train_flops_per_step(
+          model_cfg, state.params, config.data.batch_size,
+          config.data.seq_len),
+      num_devices=mesh.size, peak_flops=peak.bf16_flops if peak else None,
+      learning_rate=optim.learning_rate_schedule(t))
+
+  def checked():
+    """The latest metrics; raises on a non-finite step since the last."""
+    m, bad = perf.fetch(FINITE_KEYS)
+    if bad:
+      raise NonFiniteLossError(
+          f"non-finite {bad[1]}={bad[2]} at step {bad[0]}; stopping without "
+          f"saving. The last good checkpoint (step {ckpt.latest_step()}) in "
+          f"{ckpt.directory} is intact.")
+    return m
+
+  t0 = time.time()
+
+  def result(step: int, preempted: bool = False) -> TrainResult:
+    return TrainResult(
+        start_step=start, step=step, preempted=preempted, state=state,
+        trainer=trainer, datasets=datasets, wall_s=time.time() - t0,
+        last_eval=last_eval)
+
+  try:
+    for step in range(start, t.steps):
+      profiler.update(step)
+      batch = sharding.make_global_batch(next(datasets.train), mesh,
+                                         trainer.data_sharding)
+      state, m = train.run_step(trainer, trainer.train_step, state, batch)
+      perf.add(step + 1, m)  # fetched at log and save points only
+      done = step + 1
+      if done % t.log_every == 0 or done == t.steps:
+        m = checked()
+        rates = perf.rates(done)
+        name, value = metrics_lib.paper_metric(
+            datasets.unit, m["loss"], datasets.tokens_per_word)
+        scalars = {"train/loss_nats": m["loss"], f"train/{name}": value}
+        scalars.update({f"train/{k}": v for k, v in rates.items()})
+        scalars.update({f"train/{k}": v for k, v in m.items()
+                        if k not in ("loss", "tokens")})
+        writer.write(done, scalars)
+        _say(metrics_lib.progress_line(
+            done, t.steps, name, value, rates["tokens_per_s"],
+            time.time() - t0, done - start, perf=rates))
+      if done % t.eval_every == 0 or done == t.steps:
+        checked()  # the queued steps finish before the clock starts
+        began = time.perf_counter()
+        ev = evaluate(trainer, state, datasets, mesh, t.eval_batches)
+        writer.write(done, ev)
+        _say(f"eval at step {done}: " + ", ".join(
+            f"{k[5:]} {v:.4f}" for k, v in ev.items() if k != "eval/tokens"))
+        last_eval = ev
+        perf.exclude(time.perf_counter() - began)
+      stop = preempt.should_stop(done)
+      if stop or done % ckpt.save_every == 0:
+        checked()  # nothing non-finite is ever saved
+        began = time.perf_counter()
+        ckpt.save(done, state, datasets.train.get_state(), force=stop)
+        if stop:
+          ckpt.wait()
+          logging.warning("Preempted: saved step %d, exiting.", done)
+          return result(done, preempted=True)
+        perf.exclude(time.perf_counter() - began)
+    checked()
+    ckpt.save(t.steps, state, datasets.train.get_state(), force=True)
+  finally:
+    profiler.close()
+    ckpt.close()
+    preempt.close()
+    writer.close()
+  return result(t.steps)
