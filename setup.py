@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """routing-jax: the Routing Transformer in JAX/Flax (Roy et al., TACL 2021)."""
 
 import setuptools
@@ -13,7 +15,9 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["routing_jax", "routing_jax.*", "experiments"]),
+    packages=setuptools.find_packages(
+        include=["routing_jax", "routing_jax.*", "experiments"]
+    ),
     package_data={
         "routing_jax.data": ["*.xz"],
         "routing_jax.data.datasets": ["checksums.tsv"],
@@ -41,7 +45,7 @@ setuptools.setup(
         "importlib_resources>=6",
     ],
     extras_require={
-        "test": ["pytest>=8,<10"],
+        "test": ["pytest>=8,<10", "pyink>=24.10,<27"],
         # gs:// workdirs: etils.epath reads and writes them through gcsfs.
         "gcs": ["gcsfs"],
     },

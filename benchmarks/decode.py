@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Milliseconds per generated token: cached decoding vs recomputing.
 
 For each context length c, the per-token cost of producing token c + 1:
@@ -67,47 +69,84 @@ CHUNK = 32  # steps per jitted scan (prefill and the `scan` timing)
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--contexts", default="512,1024,2048,4096",
-                 help="comma-separated context lengths (multiples of 32)")
-  p.add_argument("--out", default="benchmarks/results/decode_cpu",
-                 help="output path prefix (.json, .md, .png are added)")
-  p.add_argument("--device-label", default="",
-                 help="free text stored in the JSON (e.g. contention notes)")
-  p.add_argument("--quick", action="store_true",
-                 help="contexts 256,512 and 2 reps: a smoke test")
-  p.add_argument("--step-reps", type=int, default=40,
-                 help="timed single-token calls per context, spread over "
-                      "the --reps rounds")
-  p.add_argument("--reps", type=int, default=5,
-                 help="rounds of cached timing (one 32-step scan each) and "
-                      "forward passes per context (at most 3 at c >= 4096)")
+  p.add_argument(
+      "--contexts",
+      default="512,1024,2048,4096",
+      help="comma-separated context lengths (multiples of 32)",
+  )
+  p.add_argument(
+      "--out",
+      default="benchmarks/results/decode_cpu",
+      help="output path prefix (.json, .md, .png are added)",
+  )
+  p.add_argument(
+      "--device-label",
+      default="",
+      help="free text stored in the JSON (e.g. contention notes)",
+  )
+  p.add_argument(
+      "--quick",
+      action="store_true",
+      help="contexts 256,512 and 2 reps: a smoke test",
+  )
+  p.add_argument(
+      "--step-reps",
+      type=int,
+      default=40,
+      help=(
+          "timed single-token calls per context, spread over the --reps rounds"
+      ),
+  )
+  p.add_argument(
+      "--reps",
+      type=int,
+      default=5,
+      help=(
+          "rounds of cached timing (one 32-step scan each) and "
+          "forward passes per context (at most 3 at c >= 4096)"
+      ),
+  )
   p.add_argument("--layers", type=int, default=6)
   p.add_argument("--d-model", type=int, default=512)
   p.add_argument("--heads", type=int, default=8)
   p.add_argument("--routing-heads", type=int, default=4)
   p.add_argument("--window", type=int, default=256)
   p.add_argument("--clusters", type=int, default=16)
-  p.add_argument("--block", type=int, default=128,
-                 help="local query block = memory flange")
+  p.add_argument(
+      "--block", type=int, default=128, help="local query block = memory flange"
+  )
   args = p.parse_args(argv)
   if args.quick:
     args.contexts, args.reps, args.step_reps = "256,512", 2, 8
   args.contexts = sorted(int(c) for c in args.contexts.split(","))
   if any(c % CHUNK or c < CHUNK for c in args.contexts):
-    raise ValueError(f"--contexts must be positive multiples of {CHUNK}, "
-                     f"got {args.contexts}")
+    raise ValueError(
+        f"--contexts must be positive multiples of {CHUNK}, got {args.contexts}"
+    )
   return args
 
 
 def bench_config(args):
   return rj.ModelConfig(
-      vocab_size=256, num_layers=args.layers, d_model=args.d_model,
-      num_heads=args.heads, num_routing_heads=args.routing_heads,
-      routing_layers="all", d_ff=4 * args.d_model, ffn="geglu",
-      query_block=args.block, memory_flange=args.block, routing="causal",
-      num_clusters=args.clusters, window=args.window, position="relative",
-      max_relative_position=256, max_len=max(args.contexts),
-      residual_dropout=0.0, scan_layers=False)
+      vocab_size=256,
+      num_layers=args.layers,
+      d_model=args.d_model,
+      num_heads=args.heads,
+      num_routing_heads=args.routing_heads,
+      routing_layers="all",
+      d_ff=4 * args.d_model,
+      ffn="geglu",
+      query_block=args.block,
+      memory_flange=args.block,
+      routing="causal",
+      num_clusters=args.clusters,
+      window=args.window,
+      position="relative",
+      max_relative_position=256,
+      max_len=max(args.contexts),
+      residual_dropout=0.0,
+      scan_layers=False,
+  )
 
 
 def _block(tree):
@@ -125,25 +164,32 @@ def run(args):
   cfg = bench_config(args)
   model = rj.TransformerLM(cfg)
   t0 = time.perf_counter()
-  variables = _block(jax.jit(lambda k: nn.unbox(M.init_variables(
-      model, k, 1, 2 * args.block)))(jax.random.key(0)))
+  variables = _block(
+      jax.jit(
+          lambda k: nn.unbox(M.init_variables(model, k, 1, 2 * args.block))
+      )(jax.random.key(0))
+  )
   init_s = time.perf_counter() - t0
   n_params = sum(a.size for a in jax.tree.leaves(variables["params"]))
   total = max(args.contexts) + max(CHUNK, args.step_reps) + 1
   tokens = jnp.asarray(
-      np.random.default_rng(0).integers(0, 256, (1, total)), jnp.int32)
+      np.random.default_rng(0).integers(0, 256, (1, total)), jnp.int32
+  )
 
   def step(variables, cache, tok, index):
-    logits, (_, cache) = generation.step_fn(model)((variables, cache), tok,
-                                                   index)
+    logits, (_, cache) = generation.step_fn(model)(
+        (variables, cache), tok, index
+    )
     return logits, cache
 
   def chunk(variables, cache, start):
     """CHUNK cached steps from position `start`: (last logits, cache)."""
+
     def body(cache, i):
       tok = jax.lax.dynamic_slice_in_dim(tokens, start + i, 1, axis=1)[:, 0]
       logits, cache = step(variables, cache, tok, start + i)
       return cache, logits
+
     cache, logits = jax.lax.scan(body, cache, jnp.arange(CHUNK))
     return logits[-1], cache
 
@@ -169,18 +215,28 @@ def run(args):
     t0 = time.perf_counter()
     ref = _block(forward(variables, ctx))
     first_s = time.perf_counter() - t0
-    times = [_timed(forward, variables, ctx)[0]
-             for _ in range(args.reps if c < 4096 else min(args.reps, 3))]
-    points.append({"context": c, "prefill_s": prefill_s,
-                   "recompute_first_call_s": first_s,
-                   "recompute_ms": 1e3 * statistics.median(times),
-                   "max_diff": float(jnp.max(jnp.abs(ref - last)))})
+    times = [
+        _timed(forward, variables, ctx)[0]
+        for _ in range(args.reps if c < 4096 else min(args.reps, 3))
+    ]
+    points.append({
+        "context": c,
+        "prefill_s": prefill_s,
+        "recompute_first_call_s": first_s,
+        "recompute_ms": 1e3 * statistics.median(times),
+        "max_diff": float(jnp.max(jnp.abs(ref - last))),
+    })
     print(json.dumps(points[-1]), flush=True)
   del cache
   # 2. Cached timings, interleaved over the contexts round by round so that
   # a change in the machine's load hits every context alike.
-  _timed(step_fn, variables, copy(snapshots[args.contexts[0]]),
-         tokens[:, 0], args.contexts[0])  # compile
+  _timed(
+      step_fn,
+      variables,
+      copy(snapshots[args.contexts[0]]),
+      tokens[:, 0],
+      args.contexts[0],
+  )  # compile
   per_round = max(1, args.step_reps // args.reps)
   step_t = {c: [] for c in args.contexts}
   scan_t = {c: [] for c in args.contexts}
@@ -188,8 +244,9 @@ def run(args):
     for c in args.contexts:
       work = _block(copy(snapshots[c]))
       for i in range(per_round):  # positions c, c+1, ...
-        dt, (_, work) = _timed(step_fn, variables, work, tokens[:, c + i],
-                               c + i)
+        dt, (_, work) = _timed(
+            step_fn, variables, work, tokens[:, c + i], c + i
+        )
         step_t[c].append(dt)
       work = _block(copy(snapshots[c]))
       scan_t[c].append(_timed(chunk_fn, variables, work, c)[0] / CHUNK)
@@ -213,14 +270,22 @@ def scan_layout_steps(args, cfg, variables, tokens):
   """
   out = {}
   scan_cfg = cfg.replace(scan_layers=True)
-  layouts = (("loop", cfg, variables),
-             ("scan", scan_cfg, {c: M.loop_to_scan(t, scan_cfg)
-                                 for c, t in variables.items()}))
+  layouts = (
+      ("loop", cfg, variables),
+      (
+          "scan",
+          scan_cfg,
+          {c: M.loop_to_scan(t, scan_cfg) for c, t in variables.items()},
+      ),
+  )
   for name, c, v in layouts:
     model = rj.TransformerLM(c)
-    fn = jax.jit(lambda v, cache, tok, i, model=model: (
-        lambda out: (out[0], out[1][1]))(generation.step_fn(model)(
-            (v, cache), tok, i)), donate_argnums=(1,))
+    fn = jax.jit(
+        lambda v, cache, tok, i, model=model: (lambda out: (out[0], out[1][1]))(
+            generation.step_fn(model)((v, cache), tok, i)
+        ),
+        donate_argnums=(1,),
+    )
     cache = generation.init_cache(model, 1)
     _, (_, cache) = _timed(fn, v, cache, tokens[:, 0], 0)
     times = []
@@ -228,21 +293,26 @@ def scan_layout_steps(args, cfg, variables, tokens):
       dt, (_, cache) = _timed(fn, v, cache, tokens[:, i], i)
       times.append(dt)
     out[f"{name}_layers_step_ms_from_empty_cache"] = 1e3 * statistics.median(
-        times)
+        times
+    )
   return out
 
 
 def table(points):
   lines = [
-      "| context | cached step ms/token | cached scan ms/token | recompute "
-      "ms/token | speedup (step) | speedup (scan) | max abs logit diff |",
-      "|---:|---:|---:|---:|---:|---:|---:|"]
+      (
+          "| context | cached step ms/token | cached scan ms/token | recompute "
+          "ms/token | speedup (step) | speedup (scan) | max abs logit diff |"
+      ),
+      "|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for p in points:
     lines.append(
         f"| {p['context']} | {p['cached_step_ms']:.2f} | "
         f"{p['cached_scan_ms']:.2f} | {p['recompute_ms']:.1f} | "
         f"{p['speedup_step']:.0f}x | {p['speedup_scan']:.0f}x | "
-        f"{p['max_diff']:.1e} |")
+        f"{p['max_diff']:.1e} |"
+    )
   return "\n".join(lines)
 
 
@@ -264,6 +334,7 @@ def targets(points):
 def plot(points, path, title):
   try:
     import matplotlib  # pylint: disable=g-import-not-at-top
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   except ImportError:
@@ -274,13 +345,18 @@ def plot(points, path, title):
   for key, label, style in (
       ("recompute_ms", "recompute full forward", "o-"),
       ("cached_step_ms", "cached, one jitted step per token", "s-"),
-      ("cached_scan_ms", "cached, lax.scan of 32 steps", "^-")):
+      ("cached_scan_ms", "cached, lax.scan of 32 steps", "^-"),
+  ):
     ax.plot(ctx, [p[key] for p in points], style, label=label)
   for p in points:
-    ax.annotate(f"{p['speedup_step']:.0f}x",
-                (p["context"], p["recompute_ms"]),
-                textcoords="offset points", xytext=(0, 6), ha="center",
-                fontsize=8)
+    ax.annotate(
+        f"{p['speedup_step']:.0f}x",
+        (p["context"], p["recompute_ms"]),
+        textcoords="offset points",
+        xytext=(0, 6),
+        ha="center",
+        fontsize=8,
+    )
   ax.set_xscale("log", base=2)
   ax.set_yscale("log")
   ax.set_xticks(ctx, [str(c) for c in ctx])
@@ -302,19 +378,26 @@ def main(argv=None):
   cfg, meta, points = run(args)
   res = {
       "meta": {
-          "date": started, "device": {"platform": dev.platform,
-                                      "kind": dev.device_kind},
-          "device_label": args.device_label, "jax": jax.__version__,
-          "python": platform.python_version(), "cpu_count": os.cpu_count(),
+          "date": started,
+          "device": {"platform": dev.platform, "kind": dev.device_kind},
+          "device_label": args.device_label,
+          "jax": jax.__version__,
+          "python": platform.python_version(),
+          "cpu_count": os.cpu_count(),
           "load_average_at_start": load,
           "load_average_at_end": os.getloadavg(),
           "model": dict(model_config.as_mapping(cfg)),
-          "batch": 1, "chunk": CHUNK, "step_reps": args.step_reps,
-          "reps": args.reps, **meta,
-          "choices": "6 layers x (4 local + 4 causal routing heads), "
-                     "d_model 512, head_dim 64, d_ff 2048 GEGLU, vocab 256, "
-                     "relative positions, q/m 128/128, w 256, k 16 fixed, "
-                     "python-loop layers, float32, batch 1",
+          "batch": 1,
+          "chunk": CHUNK,
+          "step_reps": args.step_reps,
+          "reps": args.reps,
+          **meta,
+          "choices": (
+              "6 layers x (4 local + 4 causal routing heads), "
+              "d_model 512, head_dim 64, d_ff 2048 GEGLU, vocab 256, "
+              "relative positions, q/m 128/128, w 256, k 16 fixed, "
+              "python-loop layers, float32, batch 1"
+          ),
       },
       "points": points,
       "targets": targets(points),
@@ -324,17 +407,21 @@ def main(argv=None):
   with open(prefix + ".json", "w") as f:
     json.dump(res, f, indent=1)
   md = table(points)
-  title = (f"Cached decoding vs recompute, {dev.device_kind} "
-           f"({dev.platform}). {args.device_label}")
+  title = (
+      f"Cached decoding vs recompute, {dev.device_kind} "
+      f"({dev.platform}). {args.device_label}"
+  )
   with open(prefix + ".md", "w") as f:
-    f.write(f"# Decoding: ms per generated token\n\n{title}\n\n"
-            f"Model: {res['meta']['choices']} ({meta['params']/1e6:.1f}M "
-            f"params, cache {meta['cache_mb']:.0f} MiB).\n\n{md}\n\n"
-            f"Targets: {json.dumps(res['targets'])}\n\n"
-            "One jitted step per token from an empty cache, python-loop vs "
-            f"scanned layers: "
-            f"{meta['loop_layers_step_ms_from_empty_cache']:.1f} vs "
-            f"{meta['scan_layers_step_ms_from_empty_cache']:.1f} ms.\n")
+    f.write(
+        f"# Decoding: ms per generated token\n\n{title}\n\n"
+        f"Model: {res['meta']['choices']} ({meta['params']/1e6:.1f}M "
+        f"params, cache {meta['cache_mb']:.0f} MiB).\n\n{md}\n\n"
+        f"Targets: {json.dumps(res['targets'])}\n\n"
+        "One jitted step per token from an empty cache, python-loop vs "
+        "scanned layers: "
+        f"{meta['loop_layers_step_ms_from_empty_cache']:.1f} vs "
+        f"{meta['scan_layers_step_ms_from_empty_cache']:.1f} ms.\n"
+    )
   plot(points, prefix + ".png", title)
   print(md)
   print("targets:", json.dumps(res["targets"]))

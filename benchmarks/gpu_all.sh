@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 # The session's one GPU run (a lent H100/H200, jax 0.11 preinstalled, no
 # network): attention (bf16 with cuDNN flash as the dense baseline, and
 # f32) and cached decoding, in about 5 minutes. Writes to $OUT.

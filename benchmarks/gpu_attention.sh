@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 # One-shot attention benchmark for a lent GPU machine (about 6 minutes).
 #
 # Runs benchmarks/attention.py twice, one subprocess per (impl, n) point:

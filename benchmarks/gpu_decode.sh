@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 # Cached decoding vs recompute on one GPU, plus the decode-equivalence test.
 #
 # For the lent GPU machine (jax 0.11.2 with CUDA preinstalled, no package

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Fused Pallas routing kernel vs the XLA routing core vs cuDNN dense, on GPU.
 
 Two measurements, each point in its own subprocess (so peak memory is per
@@ -31,23 +33,29 @@ import subprocess
 import sys
 import time
 
-OOM_MARKERS = ("out of memory", "resource_exhausted", "resource exhausted",
-               "bad_alloc", "cannot allocate memory")
+OOM_MARKERS = (
+    "out of memory",
+    "resource_exhausted",
+    "resource exhausted",
+    "bad_alloc",
+    "cannot allocate memory",
+)
 IMPLS = ("pallas", "xla", "cudnn")
 
 
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  p.add_argument("--sizes", default="8192,16384,32768,65536,131072,262144",
-                 help="core: comma-separated n (each impl stops at its "
-                      "first failure)")
+  p.add_argument(
+      "--sizes",
+      default="8192,16384,32768,65536,131072,262144",
+      help="core: comma-separated n (each impl stops at its first failure)",
+  )
   p.add_argument("--impls", default=",".join(IMPLS))
   p.add_argument("--batch", type=int, default=1)
   p.add_argument("--heads", type=int, default=8)
   p.add_argument("--head-dim", type=int, default=64)
   p.add_argument("--window", type=int, default=256)
-  p.add_argument("--dtype", default="bfloat16",
-                 choices=("bfloat16", "float32"))
+  p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float32"))
   p.add_argument("--block-q", type=int, default=64)
   p.add_argument("--block-k", type=int, default=64)
   p.add_argument("--num-warps", type=int, default=4)
@@ -57,11 +65,18 @@ def parse_args(argv=None):
   p.add_argument("--longest-max", type=int, default=1 << 24)
   p.add_argument("--longest-impls", default="pallas,xla")
   p.add_argument("--point-timeout", type=float, default=600.0)
-  p.add_argument("--time-budget", type=float, default=1500.0,
-                 help="seconds; later points are recorded as skipped")
+  p.add_argument(
+      "--time-budget",
+      type=float,
+      default=1500.0,
+      help="seconds; later points are recorded as skipped",
+  )
   p.add_argument("--out", default="")
-  p.add_argument("--smoke", action="store_true",
-                 help="tiny sizes, interpreter, in-process (CPU)")
+  p.add_argument(
+      "--smoke",
+      action="store_true",
+      help="tiny sizes, interpreter, in-process (CPU)",
+  )
   p.add_argument("--worker", default="", help=argparse.SUPPRESS)
   p.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
   args = p.parse_args(argv)
@@ -78,9 +93,12 @@ def parse_args(argv=None):
 
 def _clusters(n, args):
   import jax  # pylint: disable=g-import-not-at-top
+
   k = max(1, n // args.window)
-  return jax.random.randint(jax.random.key(2), (args.batch, args.heads, n),
-                            0, k), k
+  return (
+      jax.random.randint(jax.random.key(2), (args.batch, args.heads, n), 0, k),
+      k,
+  )
 
 
 def _core_fn(impl, n, args):
@@ -90,24 +108,37 @@ def _core_fn(impl, n, args):
   from routing_jax.nn import routing_core  # pylint: disable=g-import-not-at-top
   # pylint: disable-next=g-import-not-at-top
   from routing_jax.nn import routing_kernel
+
   dt = jnp.dtype(args.dtype)
   clusters, k = _clusters(n, args)
   common = dict(num_clusters=k, window=args.window, dtype=dt)
   if impl == "pallas":
     return lambda q, k_, v: routing_kernel.causal_routing_attention(
-        q, k_, v, clusters, None, block_q=args.block_q, block_k=args.block_k,
-        num_warps=args.num_warps, num_stages=args.num_stages, **common)
+        q,
+        k_,
+        v,
+        clusters,
+        None,
+        block_q=args.block_q,
+        block_k=args.block_k,
+        num_warps=args.num_warps,
+        num_stages=args.num_stages,
+        **common,
+    )
   if impl == "xla":
     return lambda q, k_, v: routing_core.causal_routing_attention(
-        q, k_, v, clusters, None, **common)
+        q, k_, v, clusters, None, **common
+    )
   dense = "xla" if args.smoke else "cudnn"  # cuDNN needs a GPU
   return lambda q, k_, v: jax.nn.dot_product_attention(
-      q, k_, v, is_causal=True, implementation=dense)
+      q, k_, v, is_causal=True, implementation=dense
+  )
 
 
 def _time(step, inputs, reps):
   """Compile time and the median of `reps` timed calls, in seconds."""
   import jax  # pylint: disable=g-import-not-at-top
+
   t = time.perf_counter()
   compiled = step.lower(*inputs).compile()
   compile_s = time.perf_counter() - t
@@ -122,6 +153,7 @@ def _time(step, inputs, reps):
 
 def _peak_bytes():
   import jax  # pylint: disable=g-import-not-at-top
+
   stats = jax.devices()[0].memory_stats() or {}
   return stats.get("peak_bytes_in_use")
 
@@ -130,13 +162,18 @@ def core_point(impl, n, args):
   """Forward+backward of one core at length n."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   dt = jnp.dtype(args.dtype)
   shape = (args.batch, n, args.heads, args.head_dim)
   keys = jax.random.split(jax.random.key(0), 4)
   q, k, v, ct = (jax.random.normal(key, shape, dt) for key in keys)
   if impl != "cudnn":  # routing takes normalised q, k
-    norm = lambda a: (a / jnp.sqrt(jnp.mean(jnp.square(
-        a.astype(jnp.float32)), -1, keepdims=True))).astype(dt)
+    norm = lambda a: (
+        a
+        / jnp.sqrt(
+            jnp.mean(jnp.square(a.astype(jnp.float32)), -1, keepdims=True)
+        )
+    ).astype(dt)
     q, k = norm(q), norm(k)
   fn = _core_fn(impl, n, args)
 
@@ -145,8 +182,11 @@ def core_point(impl, n, args):
     return vjp(ct.astype(o.dtype))
 
   compile_s, sec = _time(jax.jit(step), (q, k, v, ct), args.reps)
-  return {"compile_s": round(compile_s, 3), "fwd_bwd_ms": sec * 1e3,
-          "peak_bytes": _peak_bytes()}
+  return {
+      "compile_s": round(compile_s, 3),
+      "fwd_bwd_ms": sec * 1e3,
+      "peak_bytes": _peak_bytes(),
+  }
 
 
 def layer_point(impl, n, args):
@@ -155,25 +195,41 @@ def layer_point(impl, n, args):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
+
   dt = jnp.dtype(args.dtype)
   module = rj.RoutingAttention(
-      args.heads, args.head_dim, num_clusters=max(1, n // args.window),
-      window=args.window, position="none", implementation=impl, dtype=dt,
-      kernel_block_sizes=(args.block_q, args.block_k))
-  x = jax.random.normal(jax.random.key(0),
-                        (args.batch, n, args.heads * args.head_dim), dt)
+      args.heads,
+      args.head_dim,
+      num_clusters=max(1, n // args.window),
+      window=args.window,
+      position="none",
+      implementation=impl,
+      dtype=dt,
+      kernel_block_sizes=(args.block_q, args.block_k),
+  )
+  x = jax.random.normal(
+      jax.random.key(0), (args.batch, n, args.heads * args.head_dim), dt
+  )
   variables = nn.unbox(jax.jit(module.init)(jax.random.key(1), x[:, :512]))
 
   def step(variables, x):
     def loss(params):
-      y, state = module.apply({**variables, "params": params}, x,
-                              train=True, mutable=["kmeans", "aux_loss"])
+      y, state = module.apply(
+          {**variables, "params": params},
+          x,
+          train=True,
+          mutable=["kmeans", "aux_loss"],
+      )
       return jnp.mean(jnp.square(y.astype(jnp.float32))), state
+
     return jax.grad(loss, has_aux=True)(variables["params"])
 
   compile_s, sec = _time(jax.jit(step), (variables, x), max(1, args.reps // 5))
-  return {"compile_s": round(compile_s, 3), "step_ms": sec * 1e3,
-          "peak_bytes": _peak_bytes()}
+  return {
+      "compile_s": round(compile_s, 3),
+      "step_ms": sec * 1e3,
+      "peak_bytes": _peak_bytes(),
+  }
 
 
 def run_worker(kind, impl, n, args):
@@ -193,13 +249,26 @@ def measure(kind, impl, n, args):
   """One point: in-process (smoke) or in a fresh subprocess."""
   if args.smoke:
     return run_worker(kind, impl, n, args)
-  cmd = [sys.executable, os.path.abspath(__file__), *args.argv,
-         "--worker", f"{kind}:{impl}", "--n", str(n)]
+  cmd = [
+      sys.executable,
+      os.path.abspath(__file__),
+      *args.argv,
+      "--worker",
+      f"{kind}:{impl}",
+      "--n",
+      str(n),
+  ]
   env = dict(os.environ)
   env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.95")
   try:
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                          timeout=args.point_timeout, check=False)
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=args.point_timeout,
+        check=False,
+    )
   except subprocess.TimeoutExpired:
     return {"status": "timeout"}
   lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
@@ -239,33 +308,53 @@ def main(argv=None):
     print(json.dumps(run_worker(kind, impl, args.n, args)))
     return
   import jax  # pylint: disable=g-import-not-at-top
+
   deadline = time.time() + args.time_budget
   points, failed = [], set()
   for n in (int(s) for s in args.sizes.split(",")):
     for impl in args.impls.split(","):
       if impl in failed or time.time() > deadline:
-        points.append({"kind": "core", "impl": impl, "n": n,
-                       "status": "skipped"})
+        points.append(
+            {"kind": "core", "impl": impl, "n": n, "status": "skipped"}
+        )
         continue
-      r = {"kind": "core", "impl": impl, "n": n,
-           **measure("core", impl, n, args)}
+      r = {
+          "kind": "core",
+          "impl": impl,
+          "n": n,
+          **measure("core", impl, n, args),
+      }
       points.append(r)
       print(json.dumps(r), file=sys.stderr, flush=True)
       if r["status"] != "ok":
         failed.add(impl)
   layers = []
-  results = [longest(impl, args, deadline, layers)
-             for impl in args.longest_impls.split(",")]
+  results = [
+      longest(impl, args, deadline, layers)
+      for impl in args.longest_impls.split(",")
+  ]
   report = {
       "device": jax.devices()[0].device_kind,
-      "jax": jax.__version__, "python": platform.python_version(),
+      "jax": jax.__version__,
+      "python": platform.python_version(),
       "smoke": args.smoke,
-      "shape": dict(batch=args.batch, heads=args.heads,
-                    head_dim=args.head_dim, window=args.window,
-                    dtype=args.dtype, clusters="n / window"),
-      "kernel": dict(block_q=args.block_q, block_k=args.block_k,
-                     num_warps=args.num_warps, num_stages=args.num_stages),
-      "core_fwd_bwd": points, "layer_steps": layers, "longest": results,
+      "shape": dict(
+          batch=args.batch,
+          heads=args.heads,
+          head_dim=args.head_dim,
+          window=args.window,
+          dtype=args.dtype,
+          clusters="n / window",
+      ),
+      "kernel": dict(
+          block_q=args.block_q,
+          block_k=args.block_k,
+          num_warps=args.num_warps,
+          num_stages=args.num_stages,
+      ),
+      "core_fwd_bwd": points,
+      "layer_steps": layers,
+      "longest": results,
   }
   text = json.dumps(report, indent=1)
   print(text)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""Long-context language modelling on the embedded corpus, several seeds.
 
 Trains `experiments/shakespeare.py:long,variant=V` (sequences of 2048
@@ -28,13 +30,24 @@ PARAMS = re.compile(r"parameters: ([0-9,]+)")
 
 
 def run_one(variant, seed, args, workdir):
-  cmd = [sys.executable, "-m", "routing_jax.main",
-         f"--config=experiments/shakespeare.py:long,variant={variant}",
-         f"--workdir={workdir}", f"--config.train.seed={seed}",
-         "--nosample"] + list(args.extra)
+  cmd = [
+      sys.executable,
+      "-m",
+      "routing_jax.main",
+      f"--config=experiments/shakespeare.py:long,variant={variant}",
+      f"--workdir={workdir}",
+      f"--config.train.seed={seed}",
+      "--nosample",
+  ] + list(args.extra)
   t0 = time.time()
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                        timeout=args.timeout, check=False)
+  proc = subprocess.run(
+      cmd,
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=args.timeout,
+      check=False,
+  )
   wall = time.time() - t0
   found = FINAL.findall(proc.stdout)
   if proc.returncode or not found:
@@ -42,11 +55,19 @@ def run_one(variant, seed, args, workdir):
     raise RuntimeError(f"{variant} seed {seed} failed:\n{tail}")
   with open(os.path.join(workdir, "metrics.jsonl"), encoding="utf-8") as f:
     rows = [json.loads(line) for line in f if line.strip()]
-  curve = [(r["step"], r["eval/bits_per_byte"]) for r in rows
-           if "eval/bits_per_byte" in r]
-  return {"variant": variant, "seed": seed,
-          "bits_per_byte": float(found[-1]), "wall_s": round(wall, 1),
-          "eval_curve": curve, "command": " ".join(cmd[1:])}
+  curve = [
+      (r["step"], r["eval/bits_per_byte"])
+      for r in rows
+      if "eval/bits_per_byte" in r
+  ]
+  return {
+      "variant": variant,
+      "seed": seed,
+      "bits_per_byte": float(found[-1]),
+      "wall_s": round(wall, 1),
+      "eval_curve": curve,
+      "command": " ".join(cmd[1:]),
+  }
 
 
 def summarize(rows):
@@ -58,18 +79,26 @@ def summarize(rows):
         "spread": (max(vals) - min(vals)) / 2,
         "stdev": statistics.stdev(vals) if len(vals) > 1 else 0.0,
         "runs": vals,
-        "wall_s": [r["wall_s"] for r in rows if r["variant"] == variant]}
+        "wall_s": [r["wall_s"] for r in rows if r["variant"] == variant],
+    }
   return out
 
 
 def table(summary):
-  lines = ["| variant | validation bits/byte (mean ± half-range) | runs | "
-           "wall time per run (s) |", "|---|---|---|---|"]
+  lines = [
+      (
+          "| variant | validation bits/byte (mean ± half-range) | runs | "
+          "wall time per run (s) |"
+      ),
+      "|---|---|---|---|",
+  ]
   for variant, s in summary.items():
     runs = ", ".join(f"{v:.3f}" for v in s["runs"])
     walls = ", ".join(f"{w:.0f}" for w in s["wall_s"])
-    lines.append(f"| {variant} | {s['mean']:.3f} ± {s['spread']:.3f} | "
-                 f"{runs} | {walls} |")
+    lines.append(
+        f"| {variant} | {s['mean']:.3f} ± {s['spread']:.3f} | "
+        f"{runs} | {walls} |"
+    )
   return "\n".join(lines)
 
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""Long-range retrieval: does an attention kind fetch content beyond its window?
 
 Trains small byte models on `routing_jax.data.synthetic_tasks` (recall: multi-
@@ -36,20 +38,36 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-MODELS = ("local", "full", "routing_causal", "routing_causal_nowarm",
-          "routing_topk")
+MODELS = (
+    "local",
+    "full",
+    "routing_causal",
+    "routing_causal_nowarm",
+    "routing_topk",
+)
 SEQ_LEN, BLOCK, CLUSTERS = 128, 16, 8
-TASK_ARGS = {"recall": dict(pairs=8, queries=16, gap=48, key_vocab=16,
-                            value_vocab=16),
-             "lookup": dict(pairs=8, queries=16, gap=48, key_vocab=8,
-                            value_vocab=16)}
+TASK_ARGS = {
+    "recall": dict(pairs=8, queries=16, gap=48, key_vocab=16, value_vocab=16),
+    "lookup": dict(pairs=8, queries=16, gap=48, key_vocab=8, value_vocab=16),
+}
 
 
-def build_config(kind, seed, steps, warmup=500, *, seq_len=SEQ_LEN,
-                 d_model=64, block=BLOCK, clusters=CLUSTERS, window=None):
+def build_config(
+    kind,
+    seed,
+    steps,
+    warmup=500,
+    *,
+    seq_len=SEQ_LEN,
+    d_model=64,
+    block=BLOCK,
+    clusters=CLUSTERS,
+    window=None,
+):
   """The experiment config of one attention kind (see the docstring); the
   keyword sizes let the fast test train a smaller copy."""
   from experiments import common  # pylint: disable=g-import-not-at-top
+
   c = common.base_config()
   m = c.model
   m.num_layers, m.d_model, m.num_heads, m.d_ff = 2, d_model, 4, 4 * d_model
@@ -67,8 +85,10 @@ def build_config(kind, seed, steps, warmup=500, *, seq_len=SEQ_LEN,
   else:
     common.set_routing_heads(m, 2)
     common.set_content_routing(
-        m, window=window or 2 * block,
-        warmup_steps=0 if kind.endswith("nowarm") else warmup)
+        m,
+        window=window or 2 * block,
+        warmup_steps=0 if kind.endswith("nowarm") else warmup,
+    )
   common.set_data(c, "synthetic", seq_len, batch_size=16)
   t = c.train
   t.optimizer, t.lr, t.schedule = "adamw", 1e-3, "cosine"
@@ -84,18 +104,25 @@ def routing_visibility(model_cfg, variables, batch, pairs):
   from routing_jax.nn import kmeans as km  # pylint: disable=g-import-not-at-top
   from routing_jax.data import synthetic_tasks  # pylint: disable=g-import-not-at-top
   from routing_jax.nn.model import TransformerLM  # pylint: disable=g-import-not-at-top
+
   names = ("query", "key")
-  inter = jax.device_get(TransformerLM(model_cfg).apply(
-      variables, batch["inputs"], mutable=["intermediates"],
-      capture_intermediates=lambda mdl, _: mdl.name in names and getattr(
-          mdl.parent, "name", "") == "routing")[1]["intermediates"])
+  inter = jax.device_get(
+      TransformerLM(model_cfg).apply(
+          variables,
+          batch["inputs"],
+          mutable=["intermediates"],
+          capture_intermediates=lambda mdl, _: mdl.name in names
+          and getattr(mdl.parent, "name", "") == "routing",
+      )[1]["intermediates"]
+  )
   sources = synthetic_tasks.recall_sources(batch, pairs)
   h, w = model_cfg.num_routing_heads, model_cfg.window
   out = {}
   for layer in sorted(inter, key=lambda s: int(s.split("_")[-1])):
     proj = inter[layer]["routing"]
-    mu = np.asarray(variables["kmeans"][layer]["routing"]["kmeans"][
-        "centroids"])
+    mu = np.asarray(
+        variables["kmeans"][layer]["routing"]["kmeans"]["centroids"]
+    )
 
     def clusters(name):
       x = np.asarray(proj[name]["__call__"][0])
@@ -110,10 +137,12 @@ def routing_visibility(model_cfg, variables, batch, pairs):
       s = sources[b, t]
       for head in range(h):
         c = qc[b, head, t]
-        members = np.sum((kc[b, head, s:t + 1] == c)
-                         | (qc[b, head, s:t + 1] == c))
-        seen.append(kc[b, head, s] == c and members <= w + int(
-            model_cfg.exclude_self))
+        members = np.sum(
+            (kc[b, head, s : t + 1] == c) | (qc[b, head, s : t + 1] == c)
+        )
+        seen.append(
+            kc[b, head, s] == c and members <= w + int(model_cfg.exclude_self)
+        )
     out[layer] = float(np.mean(seen))
   return out
 
@@ -128,14 +157,18 @@ def train_task(c, task, task_args, *, eval_every, eval_batches):
   import jax  # pylint: disable=g-import-not-at-top
   from routing_jax.training import sharding, train  # pylint: disable=g-import-not-at-top
   from routing_jax.data import synthetic_tasks  # pylint: disable=g-import-not-at-top
+
   model_cfg = train.validate_config(c)
-  mesh = sharding.create_mesh(dict(data=1, fsdp=1, tensor=1),
-                              devices=jax.devices()[:1])
-  trainer, state = train.build_trainer(c, mesh, sharding.logical_rules(),
-                                       model_cfg)
+  mesh = sharding.create_mesh(
+      dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1]
+  )
+  trainer, state = train.build_trainer(
+      c, mesh, sharding.logical_rules(), model_cfg
+  )
   seq_len, steps = c.data.seq_len, c.train.steps
-  make = lambda rng: synthetic_tasks.make_batch(task, rng, 16, seq_len,
-                                                **task_args)
+  make = lambda rng: synthetic_tasks.make_batch(
+      task, rng, 16, seq_len, **task_args
+  )
   rng = np.random.default_rng(1000 + c.train.seed)
   eval_rng = np.random.default_rng(7)
   batches = [make(eval_rng) for _ in range(eval_batches)]
@@ -148,72 +181,109 @@ def train_task(c, task, task_args, *, eval_every, eval_batches):
     state, _ = train.run_step(trainer, trainer.train_step, state, gb)
     if step % eval_every == 0 or step == steps:
       variables = {"params": state.params, "kmeans": state.kmeans}
-      scores = [synthetic_tasks.answer_accuracy(
-          forward(variables, b["inputs"]), b) for b in batches]
-      curve.append({"step": step,
-                    "accuracy": float(np.mean([a for a, _ in scores])),
-                    "bits": float(np.mean([bits for _, bits in scores]))})
-  return model_cfg, {"params": state.params, "kmeans": state.kmeans}, \
-      curve, batches
+      scores = [
+          synthetic_tasks.answer_accuracy(forward(variables, b["inputs"]), b)
+          for b in batches
+      ]
+      curve.append({
+          "step": step,
+          "accuracy": float(np.mean([a for a, _ in scores])),
+          "bits": float(np.mean([bits for _, bits in scores])),
+      })
+  return (
+      model_cfg,
+      {"params": state.params, "kmeans": state.kmeans},
+      curve,
+      batches,
+  )
 
 
 def run_one(task, kind, seed, args):
   import jax  # pylint: disable=g-import-not-at-top
+
   c = build_config(kind, seed, args.steps, args.routing_warmup)
   t0 = time.time()
   model_cfg, variables, curve, eval_batches = train_task(
-      c, task, TASK_ARGS[task], eval_every=args.eval_every,
-      eval_batches=args.eval_batches)
-  row = {"task": task, "model": kind, "seed": seed, "steps": args.steps,
-         "params": int(sum(x.size for x in jax.tree.leaves(
-             variables["params"]))),
-         "accuracy": curve[-1]["accuracy"], "bits": curve[-1]["bits"],
-         "curve": curve, "train_s": round(time.time() - t0, 1)}
+      c,
+      task,
+      TASK_ARGS[task],
+      eval_every=args.eval_every,
+      eval_batches=args.eval_batches,
+  )
+  row = {
+      "task": task,
+      "model": kind,
+      "seed": seed,
+      "steps": args.steps,
+      "params": int(sum(x.size for x in jax.tree.leaves(variables["params"]))),
+      "accuracy": curve[-1]["accuracy"],
+      "bits": curve[-1]["bits"],
+      "curve": curve,
+      "train_s": round(time.time() - t0, 1),
+  }
   if task == "recall" and kind.startswith("routing_causal"):
     row["visibility"] = routing_visibility(
-        model_cfg, variables, eval_batches[0], TASK_ARGS[task]["pairs"])
+        model_cfg, variables, eval_batches[0], TASK_ARGS[task]["pairs"]
+    )
   return row
 
 
 def table(rows):
   """Mean over seeds per (task, model) and the ratio to full attention."""
-  lines = ["| task | model | params | accuracy (seeds) | vs full | bits |"
-           " routing sees the answer's key (layer 1, 2) |",
-           "|---|---|---|---|---|---|---|"]
+  lines = [
+      (
+          "| task | model | params | accuracy (seeds) | vs full | bits |"
+          " routing sees the answer's key (layer 1, 2) |"
+      ),
+      "|---|---|---|---|---|---|---|",
+  ]
   for task in dict.fromkeys(r["task"] for r in rows):
-    mean = lambda model, key: np.mean([r[key] for r in rows if r["task"] ==
-                                       task and r["model"] == model])
-    full = mean("full", "accuracy") if any(
-        r["model"] == "full" for r in rows) else float("nan")
+    mean = lambda model, key: np.mean(
+        [r[key] for r in rows if r["task"] == task and r["model"] == model]
+    )
+    full = (
+        mean("full", "accuracy")
+        if any(r["model"] == "full" for r in rows)
+        else float("nan")
+    )
     for model in dict.fromkeys(r["model"] for r in rows if r["task"] == task):
       runs = [r for r in rows if r["task"] == task and r["model"] == model]
       accs = ", ".join(f"{r['accuracy']:.3f}" for r in runs)
       vis = [r.get("visibility") for r in runs if r.get("visibility")]
-      vis_text = ", ".join(
-          "/".join(f"{v:.2f}" for v in x.values()) for x in vis) or "–"
+      vis_text = (
+          ", ".join("/".join(f"{v:.2f}" for v in x.values()) for x in vis)
+          or "–"
+      )
       lines.append(
           f"| {task} | {model} | {runs[0]['params']:,} | "
           f"{mean(model, 'accuracy'):.3f} ({accs}) | "
           f"{mean(model, 'accuracy') / full:.2f} | "
-          f"{mean(model, 'bits'):.2f} | {vis_text} |")
+          f"{mean(model, 'bits'):.2f} | {vis_text} |"
+      )
   return "\n".join(lines)
 
 
 def plot(rows, path):
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   tasks = list(dict.fromkeys(r["task"] for r in rows))
-  fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4),
-                           squeeze=False)
+  fig, axes = plt.subplots(
+      1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False
+  )
   colors = dict(zip(MODELS, ("C0", "C1", "C2", "C3", "C4")))
   for ax, task in zip(axes[0], tasks):
     for r in rows:
       if r["task"] != task:
         continue
-      ax.plot([p["step"] for p in r["curve"]],
-              [p["accuracy"] for p in r["curve"]], color=colors[r["model"]],
-              label=r["model"] if r["seed"] == rows[0]["seed"] else None)
+      ax.plot(
+          [p["step"] for p in r["curve"]],
+          [p["accuracy"] for p in r["curve"]],
+          color=colors[r["model"]],
+          label=r["model"] if r["seed"] == rows[0]["seed"] else None,
+      )
     ax.set_title(f"{task}: accuracy on far answers")
     ax.set_xlabel("step")
     ax.set_ylim(0, 1.02)
@@ -234,8 +304,11 @@ def main(argv=None):
   p.add_argument("--eval_every", type=int, default=250)
   p.add_argument("--eval_batches", type=int, default=4)
   p.add_argument("--out", default="")
-  p.add_argument("--resume", action="store_true",
-                 help="keep the runs already in OUT.json and skip them")
+  p.add_argument(
+      "--resume",
+      action="store_true",
+      help="keep the runs already in OUT.json and skip them",
+  )
   args = p.parse_args(argv)
   rows = []
   if args.resume and os.path.exists(args.out + ".json"):
@@ -248,8 +321,10 @@ def main(argv=None):
         if (task, kind, seed) in done:
           continue
         row = run_one(task, kind, seed, args)
-        print(json.dumps({k: v for k, v in row.items() if k != "curve"}),
-              flush=True)
+        print(
+            json.dumps({k: v for k, v in row.items() if k != "curve"}),
+            flush=True,
+        )
         rows.append(row)
         if args.out:  # after every run, so an interrupted sweep keeps its rows
           write_results(rows, args.out)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """routing-jax vs the PyTorch port (routing-transformer 1.6.1), side by side.
 
 The same model on both sides: bytes (vocab 256), 6 layers, d_model 512, 8
@@ -48,8 +50,11 @@ PEER_REQUIREMENTS = ("torch==2.13.0", "routing-transformer==1.6.1", "numpy")
 # The port with torch's default OpenMP settings, and with OMP_WAIT_POLICY=
 # PASSIVE: on a shared CPU, libgomp's spin-waiting threads make every torch
 # op wait for a descheduled thread (measured here: a forward 5x slower).
-PORT_ENV = {"port": {}, "port_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-            "port_1thread": {"OMP_NUM_THREADS": "1"}}
+PORT_ENV = {
+    "port": {},
+    "port_passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "port_1thread": {"OMP_NUM_THREADS": "1"},
+}
 sys.path.insert(0, HERE)
 import peer_report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -58,51 +63,108 @@ def parse_args(argv=None):
   p = argparse.ArgumentParser(
       description=__doc__.split("\n")[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="\n".join(__doc__.split("\n")[1:]))
-  p.add_argument("--sizes", default="1024,2048,4096,8192",
-                 help="comma-separated sequence lengths (multiples of 128)")
-  p.add_argument("--rounds", type=int, default=3,
-                 help="repeat every point this many times, interleaved")
-  p.add_argument("--steps", type=int, default=0,
-                 help="timed training steps per child after warm-up "
-                      "(0: 3 up to n = 2048, 2 beyond)")
-  p.add_argument("--port-variants", default="port,port_passive",
-                 help="port: torch's defaults; port_passive: with "
-                      "OMP_WAIT_POLICY=PASSIVE; port_1thread: with "
-                      "OMP_NUM_THREADS=1")
-  p.add_argument("--report", default="",
-                 help="only rewrite .md and .png from this JSON")
+      epilog="\n".join(__doc__.split("\n")[1:]),
+  )
+  p.add_argument(
+      "--sizes",
+      default="1024,2048,4096,8192",
+      help="comma-separated sequence lengths (multiples of 128)",
+  )
+  p.add_argument(
+      "--rounds",
+      type=int,
+      default=3,
+      help="repeat every point this many times, interleaved",
+  )
+  p.add_argument(
+      "--steps",
+      type=int,
+      default=0,
+      help=(
+          "timed training steps per child after warm-up "
+          "(0: 3 up to n = 2048, 2 beyond)"
+      ),
+  )
+  p.add_argument(
+      "--port-variants",
+      default="port,port_passive",
+      help=(
+          "port: torch's defaults; port_passive: with "
+          "OMP_WAIT_POLICY=PASSIVE; port_1thread: with "
+          "OMP_NUM_THREADS=1"
+      ),
+  )
+  p.add_argument(
+      "--report", default="", help="only rewrite .md and .png from this JSON"
+  )
   p.add_argument("--gen-context", type=int, default=1024)
   p.add_argument("--gen-batches", default="1,8")
-  p.add_argument("--gen-tokens-port", type=int, default=4,
-                 help="tokens the port generates per timed call")
-  p.add_argument("--gen-tokens-ours", type=int, default=64,
-                 help="timed cached steps (and sample() slope length)")
+  p.add_argument(
+      "--gen-tokens-port",
+      type=int,
+      default=4,
+      help="tokens the port generates per timed call",
+  )
+  p.add_argument(
+      "--gen-tokens-ours",
+      type=int,
+      default=64,
+      help="timed cached steps (and sample() slope length)",
+  )
   p.add_argument("--no-gen", action="store_true")
   p.add_argument("--no-leak", action="store_true")
   p.add_argument("--layers", type=int, default=6)
   p.add_argument("--d-model", type=int, default=512)
   p.add_argument("--heads", type=int, default=8)
-  p.add_argument("--d-ff", type=int, default=0,
-                 help="our GEGLU width; 0: 4·d_model + 3, which gives the "
-                      "port's FFN parameter count (its FFN has biases)")
-  p.add_argument("--position", default="rope",
-                 choices=("rope", "relative", "none"),
-                 help="our positions; the port's routing heads use rotary")
-  p.add_argument("--timeout", type=int, default=1800,
-                 help="seconds per child before it is killed and recorded")
-  p.add_argument("--peer-venv", default=os.path.join(HERE, ".peer-venv"),
-                 help="virtualenv for torch + the port (created if missing)")
-  p.add_argument("--peer-python", default="",
-                 help="use this interpreter for the port instead of the "
-                      "venv (it must import torch and routing_transformer)")
+  p.add_argument(
+      "--d-ff",
+      type=int,
+      default=0,
+      help=(
+          "our GEGLU width; 0: 4·d_model + 3, which gives the "
+          "port's FFN parameter count (its FFN has biases)"
+      ),
+  )
+  p.add_argument(
+      "--position",
+      default="rope",
+      choices=("rope", "relative", "none"),
+      help="our positions; the port's routing heads use rotary",
+  )
+  p.add_argument(
+      "--timeout",
+      type=int,
+      default=1800,
+      help="seconds per child before it is killed and recorded",
+  )
+  p.add_argument(
+      "--peer-venv",
+      default=os.path.join(HERE, ".peer-venv"),
+      help="virtualenv for torch + the port (created if missing)",
+  )
+  p.add_argument(
+      "--peer-python",
+      default="",
+      help=(
+          "use this interpreter for the port instead of the "
+          "venv (it must import torch and routing_transformer)"
+      ),
+  )
   p.add_argument("--ours-python", default=sys.executable)
-  p.add_argument("--out", default="",
-                 help="output prefix (default benchmarks/results/"
-                      "peer_pytorch, or peer_pytorch_quick with --quick)")
+  p.add_argument(
+      "--out",
+      default="",
+      help=(
+          "output prefix (default benchmarks/results/"
+          "peer_pytorch, or peer_pytorch_quick with --quick)"
+      ),
+  )
   p.add_argument("--label", default="", help="free text for the JSON")
-  p.add_argument("--quick", action="store_true",
-                 help="n = 1024 only, one round, 2 timed steps")
+  p.add_argument(
+      "--quick",
+      action="store_true",
+      help="n = 1024 only, one round, 2 timed steps",
+  )
   args = p.parse_args(argv)
   if args.quick:
     args.sizes, args.rounds, args.steps = "1024", 1, 2
@@ -116,7 +178,8 @@ def parse_args(argv=None):
     p.error("--sizes and --gen-context must be multiples of 128 (window)")
   args.d_ff = args.d_ff or 4 * args.d_model + 3
   args.out = args.out or os.path.join(
-      HERE, "results", "peer_pytorch_quick" if args.quick else "peer_pytorch")
+      HERE, "results", "peer_pytorch_quick" if args.quick else "peer_pytorch"
+  )
   return args
 
 
@@ -126,57 +189,83 @@ def parse_args(argv=None):
 def _run_quiet(cmd, what):
   r = subprocess.run(cmd, capture_output=True, text=True, check=False)
   if r.returncode:
-    sys.exit(f"peer_pytorch: {what} failed (exit {r.returncode}): "
-             f"{' '.join(cmd)}\n{(r.stdout + r.stderr)[-3000:]}")
+    sys.exit(
+        f"peer_pytorch: {what} failed (exit {r.returncode}): "
+        f"{' '.join(cmd)}\n{(r.stdout + r.stderr)[-3000:]}"
+    )
   return r.stdout
 
 
 def peer_python(args):
   """The port's interpreter; creates and fills --peer-venv on first use."""
-  check = ("import torch, routing_transformer, numpy, importlib.metadata "
-           "as m; print(torch.__version__, m.version('routing-transformer'))")
+  check = (
+      "import torch, routing_transformer, numpy, importlib.metadata "
+      "as m; print(torch.__version__, m.version('routing-transformer'))"
+  )
   if args.peer_python:
     py = args.peer_python
   else:
     py = os.path.join(args.peer_venv, "bin", "python")
     if not os.path.exists(py):
       print(f"creating {args.peer_venv}", flush=True)
-      _run_quiet([sys.executable, "-m", "venv", args.peer_venv],
-                 "creating the peer virtualenv")
-    ready = subprocess.run([py, "-c", check], capture_output=True,
-                           check=False).returncode == 0
+      _run_quiet(
+          [sys.executable, "-m", "venv", args.peer_venv],
+          "creating the peer virtualenv",
+      )
+    ready = (
+        subprocess.run(
+            [py, "-c", check], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     if not ready:
-      print(f"installing {' '.join(PEER_REQUIREMENTS)} into "
-            f"{args.peer_venv} (a few minutes)", flush=True)
-      _run_quiet([py, "-m", "pip", "install", "-q", *PEER_REQUIREMENTS],
-                 "installing the port into the peer virtualenv (the CPU "
-                 "torch wheel must be reachable: pip install torch==2.13.0)")
-  out = _run_quiet([py, "-c", check],
-                   f"importing torch, routing_transformer and numpy with {py}")
+      print(
+          f"installing {' '.join(PEER_REQUIREMENTS)} into "
+          f"{args.peer_venv} (a few minutes)",
+          flush=True,
+      )
+      _run_quiet(
+          [py, "-m", "pip", "install", "-q", *PEER_REQUIREMENTS],
+          "installing the port into the peer virtualenv (the CPU "
+          "torch wheel must be reachable: pip install torch==2.13.0)",
+      )
+  out = _run_quiet(
+      [py, "-c", check],
+      f"importing torch, routing_transformer and numpy with {py}",
+  )
   print(f"port interpreter {py}: torch, routing-transformer = {out.strip()}")
   return py
 
 
 def machine_info(peer_py):
-  info = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-          "python": platform.python_version()}
+  info = {
+      "platform": platform.platform(),
+      "cpu_count": os.cpu_count(),
+      "python": platform.python_version(),
+  }
   try:
     with open("/proc/cpuinfo") as f:
-      info["cpu"] = next(l.split(":", 1)[1].strip() for l in f
-                         if l.startswith("model name"))
+      info["cpu"] = next(
+          l.split(":", 1)[1].strip() for l in f if l.startswith("model name")
+      )
     with open("/proc/meminfo") as f:
       info["mem_total_kb"] = int(f.readline().split()[1])
   except (OSError, StopIteration):
     pass
-  freeze = subprocess.run([peer_py, "-m", "pip", "freeze"],
-                          capture_output=True, text=True, check=False)
+  freeze = subprocess.run(
+      [peer_py, "-m", "pip", "freeze"],
+      capture_output=True,
+      text=True,
+      check=False,
+  )
   info["peer_pip_freeze"] = freeze.stdout.split()
   return info
 
 
 def uptime():
-  return subprocess.run(["uptime"], capture_output=True, text=True,
-                        check=False).stdout.strip()
+  return subprocess.run(
+      ["uptime"], capture_output=True, text=True, check=False
+  ).stdout.strip()
 
 
 # ------------------------------------------------------------ children
@@ -191,9 +280,13 @@ def run_child(py, spec, timeout):
   rec = {"spec": spec, "load_before": os.getloadavg()}
   t0 = time.perf_counter()
   # A new session, so that a timeout kills the child's whole group.
-  proc = subprocess.Popen([py, WORKER, json.dumps(spec)],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, start_new_session=True)
+  proc = subprocess.Popen(
+      [py, WORKER, json.dumps(spec)],
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+      start_new_session=True,
+  )
   try:
     out, err = proc.communicate(timeout=timeout)
   except subprocess.TimeoutExpired:
@@ -207,8 +300,15 @@ def run_child(py, spec, timeout):
     rec.update(status="ok", result=json.loads(result[-1][7:]))
   elif "status" not in rec:
     oom = proc.returncode == -signal.SIGKILL or any(
-        s in err for s in ("MemoryError", "RESOURCE_EXHAUSTED", "bad_alloc",
-                           "Out of memory", "out of memory"))
+        s in err
+        for s in (
+            "MemoryError",
+            "RESOURCE_EXHAUSTED",
+            "bad_alloc",
+            "Out of memory",
+            "out of memory",
+        )
+    )
     rec["status"] = "oom" if oom else "error"
     rec["returncode"] = proc.returncode
   if rec["status"] != "ok":
@@ -219,16 +319,21 @@ def run_child(py, spec, timeout):
 def describe(rec):
   s = rec["spec"]
   where = f"n={s['n']}" if "n" in s else f"b={s.get('batch')}"
-  head = (f"[{s['kind']} {s['side']:4s} {where:7s} round {s.get('round', 0)}]"
-          f" {rec['status']}")
+  head = (
+      f"[{s['kind']} {s['side']:4s} {where:7s} round {s.get('round', 0)}]"
+      f" {rec['status']}"
+  )
   res = rec.get("result", {})
   if "median_s" in res:
-    head += (f" {res['median_s']:.3f} s/step (min {res['min_s']:.3f}),"
-             f" peak RSS {res['peak_rss_mb']:.0f} MB")
+    head += (
+        f" {res['median_s']:.3f} s/step (min {res['min_s']:.3f}),"
+        f" peak RSS {res['peak_rss_mb']:.0f} MB"
+    )
   elif "ms_per_token" in res:
     head += f" {res['ms_per_token']:.1f} ms/token"
-  return head + f", load {rec['load_before'][0]:.1f}->" \
-                f"{rec['load_after'][0]:.1f}"
+  return (
+      head + f", load {rec['load_before'][0]:.1f}->{rec['load_after'][0]:.1f}"
+  )
 
 
 def main(argv=None):
@@ -242,23 +347,47 @@ def main(argv=None):
   port_py = peer_python(args)
   pythons = {side: port_py for side in PORT_ENV}
   pythons["ours"] = args.ours_python
-  model = {"layers": args.layers, "d_model": args.d_model,
-           "heads": args.heads, "d_ff": args.d_ff, "position": args.position}
-  res = {"meta": {
-      "date": datetime.datetime.now().isoformat(timespec="seconds"),
-      "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] +
-                          sys.argv[1:]),
-      "label": args.label, "machine": machine_info(port_py),
-      "sides": args.sides, "port_env": PORT_ENV, "env": {
-          k: v for k, v in os.environ.items()
-          if k.startswith(("OMP_", "MKL_", "XLA_", "GOMP_"))},
-      "uptime_at_start": uptime(), "args": {
-          k: v for k, v in vars(args).items()
-          if k not in ("peer_python", "ours_python", "peer_venv", "out")},
-      "model": dict(model, vocab=256, window=128, num_clusters="n / 128",
-                    batch_train=1, optimizer="Adam lr 1e-4"),
-      "port_requirements": list(PEER_REQUIREMENTS)},
-      "leak": {}, "runs": []}
+  model = {
+      "layers": args.layers,
+      "d_model": args.d_model,
+      "heads": args.heads,
+      "d_ff": args.d_ff,
+      "position": args.position,
+  }
+  res = {
+      "meta": {
+          "date": datetime.datetime.now().isoformat(timespec="seconds"),
+          "command": " ".join(
+              [os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]
+          ),
+          "label": args.label,
+          "machine": machine_info(port_py),
+          "sides": args.sides,
+          "port_env": PORT_ENV,
+          "env": {
+              k: v
+              for k, v in os.environ.items()
+              if k.startswith(("OMP_", "MKL_", "XLA_", "GOMP_"))
+          },
+          "uptime_at_start": uptime(),
+          "args": {
+              k: v
+              for k, v in vars(args).items()
+              if k not in ("peer_python", "ours_python", "peer_venv", "out")
+          },
+          "model": dict(
+              model,
+              vocab=256,
+              window=128,
+              num_clusters="n / 128",
+              batch_train=1,
+              optimizer="Adam lr 1e-4",
+          ),
+          "port_requirements": list(PEER_REQUIREMENTS),
+      },
+      "leak": {},
+      "runs": [],
+  }
   prefix = args.out
   os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
 
@@ -269,22 +398,37 @@ def main(argv=None):
   print(res["meta"]["uptime_at_start"], flush=True)
   if not args.no_leak:
     # A small model is enough: the question is yes or no.
-    small = {"layers": 2, "d_model": 128, "heads": 4, "d_ff": 4 * 128 + 3,
-             "position": args.position}
+    small = {
+        "layers": 2,
+        "d_model": 128,
+        "heads": 4,
+        "d_ff": 4 * 128 + 3,
+        "position": args.position,
+    }
     for side in ("port", "ours"):
-      rec = run_child(pythons[side], dict(small, side=side, kind="leak",
-                                          n=512, cuts=[64, 256, 448]),
-                      args.timeout)
+      rec = run_child(
+          pythons[side],
+          dict(small, side=side, kind="leak", n=512, cuts=[64, 256, 448]),
+          args.timeout,
+      )
       res["leak"][side] = rec
-      print(f"[leak {side}] {rec['status']} "
-            f"{json.dumps(rec.get('result', rec.get('stderr_tail')))}",
-            flush=True)
-  points = [("train", {"n": n, "batch": 1,
-                       "steps": args.steps or (3 if n <= 2048 else 2)})
-            for n in args.sizes]
+      print(
+          f"[leak {side}] {rec['status']} "
+          f"{json.dumps(rec.get('result', rec.get('stderr_tail')))}",
+          flush=True,
+      )
+  points = [
+      (
+          "train",
+          {"n": n, "batch": 1, "steps": args.steps or (3 if n <= 2048 else 2)},
+      )
+      for n in args.sizes
+  ]
   if not args.no_gen:
-    points += [("gen", {"context": args.gen_context, "batch": b,
-                        "tokens": None}) for b in args.gen_batches]
+    points += [
+        ("gen", {"context": args.gen_context, "batch": b, "tokens": None})
+        for b in args.gen_batches
+    ]
   flip = 0
   for r in range(args.rounds):
     for kind, point in points:
@@ -296,8 +440,9 @@ def main(argv=None):
       for side in order:
         spec = dict(model, side=side, kind=kind, round=r, **point)
         if kind == "gen":
-          spec["tokens"] = (args.gen_tokens_ours if side == "ours"
-                            else args.gen_tokens_port)
+          spec["tokens"] = (
+              args.gen_tokens_ours if side == "ours" else args.gen_tokens_port
+          )
         rec = run_child(pythons[side], spec, args.timeout)
         res["runs"].append(rec)
         print(describe(rec), flush=True)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Child processes of peer_pytorch.py: one measurement point each.
 
 Run as `python benchmarks/peer_workers.py '<json spec>'`. The spec names a
@@ -25,8 +27,11 @@ def rss_mb():
 
 
 def summary(times):
-  return {"times_s": times, "median_s": statistics.median(times),
-          "min_s": min(times)}
+  return {
+      "times_s": times,
+      "median_s": statistics.median(times),
+      "min_s": min(times),
+  }
 
 
 # ---------------------------------------------------------------- the port
@@ -38,17 +43,32 @@ def port_model(spec, n):
   # default to True, so no to_k and no memory key/value (num_mem_kv 0).
   # ff_glu with ff_mult 4 is a GEGLU of hidden 4·dim, like ours.
   return RoutingTransformerLM(
-      num_tokens=256, dim=spec["d_model"], depth=spec["layers"],
-      heads=spec["heads"], dim_head=spec["d_model"] // spec["heads"],
-      max_seq_len=n, window_size=WINDOW, causal=True, n_local_attn_heads=0,
-      ff_glu=True, ff_mult=4)
+      num_tokens=256,
+      dim=spec["d_model"],
+      depth=spec["layers"],
+      heads=spec["heads"],
+      dim_head=spec["d_model"] // spec["heads"],
+      max_seq_len=n,
+      window_size=WINDOW,
+      causal=True,
+      n_local_attn_heads=0,
+      ff_glu=True,
+      ff_mult=4,
+  )
 
 
 def port_versions():
   import importlib.metadata as md  # pylint: disable=g-import-not-at-top
   import torch  # pylint: disable=g-import-not-at-top
-  names = ("torch", "routing-transformer", "local-attention", "einops",
-           "product-key-memory", "mixture-of-experts")
+
+  names = (
+      "torch",
+      "routing-transformer",
+      "local-attention",
+      "einops",
+      "product-key-memory",
+      "mixture-of-experts",
+  )
   out = {}
   for name in names:
     try:
@@ -62,6 +82,7 @@ def port_versions():
 def port_train(spec):
   import torch  # pylint: disable=g-import-not-at-top
   from routing_transformer.autoregressive_wrapper import AutoregressiveWrapper  # pylint: disable=g-import-not-at-top
+
   torch.manual_seed(0)
   n = spec["n"]
   model = port_model(spec, n)
@@ -87,18 +108,27 @@ def port_train(spec):
     t0 = time.perf_counter()
     losses.append(step())
     times.append(time.perf_counter() - t0)
-  return dict(summary(times), first_step_s=first, losses=losses,
-              baseline_rss_mb=base, peak_rss_mb=rss_mb(),
-              params=sum(p.numel() for p in model.parameters()),
-              ffn_params_per_layer=sum(
-                  p.numel() for name, p in model.named_parameters()
-                  if ".layers.0.1." in name and ".norm." not in name),
-              num_clusters=n // WINDOW, versions=port_versions())
+  return dict(
+      summary(times),
+      first_step_s=first,
+      losses=losses,
+      baseline_rss_mb=base,
+      peak_rss_mb=rss_mb(),
+      params=sum(p.numel() for p in model.parameters()),
+      ffn_params_per_layer=sum(
+          p.numel()
+          for name, p in model.named_parameters()
+          if ".layers.0.1." in name and ".norm." not in name
+      ),
+      num_clusters=n // WINDOW,
+      versions=port_versions(),
+  )
 
 
 def port_gen(spec):
   import torch  # pylint: disable=g-import-not-at-top
   from routing_transformer.autoregressive_wrapper import AutoregressiveWrapper  # pylint: disable=g-import-not-at-top
+
   torch.manual_seed(0)
   c, b, tokens = spec["context"], spec["batch"], spec["tokens"]
   # max_seq_len = context: generate() keeps the last max_seq_len tokens, so
@@ -113,15 +143,21 @@ def port_gen(spec):
   out = wrapper.generate(prompt, tokens)
   total = time.perf_counter() - t0
   assert out.shape == (b, tokens), out.shape
-  return {"ms_per_token": 1e3 * total / tokens, "total_s": total,
-          "first_call_s": first, "baseline_rss_mb": base,
-          "peak_rss_mb": rss_mb(), "versions": port_versions()}
+  return {
+      "ms_per_token": 1e3 * total / tokens,
+      "total_s": total,
+      "first_call_s": first,
+      "baseline_rss_mb": base,
+      "peak_rss_mb": rss_mb(),
+      "versions": port_versions(),
+  }
 
 
 def port_leak(spec):
   """Does position i's output depend on tokens after i? (eval mode)."""
   import torch  # pylint: disable=g-import-not-at-top
   from routing_transformer.routing_transformer import Kmeans, distribution  # pylint: disable=g-import-not-at-top
+
   torch.manual_seed(0)
   n = spec["n"]
   model = port_model(spec, n).eval()
@@ -148,10 +184,12 @@ def port_leak(spec):
       y[:, p:] = torch.randint(0, 256, (1, n - p))
       out, _ = model(y)
       d = (ref[0, :p] - out[0, :p]).abs().amax(-1)
-      points.append({"cut": p, "max_abs_logit_change_before_cut":
-                         d.max().item(),
-                     "positions_changed": int((d > 1e-5).sum()),
-                     "positions": p})
+      points.append({
+          "cut": p,
+          "max_abs_logit_change_before_cut": d.max().item(),
+          "positions_changed": int((d > 1e-5).sum()),
+          "positions": p,
+      })
   return {"points": points, "fraction_tokens_in_no_cluster": dropped}
 
 
@@ -163,19 +201,30 @@ def ours_config(spec, n, max_len=None):
   # Pre-norm, RoPE and no dropout: the port's architecture. d_ff makes the
   # FFN parameter count equal to the port's (whose FFN has biases).
   return rj.ModelConfig(
-      vocab_size=256, num_layers=spec["layers"], d_model=spec["d_model"],
-      num_heads=spec["heads"], num_routing_heads=spec["heads"],
-      window=WINDOW, num_clusters=n // WINDOW, routing="causal",
-      max_len=max_len or n, query_block=128, memory_flange=128,
-      d_ff=spec["d_ff"], ffn="geglu", norm="pre", position=spec["position"],
-      residual_dropout=0.0)
+      vocab_size=256,
+      num_layers=spec["layers"],
+      d_model=spec["d_model"],
+      num_heads=spec["heads"],
+      num_routing_heads=spec["heads"],
+      window=WINDOW,
+      num_clusters=n // WINDOW,
+      routing="causal",
+      max_len=max_len or n,
+      query_block=128,
+      memory_flange=128,
+      d_ff=spec["d_ff"],
+      ffn="geglu",
+      norm="pre",
+      position=spec["position"],
+      residual_dropout=0.0,
+  )
 
 
 def ours_versions():
   import importlib.metadata as md  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  out = {name: md.version(name) for name in ("jax", "jaxlib", "flax",
-                                             "optax")}
+
+  out = {name: md.version(name) for name in ("jax", "jaxlib", "flax", "optax")}
   out["backend"] = jax.default_backend()
   out["devices"] = [d.device_kind for d in jax.devices()]
   return out
@@ -183,6 +232,7 @@ def ours_versions():
 
 def _block(tree):
   import jax  # pylint: disable=g-import-not-at-top
+
   return jax.block_until_ready(tree)
 
 
@@ -194,23 +244,36 @@ def ours_train(spec):
   import optax  # pylint: disable=g-import-not-at-top
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
   from routing_jax.training import train  # pylint: disable=g-import-not-at-top
+
   n, b = spec["n"], spec["batch"]
   cfg = ours_config(spec, n)
   model = rj.TransformerLM(cfg)
-  variables = nn.unbox(jax.jit(model.init)(
-      {"params": jax.random.key(0)}, jnp.zeros((b, n), jnp.int32)))
+  variables = nn.unbox(
+      jax.jit(model.init)(
+          {"params": jax.random.key(0)}, jnp.zeros((b, n), jnp.int32)
+      )
+  )
   tx = optax.adam(1e-4)
   state = train.TrainState(
-      step=jnp.zeros((), jnp.int32), params=variables["params"],
-      opt_state=tx.init(variables["params"]), kmeans=variables["kmeans"],
-      rng=jax.random.key_data(jax.random.key(1)))
+      step=jnp.zeros((), jnp.int32),
+      params=variables["params"],
+      opt_state=tx.init(variables["params"]),
+      kmeans=variables["kmeans"],
+      rng=jax.random.key_data(jax.random.key(1)),
+  )
   # The library's train step: loss, grads, k-means EMA update, Adam.
-  step = jax.jit(functools.partial(
-      train.train_step, model=model, tx=tx, accum_steps=1,
-      kmeans_weight=1.0), donate_argnums=(0,))
+  step = jax.jit(
+      functools.partial(
+          train.train_step, model=model, tx=tx, accum_steps=1, kmeans_weight=1.0
+      ),
+      donate_argnums=(0,),
+  )
   x = jax.random.randint(jax.random.key(2), (b, n + 1), 0, 256)
-  batch = {"inputs": x[:, :-1], "targets": x[:, 1:],
-           "weights": jnp.ones((b, n), jnp.float32)}
+  batch = {
+      "inputs": x[:, :-1],
+      "targets": x[:, 1:],
+      "weights": jnp.ones((b, n), jnp.float32),
+  }
   _block((state, batch))
   base = rss_mb()
   t0 = time.perf_counter()
@@ -227,12 +290,18 @@ def ours_train(spec):
     times.append(time.perf_counter() - t0)
     losses.append(float(metrics["loss"]))
   layer = state.params["layer_0"]["ffn"]
-  return dict(summary(times), compile_s=compile_s, first_step_s=first,
-              losses=losses, baseline_rss_mb=base, peak_rss_mb=rss_mb(),
-              params=int(sum(a.size for a in jax.tree.leaves(state.params))),
-              ffn_params_per_layer=int(sum(
-                  a.size for a in jax.tree.leaves(layer))),
-              num_clusters=cfg.num_clusters, versions=ours_versions())
+  return dict(
+      summary(times),
+      compile_s=compile_s,
+      first_step_s=first,
+      losses=losses,
+      baseline_rss_mb=base,
+      peak_rss_mb=rss_mb(),
+      params=int(sum(a.size for a in jax.tree.leaves(state.params))),
+      ffn_params_per_layer=int(sum(a.size for a in jax.tree.leaves(layer))),
+      num_clusters=cfg.num_clusters,
+      versions=ours_versions(),
+  )
 
 
 def ours_gen(spec):
@@ -242,11 +311,15 @@ def ours_gen(spec):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
   from routing_jax.nn import generation  # pylint: disable=g-import-not-at-top
+
   c, b, tokens = spec["context"], spec["batch"], spec["tokens"]
   # k = c / w as the port derives it; max_len leaves room past the context.
   model = rj.TransformerLM(ours_config(spec, c, max_len=c + tokens + 2))
-  variables = nn.unbox(jax.jit(model.init)(
-      {"params": jax.random.key(0)}, jnp.zeros((1, 2 * WINDOW), jnp.int32)))
+  variables = nn.unbox(
+      jax.jit(model.init)(
+          {"params": jax.random.key(0)}, jnp.zeros((1, 2 * WINDOW), jnp.int32)
+      )
+  )
   prompt = np.random.default_rng(0).integers(0, 256, (b, c), np.int32)
   base = rss_mb()
   # 1. One jitted step_fn call per token after a prefill of c tokens: what a
@@ -254,8 +327,9 @@ def ours_gen(spec):
   prefill = jax.jit(generation.prefill_fn(model))
   fn = generation.step_fn(model)
   # Only the cache is donated: the variables are used again below.
-  step = jax.jit(lambda v, cache, tok, i: fn((v, cache), tok, i),
-                 donate_argnums=(1,))
+  step = jax.jit(
+      lambda v, cache, tok, i: fn((v, cache), tok, i), donate_argnums=(1,)
+  )
   v, cache = generation.initial_state(model, variables, b)
   t0 = time.perf_counter()
   logits, (_, cache) = _block(prefill((v, cache), jnp.asarray(prompt)))
@@ -269,14 +343,19 @@ def ours_gen(spec):
     logits, (_, cache) = _block(step(v, cache, tok, c + i))
     step_t.append(time.perf_counter() - t0)
     tok = jnp.argmax(logits, -1).astype(jnp.int32)
+
   # 2. generation.sample (prefill + a device-side loop): per-token cost is
   # the slope between a run that samples 1 token and one that samples
   # `tokens` + 1.
   def run(length):
     t0 = time.perf_counter()
-    _block(generation.sample(model, variables, prompt, length,
-                             rng=jax.random.key(3)).tokens)
+    _block(
+        generation.sample(
+            model, variables, prompt, length, rng=jax.random.key(3)
+        ).tokens
+    )
     return time.perf_counter() - t0
+
   short, long_ = c + 1, c + tokens + 1
   run(short), run(long_)  # compile both
   shorts, longs = [], []
@@ -284,12 +363,18 @@ def ours_gen(spec):
     shorts.append(run(short))
     longs.append(run(long_))
   sample_ms = 1e3 * (min(longs) - min(shorts)) / tokens
-  return {"ms_per_token": 1e3 * statistics.median(step_t),
-          "step_min_ms": 1e3 * min(step_t), "step_times_s": step_t,
-          "sample_ms_per_token": sample_ms, "sample_short_s": shorts,
-          "sample_long_s": longs, "prefill_first_call_s": prefill_first_s,
-          "baseline_rss_mb": base, "peak_rss_mb": rss_mb(),
-          "versions": ours_versions()}
+  return {
+      "ms_per_token": 1e3 * statistics.median(step_t),
+      "step_min_ms": 1e3 * min(step_t),
+      "step_times_s": step_t,
+      "sample_ms_per_token": sample_ms,
+      "sample_short_s": shorts,
+      "sample_long_s": longs,
+      "prefill_first_call_s": prefill_first_s,
+      "baseline_rss_mb": base,
+      "peak_rss_mb": rss_mb(),
+      "versions": ours_versions(),
+  }
 
 
 def ours_leak(spec):
@@ -297,6 +382,7 @@ def ours_leak(spec):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
+
   n = spec["n"]
   model = rj.TransformerLM(ours_config(spec, n))
   x = jax.random.randint(jax.random.key(0), (1, n), 0, 256)
@@ -307,19 +393,27 @@ def ours_leak(spec):
   ref = model.apply(v, x)[0]
   points = []
   for p in spec["cuts"]:
-    y = x.at[:, p:].set(jax.random.randint(jax.random.key(p), (1, n - p), 0,
-                                           256))
+    y = x.at[:, p:].set(
+        jax.random.randint(jax.random.key(p), (1, n - p), 0, 256)
+    )
     d = jnp.max(jnp.abs(ref[0, :p] - model.apply(v, y)[0][0, :p]), -1)
-    points.append({"cut": p, "max_abs_logit_change_before_cut":
-                       float(d.max()),
-                   "positions_changed": int((d > 1e-5).sum()),
-                   "positions": p})
+    points.append({
+        "cut": p,
+        "max_abs_logit_change_before_cut": float(d.max()),
+        "positions_changed": int((d > 1e-5).sum()),
+        "positions": p,
+    })
   return {"points": points}
 
 
-WORKERS = {("port", "train"): port_train, ("port", "gen"): port_gen,
-           ("port", "leak"): port_leak, ("ours", "train"): ours_train,
-           ("ours", "gen"): ours_gen, ("ours", "leak"): ours_leak}
+WORKERS = {
+    ("port", "train"): port_train,
+    ("port", "gen"): port_gen,
+    ("port", "leak"): port_leak,
+    ("ours", "train"): ours_train,
+    ("ours", "gen"): ours_gen,
+    ("ours", "leak"): ours_leak,
+}
 
 
 def main():
@@ -328,8 +422,11 @@ def main():
   # "port_passive" is the port run with another OpenMP environment.
   lib = "port" if spec["side"].startswith("port") else "ours"
   out = WORKERS[(lib, spec["kind"])](spec)
-  out["env"] = {k: v for k, v in os.environ.items()
-                if k.startswith(("OMP_", "MKL_", "XLA_", "GOMP_"))}
+  out["env"] = {
+      k: v
+      for k, v in os.environ.items()
+      if k.startswith(("OMP_", "MKL_", "XLA_", "GOMP_"))
+  }
   out["rss_at_start_mb"] = rusage0
   out["pid"] = os.getpid()
   print("RESULT " + json.dumps(out), flush=True)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""CIFAR-10 (sub-pixels): the paper's image model and its attention ablation.
 
 Run (from the repository root; `cifar10` comes from the TFDS catalog):
@@ -70,18 +72,26 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key, a bad value, or a misfitting window.
   """
-  arg = common.parse_experiment_arg(arg, VARIANTS, "routing_all", window=0,
-                                    clusters=0)
+  arg = common.parse_experiment_arg(
+      arg, VARIANTS, "routing_all", window=0, clusters=0
+  )
   if arg.window and arg.variant == "full":
     raise ValueError("config arg: window=N does not apply to variant=full")
   if arg.clusters < 0:
     raise ValueError(
-        f"config arg: clusters={arg.clusters} must be >= 1 (0: keep k 6)")
+        f"config arg: clusters={arg.clusters} must be >= 1 (0: keep k 6)"
+    )
 
   c = common.base_config()
   m = c.model
-  common.set_paper_image_model(m, image_shape=IMAGE_SHAPE, num_layers=12,
-                               d_model=1024, d_ff=2048, routing=arg.routing)
+  common.set_paper_image_model(
+      m,
+      image_shape=IMAGE_SHAPE,
+      num_layers=12,
+      d_model=1024,
+      d_ff=2048,
+      routing=arg.routing,
+  )
   m.num_heads = 8
   m.num_clusters = 6
   m.window = 512
@@ -89,8 +99,9 @@ def get_config(arg=None):
   seq_len = SEQ_LEN
   # cifar10 has no validation split.
   common.set_data(c, "cifar10", seq_len, eval_split="test")
-  common.set_paper_training(c.train, steps=500_000, eval_every=5000,
-                            sample_length=seq_len)  # one image
+  common.set_paper_training(
+      c.train, steps=500_000, eval_every=5000, sample_length=seq_len
+  )  # one image
   # One image per core, pure data parallel; scanned layers compile fast
   # and the 3072-token activations fit without remat.
   m.scan_layers = True
@@ -115,12 +126,17 @@ def get_config(arg=None):
 
   if arg.window:
     q = arg.window // 2
-    if arg.window < 2 or arg.window % 2 or seq_len % q or arg.window > (
-        seq_len):
+    if (
+        arg.window < 2
+        or arg.window % 2
+        or seq_len % q
+        or arg.window > (seq_len)
+    ):
       raise ValueError(
           f"config arg: window={arg.window} must be even, at most "
           f"{seq_len}, and half of it must divide the sequence length "
-          f"{seq_len}")
+          f"{seq_len}"
+      )
     m.window = arg.window
     common.set_local_blocks(m, q)
   if arg.clusters:

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The base config every experiment starts from: every field, with its default.
 
 Experiment files call `base_config()` and override what their paper setting
@@ -151,8 +153,7 @@ def check_choice(name, value, choices):
     ValueError: naming the key, its value and the choices (as given).
   """
   if value not in choices:
-    raise ValueError(
-        f"config arg: {name}={value!r}; expected one of {choices}")
+    raise ValueError(f"config arg: {name}={value!r}; expected one of {choices}")
 
 
 def parse_experiment_arg(arg, variants, variant, **extra):
@@ -170,16 +171,26 @@ def parse_experiment_arg(arg, variants, variant, **extra):
   Raises:
     ValueError: naming an unknown key or a bad value.
   """
-  parsed = parse_arg(arg, variant=variant, routing="causal", small=False,
-                     **extra)
+  parsed = parse_arg(
+      arg, variant=variant, routing="causal", small=False, **extra
+  )
   check_choice("variant", parsed.variant, variants)
   check_choice("routing", parsed.routing, ROUTING_MODES)
   return parsed
 
 
-def set_paper_text_model(m, *, vocab_size, d_model, d_ff, routing,
-                         emb_dim=0, attention_dropout=0.0, relu_dropout=0.0,
-                         embedding_dropout=0.0):
+def set_paper_text_model(
+    m,
+    *,
+    vocab_size,
+    d_model,
+    d_ff,
+    routing,
+    emb_dim=0,
+    attention_dropout=0.0,
+    relu_dropout=0.0,
+    embedding_dropout=0.0,
+):
   """Sets the paper's text-model defaults (docs/paper.md §3.4, §5.4) on `m`.
 
   GEGLU FFN without biases, post-norm, Shaw relative positions, residual
@@ -204,8 +215,9 @@ def set_paper_text_model(m, *, vocab_size, d_model, d_ff, routing,
   m.dtype = "bfloat16"
 
 
-def set_paper_image_model(m, *, image_shape, num_layers, d_model, d_ff,
-                          routing):
+def set_paper_image_model(
+    m, *, image_shape, num_layers, d_model, d_ff, routing
+):
   """Sets the paper's image-model defaults (docs/paper.md §3.3) on `m`.
 
   Sub-pixels in raster order over 256 values, learned row/column
@@ -277,8 +289,9 @@ def set_data(c, name, seq_len, *, batch_size=32, eval_split="validation"):
   c.model.max_len = seq_len
 
 
-def set_paper_training(t, *, steps, eval_every, sample_length,
-                       eval_batches=64, weight_decay=0.0):
+def set_paper_training(
+    t, *, steps, eval_every, sample_length, eval_batches=64, weight_decay=0.0
+):
   """Sets the paper's training section (docs/paper.md §5.4) on `t`.
 
   Adafactor at 0.01 with the rsqrt schedule (0.01 flat for 10k steps, then
@@ -298,8 +311,16 @@ def set_paper_training(t, *, steps, eval_every, sample_length,
   t.sample_length = sample_length
 
 
-def set_smoke_training(t, *, steps=100, warmup_steps=20, log_every=10,
-                       eval_every=50, eval_batches=2, sample_length=None):
+def set_smoke_training(
+    t,
+    *,
+    steps=100,
+    warmup_steps=20,
+    log_every=10,
+    eval_every=50,
+    eval_batches=2,
+    sample_length=None,
+):
   """A short run's cadence; a checkpoint at every evaluation.
 
   sample_length None keeps the current value.
@@ -314,8 +335,17 @@ def set_smoke_training(t, *, steps=100, warmup_steps=20, log_every=10,
     t.sample_length = sample_length
 
 
-def shrink_for_cpu(c, *, seq_len, d_model=64, d_ff=128, num_heads=4,
-                   window=64, block=32, data_name="synthetic"):
+def shrink_for_cpu(
+    c,
+    *,
+    seq_len,
+    d_model=64,
+    d_ff=128,
+    num_heads=4,
+    window=64,
+    block=32,
+    data_name="synthetic",
+):
   """Shrinks a config's model and data to a 2-layer CPU size.
 
   Routing heads, routing layers and clusters are left to the caller, as is

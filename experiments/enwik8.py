@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""enwik8 (byte-level): the paper's 8k/12k routing and local configs.
 
 Run (from the repository root; the dataset is built once from the Hutter
@@ -44,22 +46,54 @@ pure data parallel (`data=-1`); on devices with little memory add
 from experiments import common
 
 _ROUTING_8K = dict(
-    num_layers=12, num_heads=8, num_routing_heads=4, routing_layers="all",
-    num_clusters=16, window=512, query_block=256, memory_flange=256,
-    max_relative_position=513, attention_dropout=0.0, relu_dropout=0.0)
+    num_layers=12,
+    num_heads=8,
+    num_routing_heads=4,
+    routing_layers="all",
+    num_clusters=16,
+    window=512,
+    query_block=256,
+    memory_flange=256,
+    max_relative_position=513,
+    attention_dropout=0.0,
+    relu_dropout=0.0,
+)
 _ROUTING_12K = dict(
-    num_layers=12, num_heads=8, num_routing_heads=4, routing_layers="all",
-    num_clusters=48, window=256, query_block=128, memory_flange=128,
-    max_relative_position=257, attention_dropout=0.0, relu_dropout=0.0)
+    num_layers=12,
+    num_heads=8,
+    num_routing_heads=4,
+    routing_layers="all",
+    num_clusters=48,
+    window=256,
+    query_block=128,
+    memory_flange=128,
+    max_relative_position=257,
+    attention_dropout=0.0,
+    relu_dropout=0.0,
+)
 # Local-only baselines: every head local, so routing fields are unused.
 _LOCAL_8K = dict(
-    num_layers=22, num_heads=8, num_routing_heads=0, routing_layers="none",
-    query_block=256, memory_flange=256, max_relative_position=513,
-    attention_dropout=0.4, relu_dropout=0.4)
+    num_layers=22,
+    num_heads=8,
+    num_routing_heads=0,
+    routing_layers="none",
+    query_block=256,
+    memory_flange=256,
+    max_relative_position=513,
+    attention_dropout=0.4,
+    relu_dropout=0.4,
+)
 _LOCAL_12K = dict(
-    num_layers=22, num_heads=8, num_routing_heads=0, routing_layers="none",
-    query_block=128, memory_flange=128, max_relative_position=257,
-    attention_dropout=0.4, relu_dropout=0.4)
+    num_layers=22,
+    num_heads=8,
+    num_routing_heads=0,
+    routing_layers="none",
+    query_block=128,
+    memory_flange=128,
+    max_relative_position=257,
+    attention_dropout=0.4,
+    relu_dropout=0.4,
+)
 
 # variant -> (model overrides, sequence length)
 VARIANTS = {
@@ -87,14 +121,16 @@ def get_config(arg=None):
   c = common.base_config()
   m = c.model
   # E = H = 1024: no factorised embedding.
-  common.set_paper_text_model(m, vocab_size=256, d_model=1024, d_ff=3072,
-                              routing=arg.routing)
+  common.set_paper_text_model(
+      m, vocab_size=256, d_model=1024, d_ff=3072, routing=arg.routing
+  )
   m.update(overrides)
   # 8k-12k tokens through 12-22 layers: keep only layer inputs.
   common.set_remat(m)
   common.set_data(c, "enwik8", seq_len)
-  common.set_paper_training(c.train, steps=500_000, eval_every=5000,
-                            sample_length=512)
+  common.set_paper_training(
+      c.train, steps=500_000, eval_every=5000, sample_length=512
+  )
   common.set_hardware(c, "tpu_v3_32")
 
   if arg.small:

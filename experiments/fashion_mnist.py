@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""Fashion-MNIST (pixels): the paper's MNIST configs on an offline dataset.
 
 Run (from the repository root; DIR holds the four IDX files
@@ -60,8 +62,14 @@ def get_config(arg=None):
 
   c = common.base_config()
   m = c.model
-  common.set_paper_image_model(m, image_shape=IMAGE_SHAPE, num_layers=12,
-                               d_model=512, d_ff=2048, routing=arg.routing)
+  common.set_paper_image_model(
+      m,
+      image_shape=IMAGE_SHAPE,
+      num_layers=12,
+      d_model=512,
+      d_ff=2048,
+      routing=arg.routing,
+  )
   m.num_heads = 4
   m.num_clusters = 7
   m.window = 112
@@ -72,9 +80,13 @@ def get_config(arg=None):
     m.memory_flange = 0
   # The IDX release has train and t10k only.
   common.set_data(c, "fashion_mnist", SEQ_LEN, eval_split="test")
-  common.set_paper_training(c.train, steps=200_000, eval_every=5000,
-                            eval_batches=32,
-                            sample_length=SEQ_LEN)  # one image
+  common.set_paper_training(
+      c.train,
+      steps=200_000,
+      eval_every=5000,
+      eval_batches=32,
+      sample_length=SEQ_LEN,
+  )  # one image
   common.set_mesh(c)
 
   if arg.small:
@@ -85,6 +97,7 @@ def get_config(arg=None):
     # 200 steps see 1,600 of the 60,000 images: nothing to regularise.
     m.residual_dropout = 0.0
     c.data.batch_size = 8  # divisible by the tests' 8 fake devices
-    common.set_smoke_training(c.train, steps=200, log_every=20,
-                              eval_every=100, eval_batches=4)
+    common.set_smoke_training(
+        c.train, steps=200, log_every=20, eval_every=100, eval_batches=4
+    )
   return c

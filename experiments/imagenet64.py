@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""ImageNet 64x64 (sub-pixels, unconditional): the paper's 24-layer model.
 
 Run (from the repository root; `imagenet_resized/64x64` comes from the
@@ -39,8 +41,13 @@ remat of every layer (`python -m routing_jax.dryrun` gives the memory).
 
 from experiments import common
 
-_ROUTING = dict(num_heads=16, num_routing_heads=4, routing_layers="all",
-                num_clusters=8, window=2048)
+_ROUTING = dict(
+    num_heads=16,
+    num_routing_heads=4,
+    routing_layers="all",
+    num_clusters=8,
+    window=2048,
+)
 _LOCAL = dict(num_heads=16, num_routing_heads=0, routing_layers="none")
 
 VARIANTS = {"routing": _ROUTING, "local": _LOCAL}
@@ -63,14 +70,21 @@ def get_config(arg=None):
 
   c = common.base_config()
   m = c.model
-  common.set_paper_image_model(m, image_shape=IMAGE_SHAPE, num_layers=24,
-                               d_model=1024, d_ff=2048, routing=arg.routing)
+  common.set_paper_image_model(
+      m,
+      image_shape=IMAGE_SHAPE,
+      num_layers=24,
+      d_model=1024,
+      d_ff=2048,
+      routing=arg.routing,
+  )
   common.set_local_blocks(m, 256)
   m.update(VARIANTS[arg.variant])
   common.set_remat(m)
   common.set_data(c, "imagenet_resized/64x64", SEQ_LEN)
-  common.set_paper_training(c.train, steps=1_000_000, eval_every=10000,
-                            sample_length=SEQ_LEN)  # one image
+  common.set_paper_training(
+      c.train, steps=1_000_000, eval_every=10000, sample_length=SEQ_LEN
+  )  # one image
   common.set_hardware(c, "tpu_v3_32")
 
   if arg.small:

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""PG-19 (subwords): the paper's 22-layer, 8192-token Routing Transformer.
 
 Run (from the repository root; `pg19` comes from the TFDS catalog and the
@@ -48,10 +50,16 @@ vocabulary; the reference README says 200M, unexplained.
 from experiments import common
 
 _ROUTING = dict(
-    num_layers=22, num_heads=8, num_routing_heads=2,
-    routing_layers="skip_first:21", num_clusters=16, window=512)
+    num_layers=22,
+    num_heads=8,
+    num_routing_heads=2,
+    routing_layers="skip_first:21",
+    num_clusters=16,
+    window=512,
+)
 _LOCAL = dict(
-    num_layers=24, num_heads=8, num_routing_heads=0, routing_layers="none")
+    num_layers=24, num_heads=8, num_routing_heads=0, routing_layers="none"
+)
 
 VARIANTS = {"routing": _ROUTING, "local": _LOCAL}
 SEQ_LEN = 8192
@@ -73,15 +81,17 @@ def get_config(arg=None):
   c = common.base_config()
   m = c.model
   # E = H = 1032: no factorised embedding.
-  common.set_paper_text_model(m, vocab_size=32768, d_model=1032, d_ff=4096,
-                              routing=arg.routing)
+  common.set_paper_text_model(
+      m, vocab_size=32768, d_model=1032, d_ff=4096, routing=arg.routing
+  )
   common.set_local_blocks(m, 256)
   m.update(VARIANTS[arg.variant])
   common.set_remat(m)
   common.set_data(c, "pg19", SEQ_LEN)
   c.data.tokenizer_vocab_size = 32768
-  common.set_paper_training(c.train, steps=3_530_000, eval_every=10000,
-                            sample_length=512)
+  common.set_paper_training(
+      c.train, steps=3_530_000, eval_every=10000, sample_length=512
+  )
   common.set_hardware(c, "tpu_v3_32", fsdp=4)
 
   if arg.small:

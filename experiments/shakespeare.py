@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""Shakespeare (bytes): the main job, a small Routing Transformer on 2 CPUs.
 
 Run (from the repository root; the corpus ships inside the package):
@@ -55,13 +57,16 @@ def get_config(arg=None):
   Raises:
     ValueError: for an unknown key, a bad value, or small with tiny.
   """
-  arg = common.parse_experiment_arg(arg, VARIANTS, "routing", tiny=False,
-                                    long=False)
+  arg = common.parse_experiment_arg(
+      arg, VARIANTS, "routing", tiny=False, long=False
+  )
   if sum((arg.small, arg.tiny, arg.long)) > 1:
     raise ValueError("config arg: small, tiny and long exclude each other")
   if arg.variant == "full" and not arg.long:
-    raise ValueError("config arg: variant=full needs long (sequences of "
-                     "2048, where full attention differs from local)")
+    raise ValueError(
+        "config arg: variant=full needs long (sequences of "
+        "2048, where full attention differs from local)"
+    )
 
   c = common.base_config()
   m = c.model
@@ -96,10 +101,17 @@ def get_config(arg=None):
 
   if arg.small:
     # About a minute: the same structure, 2 layers of 64.
-    common.shrink_for_cpu(c, seq_len=128, d_ff=192, window=32, block=32,
-                          data_name=None)
-    common.set_smoke_training(t, steps=200, log_every=20, eval_every=100,
-                              eval_batches=4, sample_length=128)
+    common.shrink_for_cpu(
+        c, seq_len=128, d_ff=192, window=32, block=32, data_name=None
+    )
+    common.set_smoke_training(
+        t,
+        steps=200,
+        log_every=20,
+        eval_every=100,
+        eval_batches=4,
+        sample_length=128,
+    )
   if arg.long:
     # One sequence of 2048 bytes (several scenes) per step and 2 layers,
     # sized so that full attention trains within 15 minutes on 2 cores (at
@@ -126,10 +138,25 @@ def get_config(arg=None):
   if arg.tiny:
     # For tests: a few steps that still exercise every code path (both
     # head kinds, several blocks and clusters, eval, checkpoint, sampling).
-    common.shrink_for_cpu(c, seq_len=64, d_model=32, d_ff=64, num_heads=2,
-                          window=16, block=16, data_name=None)
+    common.shrink_for_cpu(
+        c,
+        seq_len=64,
+        d_model=32,
+        d_ff=64,
+        num_heads=2,
+        window=16,
+        block=16,
+        data_name=None,
+    )
     m.num_routing_heads = 1 if arg.variant == "routing" else 0
     m.num_clusters = 2
-    common.set_smoke_training(t, steps=3, warmup_steps=1, log_every=1,
-                              eval_every=3, eval_batches=1, sample_length=16)
+    common.set_smoke_training(
+        t,
+        steps=3,
+        warmup_steps=1,
+        log_every=1,
+        eval_every=3,
+        eval_batches=1,
+        sample_length=16,
+    )
   return c

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""Wikitext-103 (word level): the paper's 4k routing, 4k local and 1k configs.
 
 Run (from the repository root; the dataset is built once from the
@@ -55,14 +57,30 @@ from experiments import common
 VOCAB_SIZE = 267_735
 
 _ROUTING_4K = dict(
-    num_layers=14, num_heads=16, num_routing_heads=8, routing_layers="all",
-    num_clusters=8, window=512, target_dropout=0.25)
+    num_layers=14,
+    num_heads=16,
+    num_routing_heads=8,
+    routing_layers="all",
+    num_clusters=8,
+    window=512,
+    target_dropout=0.25,
+)
 _LOCAL_4K = dict(
-    num_layers=14, num_heads=16, num_routing_heads=0, routing_layers="none",
-    target_dropout=0.25)
+    num_layers=14,
+    num_heads=16,
+    num_routing_heads=0,
+    routing_layers="none",
+    target_dropout=0.25,
+)
 _ROUTING_1K = dict(
-    num_layers=20, num_heads=16, num_routing_heads=8, routing_layers="all",
-    num_clusters=2, window=512, target_dropout=0.2)
+    num_layers=20,
+    num_heads=16,
+    num_routing_heads=8,
+    routing_layers="all",
+    num_clusters=2,
+    window=512,
+    target_dropout=0.2,
+)
 
 # variant -> (model overrides, sequence length)
 VARIANTS = {
@@ -90,15 +108,27 @@ def get_config(arg=None):
   m = c.model
   # Factorised embedding: a [V, 256] table, then 256 -> 1024.
   common.set_paper_text_model(
-      m, vocab_size=VOCAB_SIZE, d_model=1024, emb_dim=256, d_ff=3072,
-      routing=arg.routing, attention_dropout=0.4, relu_dropout=0.4,
-      embedding_dropout=0.4)
+      m,
+      vocab_size=VOCAB_SIZE,
+      d_model=1024,
+      emb_dim=256,
+      d_ff=3072,
+      routing=arg.routing,
+      attention_dropout=0.4,
+      relu_dropout=0.4,
+      embedding_dropout=0.4,
+  )
   common.set_local_blocks(m, 256)
   m.update(overrides)
   common.set_remat(m)
   common.set_data(c, "wikitext103", seq_len)
-  common.set_paper_training(c.train, steps=500_000, eval_every=5000,
-                            sample_length=256, weight_decay=2e-5)
+  common.set_paper_training(
+      c.train,
+      steps=500_000,
+      eval_every=5000,
+      sample_length=256,
+      weight_decay=2e-5,
+  )
   common.set_hardware(c, "tpu_v3_32", fsdp=8)
 
   if arg.small:

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 # Multi-node GPU training without SLURM: run this once on every node.
 #
 # Each invocation is one JAX process that drives all the GPUs it can see

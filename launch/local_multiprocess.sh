@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 # Runs N cooperating JAX processes on this machine, on CPU devices.
 #
 # The multi-host code path (jax.distributed, global arrays, per-host data,

@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 # Trains on a Cloud TPU VM slice (single host or pod): create, copy, install,
 # run on every worker.
 #

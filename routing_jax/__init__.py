@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """routing-jax: the Routing Transformer (Roy et al., TACL 2021) in JAX/Flax.
 
 Layout: `routing_jax.nn` (the model), `routing_jax.data` (input),

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Type aliases shared by the whole package (annotations only).
 
 A leaf module: it imports no other routing_jax module, so any module may

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Errors in what the user gave us (data, workdir), as opposed to bugs.
 
 `routing_jax.main` reports a `UserInputError` as one line on stderr and a

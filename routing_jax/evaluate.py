@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Evaluate a trained run in the paper's unit on a chosen split.
 
   python -m routing_jax.evaluate --config=experiments/shakespeare.py \
@@ -15,13 +17,16 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
-_SPLIT = flags.DEFINE_string("split", None,
-                             "Split to evaluate (default: data.eval_split).")
-_MAX_BATCHES = flags.DEFINE_integer("max_batches", 0,
-                                    "Stop after this many batches (0: all).")
+_SPLIT = flags.DEFINE_string(
+    "split", None, "Split to evaluate (default: data.eval_split)."
+)
+_MAX_BATCHES = flags.DEFINE_integer(
+    "max_batches", 0, "Stop after this many batches (0: all)."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -30,15 +35,20 @@ def main(argv):
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
   from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
+
   try:
     trainer, state, datasets, step = inference.restore(
-        _CONFIG.value, _WORKDIR.value, _SPLIT.value)
+        _CONFIG.value, _WORKDIR.value, _SPLIT.value
+    )
   except (FileNotFoundError, ValueError, errors.UserInputError) as e:
     sys.exit(str(e))
   limit = _MAX_BATCHES.value or len(datasets.eval)
   ev = train_loop.evaluate(trainer, state, datasets, trainer.mesh, limit)
-  out = {"step": step, "split": _CONFIG.value.data.eval_split,
-         **{k[5:]: v for k, v in ev.items()}}
+  out = {
+      "step": step,
+      "split": _CONFIG.value.data.eval_split,
+      **{k[5:]: v for k, v in ev.items()},
+  }
   print(json.dumps(out, indent=1))
 
 

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Restoring a trained model from a workdir, for evaluation and sampling."""
 
 from typing import Any, Optional
@@ -33,8 +35,10 @@ def restore(config: Any, workdir: str, split: Optional[str] = None):
   trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
   directory = workdir_lib.resolve(workdir) / "checkpoints"
   if not directory.is_dir():
-    raise FileNotFoundError(f"no checkpoints in {directory}: train first "
-                            "(python -m routing_jax.main ...)")
+    raise FileNotFoundError(
+        f"no checkpoints in {directory}: train first "
+        "(python -m routing_jax.main ...)"
+    )
   ckpt = checkpointing.Checkpointer(directory, async_save=False)
   try:
     restored = ckpt.restore(state)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Entry point: train a Routing Transformer from an ml-collections config.
 
   python -m routing_jax.main --config=experiments/shakespeare.py \
@@ -25,27 +27,42 @@ from absl.logging import converter
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (experiments/*.py[:arg]).",
-    lock_config=True)
+    "config",
+    None,
+    "Experiment config file (experiments/*.py[:arg]).",
+    lock_config=True,
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and metrics.")
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize().")
+    "distributed", False, "Call jax.distributed.initialize()."
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 (multi-host).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
-                                      "Number of processes (multi-host).")
-_PROCESS_ID = flags.DEFINE_integer("process_id", None,
-                                   "This process's id (multi-host).")
-_SAMPLE = flags.DEFINE_bool("sample", True,
-                            "Print a text sample at the end of training.")
+    "coordinator_address", None, "host:port of process 0 (multi-host)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "Number of processes (multi-host)."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "This process's id (multi-host)."
+)
+_SAMPLE = flags.DEFINE_bool(
+    "sample", True, "Print a text sample at the end of training."
+)
 _PROFILE = flags.DEFINE_bool(
-    "profile", False, "Write a jax.profiler trace of a few training steps "
-    "to <workdir>/profile (TensorBoard's profile plugin, XProf).")
+    "profile",
+    False,
+    "Write a jax.profiler trace of a few training steps "
+    "to <workdir>/profile (TensorBoard's profile plugin, XProf).",
+)
 _PROFILE_STEPS = flags.DEFINE_integer(
-    "profile_steps", 3, "How many steps --profile traces.", lower_bound=1)
+    "profile_steps", 3, "How many steps --profile traces.", lower_bound=1
+)
 _COMPILATION_CACHE_DIR = flags.DEFINE_string(
-    "compilation_cache_dir", None, "Persistent compilation cache directory "
-    "(local or gs://); reruns and restarts skip compiling.")
+    "compilation_cache_dir",
+    None,
+    "Persistent compilation cache directory "
+    "(local or gs://); reruns and restarts skip compiling.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -62,26 +79,40 @@ def _parse_flags(argv):
     first = e
     while first.__context__ is not None:
       first = first.__context__
-    if not (isinstance(first, KeyError) and first.args
-            and isinstance(first.args[0], str)):
+    if not (
+        isinstance(first, KeyError)
+        and first.args
+        and isinstance(first.args[0], str)
+    ):
       raise
     key = first.args[0]
-    flag = next((a.split("=")[0] for a in argv[1:]
-                 if a.startswith("--config.")
-                 and key in a.split("=")[0].split(".")[1:]), "--config")
+    flag = next(
+        (
+            a.split("=")[0]
+            for a in argv[1:]
+            if a.startswith("--config.")
+            and key in a.split("=")[0].split(".")[1:]
+        ),
+        "--config",
+    )
     hint = re.search(r'Did you mean "(\w+)"', str(e))
-    sys.exit(f"Invalid config override {flag}: the config has no field "
-             f"{key!r}" + (f" (did you mean {hint.group(1)!r}?)" if hint
-                           else "") + ".")
+    sys.exit(
+        f"Invalid config override {flag}: the config has no field {key!r}"
+        + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+        + "."
+    )
 
 
 def _init_distributed():
   import jax  # pylint: disable=g-import-not-at-top
+
   explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if any(v is not None for v in explicit) or _DISTRIBUTED.value:
     jax.distributed.initialize(
         coordinator_address=_COORDINATOR.value,
-        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+    )
 
 
 class _QuietOrbax:
@@ -92,7 +123,8 @@ class _QuietOrbax:
 
   def filter(self, record):
     return record.levelno >= converter.STANDARD_WARNING or (
-        "/orbax/" not in record.pathname)
+        "/orbax/" not in record.pathname
+    )
 
 
 def main(argv):
@@ -103,23 +135,27 @@ def main(argv):
   config = _CONFIG.value
   # Validate before jax starts compiling anything.
   from routing_jax.training import train  # pylint: disable=g-import-not-at-top
+
   try:
     train.validate_config(config)
   except ValueError as e:
     sys.exit(f"Invalid config: {e}")
   _init_distributed()
   import jax  # pylint: disable=g-import-not-at-top
+
   if _COMPILATION_CACHE_DIR.value:
-    jax.config.update("jax_compilation_cache_dir",
-                      _COMPILATION_CACHE_DIR.value)
+    jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE_DIR.value)
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax.training import report as report_lib  # pylint: disable=g-import-not-at-top
   from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
+
   logging.info("Config:\n%s", config)
   try:
     result = train_loop.train_and_evaluate(
-        config, _WORKDIR.value,
-        profile_steps=_PROFILE_STEPS.value if _PROFILE.value else 0)
+        config,
+        _WORKDIR.value,
+        profile_steps=_PROFILE_STEPS.value if _PROFILE.value else 0,
+    )
   except train_loop.NonFiniteLossError as e:
     sys.exit(f"Training stopped: {e}")
   except errors.DataError as e:
@@ -132,8 +168,9 @@ def main(argv):
     return
   # Every process computes the report (sampling is a collective); only
   # process 0 prints it, like the progress lines.
-  report = report_lib.final_report(config, _WORKDIR.value, result,
-                                   sample=_SAMPLE.value)
+  report = report_lib.final_report(
+      config, _WORKDIR.value, result, sample=_SAMPLE.value
+  )
   if jax.process_index() == 0:
     print(report, flush=True)
   else:

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """What processes (hosts) of a multi-process run must agree on.
 
 Every process runs the same program on its own devices; anything one process
@@ -20,8 +22,9 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 
-def batch_blocks(sharding: jax.sharding.Sharding,
-                 ndim: int = 2) -> tuple[int, list[int]]:
+def batch_blocks(
+    sharding: jax.sharding.Sharding, ndim: int = 2
+) -> tuple[int, list[int]]:
   """(number of row blocks of a batch, the blocks this process's devices hold).
 
   Blocks are the equal slices dimension 0 is split into; their count does
@@ -37,8 +40,9 @@ def batch_blocks(sharding: jax.sharding.Sharding,
   return len(every), [every.index(s) for s in mine]
 
 
-def process_rows(sharding: jax.sharding.Sharding, global_rows: int,
-                 ndim: int = 2) -> np.ndarray:
+def process_rows(
+    sharding: jax.sharding.Sharding, global_rows: int, ndim: int = 2
+) -> np.ndarray:
   """The rows of a global batch this process must load, in ascending order.
 
   Args:
@@ -53,10 +57,12 @@ def process_rows(sharding: jax.sharding.Sharding, global_rows: int,
   if global_rows % blocks:
     raise ValueError(
         f"data.batch_size={global_rows} must be divisible by the {blocks}"
-        " batch shards (mesh.data * mesh.fsdp)")
+        " batch shards (mesh.data * mesh.fsdp)"
+    )
   size = global_rows // blocks
   return np.concatenate(
-      [np.arange(b * size, (b + 1) * size) for b in mine]).astype(np.int64)
+      [np.arange(b * size, (b + 1) * size) for b in mine]
+  ).astype(np.int64)
 
 
 def allgather(value: Any) -> np.ndarray:
@@ -100,10 +106,12 @@ def check_same(data: bytes, what: str) -> None:
   if jax.process_count() == 1:
     return
   import hashlib  # pylint: disable=g-import-not-at-top
+
   digest = np.frombuffer(hashlib.sha256(data).digest(), np.uint8)
   digests = allgather(digest)
   if not (digests == digests[0]).all():
     bad = [i for i, d in enumerate(digests) if (d != digests[0]).any()]
     raise RuntimeError(
         f"{what} differs between processes (processes {bad} differ from"
-        " process 0)")
+        " process 0)"
+    )

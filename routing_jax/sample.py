@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Sample from a trained run: text to stdout or a file, images as a PNG grid.
 
   python -m routing_jax.sample --config=experiments/shakespeare.py \
@@ -15,8 +17,9 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file.", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
 _PROMPT = flags.DEFINE_string("prompt", "", "Text prompt (text models).")
 _LENGTH = flags.DEFINE_integer("length", 256, "Tokens to generate (text).")
@@ -26,7 +29,8 @@ _TOP_K = flags.DEFINE_integer("top_k", 0, "0: off.")
 _TOP_P = flags.DEFINE_float("top_p", 0.95, "1: off.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUTPUT = flags.DEFINE_string(
-    "output", "", "Write text here (default stdout); images need a .png.")
+    "output", "", "Write text here (default stdout); images need a .png."
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -38,9 +42,11 @@ def main(argv):
   from routing_jax.data import images  # pylint: disable=g-import-not-at-top
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
+
   try:
-    trainer, state, datasets, _ = inference.restore(_CONFIG.value,
-                                                    _WORKDIR.value)
+    trainer, state, datasets, _ = inference.restore(
+        _CONFIG.value, _WORKDIR.value
+    )
   except (FileNotFoundError, ValueError, errors.UserInputError) as e:
     sys.exit(str(e))
   cfg = trainer.model.config
@@ -51,8 +57,11 @@ def main(argv):
     prompt = np.zeros((b, 1), np.int32)
     total = cfg.max_len + 1
   else:
-    ids = np.asarray(datasets.encode(_PROMPT.value), np.int32) if (
-        _PROMPT.value) else np.zeros((0,), np.int32)
+    ids = (
+        np.asarray(datasets.encode(_PROMPT.value), np.int32)
+        if (_PROMPT.value)
+        else np.zeros((0,), np.int32)
+    )
     prompt = np.tile(np.concatenate([[0], ids])[None], (b, 1)).astype(np.int32)
     total = prompt.shape[1] + _LENGTH.value
   try:
@@ -62,9 +71,15 @@ def main(argv):
   variables = inference.host_variables(state)
   # The prompt (start token included) goes through one prefill pass.
   out = generation.sample(
-      trainer.model, variables, prompt, total,
-      rng=jax.random.PRNGKey(_SEED.value), temperature=_TEMPERATURE.value,
-      top_k=_TOP_K.value, top_p=_TOP_P.value)
+      trainer.model,
+      variables,
+      prompt,
+      total,
+      rng=jax.random.PRNGKey(_SEED.value),
+      temperature=_TEMPERATURE.value,
+      top_k=_TOP_K.value,
+      top_p=_TOP_P.value,
+  )
   tokens = np.asarray(out.tokens)[:, 1:]
   if cfg.is_image:
     imgs = [images.sequence_to_image(t, cfg.image_shape) for t in tokens]

@@ -33,39 +33,51 @@ class TrainState(flax.struct.PyTreeNode):
 def _mesh(data, fsdp, tensor):
   n = data * fsdp * tensor
   return sharding.create_mesh(
-      dict(data=data, fsdp=fsdp, tensor=tensor), jax.devices()[:n])
+      dict(data=data, fsdp=fsdp, tensor=tensor), jax.devices()[:n]
+  )
 
 
 def _specs(kernel_spec):
   """Shardings of the toy state: kernel and kmeans follow kernel_spec."""
   return TrainState(
-      step=P(), params={"kernel": kernel_spec, "bias": P(), "half": P()},
-      opt_state={"mu": kernel_spec}, kmeans={"centroids": kernel_spec},
-      rng=P())
+      step=P(),
+      params={"kernel": kernel_spec, "bias": P(), "half": P()},
+      opt_state={"mu": kernel_spec},
+      kmeans={"centroids": kernel_spec},
+      rng=P(),
+  )
 
 
 def _state(mesh, kernel_spec, seed=0):
   rng = np.random.default_rng(seed)
   host = TrainState(
       step=np.int32(seed),
-      params={"kernel": rng.normal(size=(64, 32)).astype(np.float32),
-              "bias": rng.normal(size=(8,)).astype(np.float32),
-              "half": rng.normal(size=(4, 4)).astype(jnp.bfloat16)},
+      params={
+          "kernel": rng.normal(size=(64, 32)).astype(np.float32),
+          "bias": rng.normal(size=(8,)).astype(np.float32),
+          "half": rng.normal(size=(4, 4)).astype(jnp.bfloat16),
+      },
       opt_state={"mu": rng.normal(size=(64, 32)).astype(np.float32)},
       kmeans={"centroids": rng.normal(size=(64, 32)).astype(np.float32)},
-      rng=np.uint32(0))  # Replaced by a typed key below.
+      rng=np.uint32(0),
+  )  # Replaced by a typed key below.
   state = jax.tree.map(
-      lambda x, s: jax.device_put(x, NamedSharding(mesh, s)), host,
-      _specs(kernel_spec))
+      lambda x, s: jax.device_put(x, NamedSharding(mesh, s)),
+      host,
+      _specs(kernel_spec),
+  )
   key = jax.device_put(jax.random.key(seed), NamedSharding(mesh, P()))
   return state.replace(rng=key)
 
 
 def _target(mesh, kernel_spec, like):
   return jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                        sharding=NamedSharding(mesh, s)),
-      like, _specs(kernel_spec))
+      lambda x, s: jax.ShapeDtypeStruct(
+          x.shape, x.dtype, sharding=NamedSharding(mesh, s)
+      ),
+      like,
+      _specs(kernel_spec),
+  )
 
 
 def _assert_bit_equal(a, b):
@@ -73,6 +85,7 @@ def _assert_bit_equal(a, b):
     if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
       x = jax.random.key_data(x)
     return np.atleast_1d(np.asarray(x))
+
   la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
   assert len(la) == len(lb)
   for x, y in zip(la, lb):
@@ -90,8 +103,9 @@ def test_round_trip_is_bit_exact_and_respects_save_every(tmp_path, mesh8):
   state = _state(mesh8, spec, seed=3)
   raw_key = jax.random.key_data(state.rng)  # uint32 [2]
   state = state.replace(opt_state={**state.opt_state, "raw_key": raw_key})
-  with checkpointing.Checkpointer(tmp_path, keep=3, save_every=2,
-                                  metadata={"config_hash": "abc"}) as ckpt:
+  with checkpointing.Checkpointer(
+      tmp_path, keep=3, save_every=2, metadata={"config_hash": "abc"}
+  ) as ckpt:
     assert ckpt.restore(state) is None  # Fresh directory.
     assert not ckpt.save(1, state, {"epoch": 0, "index": 1})
     assert ckpt.save(2, state, {"epoch": 0, "index": 2})
@@ -112,8 +126,7 @@ def test_round_trip_is_bit_exact_and_respects_save_every(tmp_path, mesh8):
 def test_keep_n_deletes_old_checkpoints(tmp_path, mesh8, monkeypatch):
   state = _state(mesh8, P("data", None))
   monkeypatch.chdir(tmp_path.parent)  # A relative directory works too.
-  with checkpointing.Checkpointer(tmp_path.name, keep=2,
-                                  save_every=1) as ckpt:
+  with checkpointing.Checkpointer(tmp_path.name, keep=2, save_every=1) as ckpt:
     for step in range(1, 5):
       ckpt.save(step, state, {"index": step})
     ckpt.wait()
@@ -143,8 +156,11 @@ def _array_files(step_dir: pathlib.Path) -> list[pathlib.Path]:
   # OCDBT keeps array data (small chunks inline in b-tree nodes) in `d/`
   # folders: state/d holds the merged tree that restore reads, and
   # state/ocdbt.process_<i>/d what each process wrote.
-  files = [p for p in (step_dir / "state").rglob("*")
-           if p.is_file() and p.parent.name == "d"]
+  files = [
+      p
+      for p in (step_dir / "state").rglob("*")
+      if p.is_file() and p.parent.name == "d"
+  ]
   assert files
   return files
 
@@ -168,13 +184,13 @@ def _delete_item(step_dir):
 
 
 def _corrupt_json(step_dir):
-  (step_dir / "state" / "_METADATA").write_text("{\"tree_meta")
+  (step_dir / "state" / "_METADATA").write_text('{"tree_meta')
 
 
 @pytest.mark.parametrize(
-    "damage", [_truncate, _delete_array_file, _delete_item, _corrupt_json])
-def test_damaged_newest_checkpoint_falls_back(tmp_path, mesh8, caplog,
-                                              damage):
+    "damage", [_truncate, _delete_array_file, _delete_item, _corrupt_json]
+)
+def test_damaged_newest_checkpoint_falls_back(tmp_path, mesh8, caplog, damage):
   spec = P("data", None)
   states = {s: _state(mesh8, spec, seed=s) for s in (1, 2, 3)}
   with checkpointing.Checkpointer(tmp_path, keep=3, save_every=1) as ckpt:
@@ -186,8 +202,10 @@ def test_damaged_newest_checkpoint_falls_back(tmp_path, mesh8, caplog,
       restored, data, step = ckpt.restore(_target(mesh8, spec, states[1]))
     assert (step, data) == (2, {"index": 2})
     _assert_bit_equal(restored, states[2])
-    assert any("step 3" in r.getMessage() and "cannot be restored"
-               in r.getMessage() for r in caplog.records)
+    assert any(
+        "step 3" in r.getMessage() and "cannot be restored" in r.getMessage()
+        for r in caplog.records
+    )
     # The damaged step is moved aside, so the resumed run can save step 3.
     assert ckpt.all_steps() == [1, 2]
     moved = list((tmp_path / checkpointing.CORRUPTED_SUBDIR).iterdir())
@@ -202,14 +220,20 @@ def test_nothing_restorable_raises_and_moves_nothing(tmp_path, mesh8):
   with checkpointing.Checkpointer(tmp_path, keep=2, save_every=1) as ckpt:
     ckpt.save(1, state, {})
     ckpt.save(2, state, {})
-  wrong = {"other": jax.ShapeDtypeStruct((3,), jnp.float32,
-                                         sharding=sharding.replicated(mesh8))}
+  wrong = {
+      "other": jax.ShapeDtypeStruct(
+          (3,), jnp.float32, sharding=sharding.replicated(mesh8)
+      )
+  }
   with checkpointing.Checkpointer(tmp_path, keep=2, save_every=1) as ckpt:
-    with pytest.raises(checkpointing.CheckpointRestoreError,
-                       match=r"(?s)None of the 2 checkpoints.*step 2.*step 1"):
+    with pytest.raises(
+        checkpointing.CheckpointRestoreError,
+        match=r"(?s)None of the 2 checkpoints.*step 2.*step 1",
+    ):
       ckpt.restore(wrong)
-    with pytest.raises(checkpointing.CheckpointRestoreError,
-                       match="Cannot restore step 5"):
+    with pytest.raises(
+        checkpointing.CheckpointRestoreError, match="Cannot restore step 5"
+    ):
       ckpt.restore(state, step=5)
     assert ckpt.all_steps() == [1, 2]
   assert not (tmp_path / checkpointing.CORRUPTED_SUBDIR).exists()
@@ -253,11 +277,18 @@ _KILL_MID_SAVE = textwrap.dedent("""
 @pytest.mark.slow
 def test_process_killed_mid_save_leaves_a_restorable_directory(tmp_path):
   env = dict(os.environ, XLA_FLAGS="")
-  subprocess.run([sys.executable, "-c", _KILL_MID_SAVE, str(tmp_path)],
-                 check=True, env=env, timeout=120)
+  subprocess.run(
+      [sys.executable, "-c", _KILL_MID_SAVE, str(tmp_path)],
+      check=True,
+      env=env,
+      timeout=120,
+  )
   mesh = _mesh(1, 1, 1)
-  target = {"w": jax.ShapeDtypeStruct((2048, 4096), jnp.float32,
-                                      sharding=sharding.replicated(mesh))}
+  target = {
+      "w": jax.ShapeDtypeStruct(
+          (2048, 4096), jnp.float32, sharding=sharding.replicated(mesh)
+      )
+  }
   with checkpointing.Checkpointer(tmp_path, keep=3, save_every=1) as ckpt:
     restored, data, step = ckpt.restore(target)
   # Either the save of step 2 was committed before the exit, or it is
@@ -294,7 +325,8 @@ def test_sigterm_sets_flag_and_close_restores_handler():
     os.kill(os.getpid(), signal.SIGTERM)
     assert len(calls) == 1  # ...and close() put it back.
     with checkpointing.PreemptionHandler(
-        signals=(signal.SIGTERM, signal.SIGUSR1)) as h2:
+        signals=(signal.SIGTERM, signal.SIGUSR1)
+    ) as h2:
       os.kill(os.getpid(), signal.SIGUSR1)
       assert h2.should_stop(0)
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
@@ -313,15 +345,29 @@ def test_processes_agree_on_the_step_when_one_cannot_read_it(tmp_path):
   """
   root = pathlib.Path(__file__).resolve().parents[1]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(PYTHON=sys.executable, MODULE="restore_worker",
-             PYTHONPATH=str(root / "tests" / "helpers"),
-             DEVICES_PER_PROCESS="1", LOG_DIR=str(tmp_path / "logs"))
+  env.update(
+      PYTHON=sys.executable,
+      MODULE="restore_worker",
+      PYTHONPATH=str(root / "tests" / "helpers"),
+      DEVICES_PER_PROCESS="1",
+      LOG_DIR=str(tmp_path / "logs"),
+  )
   result = subprocess.run(
-      ["bash", str(root / "launch" / "local_multiprocess.sh"), "2",
-       f"--out_dir={tmp_path / 'out'}", f"--ckpt_dir={tmp_path / 'ckpt'}",
-       "--faults=transient,corrupt,flaky"],
-      cwd=root, env=env, capture_output=True, text=True, timeout=240,
-      check=False)
+      [
+          "bash",
+          str(root / "launch" / "local_multiprocess.sh"),
+          "2",
+          f"--out_dir={tmp_path / 'out'}",
+          f"--ckpt_dir={tmp_path / 'ckpt'}",
+          "--faults=transient,corrupt,flaky",
+      ],
+      cwd=root,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=240,
+      check=False,
+  )
   assert result.returncode == 0, result.stderr
   expected = {  # fault: (restored step, steps left, moved aside)
       "transient": (2, [1, 2, 3], []),
@@ -329,18 +375,25 @@ def test_processes_agree_on_the_step_when_one_cannot_read_it(tmp_path):
       "flaky": (3, [1, 2, 3], []),
   }
   for fault, (step, steps_after, corrupted) in expected.items():
-    seen = [json.loads((tmp_path / "out" / fault / f"proc_{i}.json")
-                       .read_text()) for i in range(2)]
+    seen = [
+        json.loads((tmp_path / "out" / fault / f"proc_{i}.json").read_text())
+        for i in range(2)
+    ]
     for got in seen:
       assert (got["step"], got["data"], got["step_leaf"]) == (
-          step, {"index": step}, step), fault
+          step,
+          {"index": step},
+          step,
+      ), fault
       assert got["shard_ok"], fault
       assert got["steps_after"] == steps_after, fault
       assert got["corrupted"] == corrupted, fault
     assert seen[0]["reads_of_step_3"] == 0  # No fault injected there.
     # Transient errors are retried twice.
-    assert seen[1]["reads_of_step_3"] == {"transient": 3, "corrupt": 1,
-                                          "flaky": 2}[fault]
+    assert (
+        seen[1]["reads_of_step_3"]
+        == {"transient": 3, "corrupt": 1, "flaky": 2}[fault]
+    )
 
 
 def _wrapped(cause):
@@ -352,18 +405,23 @@ def _wrapped(cause):
     return e
 
 
-@pytest.mark.parametrize("error, outcome", [
-    (ValueError("OUT_OF_RANGE: Error reading byte range"), "corrupt"),
-    (_wrapped(ValueError("DATA_LOSS: checksum mismatch")), "corrupt"),
-    (FileNotFoundError("state/d/abc"), "corrupt"),
-    (KeyError('Item "data" was not found in the checkpoint.'), "corrupt"),
-    (ConnectionResetError("reset by peer"), "transient"),
-    (_wrapped(ValueError("UNAVAILABLE: try again")), "transient"),
-    (PermissionError("denied"), "transient"),
-    (ValueError("tree structures differ"), "failed"),
-])
+@pytest.mark.parametrize(
+    "error, outcome",
+    [
+        (ValueError("OUT_OF_RANGE: Error reading byte range"), "corrupt"),
+        (_wrapped(ValueError("DATA_LOSS: checksum mismatch")), "corrupt"),
+        (FileNotFoundError("state/d/abc"), "corrupt"),
+        (KeyError('Item "data" was not found in the checkpoint.'), "corrupt"),
+        (ConnectionResetError("reset by peer"), "transient"),
+        (_wrapped(ValueError("UNAVAILABLE: try again")), "transient"),
+        (PermissionError("denied"), "transient"),
+        (ValueError("tree structures differ"), "failed"),
+    ],
+)
 def test_classify_error(error, outcome):
-  codes = {"corrupt": checkpointing._CORRUPT,  # pylint: disable=protected-access
-           "transient": checkpointing._TRANSIENT,  # pylint: disable=protected-access
-           "failed": checkpointing._FAILED}  # pylint: disable=protected-access
+  codes = {
+      "corrupt": checkpointing._CORRUPT,  # pylint: disable=protected-access
+      "transient": checkpointing._TRANSIENT,  # pylint: disable=protected-access
+      "failed": checkpointing._FAILED,
+  }  # pylint: disable=protected-access
   assert checkpointing.classify_error(error) == codes[outcome]

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Test set-up: 8 fake CPU devices and a persistent compilation cache.
 
 This must run before any test module imports jax: XLA reads XLA_FLAGS once,

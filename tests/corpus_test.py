@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests of the embedded Shakespeare corpus (routing_jax.data.corpus)."""
 
 import os

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests of our TFDS builders, IDX reading, catalog mocks and image helpers.
 
 Everything is offline: archives are generated in tmp_path; catalog datasets
@@ -58,7 +60,9 @@ def enwik8_zip(tmp_path):
 
 def _prepare(name, tmp_path, manual, checksum=None):
   return datasets.prepare(
-      name, data_dir=str(tmp_path / "tfds"), manual_dir=str(manual),
+      name,
+      data_dir=str(tmp_path / "tfds"),
+      manual_dir=str(manual),
       archive_checksum=checksum,
   )
 
@@ -67,8 +71,9 @@ def _no_dataset_left(data_dir, name):
   """True if a failed build left nothing TFDS would later load."""
   root = data_dir / name
   return not (root / "1.0.0").exists() and (
-      not root.exists() or not any("incomplete" in p.name
-                                   for p in root.iterdir()))
+      not root.exists()
+      or not any("incomplete" in p.name for p in root.iterdir())
+  )
 
 
 def test_enwik8_split_bounds_are_the_standard_ones():
@@ -90,8 +95,9 @@ def test_enwik8_builds_chunked_streams_in_order(tmp_path, enwik8_zip):
   _prepare("enwik8", tmp_path, manual, checksum)
   data_dir = str(tmp_path / "tfds")
   for split, (lo, hi) in enwik8.split_bounds(len(payload)).items():
-    src = tfds.data_source("enwik8", split=split, data_dir=data_dir,
-                           download=False, try_gcs=False)
+    src = tfds.data_source(
+        "enwik8", split=split, data_dir=data_dir, download=False, try_gcs=False
+    )
     offsets = [int(src[i]["offset"]) for i in range(len(src))]
     assert offsets == list(range(0, hi - lo, enwik8.CHUNK_BYTES))
     joined = b"".join(src[i]["bytes"].tobytes() for i in range(len(src)))
@@ -99,11 +105,13 @@ def test_enwik8_builds_chunked_streams_in_order(tmp_path, enwik8_zip):
 
 
 def test_checksum_mismatch_fails_clearly_and_leaves_no_dataset(
-    tmp_path, enwik8_zip):
+    tmp_path, enwik8_zip
+):
   manual, _, checksum = enwik8_zip
   wrong = archives.ArchiveChecksum(checksum.size, "0" * 64)
-  with pytest.raises(archives.ArchiveError,
-                     match="checksum mismatch for .*enwik8.zip"):
+  with pytest.raises(
+      archives.ArchiveError, match="checksum mismatch for .*enwik8.zip"
+  ):
     _prepare("enwik8", tmp_path, manual, wrong)
   assert _no_dataset_left(tmp_path / "tfds", "enwik8")
   # Without an override the pinned checksum of the real file applies.
@@ -122,8 +130,9 @@ def test_truncated_zip_names_the_file(tmp_path, enwik8_zip):
   path = manual / "enwik8.zip"
   path.write_bytes(path.read_bytes()[:5000])
   checksum = archives.ArchiveChecksum.of_file(path)
-  with pytest.raises(archives.ArchiveError,
-                     match="enwik8.zip is not a readable zip archive"):
+  with pytest.raises(
+      archives.ArchiveError, match="enwik8.zip is not a readable zip archive"
+  ):
     _prepare("enwik8", tmp_path, manual, checksum)
   assert _no_dataset_left(tmp_path / "tfds", "enwik8")
 
@@ -134,7 +143,8 @@ def test_missing_archive_says_where_to_put_it(tmp_path):
   (manual / "unrelated.txt").write_text("x")
   with pytest.raises(
       archives.ArchiveError,
-      match=f"enwik8.zip not found in the manual directory {manual}"):
+      match=f"enwik8.zip not found in the manual directory {manual}",
+  ):
     _prepare("enwik8", tmp_path, manual)
   empty = tmp_path / "empty"
   with pytest.raises(archives.ArchiveError, match="mattmahoney.net"):
@@ -162,9 +172,10 @@ WIKI = {
 def test_wikitext103_vocab_eos_and_ids(tmp_path):
   manual = tmp_path / "manual"
   manual.mkdir()
-  checksum = _zip(manual / wikitext103.FILENAME, {
-      f"wikitext-103/wiki.{k}.tokens": v.encode() for k, v in WIKI.items()
-  })
+  checksum = _zip(
+      manual / wikitext103.FILENAME,
+      {f"wikitext-103/wiki.{k}.tokens": v.encode() for k, v in WIKI.items()},
+  )
   _prepare("wikitext103", tmp_path, manual, checksum)
   data_dir = str(tmp_path / "tfds")
   vocab = tfds.builder("wikitext103", data_dir=data_dir).info.metadata["vocab"]
@@ -181,15 +192,24 @@ def test_wikitext103_vocab_eos_and_ids(tmp_path):
   assert train[0]["ids"].tolist().count(ids["<eos>"]) == 4  # 4 lines.
 
   cfg = common.base_config().data
-  cfg.update(name="wikitext103", data_dir=data_dir, seq_len=4, batch_size=2,
-             eval_split="validation")
+  cfg.update(
+      name="wikitext103",
+      data_dir=data_dir,
+      seq_len=4,
+      batch_size=2,
+      eval_split="validation",
+  )
   ds = input_pipeline.create_datasets(cfg, process_index=0, process_count=1)
   assert ds.vocab_size == len(vocab) and ds.unit == "word"
   batch = next(iter(ds.eval))
   assert batch["targets"][0].tolist() == got[:4]
   assert ds.decode(got) == "the <unk> sat .\n"
   assert ds.encode("the cat\nsat").tolist() == [
-      ids["the"], ids["cat"], ids["<eos>"], ids["sat"]]
+      ids["the"],
+      ids["cat"],
+      ids["<eos>"],
+      ids["sat"],
+  ]
 
 
 def _write_files(root, contents):
@@ -206,12 +226,14 @@ def test_text_files_split_by_whole_file(tmp_path):
   names = [os.path.basename(p) for s in splits.values() for p in s]
   assert sorted(names) == sorted(contents)  # Disjoint and complete.
   assert all(splits[s] for s in ("train", "validation", "test"))
-  builder = datasets.prepare("text_files", data_dir=str(tmp_path / "tfds"),
-                             pattern=pattern)
+  builder = datasets.prepare(
+      "text_files", data_dir=str(tmp_path / "tfds"), pattern=pattern
+  )
   for split, paths in splits.items():
     src = builder.as_data_source(split)
     assert [src[i]["bytes"].tobytes() for i in range(len(src))] == [
-        contents[os.path.basename(p)] for p in paths]
+        contents[os.path.basename(p)] for p in paths
+    ]
   # Same files -> same fingerprint; changed files -> a new dataset.
   data_dir = str(tmp_path / "tfds")
   again = text_files.TextFiles(pattern=pattern, data_dir=data_dir)
@@ -227,8 +249,10 @@ def test_text_files_errors(tmp_path):
   two = _write_files(tmp_path / "two", {"a.txt": b"a", "b.txt": b"b"})
   with pytest.raises(ValueError, match="at least 3 files"):
     datasets.prepare("text_files", data_dir=str(tmp_path / "t1"), pattern=two)
-  bad = _write_files(tmp_path / "bad", {
-      "a.txt": b"a", "b.txt": b"b", "c.txt": b"", "d.txt": b"d"})
+  bad = _write_files(
+      tmp_path / "bad",
+      {"a.txt": b"a", "b.txt": b"b", "c.txt": b"", "d.txt": b"d"},
+  )
   with pytest.raises(ValueError, match="c.txt is empty"):
     datasets.prepare("text_files", data_dir=str(tmp_path / "t2"), pattern=bad)
   assert _no_dataset_left(tmp_path / "t2", "text_files")
@@ -282,21 +306,25 @@ def _image_cfg(name, seq_len):
 
 
 def test_cifar10_mock_gives_raster_subpixel_sequences():
-  with tfds.testing.mock_data(num_examples=3,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
+  with tfds.testing.mock_data(
+      num_examples=3, policy=tfds.testing.MockPolicy.USE_CODE
+  ):
     ds = input_pipeline.create_datasets(
-        _image_cfg("cifar10", 3072), process_index=0, process_count=1)
+        _image_cfg("cifar10", 3072), process_index=0, process_count=1
+    )
     test_images = tfds.data_source("cifar10", split="test")
     batches = list(ds.eval)
     with pytest.raises(ValueError, match="H\\*W\\*C = 3072"):
       input_pipeline.create_datasets(
-          _image_cfg("cifar10", 1024), process_index=0, process_count=1)
+          _image_cfg("cifar10", 1024), process_index=0, process_count=1
+      )
   assert ds.unit == "subpixel" and ds.image_shape == (32, 32, 3)
   assert len(batches) == 2  # 3 images, batch 2: the last row is padding.
   for i in range(3):
     row = batches[i // 2]["targets"][i % 2]
     np.testing.assert_array_equal(
-        row, images.image_to_sequence(test_images[i]["image"]))
+        row, images.image_to_sequence(test_images[i]["image"])
+    )
   assert batches[1]["weights"][1].sum() == 0
   assert batches[0]["inputs"][0, 0] == 0
 
@@ -304,8 +332,9 @@ def test_cifar10_mock_gives_raster_subpixel_sequences():
 def test_imagenet64_mock_sequence_length():
   cfg = _image_cfg("imagenet_resized/64x64", 12288)
   cfg.eval_split = "validation"
-  with tfds.testing.mock_data(num_examples=1,
-                              policy=tfds.testing.MockPolicy.USE_CODE):
+  with tfds.testing.mock_data(
+      num_examples=1, policy=tfds.testing.MockPolicy.USE_CODE
+  ):
     ds = input_pipeline.create_datasets(cfg, process_index=0, process_count=1)
     batch = next(ds.train)
   assert batch["targets"].shape == (2, 12288)
@@ -315,26 +344,35 @@ def test_imagenet64_mock_sequence_length():
 
 def _pg19_books(split):
   names = corpus.plays("train")[:4] if split == "train" else ["macbeth"]
-  return [{"book_text": corpus.load_play(n).decode(), "book_id": i}
-          for i, n in enumerate(names)]
+  return [
+      {"book_text": corpus.load_play(n).decode(), "book_id": i}
+      for i, n in enumerate(names)
+  ]
 
 
 def test_pg19_mock_tokenizer_and_word_factor(tmp_path):
   cfg = common.base_config().data
-  cfg.update(name="pg19", seq_len=512, batch_size=2, data_dir=str(tmp_path),
-             tokenizer_vocab_size=400)
+  cfg.update(
+      name="pg19",
+      seq_len=512,
+      batch_size=2,
+      data_dir=str(tmp_path),
+      tokenizer_vocab_size=400,
+  )
 
   def as_data_source(self, split, **kwargs):
     del self, kwargs
     return _pg19_books(split)
 
-  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
-                              as_data_source_fn=as_data_source):
+  with tfds.testing.mock_data(
+      policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=as_data_source
+  ):
     ds = input_pipeline.create_datasets(cfg, process_index=0, process_count=1)
     path = pg19.tokenizer_path(str(tmp_path), 400)
     mtime = os.path.getmtime(path)
-    again = input_pipeline.create_datasets(cfg, process_index=0,
-                                           process_count=1)
+    again = input_pipeline.create_datasets(
+        cfg, process_index=0, process_count=1
+    )
     assert os.path.getmtime(path) == mtime  # Loaded, not retrained.
     eval_batches = list(ds.eval)
   text = corpus.load_play("macbeth").decode()
@@ -350,7 +388,8 @@ def test_pg19_mock_tokenizer_and_word_factor(tmp_path):
 
 
 def test_pg19_is_prepared_once_and_other_processes_only_read(
-    tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
   """Two processes, simulated: process 1 meets process 0 at the barrier.
 
   Process 0 trains the tokenizer and counts each split once; process 1
@@ -358,9 +397,15 @@ def test_pg19_is_prepared_once_and_other_processes_only_read(
   """
   import jax  # pylint: disable=g-import-not-at-top
   from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+
   cfg = common.base_config().data
-  cfg.update(name="pg19", seq_len=512, batch_size=2, data_dir=str(tmp_path),
-             tokenizer_vocab_size=400)
+  cfg.update(
+      name="pg19",
+      seq_len=512,
+      batch_size=2,
+      data_dir=str(tmp_path),
+      tokenizer_vocab_size=400,
+  )
   process = {"index": 1}
   calls = []  # (process index, what it computed)
   monkeypatch.setattr(jax, "process_count", lambda: 2)
@@ -387,19 +432,29 @@ def test_pg19_is_prepared_once_and_other_processes_only_read(
     del self, kwargs
     return _pg19_books(split)
 
-  with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE,
-                              as_data_source_fn=as_data_source):
+  with tfds.testing.mock_data(
+      policy=tfds.testing.MockPolicy.USE_CODE, as_data_source_fn=as_data_source
+  ):
     ds = input_pipeline.create_datasets(cfg, process_index=1, process_count=2)
-    assert sorted(calls) == [(0, "count_split"), (0, "count_split"),
-                             (0, "train_tokenizer")]
+    assert sorted(calls) == [
+        (0, "count_split"),
+        (0, "count_split"),
+        (0, "train_tokenizer"),
+    ]
     calls.clear()
-    again = input_pipeline.create_datasets(cfg, process_index=1,
-                                           process_count=2)
+    again = input_pipeline.create_datasets(
+        cfg, process_index=1, process_count=2
+    )
     assert not calls  # Prepared: nothing is tokenized again.
     batch = next(again.train)
   ids = ds.encode(corpus.load_play("macbeth").decode())
-  assert ds.tokens_per_word == again.tokens_per_word == pytest.approx(
-      len(ids) / len(corpus.load_play("macbeth").decode().split()))
+  assert (
+      ds.tokens_per_word
+      == again.tokens_per_word
+      == pytest.approx(
+          len(ids) / len(corpus.load_play("macbeth").decode().split())
+      )
+  )
   assert batch["targets"].shape == (1, 512)  # Process 1's row of 2.
 
 
@@ -419,6 +474,7 @@ def test_image_sequence_raster_order_and_inverse():
 @pytest.mark.parametrize("channels", [1, 3])
 def test_png_grid_decodes_to_the_same_pixels(tmp_path, channels):
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   rng = np.random.default_rng(0)
   imgs = rng.integers(0, 256, (5, 4, 6, channels), dtype=np.uint8)
   grid = images.save_png_grid(imgs, tmp_path / "g.png", ncols=3, padding=1)

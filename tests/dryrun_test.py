@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests for the dry run's memory verdict, the hardware table and remat.
 
 The dry run itself runs in-process here on the test's fake CPU devices
@@ -45,8 +47,11 @@ def test_config_hardware_and_mesh_are_checked_together():
   config = pg19.get_config(None)
   config.hardware = "tpu_v3_8"
   config.mesh.fsdp = 16
-  with pytest.raises(ValueError, match=r"mesh for hardware='tpu_v3_8' \(8 "
-                     r"devices\): mesh.fsdp=16 does not divide 8"):
+  with pytest.raises(
+      ValueError,
+      match=r"mesh for hardware='tpu_v3_8' \(8 "
+      r"devices\): mesh.fsdp=16 does not divide 8",
+  ):
     train.validate_config(config)
   config.hardware = "tpu_v3"
   with pytest.raises(ValueError, match="hardware='tpu_v3': must be"):
@@ -72,18 +77,24 @@ def _compile(config):
   cfg = train.validate_config(config)
   model = TransformerLM(cfg)
   tx = optim.create_optimizer(config.train)
-  mesh = sharding.create_mesh(dict(data=1, fsdp=1, tensor=1),
-                              jax.devices()[:1])
+  mesh = sharding.create_mesh(dict(data=1, fsdp=1, tensor=1), jax.devices()[:1])
   rules = sharding.logical_rules()
-  init = functools.partial(train.init_state, model, tx,
-                           seq_len=config.data.seq_len)
+  init = functools.partial(
+      train.init_state, model, tx, seq_len=config.data.seq_len
+  )
   abstract, shardings = sharding.abstract_sharded_state(
-      init, mesh, rules, jax.random.PRNGKey(0))
+      init, mesh, rules, jax.random.PRNGKey(0)
+  )
   b, n = config.data.batch_size, config.data.seq_len
-  batch = {k: jax.ShapeDtypeStruct((b, n), dt,
-                                   sharding=sharding.data_sharding(mesh))
-           for k, dt in (("inputs", jnp.int32), ("targets", jnp.int32),
-                         ("weights", jnp.float32), ("mask", jnp.bool_))}
+  batch = {
+      k: jax.ShapeDtypeStruct((b, n), dt, sharding=sharding.data_sharding(mesh))
+      for k, dt in (
+          ("inputs", jnp.int32),
+          ("targets", jnp.int32),
+          ("weights", jnp.float32),
+          ("mask", jnp.bool_),
+      )
+  }
   step, _ = train.jit_steps(config, model, tx, mesh, shardings)
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     return cfg, abstract, step.lower(abstract, batch).compile()
@@ -103,8 +114,10 @@ def _compiled_temp_bytes(remat_policy: str) -> int:
 def test_remat_shows_in_the_compiled_memory():
   """Scanned layers with remat keep one layer's activations, not six."""
   full, none = _compiled_temp_bytes("full"), _compiled_temp_bytes("none")
-  print(f"\n6 scanned layers, temporaries: remat full {full / 2**20:.1f} MiB,"
-        f" none {none / 2**20:.1f} MiB")
+  print(
+      f"\n6 scanned layers, temporaries: remat full {full / 2**20:.1f} MiB,"
+      f" none {none / 2**20:.1f} MiB"
+  )
   assert full < 0.5 * none
 
 
@@ -114,13 +127,15 @@ def test_model_flops_match_xla_count():
   elementwise work, hence a few percent more)."""
   from experiments import shakespeare  # pylint: disable=g-import-not-at-top
   from routing_jax.training import flops  # pylint: disable=g-import-not-at-top
+
   config = shakespeare.get_config("small")
   config.model.d_model, config.model.d_ff = 128, 512
   cfg, abstract, compiled = _compile(config)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   model_flops = flops.train_flops_per_step(
-      cfg, abstract.params, config.data.batch_size, config.data.seq_len)
+      cfg, abstract.params, config.data.batch_size, config.data.seq_len
+  )
   ratio = cost["flops"] / model_flops
   print(f"\nXLA / model FLOPs: {ratio:.3f}")
   assert 1.0 <= ratio < 1.1

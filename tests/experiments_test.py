@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests for experiments/*.py: they load, use only known fields, obey the
 rules a model needs, and reproduce the reference hyperparameter tables.
 
@@ -28,38 +30,97 @@ from routing_jax.nn import modes  # pylint: disable=g-import-not-at-top
 # Every experiment file and every arg it declares (default first).
 ARGS = {
     "cifar10": [
-        None, "variant=routing_all", "variant=routing_last2",
-        "variant=local", "variant=full", "window=1024", "window=256",
-        "variant=local,window=1024", "clusters=12", "routing=topk",
-        "small", "small,variant=routing_last2", "small,variant=local",
-        "small,variant=full", "small,window=64", "small,routing=topk"],
+        None,
+        "variant=routing_all",
+        "variant=routing_last2",
+        "variant=local",
+        "variant=full",
+        "window=1024",
+        "window=256",
+        "variant=local,window=1024",
+        "clusters=12",
+        "routing=topk",
+        "small",
+        "small,variant=routing_last2",
+        "small,variant=local",
+        "small,variant=full",
+        "small,window=64",
+        "small,routing=topk",
+    ],
     "imagenet64": [
-        None, "variant=routing", "variant=local", "routing=topk", "small",
-        "small,variant=local"],
+        None,
+        "variant=routing",
+        "variant=local",
+        "routing=topk",
+        "small",
+        "small,variant=local",
+    ],
     "wikitext103": [
-        None, "variant=routing", "variant=local", "variant=1k",
-        "routing=topk", "small", "small,variant=local", "small,variant=1k"],
+        None,
+        "variant=routing",
+        "variant=local",
+        "variant=1k",
+        "routing=topk",
+        "small",
+        "small,variant=local",
+        "small,variant=1k",
+    ],
     "enwik8": [
-        None, "variant=8k", "variant=12k", "variant=local8k",
-        "variant=local12k", "routing=topk", "small", "small,variant=12k",
-        "small,variant=local8k", "small,variant=local12k"],
+        None,
+        "variant=8k",
+        "variant=12k",
+        "variant=local8k",
+        "variant=local12k",
+        "routing=topk",
+        "small",
+        "small,variant=12k",
+        "small,variant=local8k",
+        "small,variant=local12k",
+    ],
     "pg19": [
-        None, "variant=routing", "variant=local", "routing=topk", "small",
-        "small,variant=local"],
+        None,
+        "variant=routing",
+        "variant=local",
+        "routing=topk",
+        "small",
+        "small,variant=local",
+    ],
     "fashion_mnist": [
-        None, "variant=routing", "variant=local", "variant=full",
-        "routing=topk", "small", "small,variant=local", "small,variant=full"],
+        None,
+        "variant=routing",
+        "variant=local",
+        "variant=full",
+        "routing=topk",
+        "small",
+        "small,variant=local",
+        "small,variant=full",
+    ],
     "shakespeare": [
-        None, "variant=routing", "variant=local", "routing=topk", "small",
-        "tiny", "tiny,variant=local", "small,variant=local",
-        "tiny,routing=topk"],
+        None,
+        "variant=routing",
+        "variant=local",
+        "routing=topk",
+        "small",
+        "tiny",
+        "tiny,variant=local",
+        "small,variant=local",
+        "tiny,routing=topk",
+    ],
 }
 CASES = [(name, arg) for name, args in ARGS.items() for arg in args]
 CASE_IDS = [f"{name}:{arg or ''}" for name, arg in CASES]
 
 DATA_NAMES = {
-    "shakespeare", "synthetic", "text_files", "enwik8", "wikitext103",
-    "pg19", "cifar10", "imagenet_resized/64x64", "fashion_mnist"}
+    "shakespeare",
+    "synthetic",
+    "text_files",
+    "enwik8",
+    "wikitext103",
+    "pg19",
+    "cifar10",
+    "imagenet_resized/64x64",
+    "fashion_mnist",
+}
 OFFLINE_DATA = {"shakespeare", "synthetic", "fashion_mnist"}
 
 
@@ -83,7 +144,8 @@ def routing_layer_set(spec, num_layers):
     raise ValueError(f"bad routing_layers {spec!r} for {num_layers} layers")
   layers = [int(s) for s in spec.split(",")]
   if sorted(set(layers)) != layers or not 0 <= layers[0] <= layers[-1] < (
-      num_layers):
+      num_layers
+  ):
     raise ValueError(f"bad routing_layers {spec!r} for {num_layers} layers")
   return set(layers)
 
@@ -170,8 +232,13 @@ def test_config_obeys_model_rules(name, arg):
     assert math.prod(m.image_shape) == d.seq_len and m.vocab_size == 256
   else:
     assert tuple(m.image_shape) == (0, 0, 0)
-  for p in (m.residual_dropout, m.attention_dropout, m.relu_dropout,
-            m.embedding_dropout, m.target_dropout):
+  for p in (
+      m.residual_dropout,
+      m.attention_dropout,
+      m.relu_dropout,
+      m.embedding_dropout,
+      m.target_dropout,
+  ):
     assert 0.0 <= p < 1.0
   assert d.name in DATA_NAMES and d.batch_size >= 1
   assert t.optimizer in ("adafactor", "adamw")
@@ -187,9 +254,10 @@ def test_config_obeys_model_rules(name, arg):
 
 
 @pytest.mark.parametrize(
-    "name,arg", [(n, a) for n, a in CASES if a and ("small" in a or "tiny"
-                                                     in a)],
-    ids=lambda x: str(x))
+    "name,arg",
+    [(n, a) for n, a in CASES if a and ("small" in a or "tiny" in a)],
+    ids=lambda x: str(x),
+)
 def test_small_variants_fit_a_cpu(name, arg):
   c = load(name, arg)
   assert c.model.num_layers == 2
@@ -221,17 +289,26 @@ def test_unknown_or_bad_args_raise_value_error(name):
 def test_parse_arg_rejects_unknown_key_and_converts_types():
   with pytest.raises(ValueError, match="'colour'"):
     common.parse_arg("colour=red", variant="a")
-  a = common.parse_arg("small,window=64,lr=0.5,name=x", small=False,
-                       window=0, lr=1.0, name="")
+  a = common.parse_arg(
+      "small,window=64,lr=0.5,name=x", small=False, window=0, lr=1.0, name=""
+  )
   assert (a.small, a.window, a.lr, a.name) == (True, 64, 0.5, "x")
   with pytest.raises(ValueError, match="window"):
     common.parse_arg("window=big", window=0)
 
 
-@pytest.mark.parametrize("arg", ["window=100", "window=80", "window=4096",
-                                 "window=-2",
-                                 "variant=full,window=512", "clusters=-1",
-                                 "small,window=40"])
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "window=100",
+        "window=80",
+        "window=4096",
+        "window=-2",
+        "variant=full,window=512",
+        "clusters=-1",
+        "small,window=40",
+    ],
+)
 def test_cifar10_rejects_windows_that_do_not_fit(arg):
   with pytest.raises(ValueError, match="window|clusters"):
     load("cifar10", arg)
@@ -252,107 +329,316 @@ def test_shakespeare_full_needs_long():
 # dotted config fields; "layers" is the set of routing layers; "heads" is
 # (local, routing) heads in a routing layer; "qm" is (query_block,
 # memory_flange); "drop" is attention/relu/embedding/target dropout.
-_TEXT = {"model.ffn": "geglu", "model.position": "relative",
-         "model.residual_dropout": 0.1}
-_IMAGE = {"model.ffn": "relu", "model.position": "learned2d",
-          "model.residual_dropout": 0.3, "model.vocab_size": 256,
-          "drop": (0.0, 0.0, 0.0, 0.0), "train.weight_decay": 0.0}
-_ENWIK8 = dict(_TEXT, **{"model.d_model": 1024, "model.emb_dim": 0,
-                         "model.d_ff": 3072, "model.vocab_size": 256,
-                         "train.weight_decay": 0.0})
-_WT103 = dict(_TEXT, **{"model.d_model": 1024, "model.emb_dim": 256,
-                        "model.d_ff": 3072, "model.vocab_size": 267735,
-                        "train.weight_decay": 2e-5, "qm": (256, 256),
-                        "model.max_relative_position": 513})
-_PG19 = dict(_TEXT, **{"model.d_model": 1032, "model.emb_dim": 0,
-                       "model.d_ff": 4096, "model.vocab_size": 32768,
-                       "train.weight_decay": 0.0, "qm": (256, 256),
-                       "data.seq_len": 8192, "model.max_relative_position":
-                       513, "drop": (0.0, 0.0, 0.0, 0.0)})
-_CIFAR = dict(_IMAGE, **{"model.num_layers": 12, "model.d_model": 1024,
-                         "model.d_ff": 2048, "data.seq_len": 3072,
-                         "model.image_shape": (32, 32, 3)})
-_IMAGENET = dict(_IMAGE, **{"model.num_layers": 24, "model.d_model": 1024,
-                            "model.d_ff": 2048, "data.seq_len": 12288,
-                            "qm": (256, 256),
-                            "model.image_shape": (64, 64, 3)})
-_MNIST = dict(_IMAGE, **{"model.num_layers": 12, "model.d_model": 512,
-                         "model.d_ff": 2048, "data.seq_len": 784,
-                         "model.image_shape": (28, 28, 1)})
+_TEXT = {
+    "model.ffn": "geglu",
+    "model.position": "relative",
+    "model.residual_dropout": 0.1,
+}
+_IMAGE = {
+    "model.ffn": "relu",
+    "model.position": "learned2d",
+    "model.residual_dropout": 0.3,
+    "model.vocab_size": 256,
+    "drop": (0.0, 0.0, 0.0, 0.0),
+    "train.weight_decay": 0.0,
+}
+_ENWIK8 = dict(
+    _TEXT,
+    **{
+        "model.d_model": 1024,
+        "model.emb_dim": 0,
+        "model.d_ff": 3072,
+        "model.vocab_size": 256,
+        "train.weight_decay": 0.0,
+    },
+)
+_WT103 = dict(
+    _TEXT,
+    **{
+        "model.d_model": 1024,
+        "model.emb_dim": 256,
+        "model.d_ff": 3072,
+        "model.vocab_size": 267735,
+        "train.weight_decay": 2e-5,
+        "qm": (256, 256),
+        "model.max_relative_position": 513,
+    },
+)
+_PG19 = dict(
+    _TEXT,
+    **{
+        "model.d_model": 1032,
+        "model.emb_dim": 0,
+        "model.d_ff": 4096,
+        "model.vocab_size": 32768,
+        "train.weight_decay": 0.0,
+        "qm": (256, 256),
+        "data.seq_len": 8192,
+        "model.max_relative_position": 513,
+        "drop": (0.0, 0.0, 0.0, 0.0),
+    },
+)
+_CIFAR = dict(
+    _IMAGE,
+    **{
+        "model.num_layers": 12,
+        "model.d_model": 1024,
+        "model.d_ff": 2048,
+        "data.seq_len": 3072,
+        "model.image_shape": (32, 32, 3),
+    },
+)
+_IMAGENET = dict(
+    _IMAGE,
+    **{
+        "model.num_layers": 24,
+        "model.d_model": 1024,
+        "model.d_ff": 2048,
+        "data.seq_len": 12288,
+        "qm": (256, 256),
+        "model.image_shape": (64, 64, 3),
+    },
+)
+_MNIST = dict(
+    _IMAGE,
+    **{
+        "model.num_layers": 12,
+        "model.d_model": 512,
+        "model.d_ff": 2048,
+        "data.seq_len": 784,
+        "model.image_shape": (28, 28, 1),
+    },
+)
 ALL12, ALL14, ALL20 = set(range(12)), set(range(14)), set(range(20))
 
 PAPER = [
     # enwik8_local_cluster8k
-    ("enwik8", None, dict(_ENWIK8, **{
-        "model.num_layers": 12, "heads": (4, 4), "layers": ALL12,
-        "model.num_clusters": 16, "model.window": 512, "qm": (256, 256),
-        "data.seq_len": 8192, "model.max_relative_position": 513,
-        "drop": (0.0, 0.0, 0.0, 0.0)})),
+    (
+        "enwik8",
+        None,
+        dict(
+            _ENWIK8,
+            **{
+                "model.num_layers": 12,
+                "heads": (4, 4),
+                "layers": ALL12,
+                "model.num_clusters": 16,
+                "model.window": 512,
+                "qm": (256, 256),
+                "data.seq_len": 8192,
+                "model.max_relative_position": 513,
+                "drop": (0.0, 0.0, 0.0, 0.0),
+            },
+        ),
+    ),
     # enwik8_local_cluster12k
-    ("enwik8", "variant=12k", dict(_ENWIK8, **{
-        "model.num_layers": 12, "heads": (4, 4), "layers": ALL12,
-        "model.num_clusters": 48, "model.window": 256, "qm": (128, 128),
-        "data.seq_len": 12288, "model.max_relative_position": 257,
-        "drop": (0.0, 0.0, 0.0, 0.0)})),
+    (
+        "enwik8",
+        "variant=12k",
+        dict(
+            _ENWIK8,
+            **{
+                "model.num_layers": 12,
+                "heads": (4, 4),
+                "layers": ALL12,
+                "model.num_clusters": 48,
+                "model.window": 256,
+                "qm": (128, 128),
+                "data.seq_len": 12288,
+                "model.max_relative_position": 257,
+                "drop": (0.0, 0.0, 0.0, 0.0),
+            },
+        ),
+    ),
     # enwik8_local8k
-    ("enwik8", "variant=local8k", dict(_ENWIK8, **{
-        "model.num_layers": 22, "heads": (8, 0), "layers": set(),
-        "qm": (256, 256), "data.seq_len": 8192,
-        "model.max_relative_position": 513, "drop": (0.4, 0.4, 0.0, 0.0)})),
+    (
+        "enwik8",
+        "variant=local8k",
+        dict(
+            _ENWIK8,
+            **{
+                "model.num_layers": 22,
+                "heads": (8, 0),
+                "layers": set(),
+                "qm": (256, 256),
+                "data.seq_len": 8192,
+                "model.max_relative_position": 513,
+                "drop": (0.4, 0.4, 0.0, 0.0),
+            },
+        ),
+    ),
     # enwik8_local12k
-    ("enwik8", "variant=local12k", dict(_ENWIK8, **{
-        "model.num_layers": 22, "heads": (8, 0), "layers": set(),
-        "qm": (128, 128), "data.seq_len": 12288,
-        "model.max_relative_position": 257, "drop": (0.4, 0.4, 0.0, 0.0)})),
+    (
+        "enwik8",
+        "variant=local12k",
+        dict(
+            _ENWIK8,
+            **{
+                "model.num_layers": 22,
+                "heads": (8, 0),
+                "layers": set(),
+                "qm": (128, 128),
+                "data.seq_len": 12288,
+                "model.max_relative_position": 257,
+                "drop": (0.4, 0.4, 0.0, 0.0),
+            },
+        ),
+    ),
     # wikitext103_local_cluster4k
-    ("wikitext103", None, dict(_WT103, **{
-        "model.num_layers": 14, "heads": (8, 8), "layers": ALL14,
-        "model.num_clusters": 8, "model.window": 512, "data.seq_len": 4096,
-        "drop": (0.4, 0.4, 0.4, 0.25)})),
+    (
+        "wikitext103",
+        None,
+        dict(
+            _WT103,
+            **{
+                "model.num_layers": 14,
+                "heads": (8, 8),
+                "layers": ALL14,
+                "model.num_clusters": 8,
+                "model.window": 512,
+                "data.seq_len": 4096,
+                "drop": (0.4, 0.4, 0.4, 0.25),
+            },
+        ),
+    ),
     # wikitext103_local4k
-    ("wikitext103", "variant=local", dict(_WT103, **{
-        "model.num_layers": 14, "heads": (16, 0), "layers": set(),
-        "data.seq_len": 4096, "drop": (0.4, 0.4, 0.4, 0.25)})),
+    (
+        "wikitext103",
+        "variant=local",
+        dict(
+            _WT103,
+            **{
+                "model.num_layers": 14,
+                "heads": (16, 0),
+                "layers": set(),
+                "data.seq_len": 4096,
+                "drop": (0.4, 0.4, 0.4, 0.25),
+            },
+        ),
+    ),
     # wikitext103_local_cluster1k
-    ("wikitext103", "variant=1k", dict(_WT103, **{
-        "model.num_layers": 20, "heads": (8, 8), "layers": ALL20,
-        "model.num_clusters": 2, "model.window": 512, "data.seq_len": 1024,
-        "drop": (0.4, 0.4, 0.4, 0.2)})),
+    (
+        "wikitext103",
+        "variant=1k",
+        dict(
+            _WT103,
+            **{
+                "model.num_layers": 20,
+                "heads": (8, 8),
+                "layers": ALL20,
+                "model.num_clusters": 2,
+                "model.window": 512,
+                "data.seq_len": 1024,
+                "drop": (0.4, 0.4, 0.4, 0.2),
+            },
+        ),
+    ),
     # pg19_local_cluster8k: only the last of 22 layers routes.
-    ("pg19", None, dict(_PG19, **{
-        "model.num_layers": 22, "heads": (6, 2), "layers": {21},
-        "model.num_clusters": 16, "model.window": 512})),
+    (
+        "pg19",
+        None,
+        dict(
+            _PG19,
+            **{
+                "model.num_layers": 22,
+                "heads": (6, 2),
+                "layers": {21},
+                "model.num_clusters": 16,
+                "model.window": 512,
+            },
+        ),
+    ),
     # pg19_local8k
-    ("pg19", "variant=local", dict(_PG19, **{
-        "model.num_layers": 24, "heads": (8, 0), "layers": set()})),
+    (
+        "pg19",
+        "variant=local",
+        dict(
+            _PG19, **{"model.num_layers": 24, "heads": (8, 0), "layers": set()}
+        ),
+    ),
     # cifar10_local_cluster
-    ("cifar10", None, dict(_CIFAR, **{
-        "heads": (4, 4), "layers": ALL12, "model.num_clusters": 6,
-        "model.window": 512, "qm": (256, 256)})),
+    (
+        "cifar10",
+        None,
+        dict(
+            _CIFAR,
+            **{
+                "heads": (4, 4),
+                "layers": ALL12,
+                "model.num_clusters": 6,
+                "model.window": 512,
+                "qm": (256, 256),
+            },
+        ),
+    ),
     # cifar10_local1d
-    ("cifar10", "variant=local", dict(_CIFAR, **{
-        "heads": (8, 0), "layers": set(), "qm": (256, 256)})),
+    (
+        "cifar10",
+        "variant=local",
+        dict(_CIFAR, **{"heads": (8, 0), "layers": set(), "qm": (256, 256)}),
+    ),
     # cifar10_full: one 3072-token block.
-    ("cifar10", "variant=full", dict(_CIFAR, **{
-        "heads": (8, 0), "layers": set(), "qm": (3072, 0)})),
+    (
+        "cifar10",
+        "variant=full",
+        dict(_CIFAR, **{"heads": (8, 0), "layers": set(), "qm": (3072, 0)}),
+    ),
     # The ablation's "last two layers, half the heads" (not in the code).
-    ("cifar10", "variant=routing_last2", dict(_CIFAR, **{
-        "heads": (4, 4), "layers": {10, 11}, "model.num_clusters": 6,
-        "model.window": 512, "qm": (256, 256)})),
+    (
+        "cifar10",
+        "variant=routing_last2",
+        dict(
+            _CIFAR,
+            **{
+                "heads": (4, 4),
+                "layers": {10, 11},
+                "model.num_clusters": 6,
+                "model.window": 512,
+                "qm": (256, 256),
+            },
+        ),
+    ),
     # imagenet_local_cluster
-    ("imagenet64", None, dict(_IMAGENET, **{
-        "heads": (12, 4), "layers": set(range(24)), "model.num_clusters": 8,
-        "model.window": 2048})),
+    (
+        "imagenet64",
+        None,
+        dict(
+            _IMAGENET,
+            **{
+                "heads": (12, 4),
+                "layers": set(range(24)),
+                "model.num_clusters": 8,
+                "model.window": 2048,
+            },
+        ),
+    ),
     # imagenet_local1d
-    ("imagenet64", "variant=local", dict(_IMAGENET, **{
-        "heads": (16, 0), "layers": set()})),
+    (
+        "imagenet64",
+        "variant=local",
+        dict(_IMAGENET, **{"heads": (16, 0), "layers": set()}),
+    ),
     # mnist_cluster_local
-    ("fashion_mnist", None, dict(_MNIST, **{
-        "heads": (2, 2), "layers": ALL12, "model.num_clusters": 7,
-        "model.window": 112, "qm": (56, 56)})),
+    (
+        "fashion_mnist",
+        None,
+        dict(
+            _MNIST,
+            **{
+                "heads": (2, 2),
+                "layers": ALL12,
+                "model.num_clusters": 7,
+                "model.window": 112,
+                "qm": (56, 56),
+            },
+        ),
+    ),
     # mnist_local1d
-    ("fashion_mnist", "variant=local", dict(_MNIST, **{
-        "heads": (4, 0), "layers": set(), "qm": (56, 56)})),
+    (
+        "fashion_mnist",
+        "variant=local",
+        dict(_MNIST, **{"heads": (4, 0), "layers": set(), "qm": (56, 56)}),
+    ),
 ]
 
 
@@ -365,15 +651,20 @@ def _observed(c, key):
   if key == "qm":
     return (m.query_block, m.memory_flange)
   if key == "drop":
-    return (m.attention_dropout, m.relu_dropout, m.embedding_dropout,
-            m.target_dropout)
+    return (
+        m.attention_dropout,
+        m.relu_dropout,
+        m.embedding_dropout,
+        m.target_dropout,
+    )
   section, field = key.split(".")
   value = c[section][field]
   return tuple(value) if isinstance(value, (tuple, list)) else value
 
 
-@pytest.mark.parametrize("name,arg,expected", PAPER,
-                         ids=[f"{n}:{a or ''}" for n, a, _ in PAPER])
+@pytest.mark.parametrize(
+    "name,arg,expected", PAPER, ids=[f"{n}:{a or ''}" for n, a, _ in PAPER]
+)
 def test_paper_hyperparameters_match_reference_tables(name, arg, expected):
   c = load(name, arg)
   for key, value in expected.items():
@@ -385,7 +676,11 @@ def test_paper_hyperparameters_match_reference_tables(name, arg, expected):
   assert c.model.max_len == c.data.seq_len
   t = c.train
   assert (t.optimizer, t.lr, t.schedule, t.warmup_steps) == (
-      "adafactor", 0.01, "rsqrt", 10000)
+      "adafactor",
+      0.01,
+      "rsqrt",
+      10000,
+  )
   assert t.grad_clip == 0.0
   assert c.model.routing == "causal"  # ours by default; routing=topk: paper
 
@@ -409,8 +704,9 @@ def _docstring_commands(name):
   commands = []
   for line in text.splitlines():
     if "routing_jax.main" in line:
-      commands.append([a for a in shlex.split(line) if a.startswith(
-          "--config")])
+      commands.append(
+          [a for a in shlex.split(line) if a.startswith("--config")]
+      )
   return commands
 
 
@@ -423,14 +719,14 @@ def test_docstring_commands_parse_with_config_flags(name, monkeypatch):
     assert re.fullmatch(rf"--config=experiments/{name}\.py(:\S+)?", argv[0])
     fv = flags.FlagValues()
     # Overrides are found in sys_argv (sys.argv in a real run).
-    config_flags.DEFINE_config_file("config", flag_values=fv,
-                                    lock_config=True,
-                                    sys_argv=["main"] + argv)
+    config_flags.DEFINE_config_file(
+        "config", flag_values=fv, lock_config=True, sys_argv=["main"] + argv
+    )
     fv(["main"] + argv)
     _, _, arg = argv[0].partition(":")
     expected = load(name, arg or None)
     for override in argv[1:]:
-      key, value = override[len("--config."):].split("=", 1)
+      key, value = override[len("--config.") :].split("=", 1)
       section, field = key.split(".")
       expected[section][field] = value
     assert fv.config.to_dict() == expected.to_dict()

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Gradient accumulation reduces gradients across data replicas once a step.
 
 Read from the compiled train step's HLO: every all-reduce, its bytes, and
@@ -20,8 +22,16 @@ from routing_jax.training import train
 
 import train_test  # the tiny config and helpers
 
-_BYTES = {"f32": 4, "s32": 4, "u32": 4, "bf16": 2, "f16": 2, "pred": 1,
-          "s8": 1, "u8": 1}
+_BYTES = {
+    "f32": 4,
+    "s32": 4,
+    "u32": 4,
+    "bf16": 2,
+    "f16": 2,
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+}
 
 
 def _shape_bytes(text):
@@ -29,7 +39,8 @@ def _shape_bytes(text):
   for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", text):
     if dtype in _BYTES:
       total += int(np.prod([int(d) for d in dims.split(",") if d])) * (
-          _BYTES[dtype])
+          _BYTES[dtype]
+      )
   return total
 
 
@@ -51,10 +62,12 @@ def all_reduces(hlo: str) -> list[tuple[int, int]]:
     comp = order.pop()
     for line in comps[comp]:
       trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', line)
-      for callee in re.findall(r"(?:body|calls|to_apply|condition)=%(\S+?)[,\s}]",
-                               line):
-        times = int(trips.group(1)) if trips and "body=%" + callee in line \
-            else 1
+      for callee in re.findall(
+          r"(?:body|calls|to_apply|condition)=%(\S+?)[,\s}]", line
+      ):
+        times = (
+            int(trips.group(1)) if trips and "body=%" + callee in line else 1
+        )
         if callee in comps and callee not in runs:
           runs[callee] = runs[comp] * times
           order.append(callee)
@@ -80,12 +93,13 @@ def _compiled_hlo(accum):
   config = _config()
   config.train.grad_accum_steps = accum
   mesh = train_test._mesh(4, 1, 1)  # pylint: disable=protected-access
-  trainer, state = train.build_trainer(config, mesh, sharding.logical_rules(),
-                                       train.validate_config(config))
+  trainer, state = train.build_trainer(
+      config, mesh, sharding.logical_rules(), train.validate_config(config)
+  )
   batch = sharding.make_global_batch(
-      train_test._batches(config, 1)[0], mesh, trainer.data_sharding)  # pylint: disable=protected-access
-  params = sum(x.size * x.dtype.itemsize
-               for x in jax.tree.leaves(state.params))
+      train_test._batches(config, 1)[0], mesh, trainer.data_sharding
+  )  # pylint: disable=protected-access
+  params = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params))
   with jax.set_mesh(mesh), nn.logical_axis_rules(trainer.rules):
     hlo = trainer.train_step.lower(state, batch).compile().as_text()
   return all_reduces(hlo), params
@@ -96,8 +110,10 @@ def test_gradients_are_all_reduced_once_per_step():
   two, _ = _compiled_hlo(2)
   big = lambda ars: [(b, n) for b, n in ars if b >= param_bytes // 2]
   looped = [(b, n) for b, n in two if n > 1]
-  print(f"\nparams {param_bytes} B; all-reduces (bytes, runs): no accumulation"
-        f" {sorted(one)}; 2 microbatches {sorted(two)}")
+  print(
+      f"\nparams {param_bytes} B; all-reduces (bytes, runs): no accumulation"
+      f" {sorted(one)}; 2 microbatches {sorted(two)}"
+  )
   # The gradients: one all-reduce of about the parameters' size, run once,
   # with or without accumulation.
   assert len(big(one)) == len(big(two)) == 1
@@ -121,23 +137,29 @@ def test_accumulated_step_equals_the_full_batch_step_on_a_mesh():
   config.train.grad_accum_steps = 2
   _, acc, m_acc, _ = train_test._train(config, mesh, batches)  # pylint: disable=protected-access
   for k in ("loss", "grad_norm", "tokens"):
-    np.testing.assert_allclose([m[k] for m in m_acc],
-                               [m[k] for m in m_full], rtol=2e-6, err_msg=k)
+    np.testing.assert_allclose(
+        [m[k] for m in m_acc], [m[k] for m in m_full], rtol=2e-6, err_msg=k
+    )
   # Adam's early steps are about ±lr (3e-3) per element whatever a
   # gradient's size, so float noise in a near-zero gradient element can
   # move that element by up to lr; a wrong gradient moves most elements.
-  diffs = np.concatenate([np.abs(np.asarray(a) - np.asarray(b)).ravel()
-                          for a, b in zip(jax.tree.leaves(acc.params),
-                                          jax.tree.leaves(full.params))])
+  diffs = np.concatenate([
+      np.abs(np.asarray(a) - np.asarray(b)).ravel()
+      for a, b in zip(jax.tree.leaves(acc.params), jax.tree.leaves(full.params))
+  ])
   assert np.mean(diffs > 1e-6) < 1e-3 and diffs.max() < 1e-3
   # Real steps were taken: the parameters moved.
-  moved = np.abs(np.asarray(full.params["logits"]["kernel"])
-                 - init.params["logits"]["kernel"]).max()
+  moved = np.abs(
+      np.asarray(full.params["logits"]["kernel"])
+      - init.params["logits"]["kernel"]
+  ).max()
   assert moved > 1e-3
   # Routing is not trivial here: real clusters, and the state moved.
   state = lambda s: s.kmeans["layer_0"]["routing"]["kmeans"]
   assert np.abs(state(full)["ema_count"] - state(init)["ema_count"]).max() > 0.1
   assert int(state(full)["num_updates"][0]) == 2
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5,
-                                                       atol=1e-6),
-               acc.kmeans, full.kmeans)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+      acc.kmeans,
+      full.kmeans,
+  )

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests of routing_jax.data.input_pipeline: batch format, order, state,
 shards."""
 
@@ -27,7 +29,8 @@ def _cfg(**overrides):
 
 def _create(cfg, index=0, count=1, **kwargs):
   return input_pipeline.create_datasets(
-      cfg, process_index=index, process_count=count, **kwargs)
+      cfg, process_index=index, process_count=count, **kwargs
+  )
 
 
 def _take(it, n):
@@ -48,13 +51,13 @@ def test_shakespeare_batch_format_and_shift():
     assert batch["inputs"].dtype == batch["targets"].dtype == np.int32
     assert batch["weights"].dtype == np.float32
     assert batch["targets"].shape == (4, 64)
-    np.testing.assert_array_equal(batch["inputs"][:, 1:],
-                                  batch["targets"][:, :-1])
+    np.testing.assert_array_equal(
+        batch["inputs"][:, 1:], batch["targets"][:, :-1]
+    )
     assert (batch["inputs"][:, 0] == 0).all()
     assert set(np.unique(batch["weights"])) <= {0.0, 1.0}
     # Padding is exactly the zero targets (no NUL byte in the text).
-    np.testing.assert_array_equal(batch["weights"] > 0,
-                                  batch["targets"] > 0)
+    np.testing.assert_array_equal(batch["weights"] > 0, batch["targets"] > 0)
   text = ds.decode(batch["targets"][0])
   assert text.encode() in corpus.load_split("validation")
 
@@ -93,15 +96,19 @@ def test_processes_read_their_halves_of_the_global_batch():
   whole = _create(_cfg())
   halves = [_create(_cfg(), index=p, count=2) for p in range(2)]
   assert halves[0].local_batch_size == 2
-  for g, h0, h1 in zip(_take(whole.train, 3), _take(halves[0].train, 3),
-                       _take(halves[1].train, 3)):
+  for g, h0, h1 in zip(
+      _take(whole.train, 3),
+      _take(halves[0].train, 3),
+      _take(halves[1].train, 3),
+  ):
     for k in g:
       np.testing.assert_array_equal(np.concatenate([h0[k], h1[k]]), g[k])
   evals = [list(d.eval) for d in [whole] + halves]
   assert len(evals[0]) == len(evals[1]) == len(evals[2])
   for g, h0, h1 in zip(*evals):
     np.testing.assert_array_equal(
-        np.concatenate([h0["targets"], h1["targets"]]), g["targets"])
+        np.concatenate([h0["targets"], h1["targets"]]), g["targets"]
+    )
   with pytest.raises(ValueError, match="divisible by the number of processes"):
     _create(_cfg(batch_size=6), index=0, count=4)
   with pytest.raises(ValueError, match="process_index must be in"):
@@ -115,8 +122,9 @@ def test_rows_from_the_batch_sharding():
   all_rows = _create(_cfg(), index=1, count=2, rows=np.arange(4))
   blocks = _create(_cfg(), index=1, count=2, rows=np.array([0, 3]))
   assert all_rows.local_batch_size == 4 and blocks.local_batch_size == 2
-  for g, a, b in zip(_take(whole.train, 2), _take(all_rows.train, 2),
-                     _take(blocks.train, 2)):
+  for g, a, b in zip(
+      _take(whole.train, 2), _take(all_rows.train, 2), _take(blocks.train, 2)
+  ):
     _assert_same(a, g)
     _assert_same(b, {k: v[[0, 3]] for k, v in g.items()})
   with pytest.raises(ValueError, match=r"ascending indices in \[0, data.bat"):
@@ -128,7 +136,8 @@ def test_rows_from_the_batch_sharding():
 def _marked_documents(lengths, vocab=1000):
   """Document d holds only the token d+1, so a sequence's source is known."""
   return sources.ArrayDocuments(
-      [np.full(n, d + 1, np.int32) for d, n in enumerate(lengths)], vocab)
+      [np.full(n, d + 1, np.int32) for d, n in enumerate(lengths)], vocab
+  )
 
 
 def test_sequences_never_cross_documents_and_cover_each_epoch_once():
@@ -139,26 +148,28 @@ def test_sequences_never_cross_documents_and_cover_each_epoch_once():
   n = index.size
   assert n == sum(-(-x // seq_len) for x in lengths) == 12
   train, _ = input_pipeline.batch_documents(
-      docs, docs, seq_len=seq_len, batch_size=batch, seed=3)
-  rows = [(t, w) for b in _take(train, 2 * n // batch)
-          for t, w in zip(b["targets"], b["weights"])]
+      docs, docs, seq_len=seq_len, batch_size=batch, seed=3
+  )
+  rows = [
+      (t, w)
+      for b in _take(train, 2 * n // batch)
+      for t, w in zip(b["targets"], b["weights"])
+  ]
   for t, w in rows:
     real = t[w > 0]
     assert len(set(real.tolist())) == 1  # One document per sequence.
-    assert (t[w == 0] == 0).all() and (w[:len(real)] == 1).all()
+    assert (t[w == 0] == 0).all() and (w[: len(real)] == 1).all()
   for epoch in (rows[:n], rows[n:]):
     # Each epoch reads every token of every document exactly once.
     tokens = np.concatenate([t[w > 0] for t, w in epoch])
-    np.testing.assert_array_equal(np.bincount(tokens, minlength=6)[1:],
-                                  lengths)
+    np.testing.assert_array_equal(np.bincount(tokens, minlength=6)[1:], lengths)
   assert [t.tolist() for t, _ in rows[:n]] != [t.tolist() for t, _ in rows[n:]]
 
 
 def test_eval_is_finite_ordered_and_padded():
   lengths = [10, 3, 7]
   docs = _marked_documents(lengths)
-  _, evals = input_pipeline.batch_documents(
-      docs, docs, seq_len=4, batch_size=4)
+  _, evals = input_pipeline.batch_documents(docs, docs, seq_len=4, batch_size=4)
   batches = list(evals)
   assert len(batches) == len(evals) == 2  # 3 + 1 + 2 = 6 sequences.
   targets = np.concatenate([b["targets"] for b in batches])
@@ -166,7 +177,8 @@ def test_eval_is_finite_ordered_and_padded():
   assert weights.sum() == sum(lengths)
   assert weights[6:].sum() == 0  # Two padding rows.
   np.testing.assert_array_equal(
-      targets[weights > 0], np.repeat([1, 2, 3], lengths))
+      targets[weights > 0], np.repeat([1, 2, 3], lengths)
+  )
   assert len(list(evals)) == 2  # Re-iterable.
 
 
@@ -200,31 +212,47 @@ def test_config_errors_name_the_field():
     _create(_cfg(seq_len=0))
   with pytest.raises(ValueError, match="data.manual_dir must name"):
     _create(_cfg(name="fashion_mnist", eval_split="test"))
-  with pytest.raises(FileNotFoundError,
-                     match="not prepared.*datasets.build --name=enwik8"):
+  with pytest.raises(
+      FileNotFoundError, match="not prepared.*datasets.build --name=enwik8"
+  ):
     _create(_cfg(name="enwik8", data_dir="/nonexistent/tfds"))
 
 
 def test_fashion_mnist_from_idx_directory(tmp_path):
   rng = np.random.default_rng(0)
-  imgs = {"train": rng.integers(0, 256, (5, 4, 4), dtype=np.uint8),
-          "test": rng.integers(0, 256, (3, 4, 4), dtype=np.uint8)}
+  imgs = {
+      "train": rng.integers(0, 256, (5, 4, 4), dtype=np.uint8),
+      "test": rng.integers(0, 256, (3, 4, 4), dtype=np.uint8),
+  }
   for split, arr in imgs.items():
     img_name, label_name = idx.FILES[split]
     for name, data in ((img_name, arr), (label_name, arr[:, 0, 0])):
       header = bytes([0, 0, 8, data.ndim]) + b"".join(
-          d.to_bytes(4, "big") for d in data.shape)
+          d.to_bytes(4, "big") for d in data.shape
+      )
       (tmp_path / (name + ".gz")).write_bytes(
-          gzip.compress(header + data.tobytes()))
-  cfg = _cfg(name="fashion_mnist", manual_dir=str(tmp_path), seq_len=16,
-             batch_size=3, eval_split="test")
+          gzip.compress(header + data.tobytes())
+      )
+  cfg = _cfg(
+      name="fashion_mnist",
+      manual_dir=str(tmp_path),
+      seq_len=16,
+      batch_size=3,
+      eval_split="test",
+  )
   ds = _create(cfg)
   assert ds.image_shape == (4, 4, 1)
   batch = next(iter(ds.eval))
   np.testing.assert_array_equal(batch["targets"], imgs["test"].reshape(3, 16))
   with pytest.raises(ValueError, match="H\\*W\\*C = 16"):
-    _create(_cfg(name="fashion_mnist", manual_dir=str(tmp_path), seq_len=15,
-                 eval_split="test"))
+    _create(
+        _cfg(
+            name="fashion_mnist",
+            manual_dir=str(tmp_path),
+            seq_len=15,
+            eval_split="test",
+        )
+    )
 
 
 def test_enwik8_stream_reads_across_record_boundaries(tmp_path):
@@ -234,18 +262,27 @@ def test_enwik8_stream_reads_across_record_boundaries(tmp_path):
   payload = rng.integers(1, 256, 300_000, dtype=np.uint8).tobytes()
   with zipfile.ZipFile(manual / "enwik8.zip", "w") as z:
     z.writestr("enwik8", payload)
-  datasets.prepare("enwik8", data_dir=str(tmp_path / "tfds"),
-                   manual_dir=str(manual),
-                   archive_checksum=archives.ArchiveChecksum.of_file(
-                       manual / "enwik8.zip"))
+  datasets.prepare(
+      "enwik8",
+      data_dir=str(tmp_path / "tfds"),
+      manual_dir=str(manual),
+      archive_checksum=archives.ArchiveChecksum.of_file(manual / "enwik8.zip"),
+  )
   # Evaluate on train (5 records of 64 KiB): windows of 1000 straddle them.
-  cfg = _cfg(name="enwik8", data_dir=str(tmp_path / "tfds"), seq_len=1000,
-             batch_size=64, eval_split="train")
+  cfg = _cfg(
+      name="enwik8",
+      data_dir=str(tmp_path / "tfds"),
+      seq_len=1000,
+      batch_size=64,
+      eval_split="train",
+  )
   ds = _create(cfg)
   got = np.concatenate([b["targets"][b["weights"] > 0] for b in ds.eval])
   lo, hi = enwik8.split_bounds(len(payload))["train"]
-  assert got.tobytes() == np.frombuffer(payload[lo:hi], np.uint8).astype(
-      np.int32).tobytes()
+  assert (
+      got.tobytes()
+      == np.frombuffer(payload[lo:hi], np.uint8).astype(np.int32).tobytes()
+  )
   batch = next(ds.train)
   assert batch["targets"].shape == (64, 1000) and ds.unit == "byte"
 
@@ -272,17 +309,22 @@ def test_text_files_pipeline_keeps_files_apart(tmp_path):
   # File i holds only the letter chr(97 + i), so a sequence's file is known.
   for i in range(6):
     (tmp_path / f"f{i}.txt").write_bytes(bytes([97 + i]) * (30 + 7 * i))
-  cfg = _cfg(name="text_files", text_files=str(tmp_path / "*.txt"),
-             data_dir=str(tmp_path / "tfds"), seq_len=16, batch_size=2,
-             eval_split="validation")
+  cfg = _cfg(
+      name="text_files",
+      text_files=str(tmp_path / "*.txt"),
+      data_dir=str(tmp_path / "tfds"),
+      seq_len=16,
+      batch_size=2,
+      eval_split="validation",
+  )
   ds = _create(cfg)
   for batch in _take(ds.train, 10) + list(ds.eval):
     for t, w in zip(batch["targets"], batch["weights"]):
       assert len(set(t[w > 0].tolist())) <= 1  # Eval pads with empty rows.
     assert (batch["weights"][:, 0] > 0).any()
-  eval_bytes = np.concatenate(
-      [b["targets"][b["weights"] > 0] for b in ds.eval])
+  eval_bytes = np.concatenate([b["targets"][b["weights"] > 0] for b in ds.eval])
   (val_path,) = datasets.text_files.assign_splits(
-      sorted(str(p) for p in tmp_path.glob("*.txt")))["validation"]
+      sorted(str(p) for p in tmp_path.glob("*.txt"))
+  )["validation"]
   with open(val_path, "rb") as f:
     assert eval_bytes.astype(np.uint8).tobytes() == f.read()

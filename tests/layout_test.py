@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The package layout: imports point one way and form no cycle.
 
 Layers, lowest first:
@@ -22,10 +24,18 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "routing_jax"
 
-SHARED = {"routing_jax.common_types", "routing_jax.errors",
-          "routing_jax.multihost"}
-PROGRAMS = {"routing_jax.main", "routing_jax.evaluate", "routing_jax.sample",
-            "routing_jax.dryrun", "routing_jax.inference"}
+SHARED = {
+    "routing_jax.common_types",
+    "routing_jax.errors",
+    "routing_jax.multihost",
+}
+PROGRAMS = {
+    "routing_jax.main",
+    "routing_jax.evaluate",
+    "routing_jax.sample",
+    "routing_jax.dryrun",
+    "routing_jax.inference",
+}
 # What each layer may import besides itself.
 ALLOWED = {
     "shared": set(),
@@ -120,7 +130,7 @@ def _find_cycles(graph: dict[str, set[str]]) -> list[str]:
     path.append(node)
     for dep in sorted(graph[node]):
       if state.get(dep) == 1:
-        cycles.append(" -> ".join(path[path.index(dep):] + [dep]))
+        cycles.append(" -> ".join(path[path.index(dep) :] + [dep]))
       elif dep not in state:
         visit(dep)
     path.pop()
@@ -137,14 +147,21 @@ def test_no_import_cycles():
   assert not cycles, "\n".join(cycles)
 
 
-@pytest.mark.parametrize("source,expected", [
-    ("from routing_jax.nn import model\n", {"routing_jax.nn.model"}),
-    ("def f():\n  import routing_jax.training.train\n",
-     {"routing_jax.training.train"}),
-    ("from routing_jax.nn.model import TransformerLM\n",
-     {"routing_jax.nn.model"}),
-    ("from routing_jax import generate\n", {"routing_jax"}),
-])
+@pytest.mark.parametrize(
+    "source,expected",
+    [
+        ("from routing_jax.nn import model\n", {"routing_jax.nn.model"}),
+        (
+            "def f():\n  import routing_jax.training.train\n",
+            {"routing_jax.training.train"},
+        ),
+        (
+            "from routing_jax.nn.model import TransformerLM\n",
+            {"routing_jax.nn.model"},
+        ),
+        ("from routing_jax import generate\n", {"routing_jax"}),
+    ],
+)
 def test_imports_are_found(tmp_path, source, expected):
   path = tmp_path / "m.py"
   path.write_text(source)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Routing heads still retrieve content beyond the local span.
 
 A small copy of `benchmarks/long_range.py`: the lookup task (single-token
@@ -16,8 +18,7 @@ import sys
 
 import pytest
 
-sys.path.insert(
-    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import long_range  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -26,11 +27,20 @@ TASK_ARGS = dict(pairs=4, queries=8, gap=24, key_vocab=8, value_vocab=16)
 
 @pytest.mark.slow
 def test_routing_heads_answer_lookups_beyond_the_local_span():
-  c = long_range.build_config("routing_causal", seed=0, steps=500,
-                              warmup=250, seq_len=64, d_model=64, block=8,
-                              clusters=4, window=32)
+  c = long_range.build_config(
+      "routing_causal",
+      seed=0,
+      steps=500,
+      warmup=250,
+      seq_len=64,
+      d_model=64,
+      block=8,
+      clusters=4,
+      window=32,
+  )
   c.train.lr = 3e-3
   c.train.warmup_steps = 50
-  _, _, curve, _ = long_range.train_task(c, "lookup", TASK_ARGS,
-                                         eval_every=500, eval_batches=4)
+  _, _, curve, _ = long_range.train_task(
+      c, "lookup", TASK_ARGS, eval_every=500, eval_batches=4
+  )
   assert curve[-1]["accuracy"] > 0.3, curve

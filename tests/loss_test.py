@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests for routing_jax.nn.loss: chunked cross-entropy and the padded
 vocabulary.
 
@@ -18,10 +20,21 @@ from routing_jax.nn import model as M
 from routing_jax.nn.model_config import ModelConfig
 from routing_jax.training import train
 
-TINY = dict(vocab_size=100, vocab_multiple=128, num_layers=2, d_model=32,
-            num_heads=4, num_routing_heads=2, d_ff=64, query_block=8,
-            memory_flange=8, window=8, num_clusters=2, max_len=40,
-            residual_dropout=0.0)
+TINY = dict(
+    vocab_size=100,
+    vocab_multiple=128,
+    num_layers=2,
+    d_model=32,
+    num_heads=4,
+    num_routing_heads=2,
+    d_ff=64,
+    query_block=8,
+    memory_flange=8,
+    window=8,
+    num_clusters=2,
+    max_len=40,
+    residual_dropout=0.0,
+)
 
 
 def _setup(**kw):
@@ -29,9 +42,11 @@ def _setup(**kw):
   model = M.TransformerLM(cfg)
   variables = nn.unbox(M.init_variables(model, jax.random.key(0), 2, 40))
   rng = np.random.default_rng(0)
-  batch = {"inputs": rng.integers(0, 100, (2, 40)).astype(np.int32),
-           "targets": rng.integers(0, 100, (2, 40)).astype(np.int32),
-           "weights": (rng.random((2, 40)) > 0.2).astype(np.float32)}
+  batch = {
+      "inputs": rng.integers(0, 100, (2, 40)).astype(np.int32),
+      "targets": rng.integers(0, 100, (2, 40)).astype(np.int32),
+      "weights": (rng.random((2, 40)) > 0.2).astype(np.float32),
+  }
   return model, variables, batch
 
 
@@ -41,8 +56,11 @@ def _whole(model, variables, batch):
   return train.cross_entropy(logits, batch["targets"], batch["weights"])
 
 
-@pytest.mark.parametrize("kw", [{}, dict(emb_dim=16, tie_embeddings=True)],
-                         ids=["untied", "tied_factorised"])
+@pytest.mark.parametrize(
+    "kw",
+    [{}, dict(emb_dim=16, tie_embeddings=True)],
+    ids=["untied", "tied_factorised"],
+)
 def test_chunked_loss_and_gradients_equal_the_whole_logits(kw):
   model, variables, batch = _setup(**kw)
   assert model.config.padded_vocab_size == 128
@@ -54,17 +72,24 @@ def test_chunked_loss_and_gradients_equal_the_whole_logits(kw):
 
   def chunked(params):
     # 16 does not divide 40: the last chunk is padded with zero weights.
-    ce, _, _, _ = train.token_loss(model, dict(variables, params=params),
-                                   batch, chunk_len=16)
+    ce, _, _, _ = train.token_loss(
+        model, dict(variables, params=params), batch, chunk_len=16
+    )
     return ce
 
   ref, ref_grads = jax.jit(jax.value_and_grad(whole))(variables["params"])
   got, grads = jax.jit(jax.value_and_grad(chunked))(variables["params"])
   np.testing.assert_allclose(float(got), float(ref), rtol=1e-6)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grads),
-                          jax.tree.leaves(ref_grads)):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-5,
-                               atol=1e-6, err_msg=jax.tree_util.keystr(path))
+  for (path, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(grads), jax.tree.leaves(ref_grads)
+  ):
+    np.testing.assert_allclose(
+        np.asarray(a),
+        np.asarray(b),
+        rtol=2e-5,
+        atol=1e-6,
+        err_msg=jax.tree_util.keystr(path),
+    )
 
 
 def test_padded_vocabulary_entries_get_zero_probability():
@@ -108,32 +133,45 @@ def test_chunked_loss_never_holds_the_whole_logits():
 
   def chunked(kernel, hidden):
     return loss.chunked_cross_entropy(
-        lambda h: h @ kernel, hidden, targets, weights, vocab_size=v,
-        chunk_len=256)[0]
+        lambda h: h @ kernel,
+        hidden,
+        targets,
+        weights,
+        vocab_size=v,
+        chunk_len=256,
+    )[0]
 
   temp = {}
   for name, fn in (("whole", whole), ("chunked", chunked)):
-    compiled = jax.jit(jax.grad(fn, argnums=(0, 1))).lower(
-        kernel, hidden).compile()
+    compiled = (
+        jax.jit(jax.grad(fn, argnums=(0, 1))).lower(kernel, hidden).compile()
+    )
     temp[name] = compiled.memory_analysis().temp_size_in_bytes
-  print(f"\ntemporaries: whole {temp['whole'] / 2**20:.0f} MiB, chunked "
-        f"{temp['chunked'] / 2**20:.0f} MiB (logits {logits_bytes / 2**20:.0f}"
-        " MiB)")
+  print(
+      f"\ntemporaries: whole {temp['whole'] / 2**20:.0f} MiB, chunked "
+      f"{temp['chunked'] / 2**20:.0f} MiB (logits {logits_bytes / 2**20:.0f}"
+      " MiB)"
+  )
   assert temp["whole"] >= 2 * logits_bytes
   assert temp["chunked"] < min(logits_bytes, 5 * logits_bytes * 256 // n)
-  np.testing.assert_allclose(float(jax.jit(chunked)(kernel, hidden)),
-                             float(jax.jit(whole)(kernel, hidden)), rtol=1e-5)
+  np.testing.assert_allclose(
+      float(jax.jit(chunked)(kernel, hidden)),
+      float(jax.jit(whole)(kernel, hidden)),
+      rtol=1e-5,
+  )
 
 
 def test_cross_entropy_masks_padding_columns():
   logits = jnp.asarray([[[0.0, 0.0, 50.0]]])
-  ce, _ = loss.cross_entropy(logits, jnp.asarray([[0]]), jnp.ones((1, 1)),
-                             vocab_size=2)
+  ce, _ = loss.cross_entropy(
+      logits, jnp.asarray([[0]]), jnp.ones((1, 1)), vocab_size=2
+  )
   np.testing.assert_allclose(float(ce), np.log(2.0), rtol=1e-6)
 
 
 def test_bad_loss_chunk_len_is_named():
   from experiments import shakespeare  # pylint: disable=g-import-not-at-top
+
   config = shakespeare.get_config("tiny")
   config.train.loss_chunk_len = -1
   with pytest.raises(ValueError, match="train.loss_chunk_len=-1: must be"):

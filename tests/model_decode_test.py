@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Cached decoding of TransformerLM reproduces teacher forcing.
 
 Each check runs k-means training, the teacher-forced forward pass and 80
@@ -24,11 +26,23 @@ STEPS = 80
 # Tiny blocks, windows and relative range: 80 steps wrap the local ring (16
 # slots) and every routing ring (window 6) many times and clip the Shaw
 # offsets (±10). max_len 32 < 80: decoding goes past the training length.
-TEXT = dict(vocab_size=32, num_layers=2, d_model=32, num_heads=4,
-            num_routing_heads=2, routing_layers="1", d_ff=64,
-            query_block=8, memory_flange=8, num_clusters=3, window=6,
-            max_len=32, max_relative_position=10, residual_dropout=0.0,
-            kmeans_decay=0.9)
+TEXT = dict(
+    vocab_size=32,
+    num_layers=2,
+    d_model=32,
+    num_heads=4,
+    num_routing_heads=2,
+    routing_layers="1",
+    d_ff=64,
+    query_block=8,
+    memory_flange=8,
+    num_clusters=3,
+    window=6,
+    max_len=32,
+    max_relative_position=10,
+    residual_dropout=0.0,
+    kmeans_decay=0.9,
+)
 
 
 def _variables(model, seed=0):
@@ -40,7 +54,8 @@ def _variables(model, seed=0):
   `init`, the most expensive program of these tiny models.
   """
   abstract = jax.eval_shape(
-      lambda: nn.unbox(M.init_variables(model, jax.random.key(0), 1, 16)))
+      lambda: nn.unbox(M.init_variables(model, jax.random.key(0), 1, 16))
+  )
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
@@ -73,12 +88,18 @@ def _train_kmeans(model, variables, length, steps=3, batch=4, seed=7):
   def body(i, km):
     key = jax.random.fold_in(jax.random.key(seed), i)
     x = jax.random.randint(key, (batch, length), 0, model.config.vocab_size)
-    _, new = model.apply(dict(variables, kmeans=km), x, train=True,
-                         mutable=["kmeans"], rngs={"dropout": key})
+    _, new = model.apply(
+        dict(variables, kmeans=km),
+        x,
+        train=True,
+        mutable=["kmeans"],
+        rngs={"dropout": key},
+    )
     return new["kmeans"]
 
-  return dict(variables, kmeans=jax.lax.fori_loop(
-      0, steps, body, variables["kmeans"]))
+  return dict(
+      variables, kmeans=jax.lax.fori_loop(0, steps, body, variables["kmeans"])
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -107,8 +128,11 @@ def _forced_and_cached(cfg, prefill=0):
     first = jnp.zeros((b, 0, cfg.vocab_size))
     if prefill:
       (first, _), new = model.apply(
-          dict(variables, cache=state[1]), tokens[:, :prefill], prefill=True,
-          mutable=["cache"])
+          dict(variables, cache=state[1]),
+          tokens[:, :prefill],
+          prefill=True,
+          mutable=["cache"],
+      )
       state = (variables, new["cache"])
     state, stepped = jax.lax.scan(body, state, jnp.arange(prefill, n))
     stepped = jnp.concatenate([first, jnp.swapaxes(stepped, 0, 1)], 1)
@@ -126,7 +150,8 @@ def _run(cfg, n=STEPS, seed=0, prefill=0):
   model = rj.TransformerLM(cfg)
   variables = _variables(model, seed)
   forced, stepped, cache = _forced_and_cached(cfg, prefill)(
-      variables, _tokens(2, n, cfg.vocab_size, seed))
+      variables, _tokens(2, n, cfg.vocab_size, seed)
+  )
   return model, variables, np.asarray(forced), np.asarray(stepped), cache
 
 
@@ -136,15 +161,18 @@ CASES = {
     "routing_only": dict(TEXT, num_routing_heads=4, routing_layers="all"),
     "mixed_rope_scan": dict(TEXT, position="rope", scan_layers=True),
     "mixed_relative_scan": dict(TEXT, scan_layers=True),
-    "separate_qk_exclude_self": dict(TEXT, share_qk=False,
-                                     exclude_self=True),
+    "separate_qk_exclude_self": dict(TEXT, share_qk=False, exclude_self=True),
 }
 SLOW = ("local_only", "routing_only", "mixed_rope_scan", "mixed_relative_scan")
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k
-    for k in CASES])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k
+        for k in CASES
+    ],
+)
 def test_cached_decoding_matches_teacher_forcing(name):
   cfg = rj.ModelConfig(**CASES[name])
   model, variables, forced, stepped, cache = _run(cfg)
@@ -155,42 +183,68 @@ def test_cached_decoding_matches_teacher_forcing(name):
   # Constant-size cache: after 80 steps (> max_len 32) every cache leaf has
   # its initial shape, and none grows with the number of steps.
   init = jax.eval_shape(lambda: generation.init_cache(model, 2))
-  assert (jax.tree.map(lambda a: (a.shape, a.dtype), init)
-          == jax.tree.map(lambda a: (a.shape, a.dtype), cache))
+  assert jax.tree.map(lambda a: (a.shape, a.dtype), init) == jax.tree.map(
+      lambda a: (a.shape, a.dtype), cache
+  )
   assert max(max(a.shape) for a in jax.tree.leaves(cache)) < STEPS
-  big = jax.eval_shape(lambda: generation.init_cache(
-      rj.TransformerLM(cfg.replace(max_len=4096)), 2))
+  big = jax.eval_shape(
+      lambda: generation.init_cache(
+          rj.TransformerLM(cfg.replace(max_len=4096)), 2
+      )
+  )
   assert jax.tree.map(lambda a: a.shape, big) == jax.tree.map(
-      lambda a: a.shape, init)
+      lambda a: a.shape, init
+  )
 
 
 @pytest.mark.slow
 def test_image_model_decodes_like_teacher_forcing():
-  cfg = rj.ModelConfig(**dict(TEXT, vocab_size=256, position="learned2d",
-                              image_shape=(4, 4, 3), max_len=48, ffn="relu",
-                              scan_layers=True))
+  cfg = rj.ModelConfig(
+      **dict(
+          TEXT,
+          vocab_size=256,
+          position="learned2d",
+          image_shape=(4, 4, 3),
+          max_len=48,
+          ffn="relu",
+          scan_layers=True,
+      )
+  )
   _, _, forced, stepped, _ = _run(cfg, n=48)
   np.testing.assert_allclose(stepped, forced, atol=1e-4, rtol=0)
 
 
 def test_decode_length_limits():
-  image = rj.ModelConfig(**dict(TEXT, vocab_size=256, position="learned2d",
-                                image_shape=(4, 4, 3), max_len=48))
+  image = rj.ModelConfig(
+      **dict(
+          TEXT,
+          vocab_size=256,
+          position="learned2d",
+          image_shape=(4, 4, 3),
+          max_len=48,
+      )
+  )
   generation.check_decode_length(image, 48)
   with pytest.raises(ValueError, match=r"learned2d.*max_len=48"):
     generation.check_decode_length(image, 49)
   for position in ("relative", "rope"):
     generation.check_decode_length(
-        rj.ModelConfig(**dict(TEXT, position=position)), 10**6)
+        rj.ModelConfig(**dict(TEXT, position=position)), 10**6
+    )
   topk = rj.ModelConfig(**dict(TEXT, routing="topk"))
   generation.check_decode_length(topk, 32)
   with pytest.raises(ValueError, match=r"topk.*max_len=32"):
     generation.check_decode_length(topk, 33)
 
 
-@pytest.mark.parametrize("name, prefill", [
-    ("mixed_relative_scan", 37), ("separate_qk_exclude_self", 50),
-    pytest.param("topk", 20, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "name, prefill",
+    [
+        ("mixed_relative_scan", 37),
+        ("separate_qk_exclude_self", 50),
+        pytest.param("topk", 20, marks=pytest.mark.slow),
+    ],
+)
 def test_prefill_then_decode_matches_token_by_token(name, prefill):
   """One parallel prefill pass leaves the cache of `prefill` decode steps.
 
@@ -204,8 +258,11 @@ def test_prefill_then_decode_matches_token_by_token(name, prefill):
   _, _, forced, stepped, cache = _run(cfg, n=n)
   _, _, _, prefilled, prefilled_cache = _run(cfg, n=n, prefill=prefill)
   np.testing.assert_allclose(prefilled, stepped, atol=1e-4, rtol=0)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
-               cache, prefilled_cache)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4),
+      cache,
+      prefilled_cache,
+  )
   if name != "topk":
     np.testing.assert_allclose(stepped, forced, atol=1e-4, rtol=0)
 
@@ -217,20 +274,27 @@ def test_generate_greedy_is_argmax_of_teacher_forced_logits():
   variables = _variables(model, seed=5)
   prompts = _tokens(2, 6, cfg.vocab_size, seed=5)
   lengths = jnp.array([2, 6], jnp.int32)
-  out = rj.generate(generation.step_fn(model),
-                    generation.initial_state(model, variables, 2), prompts,
-                    lengths, max_length=40, rng=jax.random.key(0),
-                    temperature=0.0)
+  out = rj.generate(
+      generation.step_fn(model),
+      generation.initial_state(model, variables, 2),
+      prompts,
+      lengths,
+      max_length=40,
+      rng=jax.random.key(0),
+      temperature=0.0,
+  )
   tokens = np.asarray(out.tokens)
   assert tokens.shape == (2, 40)
   np.testing.assert_array_equal(tokens[0, :2], np.asarray(prompts)[0, :2])
   np.testing.assert_array_equal(tokens[1, :6], np.asarray(prompts)[1])
-  logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x)[0])(
-      variables, jnp.asarray(tokens)))
+  logits = np.asarray(
+      jax.jit(lambda v, x: model.apply(v, x)[0])(variables, jnp.asarray(tokens))
+  )
   greedy = logits.argmax(-1)  # [2, 40]: prediction for position t + 1
   for row, length in enumerate([2, 6]):
-    np.testing.assert_array_equal(tokens[row, length:],
-                                  greedy[row, length - 1:-1])
+    np.testing.assert_array_equal(
+        tokens[row, length:], greedy[row, length - 1 : -1]
+    )
   assert len(set(tokens[0, 2:].tolist())) > 1  # not a degenerate constant
 
 
@@ -239,9 +303,17 @@ def test_sample_with_prefill_equals_sample_without():
   model = rj.TransformerLM(cfg)
   variables = _variables(model, seed=6)
   prompts = np.asarray(_tokens(2, 9, cfg.vocab_size, seed=6))
-  run = lambda prefill: np.asarray(generation.sample(
-      model, variables, prompts, 30, rng=jax.random.key(1), temperature=0.7,
-      use_prefill=prefill).tokens)
+  run = lambda prefill: np.asarray(
+      generation.sample(
+          model,
+          variables,
+          prompts,
+          30,
+          rng=jax.random.key(1),
+          temperature=0.7,
+          use_prefill=prefill,
+      ).tokens
+  )
   with_prefill = run(True)
   np.testing.assert_array_equal(with_prefill, run(False))
   np.testing.assert_array_equal(with_prefill[:, :9], prompts)
@@ -255,5 +327,6 @@ def test_decoding_a_model_still_warming_up_is_an_error():
     generation.initial_state(model, variables, 1)
   done = jax.tree_util.tree_map_with_path(
       lambda p, a: a + 4 if "num_updates" in jax.tree_util.keystr(p) else a,
-      variables)
+      variables,
+  )
   generation.initial_state(model, done, 1)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests for routing_jax.nn.model: causality, scan layout, golden params,
 config.
 
@@ -26,21 +28,40 @@ import routing_jax as rj
 from routing_jax.nn import layers
 from routing_jax.nn import model as M
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "testdata",
-                      "model_params_small.json")
+GOLDEN = os.path.join(
+    os.path.dirname(__file__), "testdata", "model_params_small.json"
+)
 
 # Small text model: 3 layers, local-only layer 0, layers 1 and 2 with 2 local
 # and 2 causal routing heads. Tiny blocks and windows so that 32 tokens span
 # several local blocks and routing windows. kmeans_decay 0.9 makes a few
 # training steps move the centroids visibly; dropout 0 keeps train=True
 # deterministic.
-TEXT = dict(vocab_size=32, num_layers=3, d_model=32, num_heads=4,
-            num_routing_heads=2, routing_layers="1,2", d_ff=64,
-            query_block=8, memory_flange=8, num_clusters=3, window=6,
-            max_len=32, max_relative_position=10, residual_dropout=0.0,
-            kmeans_decay=0.9)
-IMAGE = dict(TEXT, vocab_size=256, position="learned2d",
-             image_shape=(4, 4, 3), max_len=48, ffn="relu")
+TEXT = dict(
+    vocab_size=32,
+    num_layers=3,
+    d_model=32,
+    num_heads=4,
+    num_routing_heads=2,
+    routing_layers="1,2",
+    d_ff=64,
+    query_block=8,
+    memory_flange=8,
+    num_clusters=3,
+    window=6,
+    max_len=32,
+    max_relative_position=10,
+    residual_dropout=0.0,
+    kmeans_decay=0.9,
+)
+IMAGE = dict(
+    TEXT,
+    vocab_size=256,
+    position="learned2d",
+    image_shape=(4, 4, 3),
+    max_len=48,
+    ffn="relu",
+)
 GOLDEN_CFG = dict(TEXT, routing_layers="1", emb_dim=16)
 
 
@@ -57,7 +78,8 @@ def _variables(model, seed=0):
   with one pseudo-observation each (ema_count 1, ema_sums = centroids).
   """
   abstract = jax.eval_shape(
-      lambda: nn.unbox(M.init_variables(model, jax.random.key(0), 1, 16)))
+      lambda: nn.unbox(M.init_variables(model, jax.random.key(0), 1, 16))
+  )
   rng = np.random.default_rng(seed)
 
   def fill(path, leaf):
@@ -93,8 +115,13 @@ def _train_kmeans(model, variables, steps=3, batch=4, length=32, seed=7):
   def body(i, km):
     key = jax.random.fold_in(jax.random.key(seed), i)
     x = jax.random.randint(key, (batch, length), 0, vocab)
-    _, new = model.apply(dict(variables, kmeans=km), x, train=True,
-                         mutable=["kmeans"], rngs={"dropout": key})
+    _, new = model.apply(
+        dict(variables, kmeans=km),
+        x,
+        train=True,
+        mutable=["kmeans"],
+        rngs={"dropout": key},
+    )
     return new["kmeans"]
 
   km = jax.lax.fori_loop(0, steps, body, variables["kmeans"])
@@ -123,7 +150,7 @@ def _perturbed_batch(n, vocab, cuts, seed=0):
   rows = [base]
   for i in cuts:
     row = base.copy()
-    row[i + 1:] = rng.integers(0, vocab, n - i - 1)
+    row[i + 1 :] = rng.integers(0, vocab, n - i - 1)
     rows.append(row)
   return jnp.asarray(np.stack(rows), jnp.int32)
 
@@ -136,20 +163,30 @@ def _causality_gaps(cfg, n):
   past, future = [], []
   for j, i in enumerate(cuts):
     diff = np.abs(logits[j + 1] - logits[0]).max(-1)  # [n]
-    past.append(diff[:i + 1].max())
-    future.append(diff[i + 1:].max())
+    past.append(diff[: i + 1].max())
+    future.append(diff[i + 1 :].max())
   return np.array(past), np.array(future)
 
 
-@pytest.mark.parametrize("name,kw,n", [
-    ("mixed_relative", dict(TEXT), 32),
-    # Both layer layouts: python loop above, nn.scan segments here.
-    pytest.param("mixed_rope_scan",
-                 dict(TEXT, position="rope", scan_layers=True), 32,
-                 marks=pytest.mark.slow),
-    pytest.param("image_learned2d_scan", dict(IMAGE, scan_layers=True), 48,
-                 marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "name,kw,n",
+    [
+        ("mixed_relative", dict(TEXT), 32),
+        # Both layer layouts: python loop above, nn.scan segments here.
+        pytest.param(
+            "mixed_rope_scan",
+            dict(TEXT, position="rope", scan_layers=True),
+            32,
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            "image_learned2d_scan",
+            dict(IMAGE, scan_layers=True),
+            48,
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
 def test_causal_whole_model(name, kw, n):
   """Logits at positions <= i do not move when tokens after i change."""
   del name
@@ -184,9 +221,13 @@ def _eval_and_train(cfg):
 
   def fn(variables, tokens):
     logits, aux = model.apply(variables, tokens)
-    (tlogits, _), new = model.apply(variables, tokens, train=True,
-                                    mutable=["kmeans"],
-                                    rngs={"dropout": jax.random.key(0)})
+    (tlogits, _), new = model.apply(
+        variables,
+        tokens,
+        train=True,
+        mutable=["kmeans"],
+        rngs={"dropout": jax.random.key(0)},
+    )
     return logits, aux, tlogits, new["kmeans"]
 
   return jax.jit(fn)
@@ -195,34 +236,46 @@ def _eval_and_train(cfg):
 def _assert_trees_close(a, b, atol):
   assert jax.tree.structure(a) == jax.tree.structure(b)
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol,
-                               rtol=0)
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=atol, rtol=0)
 
 
-@pytest.mark.parametrize("remat", [
-    "none", pytest.param("full", marks=pytest.mark.slow),
-    pytest.param("dots_saveable", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "remat",
+    [
+        "none",
+        pytest.param("full", marks=pytest.mark.slow),
+        pytest.param("dots_saveable", marks=pytest.mark.slow),
+    ],
+)
 def test_scan_matches_python_loop(remat):
   loop_cfg = _cfg(SCAN_CFG)
   scan_cfg = _cfg(SCAN_CFG, scan_layers=True, remat_policy=remat)
   assert [s[1:] for s in M.segments(loop_cfg.routing_mask())] == [
-      (0, 1), (1, 1), (2, 1)]
+      (0, 1),
+      (1, 1),
+      (2, 1),
+  ]
   loop_vars = _variables(rj.TransformerLM(loop_cfg))
   scan_vars = {c: M.loop_to_scan(t, scan_cfg) for c, t in loop_vars.items()}
   # The converted tree has exactly the scanned model's structure.
-  scan_abstract = jax.eval_shape(lambda: nn.unbox(M.init_variables(
-      rj.TransformerLM(scan_cfg), jax.random.key(0), 1, 16)))
-  assert (jax.tree.map(lambda a: a.shape, scan_abstract)
-          == jax.tree.map(lambda a: a.shape, scan_vars))
+  scan_abstract = jax.eval_shape(
+      lambda: nn.unbox(
+          M.init_variables(rj.TransformerLM(scan_cfg), jax.random.key(0), 1, 16)
+      )
+  )
+  assert jax.tree.map(lambda a: a.shape, scan_abstract) == jax.tree.map(
+      lambda a: a.shape, scan_vars
+  )
   tokens = _perturbed_batch(32, 32, [5])
   ref = _eval_and_train(loop_cfg)(loop_vars, tokens)
   got = _eval_and_train(scan_cfg)(scan_vars, tokens)
   _assert_trees_close(ref[:3], got[:3], atol=1e-5)
   # Same k-means update, once converted back to the loop layout.
   _assert_trees_close(ref[3], M.scan_to_loop(got[3], scan_cfg), atol=1e-6)
-  assert not np.allclose(ref[3]["layer_1"]["routing"]["kmeans"]["centroids"],
-                         loop_vars["kmeans"]["layer_1"]["routing"]["kmeans"][
-                             "centroids"])
+  assert not np.allclose(
+      ref[3]["layer_1"]["routing"]["kmeans"]["centroids"],
+      loop_vars["kmeans"]["layer_1"]["routing"]["kmeans"]["centroids"],
+  )
 
 
 def test_loop_scan_conversion_round_trips():
@@ -264,35 +317,46 @@ def _param_table(cfg):
   """path -> {shape, dtype, axes} of the boxed init tree (params, kmeans)."""
   model = rj.TransformerLM(cfg)
   boxed = jax.eval_shape(
-      lambda: M.init_variables(model, jax.random.key(0), 1, 16))
+      lambda: M.init_variables(model, jax.random.key(0), 1, 16)
+  )
   table = {}
   leaves = jax.tree_util.tree_flatten_with_path(
-      boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))[0]
+      boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned)
+  )[0]
   for path, leaf in leaves:
     value = leaf.value if isinstance(leaf, nn.Partitioned) else leaf
     names = leaf.names if isinstance(leaf, nn.Partitioned) else None
     key = "/".join(str(p.key) for p in path)
-    table[key] = {"shape": list(value.shape), "dtype": str(value.dtype),
-                  "axes": None if names is None else list(names)}
+    table[key] = {
+        "shape": list(value.shape),
+        "dtype": str(value.dtype),
+        "axes": None if names is None else list(names),
+    }
   return table
 
 
 def _golden_tables():
-  return {"loop": _param_table(_cfg(GOLDEN_CFG)),
-          "scan": _param_table(_cfg(GOLDEN_CFG, scan_layers=True))}
+  return {
+      "loop": _param_table(_cfg(GOLDEN_CFG)),
+      "scan": _param_table(_cfg(GOLDEN_CFG, scan_layers=True)),
+  }
 
 
 def _dump_golden():
   """Rewrites the golden file from the current model (review the diff!)."""
   os.makedirs(os.path.dirname(GOLDEN), exist_ok=True)
-  config = {k: list(v) if isinstance(v, tuple) else v
-            for k, v in sorted(GOLDEN_CFG.items())}
+  config = {
+      k: list(v) if isinstance(v, tuple) else v
+      for k, v in sorted(GOLDEN_CFG.items())
+  }
   lines = ["{", f' "config": {json.dumps(config)},']
   tables = _golden_tables()
   for i, (layout, table) in enumerate(sorted(tables.items())):
     lines.append(f" {json.dumps(layout)}: {{")
-    rows = [f"  {json.dumps(path)}: {json.dumps(table[path], sort_keys=True)}"
-            for path in sorted(table)]
+    rows = [
+        f"  {json.dumps(path)}: {json.dumps(table[path], sort_keys=True)}"
+        for path in sorted(table)
+    ]
     lines.append(",\n".join(rows))
     lines.append(" }" + ("," if i < len(tables) - 1 else ""))
   lines.append("}")
@@ -305,8 +369,9 @@ def test_golden_param_shapes_dtypes_and_axes():
     _dump_golden()
   with open(GOLDEN) as f:
     golden = json.load(f)
-  assert golden["config"] == {k: list(v) if isinstance(v, tuple) else v
-                              for k, v in GOLDEN_CFG.items()}
+  assert golden["config"] == {
+      k: list(v) if isinstance(v, tuple) else v for k, v in GOLDEN_CFG.items()
+  }
   got = _golden_tables()
   for layout in ("loop", "scan"):
     assert got[layout] == golden[layout], layout
@@ -318,8 +383,11 @@ def test_golden_param_shapes_dtypes_and_axes():
       # Float32 everywhere but the k-means update counter (an integer).
       want = "int32" if path.endswith("/num_updates") else "float32"
       assert entry["dtype"] == want, path
-  assert all(e["axes"][0] == "layers" for p, e in got["scan"].items()
-             if p.split("/")[1].startswith("layers_"))
+  assert all(
+      e["axes"][0] == "layers"
+      for p, e in got["scan"].items()
+      if p.split("/")[1].startswith("layers_")
+  )
 
 
 def test_each_logical_axis_name_has_one_size():
@@ -339,14 +407,18 @@ def test_image_model_runs_and_embeds_previous_subpixel_channel():
   cfg = _cfg(IMAGE)
   model = rj.TransformerLM(cfg)
   variables = _variables(model, seed=3)
-  tokens = jnp.asarray(np.random.default_rng(1).integers(0, 256, (2, 48)),
-                       jnp.int32)
+  tokens = jnp.asarray(
+      np.random.default_rng(1).integers(0, 256, (2, 48)), jnp.int32
+  )
 
   @jax.jit
   def run(variables, tokens):
     (logits, _), inter = model.apply(
-        variables, tokens, capture_intermediates=lambda m, _: m.name == "embed",
-        mutable=["intermediates"])
+        variables,
+        tokens,
+        capture_intermediates=lambda m, _: m.name == "embed",
+        mutable=["intermediates"],
+    )
     return logits, inter["intermediates"]["embed"]["__call__"][0]
 
   logits, emb = run(variables, tokens)
@@ -355,8 +427,11 @@ def test_image_model_runs_and_embeds_previous_subpixel_channel():
   # previous sub-pixel's value with the previous channel's table block,
   # scaled by √d, plus the row and column embeddings of its own channel.
   p = jax.tree.map(np.asarray, variables["params"]["embed"])
-  table, rows, cols = (p["subpixel_embedding"], p["row_embedding"],
-                       p["col_embedding"])
+  table, rows, cols = (
+      p["subpixel_embedding"],
+      p["row_embedding"],
+      p["col_embedding"],
+  )
   h, w, c = cfg.image_shape
   tok = np.asarray(tokens)
   want = np.zeros((2, 48, cfg.d_model))
@@ -366,12 +441,12 @@ def test_image_model_runs_and_embeds_previous_subpixel_channel():
       want[b, i] = rows[r, ch] + cols[col, ch]
       if i > 0:
         prev_ch = (i - 1) % c
-        want[b, i] += table[prev_ch * 256 + tok[b, i]] * math.sqrt(
-            cfg.d_model)
+        want[b, i] += table[prev_ch * 256 + tok[b, i]] * math.sqrt(cfg.d_model)
   np.testing.assert_allclose(np.asarray(emb), want, atol=1e-5, rtol=1e-5)
   # And the standalone module agrees with the model's embedding.
   direct = layers.ImageEmbed(cfg.image_shape, cfg.d_model).apply(
-      {"params": p}, tokens, jnp.arange(48))
+      {"params": p}, tokens, jnp.arange(48)
+  )
   np.testing.assert_allclose(np.asarray(direct), want, atol=1e-5, rtol=1e-5)
 
 
@@ -383,24 +458,27 @@ def test_image_size_mismatch_is_an_error():
 # ------------------------------------------------------------- bad config
 
 
-@pytest.mark.parametrize("kw,field", [
-    (dict(d_model=30, num_heads=4), "num_heads"),
-    (dict(num_routing_heads=5), "num_routing_heads"),
-    (dict(routing_layers="0,7"), "routing_layers"),
-    (dict(routing_layers="last:9"), "routing_layers"),
-    (dict(routing_layers="1;2"), "routing_layers"),
-    (dict(window=0), "window"),
-    (dict(num_clusters=0), "num_clusters"),
-    (dict(ffn="swiglu"), "ffn"),
-    (dict(norm="sandwich"), "norm"),
-    (dict(position="alibi"), "position"),
-    (dict(routing="lsh"), "routing"),
-    (dict(routing="causal", causal=False), "routing"),
-    (dict(memory_flange=12), "memory_flange"),
-    (dict(image_shape=(4, 4, 2)), "image_shape"),
-    (dict(IMAGE, image_shape=(4, 4, 2)), "image_shape"),
-    (dict(residual_dropout=1.0), "residual_dropout"),
-])
+@pytest.mark.parametrize(
+    "kw,field",
+    [
+        (dict(d_model=30, num_heads=4), "num_heads"),
+        (dict(num_routing_heads=5), "num_routing_heads"),
+        (dict(routing_layers="0,7"), "routing_layers"),
+        (dict(routing_layers="last:9"), "routing_layers"),
+        (dict(routing_layers="1;2"), "routing_layers"),
+        (dict(window=0), "window"),
+        (dict(num_clusters=0), "num_clusters"),
+        (dict(ffn="swiglu"), "ffn"),
+        (dict(norm="sandwich"), "norm"),
+        (dict(position="alibi"), "position"),
+        (dict(routing="lsh"), "routing"),
+        (dict(routing="causal", causal=False), "routing"),
+        (dict(memory_flange=12), "memory_flange"),
+        (dict(image_shape=(4, 4, 2)), "image_shape"),
+        (dict(IMAGE, image_shape=(4, 4, 2)), "image_shape"),
+        (dict(residual_dropout=1.0), "residual_dropout"),
+    ],
+)
 def test_bad_config_names_the_field(kw, field):
   with pytest.raises(ValueError, match=rf"model\.{field}\b"):
     _cfg(TEXT, **kw)
@@ -422,9 +500,15 @@ def test_config_is_frozen_and_routing_mask_parses():
     cfg.num_layers = 4  # pytype: disable=not-writable
   assert cfg.routing_mask() == (False, True, True)
   assert _cfg(TEXT, routing_layers="last:1").routing_mask() == (
-      False, False, True)
+      False,
+      False,
+      True,
+  )
   assert _cfg(TEXT, routing_layers="skip_first:1").routing_mask() == (
-      False, True, True)
+      False,
+      True,
+      True,
+  )
   # Routing settings are not checked when nothing routes.
   assert _cfg(TEXT, routing_layers="none", window=0).window == 0
 
@@ -448,8 +532,11 @@ def test_kmeans_loss_is_the_sum_of_per_layer_losses():
   @jax.jit
   def run(variables, tokens):
     (_, aux), inter = model.apply(
-        variables, tokens, mutable=["intermediates"],
-        capture_intermediates=lambda m, _: m.name == "query")
+        variables,
+        tokens,
+        mutable=["intermediates"],
+        capture_intermediates=lambda m, _: m.name == "query",
+    )
     return aux, inter["intermediates"]
 
   aux, inter = run(variables, tokens)
@@ -458,25 +545,31 @@ def test_kmeans_loss_is_the_sum_of_per_layer_losses():
   for layer in ("layer_1", "layer_2"):
     q = np.asarray(inter[layer]["routing"]["query"]["__call__"][0])
     x = _layer_norm(q.reshape(q.shape[:2] + (h, d)))  # [b, n, h, d]
-    mu = np.asarray(variables["kmeans"][layer]["routing"]["kmeans"][
-        "centroids"], np.float64)  # [h, k, d]
+    mu = np.asarray(
+        variables["kmeans"][layer]["routing"]["kmeans"]["centroids"], np.float64
+    )  # [h, k, d]
     assign = np.einsum("bnhd,hkd->bnhk", x, mu).argmax(-1)  # [b, n, h]
     picked = mu[np.arange(h)[None, None], assign]
     losses.append(cfg.commitment_weight * np.mean((x - picked) ** 2))
-    counts = np.stack([(assign[..., i, None] == np.arange(k)).sum((0, 1))
-                       for i in range(h)])  # [h, k]
+    counts = np.stack(
+        [(assign[..., i, None] == np.arange(k)).sum((0, 1)) for i in range(h)]
+    )  # [h, k]
     share = counts / counts.sum(-1, keepdims=True)
-    ent = -np.sum(np.where(share > 0, share * np.log(np.maximum(share, 1e-30)),
-                           0), -1)
-    stats.append({"entropy": ent.mean(),
-                  "empty_fraction": (counts == 0).mean(),
-                  "max_share": share.max(-1).mean()})
+    ent = -np.sum(
+        np.where(share > 0, share * np.log(np.maximum(share, 1e-30)), 0), -1
+    )
+    stats.append({
+        "entropy": ent.mean(),
+        "empty_fraction": (counts == 0).mean(),
+        "max_share": share.max(-1).mean(),
+    })
   assert "layer_0" not in inter or "routing" not in inter["layer_0"]
   np.testing.assert_allclose(aux["kmeans_loss"], sum(losses), rtol=1e-4)
   assert aux["kmeans_loss"] > 0
   for key in ("entropy", "empty_fraction", "max_share"):
-    np.testing.assert_allclose(aux[key], np.mean([s[key] for s in stats]),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        aux[key], np.mean([s[key] for s in stats]), rtol=1e-5, atol=1e-6
+    )
   assert 0 <= aux["entropy"] <= math.log(k) + 1e-6
   assert 0 <= aux["empty_fraction"] <= 1
   assert 1 / k - 1e-6 <= aux["max_share"] <= 1
@@ -487,8 +580,9 @@ def test_kmeans_loss_is_the_sum_of_per_layer_losses():
 
 def test_tied_factorised_prenorm_model_without_routing():
   """Tied output through the factorised table; no routing: zero aux."""
-  cfg = _cfg(TEXT, tie_embeddings=True, emb_dim=16, norm="pre",
-             routing_layers="none")
+  cfg = _cfg(
+      TEXT, tie_embeddings=True, emb_dim=16, norm="pre", routing_layers="none"
+  )
   model = rj.TransformerLM(cfg)
   variables = _variables(model, seed=2)
   assert "kmeans" not in variables
@@ -497,25 +591,38 @@ def test_tied_factorised_prenorm_model_without_routing():
   @jax.jit
   def run(variables, tokens):
     (logits, aux), inter = model.apply(
-        variables, tokens, mutable=["intermediates"],
-        capture_intermediates=lambda m, _: m.name == "out_emb")
+        variables,
+        tokens,
+        mutable=["intermediates"],
+        capture_intermediates=lambda m, _: m.name == "out_emb",
+    )
     return logits, aux, inter["intermediates"]["out_emb"]["__call__"][0]
 
   logits, aux, hidden = run(variables, tokens)
   table = np.asarray(variables["params"]["embed"]["embedding"])  # [V, E]
   assert hidden.shape == (2, 32, 16)
-  np.testing.assert_allclose(np.asarray(logits),
-                             np.einsum("bne,ve->bnv", hidden, table),
-                             atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(
+      np.asarray(logits),
+      np.einsum("bne,ve->bnv", hidden, table),
+      atol=1e-4,
+      rtol=1e-4,
+  )
   assert {k: float(v) for k, v in aux.items()} == {
-      "kmeans_loss": 0.0, "entropy": 0.0, "empty_fraction": 0.0,
-      "max_share": 0.0}
+      "kmeans_loss": 0.0,
+      "entropy": 0.0,
+      "empty_fraction": 0.0,
+      "max_share": 0.0,
+  }
 
 
 def _tree_shapes(cfg):
   model = rj.TransformerLM(cfg)
-  return jax.tree.map(lambda a: a.shape, jax.eval_shape(
-      lambda: nn.unbox(M.init_variables(model, jax.random.key(0), 1, 16))))
+  return jax.tree.map(
+      lambda a: a.shape,
+      jax.eval_shape(
+          lambda: nn.unbox(M.init_variables(model, jax.random.key(0), 1, 16))
+      ),
+  )
 
 
 def test_embedding_and_norm_options_shape_the_param_tree():
@@ -527,7 +634,8 @@ def test_embedding_and_norm_options_shape_the_param_tree():
   tied = _tree_shapes(_cfg(TEXT, tie_embeddings=True))["params"]
   assert "logits" not in tied
   assert jax.tree.structure(dict(tied, logits=base["logits"])) == (
-      jax.tree.structure(base))
+      jax.tree.structure(base)
+  )
 
   fact = _tree_shapes(_cfg(TEXT, emb_dim=16))["params"]
   assert fact["embed"]["embedding"] == (32, 16)
@@ -540,8 +648,10 @@ def test_embedding_and_norm_options_shape_the_param_tree():
   assert {k: v for k, v in pre.items() if k != "final_norm"} == base
 
   relu = _tree_shapes(_cfg(TEXT, ffn="relu"))["params"]["layer_0"]["ffn"]
-  assert relu == {"wi": {"kernel": (32, 64), "bias": (64,)},
-                  "wo": {"kernel": (64, 32), "bias": (32,)}}
+  assert relu == {
+      "wi": {"kernel": (32, 64), "bias": (64,)},
+      "wo": {"kernel": (64, 32), "bias": (32,)},
+  }
 
 
 def test_embedding_dropout_acts_before_the_projection():
@@ -551,12 +661,14 @@ def test_embedding_dropout_acts_before_the_projection():
   would zero about half of the outputs exactly; before it, an output is 0
   only if all 8 inputs to it were dropped (probability 2^-8).
   """
-  embed = layers.TextEmbed(vocab_size=32, emb_dim=8, d_model=64,
-                           dropout=0.5)
+  embed = layers.TextEmbed(vocab_size=32, emb_dim=8, d_model=64, dropout=0.5)
   tokens = jnp.arange(32)[None]
   variables = nn.unbox(embed.init(jax.random.key(0), tokens))
-  x = np.asarray(embed.apply(variables, tokens, train=True,
-                             rngs={"dropout": jax.random.key(1)}))
+  x = np.asarray(
+      embed.apply(
+          variables, tokens, train=True, rngs={"dropout": jax.random.key(1)}
+      )
+  )
   assert (x == 0).mean() < 0.05
   rows = np.asarray(variables["params"]["embedding"])[:32]
   # Each output row is the projection of the table row with some of its 8

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests for routing_jax.training.optim: schedules, the weight-decay mask,
 training."""
 
@@ -34,53 +36,84 @@ def _values(schedule, steps):
 def test_rsqrt_schedule():
   lr, w = 0.01, 10000
   sched = optim.learning_rate_schedule(
-      _train_config(schedule="rsqrt", lr=lr, warmup_steps=w))
+      _train_config(schedule="rsqrt", lr=lr, warmup_steps=w)
+  )
   steps = [0, 1, 5000, 10000, 10001, 40000, 1000000]
   expected = [lr * math.sqrt(w) / math.sqrt(max(s, w)) for s in steps]
   np.testing.assert_allclose(_values(sched, steps), expected, rtol=1e-6)
   assert _values(sched, [40000]) == pytest.approx([lr / 2])
   # Without warmup: lr / sqrt(step), flat at lr for step 0.
   sched = optim.learning_rate_schedule(
-      _train_config(schedule="rsqrt", lr=lr, warmup_steps=0))
-  np.testing.assert_allclose(_values(sched, [0, 1, 4, 100]),
-                             [lr, lr, lr / 2, lr / 10], rtol=1e-6)
+      _train_config(schedule="rsqrt", lr=lr, warmup_steps=0)
+  )
+  np.testing.assert_allclose(
+      _values(sched, [0, 1, 4, 100]), [lr, lr, lr / 2, lr / 10], rtol=1e-6
+  )
 
 
 def test_cosine_schedule():
   lr, w, total = 2e-3, 100, 1000
   sched = optim.learning_rate_schedule(
-      _train_config(schedule="cosine", lr=lr, warmup_steps=w, steps=total))
+      _train_config(schedule="cosine", lr=lr, warmup_steps=w, steps=total)
+  )
   steps = [0, 50, 100, 325, 550, 775, 1000, 1200]
-  expected = [0.0, lr / 2, lr,
-              lr * 0.5 * (1 + math.cos(math.pi * 225 / 900)), lr / 2,
-              lr * 0.5 * (1 + math.cos(math.pi * 675 / 900)), 0.0, 0.0]
-  np.testing.assert_allclose(_values(sched, steps), expected, rtol=1e-5,
-                             atol=1e-10)
+  expected = [
+      0.0,
+      lr / 2,
+      lr,
+      lr * 0.5 * (1 + math.cos(math.pi * 225 / 900)),
+      lr / 2,
+      lr * 0.5 * (1 + math.cos(math.pi * 675 / 900)),
+      0.0,
+      0.0,
+  ]
+  np.testing.assert_allclose(
+      _values(sched, steps), expected, rtol=1e-5, atol=1e-10
+  )
 
 
 def test_constant_schedule():
   lr = 3e-4
   sched = optim.learning_rate_schedule(
-      _train_config(schedule="constant", lr=lr, warmup_steps=10))
-  np.testing.assert_allclose(_values(sched, [0, 5, 10, 11, 10**6]),
-                             [0.0, lr / 2, lr, lr, lr], rtol=1e-6)
+      _train_config(schedule="constant", lr=lr, warmup_steps=10)
+  )
+  np.testing.assert_allclose(
+      _values(sched, [0, 5, 10, 11, 10**6]),
+      [0.0, lr / 2, lr, lr, lr],
+      rtol=1e-6,
+  )
   sched = optim.learning_rate_schedule(
-      _train_config(schedule="constant", lr=lr, warmup_steps=0))
+      _train_config(schedule="constant", lr=lr, warmup_steps=0)
+  )
   np.testing.assert_allclose(_values(sched, [0, 7]), [lr, lr], rtol=1e-6)
 
 
 @functools.lru_cache(maxsize=1)
 def _boxed_params():
   """A real TransformerLM tree with biases (relu FFN) and both norms."""
-  cfg = ModelConfig(vocab_size=256, num_layers=2, d_model=32, num_heads=4,
-                    num_routing_heads=2, d_ff=64, ffn="relu", norm="pre",
-                    emb_dim=16, query_block=16, memory_flange=16,
-                    max_relative_position=33, window=16, num_clusters=2,
-                    max_len=64)
+  cfg = ModelConfig(
+      vocab_size=256,
+      num_layers=2,
+      d_model=32,
+      num_heads=4,
+      num_routing_heads=2,
+      d_ff=64,
+      ffn="relu",
+      norm="pre",
+      emb_dim=16,
+      query_block=16,
+      memory_flange=16,
+      max_relative_position=33,
+      window=16,
+      num_clusters=2,
+      max_len=64,
+  )
   # Shapes only: the mask needs the tree, not values (no compile).
-  variables = jax.eval_shape(TransformerLM(cfg).init,
-                             {"params": jax.random.PRNGKey(0)},
-                             jnp.zeros((1, 64), jnp.int32))
+  variables = jax.eval_shape(
+      TransformerLM(cfg).init,
+      {"params": jax.random.PRNGKey(0)},
+      jnp.zeros((1, 64), jnp.int32),
+  )
   return variables["params"]
 
 
@@ -89,26 +122,42 @@ def _random_params():
   rng = np.random.default_rng(0)
   return jax.tree.map(
       lambda s: jnp.asarray(rng.normal(size=s.shape).astype(s.dtype)),
-      nn.meta.unbox(_boxed_params()))
+      nn.meta.unbox(_boxed_params()),
+  )
 
 
 def _paths(tree):
   is_box = lambda x: isinstance(x, nn.meta.Partitioned)
   return {
-      "/".join(str(getattr(k, "key", k)) for k in path
-               if getattr(k, "name", None) != "value"):
-      (leaf.value if is_box(leaf) else leaf)
+      "/".join(
+          str(getattr(k, "key", k))
+          for k in path
+          if getattr(k, "name", None) != "value"
+      ): (leaf.value if is_box(leaf) else leaf)
       for path, leaf in jax.tree_util.tree_leaves_with_path(
-          tree, is_leaf=lambda x: is_box(x) or isinstance(x, bool))}
+          tree, is_leaf=lambda x: is_box(x) or isinstance(x, bool)
+      )
+  }
 
 
-EXCLUDED = ["final_norm/scale", "final_norm/bias", "layer_0/attn_norm/scale",
-            "layer_1/ffn_norm/bias", "layer_0/ffn/wi/bias",
-            "layer_1/ffn/wo/bias", "logits/bias"]
-INCLUDED = ["embed/embedding", "layer_0/ffn/wi/kernel",
-            "layer_1/local/query/kernel", "layer_0/routing/value/kernel",
-            "layer_1/routing/out/kernel", "logits/kernel",
-            "layer_0/local/rel_key"]
+EXCLUDED = [
+    "final_norm/scale",
+    "final_norm/bias",
+    "layer_0/attn_norm/scale",
+    "layer_1/ffn_norm/bias",
+    "layer_0/ffn/wi/bias",
+    "layer_1/ffn/wo/bias",
+    "logits/bias",
+]
+INCLUDED = [
+    "embed/embedding",
+    "layer_0/ffn/wi/kernel",
+    "layer_1/local/query/kernel",
+    "layer_0/routing/value/kernel",
+    "layer_1/routing/out/kernel",
+    "logits/kernel",
+    "layer_0/local/rel_key",
+]
 
 
 @pytest.mark.parametrize("boxed", [True, False])
@@ -132,8 +181,14 @@ def test_decay_mask_on_a_real_model(boxed):
 def test_weight_decay_skips_masked_leaves(name):
   """With zero gradients the update is pure weight decay."""
   params = _random_params()
-  t = _train_config(optimizer=name, schedule="constant", warmup_steps=0,
-                    lr=0.1, weight_decay=0.5, grad_clip=1.0)
+  t = _train_config(
+      optimizer=name,
+      schedule="constant",
+      warmup_steps=0,
+      lr=0.1,
+      weight_decay=0.5,
+      grad_clip=1.0,
+  )
   tx = optim.create_optimizer(t)
   zeros = jax.tree.map(jnp.zeros_like, params)
   updates, _ = jax.jit(tx.update)(zeros, tx.init(params), params)
@@ -143,9 +198,13 @@ def test_weight_decay_skips_masked_leaves(name):
       np.testing.assert_array_equal(np.asarray(got[key]), 0.0, err_msg=key)
     elif name == "adamw":
       # Decoupled decay, scaled by the learning rate.
-      np.testing.assert_allclose(np.asarray(got[key]),
-                                 -0.1 * 0.5 * np.asarray(p[key]), rtol=1e-6,
-                                 atol=1e-12, err_msg=key)
+      np.testing.assert_allclose(
+          np.asarray(got[key]),
+          -0.1 * 0.5 * np.asarray(p[key]),
+          rtol=1e-6,
+          atol=1e-12,
+          err_msg=key,
+      )
     else:
       # Adafactor: the reference's L2 term, gradient 0.5·v, rescaled by
       # Adafactor; every step shrinks each weight towards zero.
@@ -158,32 +217,44 @@ def test_unknown_optimizer_is_rejected():
     optim.create_optimizer(_train_config(optimizer="sgd"))
 
 
-@pytest.mark.parametrize("name, lr, schedule, warmup, decay, min_drop", [
-    # The training tests' configuration (the compiled step is shared).
-    ("adamw", 2e-3, "constant", 0, 0.1, 1.0),
-    # The paper's: flat 0.01 for 10k steps, steps relative to the parameter
-    # scale, so it moves slowly at first, and no weight decay (Adafactor's
-    # decay is per step, not scaled by the learning rate: 0.1 would shrink
-    # every weight by 10% a step).
-    ("adafactor", 0.01, "rsqrt", 10000, 0.0, 0.05),
-])
-def test_optimizer_reduces_the_loss(name, lr, schedule, warmup, decay,
-                                    min_drop):
+@pytest.mark.parametrize(
+    "name, lr, schedule, warmup, decay, min_drop",
+    [
+        # The training tests' configuration (the compiled step is shared).
+        ("adamw", 2e-3, "constant", 0, 0.1, 1.0),
+        # The paper's: flat 0.01 for 10k steps, steps relative to the parameter
+        # scale, so it moves slowly at first, and no weight decay (Adafactor's
+        # decay is per step, not scaled by the learning rate: 0.1 would shrink
+        # every weight by 10% a step).
+        ("adafactor", 0.01, "rsqrt", 10000, 0.0, 0.05),
+    ],
+)
+def test_optimizer_reduces_the_loss(
+    name, lr, schedule, warmup, decay, min_drop
+):
   """20 steps on one fixed batch of Shakespeare: the loss must drop."""
   config = shakespeare.get_config("tiny")
   config.model.num_heads = 4
   config.model.num_routing_heads = 2
   t = config.train
   t.optimizer, t.lr, t.schedule, t.warmup_steps, t.weight_decay = (
-      name, lr, schedule, warmup, decay)
+      name,
+      lr,
+      schedule,
+      warmup,
+      decay,
+  )
   t.steps = 20
   model_cfg = train.validate_config(config)
-  mesh = sharding.create_mesh(dict(data=1, fsdp=1, tensor=1),
-                              devices=jax.devices()[:1])
-  trainer, state = train.build_trainer(config, mesh, sharding.logical_rules(),
-                                       model_cfg)
-  batch = next(input_pipeline.create_datasets(config.data,
-                                              vocab_size=256).train)
+  mesh = sharding.create_mesh(
+      dict(data=1, fsdp=1, tensor=1), devices=jax.devices()[:1]
+  )
+  trainer, state = train.build_trainer(
+      config, mesh, sharding.logical_rules(), model_cfg
+  )
+  batch = next(
+      input_pipeline.create_datasets(config.data, vocab_size=256).train
+  )
   gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
   losses = []
   for _ in range(t.steps):

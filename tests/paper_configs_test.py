@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Every paper config builds its model abstractly (nothing allocated), and
 its parameter count matches an independent count from its hyperparameters.
 """
@@ -16,12 +18,20 @@ from routing_jax.training import sharding
 from routing_jax.training import train
 
 CONFIGS = [
-    ("cifar10", None), ("cifar10", "variant=local"),
-    ("cifar10", "variant=full"), ("cifar10", "variant=routing_last2"),
-    ("imagenet64", None), ("wikitext103", None), ("wikitext103", "variant=1k"),
-    ("enwik8", "variant=8k"), ("enwik8", "variant=12k"),
-    ("enwik8", "variant=local8k"), ("pg19", None), ("pg19", "variant=local"),
-    ("fashion_mnist", None), ("shakespeare", None),
+    ("cifar10", None),
+    ("cifar10", "variant=local"),
+    ("cifar10", "variant=full"),
+    ("cifar10", "variant=routing_last2"),
+    ("imagenet64", None),
+    ("wikitext103", None),
+    ("wikitext103", "variant=1k"),
+    ("enwik8", "variant=8k"),
+    ("enwik8", "variant=12k"),
+    ("enwik8", "variant=local8k"),
+    ("pg19", None),
+    ("pg19", "variant=local"),
+    ("fashion_mnist", None),
+    ("shakespeare", None),
 ]
 
 
@@ -69,20 +79,23 @@ def test_paper_config_param_count(name, arg):
   model = TransformerLM(cfg)
   length = min(cfg.max_len, 2 * cfg.query_block)
   shapes = jax.eval_shape(
-      lambda: model.init(jax.random.key(0),
-                         jnp.zeros((1, length), jnp.int32)))
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, length), jnp.int32))
+  )
   count = sum(x.size for x in jax.tree.leaves(shapes["params"]))
   # The paper settings train with the bf16 activation policy (float32
   # params), as does Fashion-MNIST at full size; Shakespeare stays float32.
   paper = name != "shakespeare"
   assert (cfg.dtype, cfg.param_dtype) == (
-      "bfloat16" if paper else "float32", "float32"), (name, arg)
+      "bfloat16" if paper else "float32",
+      "float32",
+  ), (name, arg)
   want = expected_params(cfg)
   assert abs(count - want) <= 0.01 * want, (name, arg, count, want)
   # k-means state: [heads, clusters, d] centroids and sums + counts, and
   # an update counter per head.
-  routed = sum(model_config.parse_routing_layers(cfg.routing_layers,
-                                                 cfg.num_layers))
+  routed = sum(
+      model_config.parse_routing_layers(cfg.routing_layers, cfg.num_layers)
+  )
   if cfg.num_routing_heads:
     km = sum(x.size for x in jax.tree.leaves(shapes.get("kmeans", {})))
     r, k, d = cfg.num_routing_heads, cfg.num_clusters, cfg.head_dim
@@ -95,25 +108,39 @@ def test_dryrun_cli_fakes_the_hardwares_devices_and_says_it_fits():
   devices, compiles the train step and ends with the fits line."""
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
+
   arg = "small"
   out = subprocess.run(
-      [sys.executable, "-m", "routing_jax.dryrun",
-       f"--config=experiments/pg19.py:{arg}",
-       "--config.hardware=8xh100_80gb"],
-      capture_output=True, text=True, timeout=300, check=True,
-      cwd=__import__("pathlib").Path(__file__).parents[1]).stdout
+      [
+          sys.executable,
+          "-m",
+          "routing_jax.dryrun",
+          f"--config=experiments/pg19.py:{arg}",
+          "--config.hardware=8xh100_80gb",
+      ],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=True,
+      cwd=__import__("pathlib").Path(__file__).parents[1],
+  ).stdout
   config = importlib.import_module("experiments.pg19").get_config(arg)
   want = expected_params(train.validate_config(config))
   assert f"parameters: {want:,}" in out
-  assert "over 8 devices (cpu)" in out and "compiled train step per device" in out
+  assert (
+      "over 8 devices (cpu)" in out and "compiled train step per device" in out
+  )
   last = out.strip().splitlines()[-1]
-  assert re.fullmatch(r"fits 8xh100_80gb: yes \(\d+\.\d\d GiB of 79\.6 GiB "
-                      r"per device\)", last), last
+  assert re.fullmatch(
+      r"fits 8xh100_80gb: yes \(\d+\.\d\d GiB of 79\.6 GiB " r"per device\)",
+      last,
+  ), last
 
 
-@pytest.mark.parametrize("name,arg", [c for c in CONFIGS
-                                      if c[0] not in ("fashion_mnist",
-                                                      "shakespeare")])
+@pytest.mark.parametrize(
+    "name,arg",
+    [c for c in CONFIGS if c[0] not in ("fashion_mnist", "shakespeare")],
+)
 def test_paper_configs_name_their_hardware_and_mesh(name, arg):
   """The target accelerator resolves, the mesh covers it, layers scan."""
   config = importlib.import_module(f"experiments.{name}").get_config(arg)
@@ -124,5 +151,6 @@ def test_paper_configs_name_their_hardware_and_mesh(name, arg):
   assert config.data.batch_size % (shape[0] * shape[1]) == 0
   assert config.model.scan_layers
   small = importlib.import_module(f"experiments.{name}").get_config(
-      "small" if arg is None else f"{arg},small")
+      "small" if arg is None else f"{arg},small"
+  )
   assert small.hardware == ""  # CPU-sized variants target no accelerator

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The README's module example runs as written."""
 
 import pathlib
@@ -12,11 +14,11 @@ def _block(marker: str) -> str:
 
 def test_readme_example_runs():
   namespace = {}
-  exec(compile(_block("readme-example"), "README example", "exec"),
-       namespace)
+  exec(compile(_block("readme-example"), "README example", "exec"), namespace)
   # The example trained one step: the k-means state moved, no gradient did.
   import jax
   import numpy as np
+
   old = jax.tree.leaves(namespace["variables"]["kmeans"])
   new = jax.tree.leaves(namespace["new_kmeans"])
   assert any(not np.allclose(a, b) for a, b in zip(old, new))

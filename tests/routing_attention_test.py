@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests for routing_jax.RoutingAttention: the module around the cores.
 
 Module outputs are compared with brute-force references (tests/helpers)
@@ -35,8 +37,14 @@ def _valid(mask, n):
 
 
 def _module(**kw):
-  settings = dict(num_heads=H, head_dim=D, num_clusters=3, window=4,
-                  kmeans_decay=0.5, max_relative_position=3)
+  settings = dict(
+      num_heads=H,
+      head_dim=D,
+      num_clusters=3,
+      window=4,
+      kmeans_decay=0.5,
+      max_relative_position=3,
+  )
   settings.update(kw)
   return rj.RoutingAttention(**settings)
 
@@ -52,8 +60,9 @@ def _trained():
   module = _module(share_qk=False, position="relative")
   x = _normal(0, (4, B, 32, F))
   variables = nn.unbox(jax.jit(module.init)(jax.random.key(1), x[0]))
-  step = jax.jit(lambda v, x: module.apply(v, x, train=True,
-                                           mutable=["kmeans"])[1])
+  step = jax.jit(
+      lambda v, x: module.apply(v, x, train=True, mutable=["kmeans"])[1]
+  )
   trained = variables
   for xb in x:
     trained = {**trained, **step(trained, xb)}
@@ -79,8 +88,9 @@ def _module_reference(module, variables, x, mask):
   qn = ref.ln(heads(x @ w("query")))
   kn = qn if module.share_qk else ref.ln(heads(x @ w("key")))
   v = heads(x @ w("value"))
-  qr, kr = (ref.rope(qn), ref.rope(kn)) if module.position == "rope" else (
-      qn, kn)
+  qr, kr = (
+      (ref.rope(qn), ref.rope(kn)) if module.position == "rope" else (qn, kn)
+  )
   rel = None
   if module.position == "relative":
     rel = (params["rel_key"], params["rel_value"])
@@ -91,42 +101,73 @@ def _module_reference(module, variables, x, mask):
     _check_margin(ks, valid)
     _check_margin(qs, valid)
     o = ref.causal_routing(
-        qr, kr, v, ks.argmax(-1), valid, module.window, module.logit_scale,
-        None if module.share_qk else qs.argmax(-1), module.exclude_self,
-        rel, module.max_relative_position)
+        qr,
+        kr,
+        v,
+        ks.argmax(-1),
+        valid,
+        module.window,
+        module.logit_scale,
+        None if module.share_qk else qs.argmax(-1),
+        module.exclude_self,
+        rel,
+        module.max_relative_position,
+    )
     count = None
   else:
-    o, count = ref.topk_routing(qr, kr, v, qs, ks, valid, module.window,
-                                module.causal, module.logit_scale, rel,
-                                module.max_relative_position)
+    o, count = ref.topk_routing(
+        qr,
+        kr,
+        v,
+        qs,
+        ks,
+        valid,
+        module.window,
+        module.causal,
+        module.logit_scale,
+        rel,
+        module.max_relative_position,
+    )
   return o.reshape(b, n, -1) @ w("out"), count, kn, ks
 
 
 def _check_margin(scores, valid):
   """No near-ties: float64 and float32 argmax agree. scores [b, h, n, k]."""
   top2 = np.sort(scores, axis=-1)[..., -2:]
-  margin = (top2[..., 1] - top2[..., 0])[np.broadcast_to(
-      valid[:, None, :], scores.shape[:3])]
+  margin = (top2[..., 1] - top2[..., 0])[
+      np.broadcast_to(valid[:, None, :], scores.shape[:3])
+  ]
   assert margin.min() > 1e-4, "seed gives a near-tie; pick another"
 
 
-@pytest.mark.parametrize("share_qk, position, mask_kind, scale, exclude", [
-    (False, "none", "holes", 1.0, False),
-    (True, "rope", "right", 0.5, False),
-    (False, "relative", "right", 1.0, True),
-    (True, "relative", "none", 1.0, True),
-])
-def test_causal_module_matches_reference(share_qk, position, mask_kind,
-                                         scale, exclude):
+@pytest.mark.parametrize(
+    "share_qk, position, mask_kind, scale, exclude",
+    [
+        (False, "none", "holes", 1.0, False),
+        (True, "rope", "right", 0.5, False),
+        (False, "relative", "right", 1.0, True),
+        (True, "relative", "none", 1.0, True),
+    ],
+)
+def test_causal_module_matches_reference(
+    share_qk, position, mask_kind, scale, exclude
+):
   n = 24
-  module = _module(share_qk=share_qk, position=position, logit_scale=scale,
-                   window=5, exclude_self=exclude)
+  module = _module(
+      share_qk=share_qk,
+      position=position,
+      logit_scale=scale,
+      window=5,
+      exclude_self=exclude,
+  )
   variables = _trained()
   x = _normal(2, (B, n, F))
   mask = _masks(mask_kind, n)
-  (y, aux), new = jax.jit(functools.partial(
-      module.apply, train=True, return_aux=True, mutable=["kmeans"]))(
-          variables, x, mask)
+  (y, aux), new = jax.jit(
+      functools.partial(
+          module.apply, train=True, return_aux=True, mutable=["kmeans"]
+      )
+  )(variables, x, mask)
   want, _, kn, ks = _module_reference(module, variables, x, mask)
   np.testing.assert_allclose(y, want, atol=2e-5, rtol=1e-4)
   # The update happened, and routing with the updated centroids would have
@@ -138,19 +179,29 @@ def test_causal_module_matches_reference(share_qk, position, mask_kind,
   assert np.isfinite(aux["loss"]) and aux["loss"] > 0
 
 
-@pytest.mark.parametrize("share_qk, causal, mask_kind, position", [
-    (True, True, "none", "relative"), (False, True, "right", "none"),
-    (False, False, "holes", "rope")])
-def test_topk_module_matches_reference(share_qk, causal, mask_kind,
-                                       position):
+@pytest.mark.parametrize(
+    "share_qk, causal, mask_kind, position",
+    [
+        (True, True, "none", "relative"),
+        (False, True, "right", "none"),
+        (False, False, "holes", "rope"),
+    ],
+)
+def test_topk_module_matches_reference(share_qk, causal, mask_kind, position):
   n = 24
-  module = _module(routing="topk", causal=causal, share_qk=share_qk,
-                   window=6, position=position)
+  module = _module(
+      routing="topk",
+      causal=causal,
+      share_qk=share_qk,
+      window=6,
+      position=position,
+  )
   variables = _trained()
   x = _normal(3, (B, n, F))
   mask = _masks(mask_kind, n)
   y, aux = jax.jit(functools.partial(module.apply, return_aux=True))(
-      variables, x, mask)
+      variables, x, mask
+  )
   want, count, _, _ = _module_reference(module, variables, x, mask)
   np.testing.assert_allclose(y, want, atol=2e-5, rtol=1e-4)
   # unselected_fraction against an independent count of never-picked valid
@@ -159,8 +210,7 @@ def test_topk_module_matches_reference(share_qk, causal, mask_kind,
   unpicked = (count == 0) & valid[:, None, :]
   fraction = unpicked.sum() / (valid.sum() * H)
   assert fraction > 0
-  np.testing.assert_allclose(aux["unselected_fraction"], fraction,
-                             rtol=1e-6)
+  np.testing.assert_allclose(aux["unselected_fraction"], fraction, rtol=1e-6)
 
 
 def test_warmup_attends_densely_until_enough_updates():
@@ -173,14 +223,22 @@ def test_warmup_attends_densely_until_enough_updates():
   warm = _module(warmup_steps=5, exclude_self=True, position="relative")
   done = _module(warmup_steps=4, exclude_self=True, position="relative")
   plain = _module(exclude_self=True, position="relative")
-  dense = _module(num_clusters=1, window=n, exclude_self=True,
-                  position="relative")
+  dense = _module(
+      num_clusters=1, window=n, exclude_self=True, position="relative"
+  )
   run = jax.jit(lambda m, v: m.apply(v, x, mask), static_argnums=0)
-  one_cluster = {**variables, "kmeans": {"kmeans": jax.tree.map(
-      lambda a: a[:, :1] if a.ndim > 1 else a,
-      variables["kmeans"]["kmeans"])}}
-  np.testing.assert_allclose(run(warm, variables), run(dense, one_cluster),
-                             atol=1e-6)
+  one_cluster = {
+      **variables,
+      "kmeans": {
+          "kmeans": jax.tree.map(
+              lambda a: a[:, :1] if a.ndim > 1 else a,
+              variables["kmeans"]["kmeans"],
+          )
+      },
+  }
+  np.testing.assert_allclose(
+      run(warm, variables), run(dense, one_cluster), atol=1e-6
+  )
   np.testing.assert_array_equal(run(done, variables), run(plain, variables))
   assert np.abs(run(warm, variables) - run(done, variables)).max() > 1e-3
 
@@ -199,35 +257,43 @@ CAUSALITY_CASES = [  # (n, window, share_qk, position, mask, exclude, drop)
 
 def _perturb_future(rng, x, mask, i):
   x2 = x.copy()
-  x2[:, i + 1:] = rng.normal(size=x2[:, i + 1:].shape)
+  x2[:, i + 1 :] = rng.normal(size=x2[:, i + 1 :].shape)
   if mask is None:
     return x2, None
   mask2 = mask.copy()  # the future's padding changes too
-  mask2[:, i + 1:] = rng.random(mask2[:, i + 1:].shape) < 0.5
+  mask2[:, i + 1 :] = rng.random(mask2[:, i + 1 :].shape) < 0.5
   return x2, mask2
 
 
 @pytest.mark.parametrize(
     "n, window, share_qk, position, mask_kind, exclude, dropout",
-    CAUSALITY_CASES)
-def test_causal_routing_future_perturbation(n, window, share_qk, position,
-                                            mask_kind, exclude, dropout):
+    CAUSALITY_CASES,
+)
+def test_causal_routing_future_perturbation(
+    n, window, share_qk, position, mask_kind, exclude, dropout
+):
   """Outputs <= i do not move when everything after i is replaced.
 
   The centroids went through EMA updates (see `_trained`). With attention
   dropout the same dropout key is used: the noise a past query sees must
   not depend on the future either.
   """
-  module = _module(window=window, share_qk=share_qk, position=position,
-                   exclude_self=exclude, attention_dropout=dropout)
+  module = _module(
+      window=window,
+      share_qk=share_qk,
+      position=position,
+      exclude_self=exclude,
+      attention_dropout=dropout,
+  )
   variables = _trained()
   rngs = {"dropout": jax.random.key(3)}
 
   @jax.jit
   def apply(x, mask):
     # train=True: routing uses the old centroids, the update comes after.
-    y_train, _ = module.apply(variables, x, mask, train=True,
-                              mutable=["kmeans"], rngs=rngs)
+    y_train, _ = module.apply(
+        variables, x, mask, train=True, mutable=["kmeans"], rngs=rngs
+    )
     y_eval, state = module.apply(variables, x, mask, mutable=["kmeans"])
     # train=True with "kmeans" read-only: runs, no update.
     y_read_only = module.apply(variables, x, mask, train=True, rngs=rngs)
@@ -244,14 +310,16 @@ def test_causal_routing_future_perturbation(n, window, share_qk, position,
   else:
     np.testing.assert_array_equal(base, base_eval)
   # Eval (train=False) leaves the k-means state alone even when mutable.
-  jax.tree.map(np.testing.assert_array_equal, state["kmeans"],
-               variables["kmeans"])
+  jax.tree.map(
+      np.testing.assert_array_equal, state["kmeans"], variables["kmeans"]
+  )
   for i in sorted({0, n // 3, n // 2, n - 2}):
     x2, mask2 = _perturb_future(rng, x, mask, i)
     out = np.asarray(apply(x2, mask2)[0])
-    np.testing.assert_allclose(out[:, :i + 1], base[:, :i + 1], rtol=0,
-                               atol=1e-5)
-    assert np.abs(out[:, i + 1:] - base[:, i + 1:]).max() > 1e-3
+    np.testing.assert_allclose(
+        out[:, : i + 1], base[:, : i + 1], rtol=0, atol=1e-5
+    )
+    assert np.abs(out[:, i + 1 :] - base[:, i + 1 :]).max() > 1e-3
 
 
 def test_causal_routing_gradient_receptive_field():
@@ -277,8 +345,9 @@ def test_topk_routing_leaks_the_future(record_property):
   topk = _module(routing="topk", window=8)
   causal = _module(window=8)
   variables = _trained()
-  apply = jax.jit(lambda x: (topk.apply(variables, x),
-                             causal.apply(variables, x)))
+  apply = jax.jit(
+      lambda x: (topk.apply(variables, x), causal.apply(variables, x))
+  )
   rng = np.random.default_rng(7)
   x = rng.normal(size=(B, n, F)).astype(np.float32)
   base_topk, base_causal = (np.asarray(a) for a in apply(x))
@@ -286,12 +355,15 @@ def test_topk_routing_leaks_the_future(record_property):
   for i in (n // 4, n // 2, 3 * n // 4, n - 2):
     x2, _ = _perturb_future(rng, x, None, i)
     out_topk, out_causal = (np.asarray(a) for a in apply(x2))
-    leaks[i] = float(np.abs(out_topk[:, :i + 1] - base_topk[:, :i + 1]).max())
-    np.testing.assert_allclose(out_causal[:, :i + 1], base_causal[:, :i + 1],
-                               rtol=0, atol=1e-5)
-  print(f"topk routing: max |change| of outputs <= i after perturbing the "
-        f"future, by i: {leaks} (output scale "
-        f"{np.abs(base_topk).max():.3f})")
+    leaks[i] = float(np.abs(out_topk[:, : i + 1] - base_topk[:, : i + 1]).max())
+    np.testing.assert_allclose(
+        out_causal[:, : i + 1], base_causal[:, : i + 1], rtol=0, atol=1e-5
+    )
+  print(
+      "topk routing: max |change| of outputs <= i after perturbing the "
+      f"future, by i: {leaks} (output scale "
+      f"{np.abs(base_topk).max():.3f})"
+  )
   record_property("topk_future_leak_by_position", leaks)
   assert max(leaks.values()) > 1e-3
 
@@ -308,16 +380,18 @@ def _transformed(routing):
   whole variables dict, k-means state included.
   """
   n = 16
-  module = _module(routing=routing, share_qk=False, window=4,
-                   commitment_weight=1.0)
+  module = _module(
+      routing=routing, share_qk=False, window=4, commitment_weight=1.0
+  )
   variables = _trained()
   x = _normal(13, (3, B, n, F))
   mask = jnp.asarray(_masks("holes", n))
   readout = _normal(9, (F,))
 
   def forward(v, x):
-    (y, aux), _ = module.apply(v, x, mask, train=True, return_aux=True,
-                               mutable=["kmeans"])
+    (y, aux), _ = module.apply(
+        v, x, mask, train=True, return_aux=True, mutable=["kmeans"]
+    )
     return y, aux["loss"]
 
   def losses(v):
@@ -331,14 +405,28 @@ def _transformed(routing):
   leaves, tree = jax.tree.flatten(variables["params"])
   rng = np.random.default_rng(11)
   direction = [rng.normal(size=l.shape) for l in leaves]
-  norm = np.sqrt(sum(np.sum(d ** 2) for d in direction))
+  norm = np.sqrt(sum(np.sum(d**2) for d in direction))
   direction = jax.tree.unflatten(
-      tree, [(d / norm).astype(np.float32) for d in direction])
+      tree, [(d / norm).astype(np.float32) for d in direction]
+  )
   eps = 1e-3
-  main_loss = lambda s: np.sum(np.sin(np.asarray(forward(
-      {**variables, "params": jax.tree.map(lambda a, d: a + s * d,
-                                           variables["params"], direction)},
-      x[0])[0], np.float64) @ readout))
+  main_loss = lambda s: np.sum(
+      np.sin(
+          np.asarray(
+              forward(
+                  {
+                      **variables,
+                      "params": jax.tree.map(
+                          lambda a, d: a + s * d, variables["params"], direction
+                      ),
+                  },
+                  x[0],
+              )[0],
+              np.float64,
+          )
+          @ readout
+      )
+  )
   return dict(
       eager=[forward(variables, xa) for xa in x],
       batched=jax.jit(jax.vmap(forward, in_axes=(None, 0)))(variables, x),
@@ -346,7 +434,8 @@ def _transformed(routing):
       # "gradient" is float0).
       grads=jax.jit(jax.jacrev(losses, allow_int=True))(variables),
       direction=direction,
-      finite_difference=(main_loss(eps) - main_loss(-eps)) / (2 * eps))
+      finite_difference=(main_loss(eps) - main_loss(-eps)) / (2 * eps),
+  )
 
 
 @pytest.mark.parametrize("routing", ["causal", "topk"])
@@ -362,8 +451,12 @@ def test_jit_grad_vmap_match_eager(routing):
     np.testing.assert_allclose(r["batched"][0][a], y, atol=1e-6, rtol=1e-6)
     np.testing.assert_allclose(r["batched"][1][a], aux_loss, rtol=1e-6)
   main_grad = jax.tree.map(lambda g: g[0], r["grads"]["params"])
-  analytic = sum(float(jnp.vdot(g, d)) for g, d in zip(
-      jax.tree.leaves(main_grad), jax.tree.leaves(r["direction"])))
+  analytic = sum(
+      float(jnp.vdot(g, d))
+      for g, d in zip(
+          jax.tree.leaves(main_grad), jax.tree.leaves(r["direction"])
+      )
+  )
   assert abs(analytic) > 1e-2
   np.testing.assert_allclose(analytic, r["finite_difference"], rtol=2e-2)
 
@@ -397,8 +490,9 @@ def test_bfloat16_close_to_float32(routing):
   x = _normal(11, (B, n, F))
   variables = _trained()
   module = _module(routing=routing, window=6, dtype=jnp.bfloat16)
-  got, new = jax.jit(functools.partial(module.apply, train=True,
-                                       mutable=["kmeans"]))(variables, x)
+  got, new = jax.jit(
+      functools.partial(module.apply, train=True, mutable=["kmeans"])
+  )(variables, x)
   assert got.dtype == jnp.bfloat16
   # The float32 result is the float64 reference (checked to 2e-5 above).
   want = _module_reference(module, variables, x, None)[0]
@@ -407,10 +501,13 @@ def test_bfloat16_close_to_float32(routing):
   # and k-means maths are float32, so only a few roundings accumulate.
   assert err < 5e-2 * np.abs(want).max(), err
   for name, leaf in new["kmeans"]["kmeans"].items():
-    assert leaf.dtype == (jnp.int32 if name == "num_updates"
-                          else jnp.float32), name
-  assert not np.allclose(new["kmeans"]["kmeans"]["centroids"],
-                         variables["kmeans"]["kmeans"]["centroids"])
+    assert leaf.dtype == (
+        jnp.int32 if name == "num_updates" else jnp.float32
+    ), name
+  assert not np.allclose(
+      new["kmeans"]["kmeans"]["centroids"],
+      variables["kmeans"]["kmeans"]["centroids"],
+  )
 
 
 # ------------------------------------------------------- decode, prefill
@@ -426,24 +523,37 @@ def _decoder(module):
   @functools.partial(jax.jit, static_argnums=2)
   def run(variables, x, prefill):
     b, n, _ = x.shape
-    cache = module.init(jax.random.key(0), x[:, :1], decode=True,
-                        positions=jnp.zeros((b,), jnp.int32))["cache"]
+    cache = module.init(
+        jax.random.key(0),
+        x[:, :1],
+        decode=True,
+        positions=jnp.zeros((b,), jnp.int32),
+    )["cache"]
     first = jnp.zeros((b, 0, x.shape[-1]))
     if prefill:
-      first, new = module.apply({**variables, "cache": cache}, x[:, :prefill],
-                                prefill=True, mutable=["cache"])
+      first, new = module.apply(
+          {**variables, "cache": cache},
+          x[:, :prefill],
+          prefill=True,
+          mutable=["cache"],
+      )
       cache = new["cache"]
 
     def body(cache, xt_t):
       xt, t = xt_t
-      y, new = module.apply({**variables, "cache": cache}, xt[:, None],
-                            decode=True, positions=jnp.full((b,), t),
-                            mutable=["cache"])
+      y, new = module.apply(
+          {**variables, "cache": cache},
+          xt[:, None],
+          decode=True,
+          positions=jnp.full((b,), t),
+          mutable=["cache"],
+      )
       return new["cache"], y[:, 0]
 
     steps = jnp.arange(prefill, n)
-    cache, ys = jax.lax.scan(body, cache,
-                             (jnp.swapaxes(x[:, prefill:], 0, 1), steps))
+    cache, ys = jax.lax.scan(
+        body, cache, (jnp.swapaxes(x[:, prefill:], 0, 1), steps)
+    )
     return first, jnp.swapaxes(ys, 0, 1), cache
 
   return run
@@ -458,8 +568,9 @@ DECODE_CASES = [  # (share_qk, exclude_self, position)
 
 
 @pytest.mark.parametrize("share_qk, exclude, position", DECODE_CASES)
-def test_causal_decode_and_prefill_match_teacher_forcing(share_qk, exclude,
-                                                         position):
+def test_causal_decode_and_prefill_match_teacher_forcing(
+    share_qk, exclude, position
+):
   """Token-by-token decoding, and prefill-then-decode, reproduce training.
 
   30 steps wrap every ring (window 4) several times; the prefill of 17
@@ -479,8 +590,11 @@ def test_causal_decode_and_prefill_match_teacher_forcing(share_qk, exclude,
   # The caches after `prefill` positions agree, slot by slot.
   _, _, after_steps = run(variables, x[:, :prefill], 0)
   _, _, after_prefill = run(variables, x[:, :prefill], prefill)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
-               after_steps, after_prefill)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+      after_steps,
+      after_prefill,
+  )
 
 
 def _topk_fast_decode_reference(module, variables, x):
@@ -501,8 +615,9 @@ def _topk_fast_decode_reference(module, variables, x):
   out = np.zeros((b, n, module.num_heads, module.head_dim))
   for t in range(n):
     written = np.broadcast_to(np.arange(n) <= t, (b, n))
-    o, _ = ref.topk_routing(qn, kn, v, qs, ks, written, module.window,
-                            module.causal)
+    o, _ = ref.topk_routing(
+        qn, kn, v, qs, ks, written, module.window, module.causal
+    )
     out[:, t] = o[:, t]
   return out.reshape(b, n, -1) @ w("out")
 
@@ -513,8 +628,9 @@ def test_topk_decode_is_the_references_fast_decode(share_qk):
   reference's fast decode); prefill reproduces it. It differs from the
   teacher-forced outputs, which select over the whole sequence."""
   n, prefill = 14, 9
-  module = _module(routing="topk", share_qk=share_qk, window=4,
-                   max_decode_length=n)
+  module = _module(
+      routing="topk", share_qk=share_qk, window=4, max_decode_length=n
+  )
   variables = _trained()
   x = _normal(22, (B, n, F))
   want = _topk_fast_decode_reference(module, variables, x)
@@ -522,8 +638,9 @@ def test_topk_decode_is_the_references_fast_decode(share_qk):
   _, stepped, _ = run(variables, x, 0)
   np.testing.assert_allclose(stepped, want, atol=2e-5, rtol=1e-4)
   first, rest, _ = run(variables, x, prefill)
-  np.testing.assert_allclose(np.concatenate([first, rest], 1), want,
-                             atol=2e-5, rtol=1e-4)
+  np.testing.assert_allclose(
+      np.concatenate([first, rest], 1), want, atol=2e-5, rtol=1e-4
+  )
   forced = np.asarray(jax.jit(module.apply)(variables, x))
   assert np.abs(forced - want).max() > 1e-2
 
@@ -531,19 +648,40 @@ def test_topk_decode_is_the_references_fast_decode(share_qk):
 # ------------------------------------------------------------- bad input
 
 
-@pytest.mark.parametrize("kwargs, shape, mask_shape, pattern", [
-    (dict(window=0), (2, 8, F), None, "window must be >= 1"),
-    (dict(num_clusters=0), (2, 8, F), None, "num_clusters must be >= 1"),
-    (dict(routing="lsh"), (2, 8, F), None, "routing must be one of"),
-    (dict(routing="causal", causal=False), (2, 8, F), None,
-     'routing="causal" requires causal=True'),
-    (dict(), (2, 8), None, r"x must have rank 3 \[batch, length, features\]"),
-    (dict(), (2, 8, 1, F), None, "x must have rank 3"),
-    (dict(), (2, 8, F), (2, 9), r"mask must have shape \[batch, length\]"),
-    (dict(), (2, 8, F), (2, 8, 1), r"mask must have shape \[batch, length\]"),
-    (dict(routing="topk", window=9), (2, 8, F), None,
-     r'routing="topk" needs window <= length'),
-])
+@pytest.mark.parametrize(
+    "kwargs, shape, mask_shape, pattern",
+    [
+        (dict(window=0), (2, 8, F), None, "window must be >= 1"),
+        (dict(num_clusters=0), (2, 8, F), None, "num_clusters must be >= 1"),
+        (dict(routing="lsh"), (2, 8, F), None, "routing must be one of"),
+        (
+            dict(routing="causal", causal=False),
+            (2, 8, F),
+            None,
+            'routing="causal" requires causal=True',
+        ),
+        (
+            dict(),
+            (2, 8),
+            None,
+            r"x must have rank 3 \[batch, length, features\]",
+        ),
+        (dict(), (2, 8, 1, F), None, "x must have rank 3"),
+        (dict(), (2, 8, F), (2, 9), r"mask must have shape \[batch, length\]"),
+        (
+            dict(),
+            (2, 8, F),
+            (2, 8, 1),
+            r"mask must have shape \[batch, length\]",
+        ),
+        (
+            dict(routing="topk", window=9),
+            (2, 8, F),
+            None,
+            r'routing="topk" needs window <= length',
+        ),
+    ],
+)
 def test_bad_input_raises(kwargs, shape, mask_shape, pattern):
   module = _module(**kwargs)
   x = jnp.ones(shape)

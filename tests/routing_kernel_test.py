@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The fused Pallas causal-routing kernels against the XLA path.
 
 Everything runs in the Pallas interpreter on CPU: the same kernel bodies the
@@ -32,21 +34,25 @@ B, H, D = 2, 2, 8
 
 def _inputs(n, k, separate, seed):
   rng = np.random.default_rng(seed)
-  q, k_ = (ref.ln(rng.normal(size=(B, n, H, D))).astype(np.float32)
-           for _ in range(2))
+  q, k_ = (
+      ref.ln(rng.normal(size=(B, n, H, D))).astype(np.float32) for _ in range(2)
+  )
   v = rng.normal(size=(B, n, H, D)).astype(np.float32)
   key_clusters = rng.integers(0, k, (B, H, n)).astype(np.int32)
-  query_clusters = (rng.integers(0, k, (B, H, n)).astype(np.int32)
-                    if separate else None)
+  query_clusters = (
+      rng.integers(0, k, (B, H, n)).astype(np.int32) if separate else None
+  )
   cotangent = rng.normal(size=(B, n, H, D)).astype(np.float32)
   return q, k_, v, key_clusters, query_clusters, cotangent
 
 
 def _output_and_grads(core, q, k, v, cotangent, **kw):
   """Jitted output and the VJP of a fixed cotangent w.r.t. q, k, v."""
+
   def run(q, k, v):
     o, vjp = jax.vjp(lambda q, k, v: core(q, k, v, **kw), q, k, v)
     return o, vjp(cotangent)
+
   return jax.jit(run)(q, k, v)
 
 
@@ -62,27 +68,45 @@ CASES = [  # n, window, clusters, mask, separate, exclude_self, block_q, block_k
     (29, 5, 4, "right", False, True, 8, 4),  # odd w, self excluded
     (27, 6, 3, "holes", True, True, 4, 4),  # queries routed apart
     (40, 12, 2, "none", True, False, 4, 4),  # w spans several key tiles
-    pytest.param(16, 1, 4, "right", False, False, 4, 4,
-                 marks=pytest.mark.slow),  # w = 1
+    pytest.param(
+        16, 1, 4, "right", False, False, 4, 4, marks=pytest.mark.slow
+    ),  # w = 1
 ]
 
 
 @pytest.mark.parametrize(
-    "n, window, k, mask_kind, separate, exclude_self, block_q, block_k",
-    CASES)
-def test_kernel_matches_xla_path(n, window, k, mask_kind, separate,
-                                 exclude_self, block_q, block_k):
+    "n, window, k, mask_kind, separate, exclude_self, block_q, block_k", CASES
+)
+def test_kernel_matches_xla_path(
+    n, window, k, mask_kind, separate, exclude_self, block_q, block_k
+):
   q, k_, v, key_clusters, query_clusters, cotangent = _inputs(
-      n, k, separate, seed=n)
+      n, k, separate, seed=n
+  )
   mask = ref.masks(mask_kind, B, n)
-  kw = dict(key_clusters=key_clusters, mask=mask, num_clusters=k,
-            window=window, query_clusters=query_clusters,
-            exclude_self=exclude_self, logit_scale=0.7)
+  kw = dict(
+      key_clusters=key_clusters,
+      mask=mask,
+      num_clusters=k,
+      window=window,
+      query_clusters=query_clusters,
+      exclude_self=exclude_self,
+      logit_scale=0.7,
+  )
   want, want_grads = _output_and_grads(
-      routing_core.causal_routing_attention, q, k_, v, cotangent, **kw)
+      routing_core.causal_routing_attention, q, k_, v, cotangent, **kw
+  )
   got, got_grads = _output_and_grads(
-      routing_kernel.causal_routing_attention, q, k_, v, cotangent,
-      block_q=block_q, block_k=block_k, interpret=True, **kw)
+      routing_kernel.causal_routing_attention,
+      q,
+      k_,
+      v,
+      cotangent,
+      block_q=block_q,
+      block_k=block_k,
+      interpret=True,
+      **kw,
+  )
   np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
   valid = ref.valid_of(mask, B, n)
   np.testing.assert_array_equal(np.asarray(got)[~valid], 0.0)
@@ -94,19 +118,34 @@ def test_kernel_matches_xla_path(n, window, k, mask_kind, separate,
 def test_bfloat16_kernel_close_to_xla_path():
   q, k_, v, key_clusters, _, cotangent = _inputs(24, 3, False, seed=5)
   cotangent = cotangent.astype(jnp.bfloat16)
-  kw = dict(key_clusters=key_clusters, mask=None, num_clusters=3,
-            window=6, dtype=jnp.bfloat16)
+  kw = dict(
+      key_clusters=key_clusters,
+      mask=None,
+      num_clusters=3,
+      window=6,
+      dtype=jnp.bfloat16,
+  )
   want, want_grads = _output_and_grads(
-      routing_core.causal_routing_attention, q, k_, v, cotangent, **kw)
+      routing_core.causal_routing_attention, q, k_, v, cotangent, **kw
+  )
   got, got_grads = _output_and_grads(
-      routing_kernel.causal_routing_attention, q, k_, v, cotangent,
-      block_q=8, block_k=8, interpret=True, **kw)
+      routing_kernel.causal_routing_attention,
+      q,
+      k_,
+      v,
+      cotangent,
+      block_q=8,
+      block_k=8,
+      interpret=True,
+      **kw,
+  )
   assert got.dtype == jnp.bfloat16
   as32 = lambda a: np.asarray(a, np.float32)
   np.testing.assert_allclose(as32(got), as32(want), atol=3e-2)
   for g, w in zip(got_grads, want_grads):
-    np.testing.assert_allclose(as32(g), as32(w), atol=5e-2 * np.abs(
-        as32(w)).max())
+    np.testing.assert_allclose(
+        as32(g), as32(w), atol=5e-2 * np.abs(as32(w)).max()
+    )
 
 
 def test_kernels_lower_to_triton():
@@ -117,19 +156,36 @@ def test_kernels_lower_to_triton():
   compile the IR to PTX or run it.
   """
   n, h, d = 256, 2, 64
+
   def loss(q, k, v, clusters, query_clusters):
     o = routing_kernel.causal_routing_attention(
-        q, k, v, clusters, None, num_clusters=4, window=64,
-        query_clusters=query_clusters, exclude_self=True,
-        dtype=jnp.bfloat16, interpret=False)
+        q,
+        k,
+        v,
+        clusters,
+        None,
+        num_clusters=4,
+        window=64,
+        query_clusters=query_clusters,
+        exclude_self=True,
+        dtype=jnp.bfloat16,
+        interpret=False,
+    )
     return jnp.sum(o.astype(jnp.float32))
+
   shape = jax.ShapeDtypeStruct((1, n, h, d), jnp.bfloat16)
   ids = jax.ShapeDtypeStruct((1, h, n), jnp.int32)
   grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
-  text = grad.trace(shape, shape, shape, ids, ids).lower(
-      lowering_platforms=("cuda",)).as_text()
-  for name in ("routing_attention_fwd", "routing_attention_dq",
-               "routing_attention_dkv"):
+  text = (
+      grad.trace(shape, shape, shape, ids, ids)
+      .lower(lowering_platforms=("cuda",))
+      .as_text()
+  )
+  for name in (
+      "routing_attention_fwd",
+      "routing_attention_dq",
+      "routing_attention_dkv",
+  ):
     assert f'name = "{name}"' in text
   assert text.count("__gpu$xla.gpu.triton") == 3
 
@@ -138,9 +194,17 @@ def test_kernels_lower_to_triton():
 
 
 def _module(**kw):
-  settings = dict(num_heads=H, head_dim=D, num_clusters=3, window=5,
-                  kmeans_decay=0.5, share_qk=False, exclude_self=True,
-                  position="rope", kernel_block_sizes=(4, 8))
+  settings = dict(
+      num_heads=H,
+      head_dim=D,
+      num_clusters=3,
+      window=5,
+      kmeans_decay=0.5,
+      share_qk=False,
+      exclude_self=True,
+      position="rope",
+      kernel_block_sizes=(4, 8),
+  )
   settings.update(kw)
   return rj.RoutingAttention(**settings)
 
@@ -150,13 +214,17 @@ def _variables(module, x, seed=0):
   shapes = nn.unbox(jax.eval_shape(module.init, jax.random.key(0), x))
   rng = np.random.default_rng(seed)
   params = jax.tree.map(
-      lambda s: 0.3 * rng.normal(size=s.shape).astype(s.dtype),
-      shapes["params"])
-  centroids = ref.ln(rng.normal(size=shapes["kmeans"]["kmeans"][
-      "centroids"].shape)).astype(np.float32)
-  kmeans = dict(centroids=centroids, ema_sums=centroids,
-                ema_count=np.ones(centroids.shape[:2], np.float32),
-                num_updates=np.ones(centroids.shape[:1], np.int32))
+      lambda s: 0.3 * rng.normal(size=s.shape).astype(s.dtype), shapes["params"]
+  )
+  centroids = ref.ln(
+      rng.normal(size=shapes["kmeans"]["kmeans"]["centroids"].shape)
+  ).astype(np.float32)
+  kmeans = dict(
+      centroids=centroids,
+      ema_sums=centroids,
+      ema_count=np.ones(centroids.shape[:2], np.float32),
+      num_updates=np.ones(centroids.shape[:1], np.int32),
+  )
   return {"params": params, "kmeans": {"kmeans": kmeans}}
 
 
@@ -171,8 +239,10 @@ def test_module_pallas_matches_xla():
     def loss(params, x):
       y = module.apply({**variables, "params": params}, x, mask)
       return jnp.sum(y * jnp.cos(jnp.arange(y.size)).reshape(y.shape)), y
+
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
-        variables["params"], x)
+        variables["params"], x
+    )
 
   (_, want), want_grads = run(xla)
   (_, got), got_grads = run(pallas)
@@ -181,18 +251,29 @@ def test_module_pallas_matches_xla():
   _assert_grads_close(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads))
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    (dict(implementation="triton"), "implementation must be one of"),
-    (dict(implementation="pallas", position="relative"),
-     'support position="relative"'),
-    (dict(implementation="pallas", attention_dropout=0.1),
-     "support attention_dropout"),
-    (dict(implementation="pallas", routing="topk", causal=False),
-     'support routing="topk"'),
-    (dict(implementation="pallas", head_dim=6), "power-of-2 head_dim"),
-    (dict(implementation="pallas", kernel_block_sizes=(4, 12)),
-     "power-of-2 block_k"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(implementation="triton"), "implementation must be one of"),
+        (
+            dict(implementation="pallas", position="relative"),
+            'support position="relative"',
+        ),
+        (
+            dict(implementation="pallas", attention_dropout=0.1),
+            "support attention_dropout",
+        ),
+        (
+            dict(implementation="pallas", routing="topk", causal=False),
+            'support routing="topk"',
+        ),
+        (dict(implementation="pallas", head_dim=6), "power-of-2 head_dim"),
+        (
+            dict(implementation="pallas", kernel_block_sizes=(4, 12)),
+            "power-of-2 block_k",
+        ),
+    ],
+)
 def test_module_refuses_what_the_kernel_does_not_cover(kwargs, pattern):
   x = jnp.zeros((1, 8, 12))
   with pytest.raises(ValueError, match=pattern):
@@ -210,8 +291,9 @@ def test_model_config_field():
   with pytest.raises(ValueError, match="no relative position tables"):
     rj.ModelConfig(routing_implementation="pallas", position="relative")
   with pytest.raises(ValueError, match="no attention dropout"):
-    rj.ModelConfig(routing_implementation="pallas", position="none",
-                   attention_dropout=0.1)
+    rj.ModelConfig(
+        routing_implementation="pallas", position="none", attention_dropout=0.1
+    )
   # Local-only models ignore the field.
   rj.ModelConfig(routing_implementation="pallas", num_routing_heads=0)
 

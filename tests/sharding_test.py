@@ -42,8 +42,9 @@ def test_create_mesh_fills_minus_one_and_uses_auto_axes():
 
   cfg = types.SimpleNamespace(data=1, fsdp=-1, tensor=1)  # attribute access
   assert dict(sharding.create_mesh(cfg).shape)["fsdp"] == 8
-  four = sharding.create_mesh(dict(data=2, fsdp=1, tensor=-1),
-                              jax.devices()[:4])
+  four = sharding.create_mesh(
+      dict(data=2, fsdp=1, tensor=-1), jax.devices()[:4]
+  )
   assert four.devices.shape == (2, 1, 2)
 
 
@@ -76,17 +77,20 @@ def test_rules_resolve_logical_names():
   assert to_mesh(("heads", "clusters", "kv")) == P("tensor", None, None)
   # Batch wins fsdp over embed; the sequence axis is never sharded.
   assert to_mesh(("batch", "length", "embed")) == P(
-      ("data", "fsdp"), None, None)
-  assert to_mesh(("activation_batch", "activation_length",
-                  "activation_heads", "activation_kv")) == P(
-                      ("data", "fsdp"), None, "tensor", None)
+      ("data", "fsdp"), None, None
+  )
+  assert to_mesh((
+      "activation_batch",
+      "activation_length",
+      "activation_heads",
+      "activation_kv",
+  )) == P(("data", "fsdp"), None, "tensor", None)
 
 
 def test_logical_rules_overrides():
   rules = sharding.logical_rules([("kv", "tensor"), ("experts", ["fsdp"])])
   names = [n for n, _ in rules]
-  assert names.index("kv") == [n for n, _ in sharding.DEFAULT_RULES].index(
-      "kv")
+  assert names.index("kv") == [n for n, _ in sharding.DEFAULT_RULES].index("kv")
   assert dict(rules)["kv"] == "tensor"
   assert rules[-1] == ("experts", ("fsdp",))
   with pytest.raises(ValueError, match="mesh axis 'model'"):
@@ -110,10 +114,13 @@ def _dense(features, axes, name):
   return nn.Dense(
       features,
       kernel_init=nn.with_logical_partitioning(
-          nn.initializers.lecun_normal(), axes),
+          nn.initializers.lecun_normal(), axes
+      ),
       bias_init=nn.with_logical_partitioning(
-          nn.initializers.zeros_init(), axes[-1:]),
-      name=name)
+          nn.initializers.zeros_init(), axes[-1:]
+      ),
+      name=name,
+  )
 
 
 class TinyLM(nn.Module):
@@ -124,20 +131,27 @@ class TinyLM(nn.Module):
     emb = self.param(
         "embedding",
         nn.with_logical_partitioning(
-            nn.initializers.normal(1.0), ("vocab", "embed")),
-        (VOCAB, EMBED))
+            nn.initializers.normal(1.0), ("vocab", "embed")
+        ),
+        (VOCAB, EMBED),
+    )
     x = jnp.take(emb, tokens, axis=0)  # [batch, length, embed]
     x = nn.with_logical_constraint(
-        x, ("activation_batch", "activation_length", "activation_embed"))
+        x, ("activation_batch", "activation_length", "activation_embed")
+    )
     centroids = self.variable(
-        "kmeans", "centroids",
+        "kmeans",
+        "centroids",
         nn.with_logical_partitioning(
             lambda: jnp.zeros((HEADS, CLUSTERS, KV)),
-            ("heads", "clusters", "kv")))
+            ("heads", "clusters", "kv"),
+        ),
+    )
     for i in range(2):
       h = nn.gelu(_dense(MLP, ("embed", "mlp"), f"up_{i}")(x))
       h = nn.with_logical_constraint(
-          h, ("activation_batch", "activation_length", "activation_mlp"))
+          h, ("activation_batch", "activation_length", "activation_mlp")
+      )
       x = x + _dense(EMBED, ("mlp", "embed"), f"down_{i}")(h)
     if not self.is_initializing():
       mean = jax.lax.stop_gradient(x.mean((0, 1)))  # [embed]
@@ -158,9 +172,14 @@ def _init_fn(tx):
   def init(rng):
     variables = TinyLM().init(rng, jnp.zeros((BATCH, LENGTH), jnp.int32))
     params = variables["params"]  # boxed: tx.init inherits the names
-    return TrainState(step=jnp.int32(0), params=params,
-                      opt_state=tx.init(params), kmeans=variables["kmeans"],
-                      rng=rng)
+    return TrainState(
+        step=jnp.int32(0),
+        params=params,
+        opt_state=tx.init(params),
+        kmeans=variables["kmeans"],
+        rng=rng,
+    )
+
   return init
 
 
@@ -168,17 +187,30 @@ def _train_step(tx):
   def step(state, batch):
     def loss_fn(params):
       logits, new_vars = TinyLM().apply(
-          {"params": params, "kmeans": state.kmeans}, batch["inputs"],
-          mutable=["kmeans"])
+          {"params": params, "kmeans": state.kmeans},
+          batch["inputs"],
+          mutable=["kmeans"],
+      )
       loss = optax.softmax_cross_entropy_with_integer_labels(
-          logits, batch["targets"]).mean()
+          logits, batch["targets"]
+      ).mean()
       return loss, new_vars["kmeans"]
+
     (loss, kmeans), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+        state.params
+    )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params,
-                         opt_state=opt_state, kmeans=kmeans), loss
+    return (
+        state.replace(
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            kmeans=kmeans,
+        ),
+        loss,
+    )
+
   return step
 
 
@@ -191,12 +223,15 @@ def _batches():
 def _train(mesh, opt_name, steps=3):
   tx = _optimizer(opt_name)
   state, state_sh = sharding.create_sharded_state(
-      _init_fn(tx), mesh, RULES, jax.random.key(0))
+      _init_fn(tx), mesh, RULES, jax.random.key(0)
+  )
   batch_sh = sharding.data_sharding(mesh)
-  step = jax.jit(_train_step(tx),
-                 in_shardings=(state_sh, batch_sh),
-                 out_shardings=(state_sh, sharding.replicated(mesh)),
-                 donate_argnums=0)
+  step = jax.jit(
+      _train_step(tx),
+      in_shardings=(state_sh, batch_sh),
+      out_shardings=(state_sh, sharding.replicated(mesh)),
+      donate_argnums=0,
+  )
   losses = []
   with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
     for batch in _batches()[:steps]:
@@ -208,7 +243,8 @@ def _train(mesh, opt_name, steps=3):
 def test_kernel_sharding_and_local_shard_shape():
   mesh = _mesh(2, 2, 2)
   state, state_sh = sharding.create_sharded_state(
-      _init_fn(optax.adamw(1e-3)), mesh, RULES, jax.random.key(0))
+      _init_fn(optax.adamw(1e-3)), mesh, RULES, jax.random.key(0)
+  )
   kernel = state.params["up_0"]["kernel"]
   assert kernel.shape == (EMBED, MLP)
   assert state_sh.params["up_0"]["kernel"].spec == P("fsdp", "tensor")
@@ -223,8 +259,7 @@ def test_kernel_sharding_and_local_shard_shape():
   assert state.rng.sharding.is_fully_replicated
   # kmeans shards like its heads.
   assert state.kmeans["centroids"].sharding.spec == P("tensor", None, None)
-  sharding.assert_sufficiently_sharded(
-      state.params, min_bytes=EMBED * MLP * 4)
+  sharding.assert_sufficiently_sharded(state.params, min_bytes=EMBED * MLP * 4)
 
 
 @pytest.mark.parametrize("opt_name", ["sgd", "adamw", "adafactor"])
@@ -237,14 +272,18 @@ def test_sharded_training_matches_single_device(opt_name):
   assert int(state8.step) == int(state1.step) == 3
   np.testing.assert_allclose(
       np.asarray(state8.kmeans["centroids"]),
-      np.asarray(state1.kmeans["centroids"]), rtol=1e-5, atol=1e-6)
+      np.asarray(state1.kmeans["centroids"]),
+      rtol=1e-5,
+      atol=1e-6,
+  )
   assert np.abs(np.asarray(state8.kmeans["centroids"])).sum() > 0
 
 
 def test_adafactor_state_shards():
   mesh = _mesh(2, 2, 2)
   abstract = jax.eval_shape(
-      _init_fn(_optimizer("adafactor")), jax.random.key(0))
+      _init_fn(_optimizer("adafactor")), jax.random.key(0)
+  )
   shardings = sharding.state_shardings(abstract, mesh, RULES)
   factored = shardings.opt_state[0]
   # Factored moments carry the kernel's 2 names over 1 dimension: they
@@ -254,7 +293,8 @@ def test_adafactor_state_shards():
   assert shardings.params["up_0"]["kernel"].spec == P("fsdp", "tensor")
   # The jitted init accepts these shardings (training: see the test above).
   state, _ = sharding.create_sharded_state(
-      _init_fn(_optimizer("adafactor")), mesh, RULES, jax.random.key(0))
+      _init_fn(_optimizer("adafactor")), mesh, RULES, jax.random.key(0)
+  )
   assert state.params["up_0"]["kernel"].sharding.spec == P("fsdp", "tensor")
   assert state.opt_state[0].v_row["up_0"]["kernel"].shape == (EMBED,)
 
@@ -264,8 +304,9 @@ def test_every_logical_axis_needs_a_rule():
   mesh = _mesh(2, 2, 2)
   sds = jax.ShapeDtypeStruct((16, 32), jnp.float32)
   tree = {"w": nn.LogicallyPartitioned(sds, ("embed", "experts"))}
-  with pytest.raises(ValueError, match=r"\['w'\] has logical axis 'experts'"
-                     " with no rule"):
+  with pytest.raises(
+      ValueError, match=r"\['w'\] has logical axis 'experts'" " with no rule"
+  ):
     sharding.state_shardings(tree, mesh, RULES)
   # The model's own names all have rules: emb, relpos and the image axes.
   to_mesh = lambda names: nn.logical_to_mesh_axes(names, RULES)
@@ -274,9 +315,14 @@ def test_every_logical_axis_needs_a_rule():
   assert to_mesh(("emb", "embed")) == P(None, "fsdp")
   for names in (("relpos", "kv"), ("image_rows", "channels", "embed")):
     sharding.state_shardings(
-        {"t": nn.LogicallyPartitioned(
-            jax.ShapeDtypeStruct((4,) * len(names), jnp.float32), names)},
-        mesh, RULES)
+        {
+            "t": nn.LogicallyPartitioned(
+                jax.ShapeDtypeStruct((4,) * len(names), jnp.float32), names
+            )
+        },
+        mesh,
+        RULES,
+    )
 
 
 def test_state_shardings_fallbacks():
@@ -304,15 +350,17 @@ def test_assert_sufficiently_sharded_flags_replicated_arrays():
   with pytest.raises(ValueError, match=r"\['big'\] \(64, 64\)"):
     sharding.assert_sufficiently_sharded({"big": big}, min_bytes=1024)
   # Split over data only is still a whole copy per model shard.
-  by_data = jax.device_put(jnp.zeros((64, 64)),
-                           NamedSharding(mesh, P("data", None)))
+  by_data = jax.device_put(
+      jnp.zeros((64, 64)), NamedSharding(mesh, P("data", None))
+  )
   with pytest.raises(ValueError, match="whole on every device"):
     sharding.assert_sufficiently_sharded({"x": by_data}, min_bytes=1024)
   # Pure data parallelism replicates by design: nothing to flag.
   dp = _mesh(8, 1, 1)
   sharding.assert_sufficiently_sharded(
       {"big": jax.device_put(jnp.zeros((64, 64)), sharding.replicated(dp))},
-      min_bytes=1024)
+      min_bytes=1024,
+  )
 
 
 # ---------------------------------------------------------------- batch
@@ -320,8 +368,12 @@ def test_assert_sufficiently_sharded_flags_replicated_arrays():
 
 def test_make_global_batch_round_trips():
   mesh = _mesh(2, 2, 2)
-  local = {"inputs": np.arange(BATCH * LENGTH, dtype=np.int32).reshape(
-      BATCH, LENGTH), "weights": np.ones((BATCH,), np.float32)}
+  local = {
+      "inputs": (
+          np.arange(BATCH * LENGTH, dtype=np.int32).reshape(BATCH, LENGTH)
+      ),
+      "weights": np.ones((BATCH,), np.float32),
+  }
   out = sharding.make_global_batch(local, mesh)
   assert out["inputs"].sharding == sharding.data_sharding(mesh)
   np.testing.assert_array_equal(np.asarray(out["inputs"]), local["inputs"])
@@ -329,7 +381,8 @@ def test_make_global_batch_round_trips():
   # 4 batch shards (data * fsdp), replicated over tensor: 2 rows each.
   for shard in out["inputs"].addressable_shards:
     np.testing.assert_array_equal(
-        np.asarray(shard.data), local["inputs"][shard.index])
+        np.asarray(shard.data), local["inputs"][shard.index]
+    )
     assert shard.data.shape == (BATCH // 4, LENGTH)
   with pytest.raises(ValueError, match=r"local_batch\['inputs'\] has 6 rows"):
     sharding.make_global_batch({"inputs": local["inputs"][:6]}, mesh)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Two cooperating processes train like one (launch/local_multiprocess.sh).
 
 Two `routing_jax.main` processes with one CPU device each meet at a
@@ -44,8 +46,10 @@ OVERRIDES = {
     "train.eval_every": 1000,
     "train.log_every": 1,
 }
-MESHES = {"fsdp": {"mesh.data": 1, "mesh.fsdp": 2},
-          "tensor": {"mesh.data": 1, "mesh.tensor": 2}}
+MESHES = {
+    "fsdp": {"mesh.data": 1, "mesh.fsdp": 2},
+    "tensor": {"mesh.data": 1, "mesh.tensor": 2},
+}
 ABSL_LINE = re.compile(r"^[IWEF]\d{4} ")
 
 
@@ -56,27 +60,44 @@ def _rows(workdir):
 
 def _start(tmp_path, name, sample):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(PYTHON=sys.executable, DEVICES_PER_PROCESS="1",
-             LOG_DIR=str(tmp_path / name / "logs"), JAX_PLATFORMS="cpu",
-             JAX_COMPILATION_CACHE_DIR=str(ROOT / "tests" / ".jax_cache"),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+  env.update(
+      PYTHON=sys.executable,
+      DEVICES_PER_PROCESS="1",
+      LOG_DIR=str(tmp_path / name / "logs"),
+      JAX_PLATFORMS="cpu",
+      JAX_COMPILATION_CACHE_DIR=str(ROOT / "tests" / ".jax_cache"),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+  )
   overrides = {**OVERRIDES, **MESHES[name]}
-  cmd = ["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "2",
-         "--config=experiments/shakespeare.py:tiny",
-         f"--workdir={tmp_path / name / 'workdir'}",
-         # INFO logs: process 1 logs the final report it computed.
-         "--sample" if sample else "--nosample", "--verbosity=0",
-         *(f"--config.{k}={v}" for k, v in overrides.items())]
-  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  cmd = [
+      "bash",
+      str(ROOT / "launch" / "local_multiprocess.sh"),
+      "2",
+      "--config=experiments/shakespeare.py:tiny",
+      f"--workdir={tmp_path / name / 'workdir'}",
+      # INFO logs: process 1 logs the final report it computed.
+      "--sample" if sample else "--nosample",
+      "--verbosity=0",
+      *(f"--config.{k}={v}" for k, v in overrides.items()),
+  ]
+  return subprocess.Popen(
+      cmd,
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
 
 
 @pytest.fixture(name="runs", scope="module")
 def fixture_runs(tmp_path_factory):
   """{name: (returncode, stderr, {i: proc_i.log}, workdir)} and reference."""
   tmp_path = tmp_path_factory.mktemp("multiprocess")
-  procs = {"fsdp": _start(tmp_path, "fsdp", sample=True),
-           "tensor": _start(tmp_path, "tensor", sample=False)}
+  procs = {
+      "fsdp": _start(tmp_path, "fsdp", sample=True),
+      "tensor": _start(tmp_path, "tensor", sample=False),
+  }
   try:
     config = shakespeare.get_config("tiny")
     for key, value in OVERRIDES.items():
@@ -87,10 +108,11 @@ def fixture_runs(tmp_path_factory):
     runs = {}
     for name, proc in procs.items():
       _, stderr = proc.communicate(timeout=500)
-      logs = {i: (tmp_path / name / "logs" / f"proc_{i}.log").read_text()
-              for i in range(2)}
-      runs[name] = (proc.returncode, stderr, logs,
-                    tmp_path / name / "workdir")
+      logs = {
+          i: (tmp_path / name / "logs" / f"proc_{i}.log").read_text()
+          for i in range(2)
+      }
+      runs[name] = (proc.returncode, stderr, logs, tmp_path / name / "workdir")
   finally:
     for proc in procs.values():
       if proc.poll() is None:
@@ -117,8 +139,7 @@ def _check_losses_match(run, single):
 def _sample(log):
   """The sampled text in a log: the lines after "sample:", up to a log line."""
   lines = log.split("\nsample:\n", 1)[1].splitlines()
-  end = next((i for i, l in enumerate(lines) if ABSL_LINE.match(l)),
-             len(lines))
+  end = next((i for i, l in enumerate(lines) if ABSL_LINE.match(l)), len(lines))
   return "\n".join(lines[:end])
 
 
@@ -144,15 +165,19 @@ def test_two_processes_with_sharded_params_train_and_sample_like_one(runs):
     restored, data, step = ckpt.restore(state)
   assert step == STEPS and data["step"] == STEPS
   assert int(restored.step) == STEPS
-  np.testing.assert_array_equal(np.asarray(restored.rng),
-                                np.asarray(state.rng))
+  np.testing.assert_array_equal(np.asarray(restored.rng), np.asarray(state.rng))
   for (path, got), want in zip(
       jax.tree_util.tree_leaves_with_path(restored.params),
-      jax.tree.leaves(state.params)):
+      jax.tree.leaves(state.params),
+  ):
     # Adam turns float32 noise in tiny gradients into lr-sized steps.
-    np.testing.assert_allclose(np.asarray(got), np.asarray(want),
-                               rtol=1e-5, atol=1e-4,
-                               err_msg=jax.tree_util.keystr(path))
+    np.testing.assert_allclose(
+        np.asarray(got),
+        np.asarray(want),
+        rtol=1e-5,
+        atol=1e-4,
+        err_msg=jax.tree_util.keystr(path),
+    )
 
 
 @pytest.mark.slow

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests for resuming training: exact resume, SIGKILL, SIGTERM, bad states.
 
 Every run uses the tiny Shakespeare config with a schedule that does not
@@ -60,16 +62,24 @@ def _extra(**kw):
 def _main_cmd(workdir, **train_overrides):
   """`python -m routing_jax.main` with the config of _config()."""
   flags = {**OVERRIDES, **_extra(**train_overrides)}
-  return [sys.executable, "-m", "routing_jax.main",
-          "--config=experiments/shakespeare.py:tiny", f"--workdir={workdir}",
-          "--nosample", *(f"--config.{k}={v}" for k, v in flags.items())]
+  return [
+      sys.executable,
+      "-m",
+      "routing_jax.main",
+      "--config=experiments/shakespeare.py:tiny",
+      f"--workdir={workdir}",
+      "--nosample",
+      *(f"--config.{k}={v}" for k, v in flags.items()),
+  ]
 
 
 def _env():
   """This process's devices and compilation cache for a subprocess."""
-  return dict(os.environ,
-              JAX_COMPILATION_CACHE_DIR=str(ROOT / "tests" / ".jax_cache"),
-              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+  return dict(
+      os.environ,
+      JAX_COMPILATION_CACHE_DIR=str(ROOT / "tests" / ".jax_cache"),
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5",
+  )
 
 
 def _committed_steps(workdir):
@@ -81,8 +91,9 @@ def _committed_steps(workdir):
 
 def _restore(workdir, like, step):
   """(state, data_state) of checkpoint `step`, on the shardings of like."""
-  with checkpointing.Checkpointer(pathlib.Path(workdir) / "checkpoints",
-                                  keep=100) as ckpt:
+  with checkpointing.Checkpointer(
+      pathlib.Path(workdir) / "checkpoints", keep=100
+  ) as ckpt:
     state, data, _ = ckpt.restore(like, step=step)
   return state, data
 
@@ -93,13 +104,15 @@ def _assert_bitwise_equal(a, b):
   for (path, x), y in zip(la, lb):
     x, y = np.atleast_1d(np.asarray(x)), np.atleast_1d(np.asarray(y))
     assert x.dtype == y.dtype and x.shape == y.shape
-    assert np.array_equal(x.view(np.uint8), y.view(np.uint8)), (
-        jax.tree_util.keystr(path))
+    assert np.array_equal(
+        x.view(np.uint8), y.view(np.uint8)
+    ), jax.tree_util.keystr(path)
 
 
 def _run(workdir, **train_overrides):
   return train_loop.train_and_evaluate(
-      _config(**_extra(**train_overrides)), str(workdir))
+      _config(**_extra(**train_overrides)), str(workdir)
+  )
 
 
 @pytest.fixture(name="reference", scope="module")
@@ -115,8 +128,10 @@ def fixture_reference(tmp_path_factory):
   restore_s = time.perf_counter() - start
   _assert_bitwise_equal(restored, state)
   assert data["step"] == STEPS and data["dataset"] == "shakespeare"
-  print(f"\nreference: {STEPS} steps in {result.wall_s:.1f}s,"
-        f" restore {restore_s * 1e3:.0f} ms")
+  print(
+      f"\nreference: {STEPS} steps in {result.wall_s:.1f}s,"
+      f" restore {restore_s * 1e3:.0f} ms"
+  )
   return workdir, state
 
 
@@ -149,9 +164,13 @@ def _watchdog(proc, seconds):
 @pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_resume(tmp_path, reference):
   # Frequent saves (they do not change the results) leave steps to kill.
-  proc = subprocess.Popen(_main_cmd(tmp_path, checkpoint_every=2), cwd=ROOT,
-                          env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+      _main_cmd(tmp_path, checkpoint_every=2),
+      cwd=ROOT,
+      env=_env(),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   timer = _watchdog(proc, 180)
   try:
     # A step directory without the tmp suffix is committed.
@@ -167,16 +186,23 @@ def test_sigkill_after_a_checkpoint_then_resume(tmp_path, reference):
   assert (result.start_step, result.step) == (killed_at, STEPS)
   _assert_same_final_checkpoint(tmp_path, reference)
   # Unfinished saves of the killed run were cleaned up.
-  assert not [p for p in (tmp_path / "checkpoints").iterdir()
-              if "tmp" in p.name]
+  assert not [
+      p for p in (tmp_path / "checkpoints").iterdir() if "tmp" in p.name
+  ]
 
 
 @pytest.mark.slow
-def test_sigterm_saves_exits_zero_and_resume_finishes(tmp_path, reference,
-                                                      capsys):
-  proc = subprocess.Popen(_main_cmd(tmp_path), cwd=ROOT, env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+def test_sigterm_saves_exits_zero_and_resume_finishes(
+    tmp_path, reference, capsys
+):
+  proc = subprocess.Popen(
+      _main_cmd(tmp_path),
+      cwd=ROOT,
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+  )
   timer = _watchdog(proc, 180)
   lines = []
   try:
@@ -202,20 +228,21 @@ def test_sigterm_saves_exits_zero_and_resume_finishes(tmp_path, reference,
 
   result = _run(tmp_path)
   assert (result.start_step, result.step) == (stopped_at, STEPS)
-  progress = re.findall(rf"^step (\d+)/{STEPS} ", capsys.readouterr().out,
-                        re.M)
+  progress = re.findall(rf"^step (\d+)/{STEPS} ", capsys.readouterr().out, re.M)
   assert progress[0] == str(stopped_at + 1) and progress[-1] == str(STEPS)
   # Bitwise the straight run: the data continued where it stopped.
   _assert_same_final_checkpoint(tmp_path, reference)
 
 
-def test_truncated_newest_checkpoint_falls_back(tmp_path, reference,
-                                                caplog):
+def test_truncated_newest_checkpoint_falls_back(tmp_path, reference, caplog):
   workdir = tmp_path / "run"
   shutil.copytree(reference[0], workdir)
   newest = workdir / "checkpoints" / str(STEPS)
-  arrays = [p for p in (newest / "state").rglob("*")
-            if p.is_file() and p.parent.name == "d"]
+  arrays = [
+      p
+      for p in (newest / "state").rglob("*")
+      if p.is_file() and p.parent.name == "d"
+  ]
   assert arrays
   for p in arrays:
     with open(p, "r+b") as f:
@@ -223,9 +250,11 @@ def test_truncated_newest_checkpoint_falls_back(tmp_path, reference,
   with caplog.at_level("WARNING"):
     result = _run(workdir)
   assert result.start_step == STEPS - EVERY
-  assert any(f"step {STEPS}" in r.getMessage()
-             and "cannot be restored" in r.getMessage()
-             for r in caplog.records)
+  assert any(
+      f"step {STEPS}" in r.getMessage()
+      and "cannot be restored" in r.getMessage()
+      for r in caplog.records
+  )
   moved = list((workdir / "checkpoints" / "corrupted").iterdir())
   assert [p.name.split("-")[0] for p in moved] == [str(STEPS)]
   # The previous checkpoint plus the replayed steps give the same state.
@@ -259,7 +288,8 @@ def _nan_at(step, monkeypatch):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
-    tmp_path, reference, monkeypatch):
+    tmp_path, reference, monkeypatch
+):
   _nan_at(10, monkeypatch)
   with pytest.raises(train_loop.NonFiniteLossError) as e:
     _run(tmp_path)
@@ -274,7 +304,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
 
 
 def test_nan_between_log_points_stops_at_the_next_save_unsaved(
-    tmp_path, reference, monkeypatch):
+    tmp_path, reference, monkeypatch
+):
   """Metrics reach the host only at log and checkpoint points: with no log
   before the end, a NaN at step 10 is found at the checkpoint of step 16,
   which is not written."""

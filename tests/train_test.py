@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Tests for routing_jax.training.train: config validation, sharded steps,
 accumulation.
 
@@ -38,8 +40,9 @@ def _config(**train_overrides):
 
 def _mesh(data, fsdp, tensor):
   n = data * fsdp * tensor
-  return sharding.create_mesh(dict(data=data, fsdp=fsdp, tensor=tensor),
-                              devices=jax.devices()[:n])
+  return sharding.create_mesh(
+      dict(data=data, fsdp=fsdp, tensor=tensor), devices=jax.devices()[:n]
+  )
 
 
 def _batches(config, n):
@@ -55,8 +58,9 @@ def _train(config, mesh, batches):
     seconds per step).
   """
   model_cfg = train.validate_config(config)
-  trainer, state = train.build_trainer(config, mesh,
-                                       sharding.logical_rules(), model_cfg)
+  trainer, state = train.build_trainer(
+      config, mesh, sharding.logical_rules(), model_cfg
+  )
   initial = jax.device_get(state)  # The state is donated to the step.
   metrics, times = [], []
   for batch in batches:
@@ -73,8 +77,12 @@ def _assert_trees_close(a, b, rtol, atol):
   assert len(la) == len(lb)
   for (path, x), y in zip(la, lb):
     np.testing.assert_allclose(
-        np.asarray(x), np.asarray(y), rtol=rtol, atol=atol,
-        err_msg=jax.tree_util.keystr(path))
+        np.asarray(x),
+        np.asarray(y),
+        rtol=rtol,
+        atol=atol,
+        err_msg=jax.tree_util.keystr(path),
+    )
 
 
 def _shard_shape(x):
@@ -87,15 +95,18 @@ def test_sharded_mesh_matches_one_device():
   _, one, m1, t1 = _train(config, _mesh(1, 1, 1), batches)
   _, eight, m8, t8 = _train(config, _mesh(2, 2, 2), batches)
   # Step times after compilation, for the record (pytest -s shows them).
-  print(f"\ntiny model step: 1 device {np.median(t1[1:]) * 1e3:.1f} ms, "
-        f"(2,2,2) mesh {np.median(t8[1:]) * 1e3:.1f} ms")
+  print(
+      f"\ntiny model step: 1 device {np.median(t1[1:]) * 1e3:.1f} ms, "
+      f"(2,2,2) mesh {np.median(t8[1:]) * 1e3:.1f} ms"
+  )
   losses1 = [float(m["loss"]) for m in m1]
   losses8 = [float(m["loss"]) for m in m8]
   np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
   assert losses1[-1] < losses1[0]  # It trains.
   for k in ("grad_norm", "kmeans_loss", "kmeans/entropy"):
-    np.testing.assert_allclose([m[k] for m in m8], [m[k] for m in m1],
-                               rtol=1e-4, atol=1e-7, err_msg=k)
+    np.testing.assert_allclose(
+        [m[k] for m in m8], [m[k] for m in m1], rtol=1e-4, atol=1e-7, err_msg=k
+    )
   _assert_trees_close(eight.kmeans, one.kmeans, rtol=1e-5, atol=1e-6)
   # Adam turns float32 noise in tiny gradients into lr-sized steps, so a
   # few parameters differ by much more than the losses do.
@@ -110,30 +121,42 @@ def test_sharded_mesh_matches_one_device():
   cent = eight.kmeans["layer_0"]["routing"]["kmeans"]["centroids"]
   assert _shard_shape(cent)[0] == cent.shape[0] // 2
   assert _shard_shape(one.params["layer_0"]["local"]["out"]["kernel"]) == (
-      16, 32)
+      16,
+      32,
+  )
 
 
 def test_eval_step_sums_token_losses():
   config = _config()
   mesh = _mesh(1, 1, 1)
   model_cfg = train.validate_config(config)
-  trainer, state = train.build_trainer(config, mesh,
-                                       sharding.logical_rules(), model_cfg)
+  trainer, state = train.build_trainer(
+      config, mesh, sharding.logical_rules(), model_cfg
+  )
   batch = _batches(config, 1)[0]
   batch["weights"][:, 40:] = 0.0  # Padding must not count.
   batch["mask"][:, 40:] = False
-  out = jax.device_get(train.run_step(
-      trainer, trainer.eval_step, state,
-      sharding.make_global_batch(batch, mesh, trainer.data_sharding)))
+  out = jax.device_get(
+      train.run_step(
+          trainer,
+          trainer.eval_step,
+          state,
+          sharding.make_global_batch(batch, mesh, trainer.data_sharding),
+      )
+  )
   assert float(out["weight"]) == 8 * 40
   logits, _ = jax.jit(trainer.model.apply)(
       {"params": state.params, "kmeans": state.kmeans},
-      jnp.asarray(batch["inputs"]), mask=jnp.asarray(batch["mask"]))
+      jnp.asarray(batch["inputs"]),
+      mask=jnp.asarray(batch["mask"]),
+  )
   logp = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)
-  nll = -np.take_along_axis(np.asarray(logp), batch["targets"][..., None],
-                            axis=-1)[..., 0]
-  np.testing.assert_allclose(float(out["ce"]),
-                             (nll * batch["weights"]).sum(), rtol=1e-5)
+  nll = -np.take_along_axis(
+      np.asarray(logp), batch["targets"][..., None], axis=-1
+  )[..., 0]
+  np.testing.assert_allclose(
+      float(out["ce"]), (nll * batch["weights"]).sum(), rtol=1e-5
+  )
   # An untrained byte model is close to uniform over 256 values.
   assert abs(float(out["ce"]) / float(out["weight"]) - np.log(256)) < 0.3
 
@@ -146,8 +169,9 @@ def test_zero_loss_weights_do_not_hide_tokens_from_attention():
   """
   config = _config()
   mesh = _mesh(1, 1, 1)
-  trainer, state = train.build_trainer(config, mesh, sharding.logical_rules(),
-                                       train.validate_config(config))
+  trainer, state = train.build_trainer(
+      config, mesh, sharding.logical_rules(), train.validate_config(config)
+  )
   batch = _batches(config, 1)[0]
   assert batch["mask"].all()  # whole windows: no padding
 
@@ -158,9 +182,12 @@ def test_zero_loss_weights_do_not_hide_tokens_from_attention():
       b["weights"][:, 10:30] = 0.0
     if mask_zero:
       b["mask"][:, 10:30] = False
-    out = train.run_step(trainer, trainer.eval_step, state,
-                         sharding.make_global_batch(b, mesh,
-                                                    trainer.data_sharding))
+    out = train.run_step(
+        trainer,
+        trainer.eval_step,
+        state,
+        sharding.make_global_batch(b, mesh, trainer.data_sharding),
+    )
     return float(out["ce"])
 
   base = later_loss(False, False)
@@ -175,8 +202,7 @@ def test_cross_entropy_is_weighted():
   np.testing.assert_allclose(float(ce), -np.log(0.5), rtol=1e-6)
   assert float(w) == 1.0
   ce, w = train.cross_entropy(logits, targets, jnp.asarray([[1.0, 1.0]]))
-  np.testing.assert_allclose(float(ce), -np.log(0.5) - np.log(0.8),
-                             rtol=1e-6)
+  np.testing.assert_allclose(float(ce), -np.log(0.5) - np.log(0.8), rtol=1e-6)
 
 
 def test_valid_configs_pass():
@@ -185,28 +211,44 @@ def test_valid_configs_pass():
     assert model_cfg.vocab_size == 256
 
 
-@pytest.mark.parametrize("section, key, value, message", [
-    ("train", "steps", 0, "train.steps=0: must be >= 1"),
-    ("train", "lr", 0.0, "train.lr=0.0: must be > 0"),
-    ("train", "optimizer", "sgd", "train.optimizer='sgd': must be one of"),
-    ("train", "schedule", "linear", "train.schedule='linear'"),
-    ("train", "warmup_steps", -1, "train.warmup_steps=-1"),
-    ("train", "grad_clip", -1.0, "train.grad_clip=-1.0"),
-    ("train", "weight_decay", -0.1, "train.weight_decay=-0.1"),
-    ("train", "grad_accum_steps", 0, "train.grad_accum_steps=0"),
-    ("train", "grad_accum_steps", 3,
-     "data.batch_size=8: must be divisible by train.grad_accum_steps=3"),
-    ("train", "log_every", 0, "train.log_every=0: must be >= 1"),
-    ("train", "eval_batches", 0, "train.eval_batches=0"),
-    ("train", "keep_checkpoints", 0, "train.keep_checkpoints=0"),
-    ("data", "seq_len", 128, "data.seq_len=128: must be <= model.max_len=64"),
-    ("data", "batch_size", 0, "data.batch_size=0"),
-    ("model", "num_heads", 3, "model.num_heads=3: must divide "
-     "model.d_model=32"),
-    ("model", "num_routing_heads", 5, "model.num_routing_heads=5"),
-    ("model", "residual_dropout", 1.0, "model.residual_dropout=1.0"),
-    ("model", "routing_layers", "last:9", "model.routing_layers='last:9'"),
-])
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("train", "steps", 0, "train.steps=0: must be >= 1"),
+        ("train", "lr", 0.0, "train.lr=0.0: must be > 0"),
+        ("train", "optimizer", "sgd", "train.optimizer='sgd': must be one of"),
+        ("train", "schedule", "linear", "train.schedule='linear'"),
+        ("train", "warmup_steps", -1, "train.warmup_steps=-1"),
+        ("train", "grad_clip", -1.0, "train.grad_clip=-1.0"),
+        ("train", "weight_decay", -0.1, "train.weight_decay=-0.1"),
+        ("train", "grad_accum_steps", 0, "train.grad_accum_steps=0"),
+        (
+            "train",
+            "grad_accum_steps",
+            3,
+            "data.batch_size=8: must be divisible by train.grad_accum_steps=3",
+        ),
+        ("train", "log_every", 0, "train.log_every=0: must be >= 1"),
+        ("train", "eval_batches", 0, "train.eval_batches=0"),
+        ("train", "keep_checkpoints", 0, "train.keep_checkpoints=0"),
+        (
+            "data",
+            "seq_len",
+            128,
+            "data.seq_len=128: must be <= model.max_len=64",
+        ),
+        ("data", "batch_size", 0, "data.batch_size=0"),
+        (
+            "model",
+            "num_heads",
+            3,
+            "model.num_heads=3: must divide model.d_model=32",
+        ),
+        ("model", "num_routing_heads", 5, "model.num_routing_heads=5"),
+        ("model", "residual_dropout", 1.0, "model.residual_dropout=1.0"),
+        ("model", "routing_layers", "last:9", "model.routing_layers='last:9'"),
+    ],
+)
 def test_invalid_config_names_the_field(section, key, value, message):
   config = shakespeare.get_config("tiny")
   config[section][key] = value
@@ -236,15 +278,25 @@ def test_a_large_replicated_tensor_fails_at_start_up():
   config = _config()
   config.model.vocab_size = 131_073
   config.model.vocab_multiple = 1
-  with pytest.raises(ValueError, match=r"whole on every device .*"
-                     r"\['logits'\]\['kernel'\] \(32, 131073\)"):
-    train.build_trainer(config, _mesh(4, 1, 2), sharding.logical_rules(),
-                        train.validate_config(config))
+  with pytest.raises(
+      ValueError,
+      match=r"whole on every device .*"
+      r"\['logits'\]\['kernel'\] \(32, 131073\)",
+  ):
+    train.build_trainer(
+        config,
+        _mesh(4, 1, 2),
+        sharding.logical_rules(),
+        train.validate_config(config),
+    )
   # Padded to a multiple of 128, the vocabulary splits over tensor.
   config.model.vocab_multiple = 128
   _, state = train.build_trainer(
-      config, _mesh(4, 1, 2), sharding.logical_rules(),
-      train.validate_config(config))
+      config,
+      _mesh(4, 1, 2),
+      sharding.logical_rules(),
+      train.validate_config(config),
+  )
   kernel = state.params["logits"]["kernel"]
   assert kernel.shape == (32, 131_200)
   assert _shard_shape(kernel) == (32, 65_600)
@@ -255,9 +307,10 @@ def _primitive_dtypes(jaxpr, names, out=False):
   found = set()
   for eqn in jaxpr.eqns:
     if eqn.primitive.name in names:
-      found.add((eqn.primitive.name,
-                 tuple(str(v.aval.dtype) for v in eqn.invars))
-                + ((eqn.outvars[0].aval,) if out else ()))
+      found.add(
+          (eqn.primitive.name, tuple(str(v.aval.dtype) for v in eqn.invars))
+          + ((eqn.outvars[0].aval,) if out else ())
+      )
     for p in eqn.params.values():
       for sub in p if isinstance(p, (list, tuple)) else (p,):
         if isinstance(sub, jax.extend.core.ClosedJaxpr):
@@ -274,23 +327,27 @@ def test_bfloat16_policy_stays_close_to_float32():
   precision; params, optimizer state and k-means state stay float32.
   """
   import jax.extend  # pylint: disable=g-import-not-at-top
+
   config = _config()
   batches = _batches(config, 2)
   _, f32, m32, _ = _train(config, _mesh(1, 1, 1), batches)
   config.model.dtype = "bfloat16"
   _, b16, m16, _ = _train(config, _mesh(1, 1, 1), batches)
   for k in ("loss", "grad_norm"):
-    np.testing.assert_allclose([m[k] for m in m16], [m[k] for m in m32],
-                               rtol=1e-2, err_msg=k)
+    np.testing.assert_allclose(
+        [m[k] for m in m16], [m[k] for m in m32], rtol=1e-2, err_msg=k
+    )
   assert m32[1]["loss"] != m16[1]["loss"]  # bf16 really ran
   for tree in (b16.params, b16.opt_state, b16.kmeans):
-    assert {str(x.dtype) for x in jax.tree.leaves(tree)} <= {
-        "float32", "int32"}
+    assert {str(x.dtype) for x in jax.tree.leaves(tree)} <= {"float32", "int32"}
   _assert_trees_close(b16.params, f32.params, rtol=0.0, atol=2e-2)
   # Where the policy puts each piece, read from the step's jaxpr.
-  trainer, state = train.build_trainer(config, _mesh(1, 1, 1),
-                                       sharding.logical_rules(),
-                                       train.validate_config(config))
+  trainer, state = train.build_trainer(
+      config,
+      _mesh(1, 1, 1),
+      sharding.logical_rules(),
+      train.validate_config(config),
+  )
   batch = {k: jnp.asarray(v) for k, v in batches[0].items()}
   with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
     jaxpr = jax.make_jaxpr(trainer.train_step)(state, batch).jaxpr
@@ -302,5 +359,6 @@ def test_bfloat16_policy_stays_close_to_float32():
   # Softmax (exp, max, log), routing scores (argmax) and k-means
   # normalisation (rsqrt): float32 only.
   for name, dtypes in _primitive_dtypes(
-      jaxpr, ("exp", "log", "reduce_max", "argmax", "rsqrt")):
+      jaxpr, ("exp", "log", "reduce_max", "argmax", "rsqrt")
+  ):
     assert set(dtypes) == {"float32"}, name

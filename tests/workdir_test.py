@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """A workdir on (fake) object storage: every artifact lands in the bucket.
 
 `fakegs://` (tests/helpers/fake_bucket.py) stands in for gs://: its paths
@@ -23,8 +25,13 @@ import fake_bucket  # pylint: disable=g-import-not-at-top,wrong-import-position
 import metrics_test  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # As in train_resume_test (the train step compiles once for all tests).
-OVERRIDES = {"schedule": "rsqrt", "warmup_steps": 2, "checkpoint_every": 2,
-             "eval_every": 1000, "log_every": 1}
+OVERRIDES = {
+    "schedule": "rsqrt",
+    "warmup_steps": 2,
+    "checkpoint_every": 2,
+    "eval_every": 1000,
+    "log_every": 1,
+}
 
 
 def _config(steps):
@@ -33,8 +40,9 @@ def _config(steps):
   return c
 
 
-def test_resolve_keeps_urls_and_makes_local_paths_absolute(tmp_path,
-                                                           monkeypatch):
+def test_resolve_keeps_urls_and_makes_local_paths_absolute(
+    tmp_path, monkeypatch
+):
   monkeypatch.chdir(tmp_path)
   assert str(workdir_lib.resolve("gs://bucket/run")) == "gs://bucket/run"
   assert str(workdir_lib.resolve("run")) == str(tmp_path / "run")
@@ -59,19 +67,35 @@ def test_train_resume_and_report_in_a_bucket(tmp_path, monkeypatch):
   assert not list(cwd.rglob("*"))  # Nothing went around epath.
   run = root / "bucket" / "run"
   assert json.loads((run / "config.json").read_text())["train"]["steps"] == 4
-  steps = sorted(int(p.name) for p in (run / "checkpoints").iterdir()
-                 if p.name.isdigit())
+  steps = sorted(
+      int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit()
+  )
   assert steps == [2, 4]
-  rows = [json.loads(line)
-          for line in (run / "metrics.jsonl").read_text().splitlines()]
+  rows = [
+      json.loads(line)
+      for line in (run / "metrics.jsonl").read_text().splitlines()
+  ]
   assert [r["step"] for r in rows] == [1, 2, 2, 3, 4, 4]
-  events = [metrics_test.read_event_records(p.read_bytes())
-            for p in sorted((run / "tensorboard").iterdir())]
+  events = [
+      metrics_test.read_event_records(p.read_bytes())
+      for p in sorted((run / "tensorboard").iterdir())
+  ]
   assert len(events) == 2  # One event file per run.
-  logged = sorted(s for e in events for s in metrics_test._scalars(e)
-                  if s[1] == "train/loss_nats")
-  assert logged == [(r["step"], "train/loss_nats", pytest.approx(
-      r["train/loss_nats"], rel=1e-6)) for r in rows if "train/loss_nats" in r]
+  logged = sorted(
+      s
+      for e in events
+      for s in metrics_test._scalars(e)
+      if s[1] == "train/loss_nats"
+  )
+  assert logged == [
+      (
+          r["step"],
+          "train/loss_nats",
+          pytest.approx(r["train/loss_nats"], rel=1e-6),
+      )
+      for r in rows
+      if "train/loss_nats" in r
+  ]
   assert (run / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
   traces = list((run / "profile").rglob("*.xplane.pb"))
   assert traces and traces[0].stat().st_size > 0

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Input data: the embedded Shakespeare corpus, datasets, batches, tasks.
 
 Also holds the packaged corpus archive (shakespeare.tar.xz, see corpus.py).

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The embedded default corpus: the complete plays of Shakespeare.
 
 The package ships the 38 plays of the First Folio canon plus Edward III as
@@ -161,4 +163,3 @@ def describe() -> str:
     shown = ", ".join(names) if len(names) <= 4 else f"{len(names)} plays"
     lines.append(f"{split}: {size:,} bytes ({shown})")
   return "\n".join(lines)
-

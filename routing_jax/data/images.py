@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Images as sub-pixel sequences, and PNG grids of images.
 
 The paper's image models read an image [H, W, C] as the sequence of its H*W*C
@@ -62,7 +64,10 @@ def sequence_to_image(seq: np.ndarray, shape) -> np.ndarray:
 
 
 def make_grid(
-    images: np.ndarray, *, ncols: int | None = None, padding: int = 2,
+    images: np.ndarray,
+    *,
+    ncols: int | None = None,
+    padding: int = 2,
     pad_value: int = 255,
 ) -> np.ndarray:
   """Tiles images into one image.
@@ -90,12 +95,13 @@ def make_grid(
   ncols = ncols or int(np.ceil(np.sqrt(n)))
   nrows = -(-n // ncols)
   p = padding
-  grid = np.full((nrows * (h + p) + p, ncols * (w + p) + p, c), pad_value,
-                 np.uint8)
+  grid = np.full(
+      (nrows * (h + p) + p, ncols * (w + p) + p, c), pad_value, np.uint8
+  )
   for i in range(n):
     r, col = divmod(i, ncols)
     y, x = p + r * (h + p), p + col * (w + p)
-    grid[y:y + h, x:x + w] = images[i]
+    grid[y : y + h, x : x + w] = images[i]
   return grid
 
 
@@ -120,12 +126,19 @@ def encode_png(img: np.ndarray) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
 
   header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
-  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-          + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+  return (
+      b"\x89PNG\r\n\x1a\n"
+      + chunk(b"IHDR", header)
+      + chunk(b"IDAT", zlib.compress(raw, 9))
+      + chunk(b"IEND", b"")
+  )
 
 
 def save_png_grid(
-    images: np.ndarray, path: str | os.PathLike, *, ncols: int | None = None,
+    images: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    ncols: int | None = None,
     padding: int = 2,
 ) -> np.ndarray:
   """Writes images as one PNG grid.

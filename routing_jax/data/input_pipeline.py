@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Input pipeline: datasets -> per-process batches of fixed-length sequences.
 
 Every dataset (text, images, synthetic) gives batches of the same form, a
@@ -89,8 +91,9 @@ class SequenceIndex:
 class _Reader:
   """Reads sequence i of a split as (targets, weights), both [seq_len]."""
 
-  def __init__(self, docs: sources.Documents, seq_len: int, vocab_size: int,
-               name: str):
+  def __init__(
+      self, docs: sources.Documents, seq_len: int, vocab_size: int, name: str
+  ):
     self.docs = docs
     self.index = SequenceIndex(docs.lengths(), seq_len)
     if self.index.size == 0:
@@ -110,8 +113,8 @@ class _Reader:
       )
     targets = np.zeros(self.seq_len, np.int32)
     weights = np.zeros(self.seq_len, np.float32)
-    targets[:len(tokens)] = tokens
-    weights[:len(tokens)] = 1.0
+    targets[: len(tokens)] = tokens
+    weights[: len(tokens)] = 1.0
     return targets, weights
 
   def _worst(self, tokens: np.ndarray) -> int:
@@ -124,8 +127,12 @@ def _make_batch(rows: list[tuple[np.ndarray, np.ndarray]]) -> dict:
   weights = np.stack([w for _, w in rows])
   inputs = np.zeros_like(targets)
   inputs[:, 1:] = targets[:, :-1]
-  return {"inputs": inputs, "targets": targets, "weights": weights,
-          "mask": weights > 0}
+  return {
+      "inputs": inputs,
+      "targets": targets,
+      "weights": weights,
+      "mask": weights > 0,
+  }
 
 
 def _local_rows(global_batch: int, process_index: int, process_count: int):
@@ -145,19 +152,31 @@ def _local_rows(global_batch: int, process_index: int, process_count: int):
 
 def _check_rows(rows, global_batch: int) -> np.ndarray:
   rows = np.asarray(rows, np.int64)
-  if (rows.ndim != 1 or not rows.size or np.any(np.diff(rows) <= 0)
-      or rows[0] < 0 or rows[-1] >= global_batch):
+  if (
+      rows.ndim != 1
+      or not rows.size
+      or np.any(np.diff(rows) <= 0)
+      or rows[0] < 0
+      or rows[-1] >= global_batch
+  ):
     raise ValueError(
-        f"rows must be ascending indices in [0, data.batch_size="
-        f"{global_batch}), got {rows.tolist()}")
+        "rows must be ascending indices in [0, data.batch_size="
+        f"{global_batch}), got {rows.tolist()}"
+    )
   return rows
 
 
 class _TrainSource:
   """Random-access local train batches: item k is batch `start + k`."""
 
-  def __init__(self, reader: _Reader, rows: np.ndarray, global_batch: int,
-               seed: int, start: int):
+  def __init__(
+      self,
+      reader: _Reader,
+      rows: np.ndarray,
+      global_batch: int,
+      seed: int,
+      start: int,
+  ):
     self._reader = reader
     self._rows = rows
     self._batch = global_batch
@@ -193,8 +212,10 @@ class _EvalSource:
     return -(-self._reader.index.size // self._batch)
 
   def __getitem__(self, b: int) -> dict:
-    empty = (np.zeros(self._reader.seq_len, np.int32),
-             np.zeros(self._reader.seq_len, np.float32))
+    empty = (
+        np.zeros(self._reader.seq_len, np.int32),
+        np.zeros(self._reader.seq_len, np.float32),
+    )
     g = int(b) * self._batch + self._rows
     return _make_batch([
         self._reader.read(int(i)) if i < self._reader.index.size else empty
@@ -204,11 +225,13 @@ class _EvalSource:
 
 def _grain_iterator(source, num_workers: int, num_threads: int = 2):
   import grain  # pylint: disable=g-import-not-at-top
+
   ds = grain.MapDataset.source(source).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)
   )
   if num_workers > 0:
     from absl import flags  # pylint: disable=g-import-not-at-top
+
     if not flags.FLAGS.is_parsed():
       # grain's workers read absl flags; outside absl.app nobody parsed them.
       flags.FLAGS.mark_as_parsed()
@@ -236,8 +259,12 @@ class BatchIterator:
   batch the one that followed when the state was taken.
   """
 
-  def __init__(self, make_source: Callable[[int], Any], fingerprint: dict,
-               num_workers: int = 0):
+  def __init__(
+      self,
+      make_source: Callable[[int], Any],
+      fingerprint: dict,
+      num_workers: int = 0,
+  ):
     self._make_source = make_source
     self._fingerprint = dict(fingerprint)
     self._num_workers = num_workers
@@ -250,8 +277,9 @@ class BatchIterator:
 
   def __next__(self) -> dict:
     if self._it is None:
-      self._it = _grain_iterator(self._make_source(self._step),
-                                 self._num_workers)
+      self._it = _grain_iterator(
+          self._make_source(self._step), self._num_workers
+      )
       # Closes the workers at garbage collection or interpreter exit.
       self._finalizer = weakref.finalize(self, _close, self._it)
     batch = next(self._it)
@@ -274,7 +302,8 @@ class BatchIterator:
 
   def set_state(self, state: dict) -> None:
     diffs = {
-        k: (state.get(k), v) for k, v in self._fingerprint.items()
+        k: (state.get(k), v)
+        for k, v in self._fingerprint.items()
         if state.get(k) != v
     }
     if diffs:
@@ -354,20 +383,25 @@ def batch_documents(
   if rows is None:
     rows = _local_rows(batch_size, process_index, process_count)
   rows = _check_rows(rows, batch_size)
-  train = _Reader(train_docs, seq_len, vocab_size or train_docs.vocab_size,
-                  name)
-  evals = _Reader(eval_docs, seq_len, vocab_size or eval_docs.vocab_size,
-                  name)
+  train = _Reader(
+      train_docs, seq_len, vocab_size or train_docs.vocab_size, name
+  )
+  evals = _Reader(eval_docs, seq_len, vocab_size or eval_docs.vocab_size, name)
   fingerprint = {
-      "dataset": name, "seq_len": seq_len, "batch_size": batch_size,
-      "seed": seed, "num_sequences": train.index.size,
+      "dataset": name,
+      "seq_len": seq_len,
+      "batch_size": batch_size,
+      "seed": seed,
+      "num_sequences": train.index.size,
   }
   train_iter = BatchIterator(
       lambda start: _TrainSource(train, rows, batch_size, seed, start),
-      fingerprint, num_workers,
+      fingerprint,
+      num_workers,
   )
-  return train_iter, EvalBatches(_EvalSource(evals, rows, batch_size),
-                                 num_workers)
+  return train_iter, EvalBatches(
+      _EvalSource(evals, rows, batch_size), num_workers
+  )
 
 
 @dataclasses.dataclass
@@ -441,6 +475,7 @@ def create_datasets(
   if rows is None:
     if process_index is None or process_count is None:
       import jax  # pylint: disable=g-import-not-at-top
+
       if process_index is None:
         process_index = jax.process_index()
       if process_count is None:
@@ -451,14 +486,17 @@ def create_datasets(
   if cfg.name == "shakespeare":
     train_docs = sources.ArrayDocuments(corpus.documents("train"), 256)
     eval_docs = sources.ArrayDocuments(corpus.documents(cfg.eval_split), 256)
-    extra = dict(unit="byte", decode=sources.decode_bytes,
-                 encode=sources.encode_bytes)
+    extra = dict(
+        unit="byte", decode=sources.decode_bytes, encode=sources.encode_bytes
+    )
   elif cfg.name == "synthetic":
     v = vocab_size or 256
     train_docs = sources.SyntheticDocuments(
-        _SYNTHETIC_TRAIN_SEQUENCES, cfg.seq_len, v, cfg.seed)
+        _SYNTHETIC_TRAIN_SEQUENCES, cfg.seq_len, v, cfg.seed
+    )
     eval_docs = sources.SyntheticDocuments(
-        4 * cfg.batch_size, cfg.seq_len, v, cfg.seed + 1_000_003)
+        4 * cfg.batch_size, cfg.seq_len, v, cfg.seed + 1_000_003
+    )
     extra = dict(unit="token")
   else:
     train_docs, extra = opening.open_split(cfg, "train")
@@ -478,13 +516,20 @@ def create_datasets(
           f" of shape {extra['image_shape']}, got {cfg.seq_len}"
       )
   train, evals = batch_documents(
-      train_docs, eval_docs,
-      seq_len=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed,
+      train_docs,
+      eval_docs,
+      seq_len=cfg.seq_len,
+      batch_size=cfg.batch_size,
+      seed=cfg.seed,
       vocab_size=vocab_size or data_vocab,
-      num_workers=cfg.num_workers, name=cfg.name, rows=rows,
+      num_workers=cfg.num_workers,
+      name=cfg.name,
+      rows=rows,
   )
   return Datasets(
-      train=train, eval=evals, vocab_size=data_vocab,
-      local_batch_size=len(rows), **extra,
+      train=train,
+      eval=evals,
+      vocab_size=data_vocab,
+      local_batch_size=len(rows),
+      **extra,
   )
-

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Synthetic retrieval tasks whose answers lie beyond a local window.
 
 Byte sequences (vocabulary 256) in the pipeline's batch layout: `inputs`
@@ -27,18 +29,31 @@ TASKS = ("recall", "lookup")
 
 
 def _batch(tokens, weights, measured):
-  return {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
-          "weights": weights, "mask": np.ones(weights.shape, bool),
-          "measured": measured}
+  return {
+      "inputs": tokens[:, :-1],
+      "targets": tokens[:, 1:],
+      "weights": weights,
+      "mask": np.ones(weights.shape, bool),
+      "measured": measured,
+  }
 
 
-def recall(rng: np.random.Generator, batch: int, seq_len: int, *,
-           pairs: int = 8, queries: int = 16, gap: int = 48,
-           key_vocab: int = 16, value_vocab: int = 16) -> dict:
+def recall(
+    rng: np.random.Generator,
+    batch: int,
+    seq_len: int,
+    *,
+    pairs: int = 8,
+    queries: int = 16,
+    gap: int = 48,
+    key_vocab: int = 16,
+    value_vocab: int = 16,
+) -> dict:
   """Multi-query associative recall (see the module docstring)."""
   if not 1 <= pairs <= key_vocab <= 127 or value_vocab > 128:
-    raise ValueError("recall needs 1 <= pairs <= key_vocab <= 127 and "
-                     "value_vocab <= 128")
+    raise ValueError(
+        "recall needs 1 <= pairs <= key_vocab <= 127 and value_vocab <= 128"
+    )
   need = 1 + 2 * pairs + gap + 2 * queries
   if need > seq_len + 1:
     raise ValueError(f"recall needs seq_len >= {need - 1}, got {seq_len}")
@@ -49,14 +64,15 @@ def recall(rng: np.random.Generator, batch: int, seq_len: int, *,
   for b in range(batch):
     keys = rng.choice(np.arange(1, key_vocab + 1), pairs, replace=False)
     values = rng.integers(128, 128 + value_vocab, pairs)
-    tokens[b, 1:1 + 2 * pairs] = np.stack([keys, values], 1).reshape(-1)
+    tokens[b, 1 : 1 + 2 * pairs] = np.stack([keys, values], 1).reshape(-1)
     start = 1 + 2 * pairs
-    tokens[b, start:start + gap] = filler(gap)
+    tokens[b, start : start + gap] = filler(gap)
     asked = rng.choice(pairs, queries, replace=queries > pairs)
     s = start + gap
-    tokens[b, s:s + 2 * queries] = np.stack(
-        [keys[asked], values[asked]], 1).reshape(-1)
-    tokens[b, s + 2 * queries:] = filler(seq_len + 1 - s - 2 * queries)
+    tokens[b, s : s + 2 * queries] = np.stack(
+        [keys[asked], values[asked]], 1
+    ).reshape(-1)
+    tokens[b, s + 2 * queries :] = filler(seq_len + 1 - s - 2 * queries)
     # The answer token s + 2i + 1 is target s + 2i.
     weights[b, s + 2 * np.arange(queries)] = 1.0
     first = np.unique(asked, return_index=True)[1]
@@ -64,13 +80,23 @@ def recall(rng: np.random.Generator, batch: int, seq_len: int, *,
   return _batch(tokens, weights, measured)
 
 
-def lookup(rng: np.random.Generator, batch: int, seq_len: int, *,
-           pairs: int = 8, queries: int = 16, gap: int = 48,
-           key_vocab: int = 8, value_vocab: int = 16) -> dict:
+def lookup(
+    rng: np.random.Generator,
+    batch: int,
+    seq_len: int,
+    *,
+    pairs: int = 8,
+    queries: int = 16,
+    gap: int = 48,
+    key_vocab: int = 8,
+    value_vocab: int = 16,
+) -> dict:
   """One-hop recall of single-token pairs (see the module docstring)."""
   if key_vocab * value_vocab > 128 or key_vocab > 31 or value_vocab > 32:
-    raise ValueError("lookup needs key_vocab·value_vocab <= 128, "
-                     "key_vocab <= 31 and value_vocab <= 32")
+    raise ValueError(
+        "lookup needs key_vocab·value_vocab <= 128, "
+        "key_vocab <= 31 and value_vocab <= 32"
+    )
   if not 1 <= pairs <= key_vocab:
     raise ValueError("lookup needs 1 <= pairs <= key_vocab")
   need = 1 + pairs + gap + 2 * queries
@@ -82,32 +108,35 @@ def lookup(rng: np.random.Generator, batch: int, seq_len: int, *,
   for b in range(batch):
     keys = rng.choice(key_vocab, pairs, replace=False)
     values = rng.integers(0, value_vocab, pairs)
-    tokens[b, 1:1 + pairs] = 128 + keys * value_vocab + values
+    tokens[b, 1 : 1 + pairs] = 128 + keys * value_vocab + values
     start = 1 + pairs
-    tokens[b, start:start + gap] = rng.integers(64, 128, gap)
+    tokens[b, start : start + gap] = rng.integers(64, 128, gap)
     asked = rng.choice(pairs, queries, replace=queries > pairs)
     s = start + gap
-    tokens[b, s:s + 2 * queries] = np.stack(
-        [1 + keys[asked], 32 + values[asked]], 1).reshape(-1)
-    tokens[b, s + 2 * queries:] = rng.integers(
-        64, 128, seq_len + 1 - s - 2 * queries)
+    tokens[b, s : s + 2 * queries] = np.stack(
+        [1 + keys[asked], 32 + values[asked]], 1
+    ).reshape(-1)
+    tokens[b, s + 2 * queries :] = rng.integers(
+        64, 128, seq_len + 1 - s - 2 * queries
+    )
     weights[b, s + 2 * np.arange(queries)] = 1.0
     first = np.unique(asked, return_index=True)[1]
     measured[b, s + 2 * first] = True
   return _batch(tokens, weights, measured)
 
 
-def make_batch(task: str, rng: np.random.Generator, batch: int,
-               seq_len: int, **kw) -> dict:
+def make_batch(
+    task: str, rng: np.random.Generator, batch: int, seq_len: int, **kw
+) -> dict:
   """A batch of `task` ("recall" or "lookup")."""
   if task not in TASKS:
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
   return (recall if task == "recall" else lookup)(rng, batch, seq_len, **kw)
 
 
-def answer_accuracy(logits: np.ndarray, batch: dict,
-                    measured: Optional[np.ndarray] = None
-                    ) -> tuple[float, float]:
+def answer_accuracy(
+    logits: np.ndarray, batch: dict, measured: Optional[np.ndarray] = None
+) -> tuple[float, float]:
   """(accuracy, bits per answer) of greedy predictions at measured answers."""
   logits = np.asarray(logits, np.float64)
   where = batch["measured"] if measured is None else measured
@@ -125,7 +154,7 @@ def recall_sources(batch: dict, pairs: int) -> np.ndarray:
   inputs, measured = batch["inputs"], batch["measured"]
   src = np.full(measured.shape, -1, np.int64)
   for b, t in zip(*np.nonzero(measured)):
-    keys = inputs[b, 1:1 + 2 * pairs:2]
+    keys = inputs[b, 1 : 1 + 2 * pairs : 2]
     i = int(np.nonzero(keys == inputs[b, t])[0][0])
     src[b, t] = 2 + 2 * i
   return src

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Attention arithmetic shared by local and routing attention.
 
 Everything here is pure jax: masked softmax attention over blocks, rotary
@@ -14,7 +16,6 @@ import jax.numpy as jnp
 from routing_jax.common_types import Array, DType
 from routing_jax.nn import layers
 
-
 # Finite, so fully masked rows (padding queries) give uniform weights instead
 # of NaNs; their outputs are zeroed by the callers.
 MASK_VALUE = -1e9
@@ -25,18 +26,30 @@ def default_kernel_init(scale: float = 0.2) -> Callable[..., Array]:
   return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
 
 
-def head_projection(features: int, axes: tuple[str, str], dtype: DType,
-                    param_dtype: DType, kernel_init: Callable[..., Array],
-                    name: str, use_bias: bool = False) -> nn.Dense:
+def head_projection(
+    features: int,
+    axes: tuple[str, str],
+    dtype: DType,
+    param_dtype: DType,
+    kernel_init: Callable[..., Array],
+    name: str,
+    use_bias: bool = False,
+) -> nn.Dense:
   """A bias-free dense layer with logical axis names on its kernel.
 
   A 2-D kernel reshaped by the caller, rather than DenseGeneral with tuple
   features: under jax.set_mesh the latter breaks logical partitioning on
   flax 0.12.
   """
-  return layers.dense(features, axes, use_bias=use_bias,
-                      kernel_init=kernel_init, dtype=dtype,
-                      param_dtype=param_dtype, name=name)
+  return layers.dense(
+      features,
+      axes,
+      use_bias=use_bias,
+      kernel_init=kernel_init,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      name=name,
+  )
 
 
 def rope(x: Array, positions: Array, base: float = 10000.0) -> Array:
@@ -66,14 +79,20 @@ def relative_index(offsets: Array, max_distance: int) -> Array:
   return jnp.clip(offsets, -max_distance, max_distance) + max_distance
 
 
-def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
-                      rel_k: Optional[Array] = None,
-                      rel_v: Optional[Array] = None,
-                      logit_scale: float = 1.0,
-                      dropout_rate: float = 0.0,
-                      dropout_rng: Optional[Array] = None,
-                      dropout_keep: Optional[Array] = None,
-                      dtype: DType = jnp.float32) -> Array:
+def blocked_attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Array,
+    *,
+    rel_k: Optional[Array] = None,
+    rel_v: Optional[Array] = None,
+    logit_scale: float = 1.0,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    dropout_keep: Optional[Array] = None,
+    dtype: DType = jnp.float32,
+) -> Array:
   """Softmax attention of query blocks over their key blocks.
 
   Args:
@@ -95,8 +114,9 @@ def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
     [batch, heads, blocks, i, d] in `dtype`.
   """
   qc, kc = q.astype(dtype), k.astype(dtype)
-  logits = jnp.einsum("bhnid,bhnjd->bhnij", qc, kc,
-                      preferred_element_type=jnp.float32)
+  logits = jnp.einsum(
+      "bhnid,bhnjd->bhnij", qc, kc, preferred_element_type=jnp.float32
+  )
   if rel_k is not None:
     # Shaw terms in float32: XLA:CPU has no bf16 x bf16 -> f32 kernel for
     # the probs-by-table contraction, and the tables are small.
@@ -104,13 +124,18 @@ def blocked_attention(q: Array, k: Array, v: Array, mask: Array, *,
   logits = jnp.where(mask, logits * logit_scale, MASK_VALUE)
   probs = jax.nn.softmax(logits, axis=-1)
   if dropout_rate > 0.0 and dropout_keep is None and dropout_rng is not None:
-    dropout_keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate,
-                                        probs.shape)
+    dropout_keep = jax.random.bernoulli(
+        dropout_rng, 1.0 - dropout_rate, probs.shape
+    )
   if dropout_rate > 0.0 and dropout_keep is not None:
     probs = jnp.where(dropout_keep, probs / (1.0 - dropout_rate), 0.0)
   probs = probs.astype(dtype)
-  out = jnp.einsum("bhnij,bhnjd->bhnid", probs, v.astype(dtype),
-                   preferred_element_type=jnp.float32)
+  out = jnp.einsum(
+      "bhnij,bhnjd->bhnid",
+      probs,
+      v.astype(dtype),
+      preferred_element_type=jnp.float32,
+  )
   if rel_v is not None:
     out += _relative_values(probs, rel_v)
   return out.astype(dtype)
@@ -141,11 +166,13 @@ def check_input(x: Array, name: str = "x") -> None:
   if x.ndim != 3:
     raise ValueError(
         f"{name} must have rank 3 [batch, length, features], got shape "
-        f"{x.shape}")
+        f"{x.shape}"
+    )
 
 
 def check_mask(mask: Optional[Array], x: Array) -> None:
   if mask is not None and mask.shape != x.shape[:2]:
     raise ValueError(
         f"mask must have shape [batch, length] = {x.shape[:2]}, got "
-        f"{mask.shape}")
+        f"{mask.shape}"
+    )

@@ -1,17 +1,5 @@
 # Copyright 2026 The routing-jax Authors.
-#
-# Licensed under the Apache License, Version 2.0 (the "License");
-# you may not use this file except in compliance with the License.
-# You may obtain a copy of the License at
-#
-#     http://www.apache.org/licenses/LICENSE-2.0
-#
-# Unless required by applicable law or agreed to in writing, software
-# distributed under the License is distributed on an "AS IS" BASIS,
-# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
-# See the License for the specific language governing permissions and
-# limitations under the License.
-
+# SPDX-License-Identifier: Apache-2.0
 """Autoregressive sampling with a cache: temperature, top-k, top-p, EOS.
 
 The sampler knows nothing about the model. The caller wires its model into a
@@ -57,6 +45,7 @@ class GenerateOutput(NamedTuple):
     lengths: [batch] int32; number of valid tokens per row (up to and including
       EOS, or max_length when the row never emitted EOS).
   """
+
   tokens: Array
   lengths: Array
 
@@ -81,7 +70,8 @@ def top_k_filter(logits: Array, k: int) -> Array:
     return logits
   _, idx = jax.lax.top_k(logits, k)  # [..., k]
   keep = jnp.put_along_axis(
-      jnp.zeros(logits.shape, bool), idx, True, axis=-1, inplace=False)
+      jnp.zeros(logits.shape, bool), idx, True, axis=-1, inplace=False
+  )
   return jnp.where(keep, logits, -jnp.inf)
 
 
@@ -111,11 +101,14 @@ def top_p_filter(logits: Array, p: float | Array) -> Array:
 
   def nucleus(logits):
     order = jnp.argsort(logits, axis=-1, descending=True, stable=True)
-    keep_sorted = _nucleus_mask(
-        jnp.take_along_axis(logits, order, axis=-1), p)
+    keep_sorted = _nucleus_mask(jnp.take_along_axis(logits, order, axis=-1), p)
     keep = jnp.put_along_axis(
-        jnp.zeros(logits.shape, bool), order, keep_sorted, axis=-1,
-        inplace=False)
+        jnp.zeros(logits.shape, bool),
+        order,
+        keep_sorted,
+        axis=-1,
+        inplace=False,
+    )
     return jnp.where(keep, logits, -jnp.inf)
 
   # p >= 1 keeps every token exactly (the cumsum's rounding could drop tokens
@@ -123,8 +116,13 @@ def top_p_filter(logits: Array, p: float | Array) -> Array:
   return jax.lax.cond(p < 1.0, nucleus, lambda logits: logits, logits)
 
 
-def sample_logits(rng: Array, logits: Array, temperature: float | Array = 1.0,
-                  top_k: int = 0, top_p: float | Array = 1.0) -> Array:
+def sample_logits(
+    rng: Array,
+    logits: Array,
+    temperature: float | Array = 1.0,
+    top_k: int = 0,
+    top_p: float | Array = 1.0,
+) -> Array:
   """Samples one token per row from filtered, temperature-scaled logits.
 
   The distribution is softmax(top_p_filter(top_k_filter(logits)) / T). With
@@ -160,7 +158,8 @@ def sample_logits(rng: Array, logits: Array, temperature: float | Array = 1.0,
       token = jnp.take_along_axis(idx, choice[..., None], axis=-1)[..., 0]
     else:
       token = jax.random.categorical(
-          rng, top_p_filter(logits, top_p) * inv_t, axis=-1)
+          rng, top_p_filter(logits, top_p) * inv_t, axis=-1
+      )
     return token.astype(jnp.int32)
 
   # A traced temperature still skips the filters and the sampling when 0.
@@ -169,6 +168,7 @@ def sample_logits(rng: Array, logits: Array, temperature: float | Array = 1.0,
 
 class _LoopState(NamedTuple):
   """Carry of the decoding while_loop."""
+
   index: Array  # int32 scalar: position whose token is fed next.
   tokens: Array  # [batch, max_length] int32.
   done: Array  # [batch] bool: row has emitted EOS.
@@ -184,23 +184,37 @@ def _concrete(x: Any) -> Optional[np.ndarray]:
     return None
 
 
-def _validate(prompts, prompt_lengths, max_length, temperature, top_k, top_p,
-              eos_id, pad_id, prefill_fn, prefill_length):
+def _validate(
+    prompts,
+    prompt_lengths,
+    max_length,
+    temperature,
+    top_k,
+    top_p,
+    eos_id,
+    pad_id,
+    prefill_fn,
+    prefill_length,
+):
   """Raises ValueError for arguments `generate` cannot honour."""
   if prompts.ndim != 2:
     raise ValueError(
-        f"prompts must be rank 2 [batch, P], got shape {prompts.shape}")
+        f"prompts must be rank 2 [batch, P], got shape {prompts.shape}"
+    )
   batch, width = prompts.shape
   if not jnp.issubdtype(prompts.dtype, jnp.integer):
     raise ValueError(f"prompts must be integer tokens, got {prompts.dtype}")
   if width < 1:
     raise ValueError("prompts must have width P >= 1")
   if prompt_lengths.shape != (batch,):
-    raise ValueError(f"prompt_lengths must have shape ({batch},), got "
-                     f"{prompt_lengths.shape}")
+    raise ValueError(
+        f"prompt_lengths must have shape ({batch},), got {prompt_lengths.shape}"
+    )
   if not isinstance(max_length, int) or max_length < max(width, 2):
-    raise ValueError(f"max_length must be an int >= the prompt width {width} "
-                     f"(and >= 2), got {max_length!r}")
+    raise ValueError(
+        f"max_length must be an int >= the prompt width {width} "
+        f"(and >= 2), got {max_length!r}"
+    )
   if not isinstance(top_k, int) or top_k < 0:
     raise ValueError(f"top_k must be an int >= 0, got {top_k!r}")
   if eos_id is not None and not isinstance(eos_id, int):
@@ -218,27 +232,42 @@ def _validate(prompts, prompt_lengths, max_length, temperature, top_k, top_p,
   if prefill_fn is None and prefill_length != 0:
     raise ValueError("prefill_length > 0 requires a prefill_fn")
   if prefill_fn is not None and not 1 <= prefill_length <= min(
-      width, max_length - 1):
+      width, max_length - 1
+  ):
     raise ValueError(
         f"prefill_length must be in [1, {min(width, max_length - 1)}] (the "
-        f"prompt width, below max_length) when prefill_fn is given, got "
-        f"{prefill_length}")
+        "prompt width, below max_length) when prefill_fn is given, got "
+        f"{prefill_length}"
+    )
   lengths = _concrete(prompt_lengths)
   if lengths is not None:
     if np.any(lengths < 1) or np.any(lengths > width):
-      raise ValueError(f"prompt_lengths must be in [1, {width}], got "
-                       f"{lengths.tolist()}")
+      raise ValueError(
+          f"prompt_lengths must be in [1, {width}], got {lengths.tolist()}"
+      )
     if prefill_fn is not None and prefill_length > lengths.min():
-      raise ValueError(f"prefill_length {prefill_length} exceeds the shortest "
-                       f"prompt (min(prompt_lengths) = {lengths.min()})")
+      raise ValueError(
+          f"prefill_length {prefill_length} exceeds the shortest "
+          f"prompt (min(prompt_lengths) = {lengths.min()})"
+      )
 
 
-def generate(step_fn: StepFn, cache: PyTree, prompts: Array,
-             prompt_lengths: Array, *, max_length: int, rng: Array,
-             temperature: float | Array = 1.0, top_k: int = 0,
-             top_p: float | Array = 1.0, eos_id: Optional[int] = None,
-             pad_id: int = 0, prefill_fn: Optional[PrefillFn] = None,
-             prefill_length: int = 0) -> GenerateOutput:
+def generate(
+    step_fn: StepFn,
+    cache: PyTree,
+    prompts: Array,
+    prompt_lengths: Array,
+    *,
+    max_length: int,
+    rng: Array,
+    temperature: float | Array = 1.0,
+    top_k: int = 0,
+    top_p: float | Array = 1.0,
+    eos_id: Optional[int] = None,
+    pad_id: int = 0,
+    prefill_fn: Optional[PrefillFn] = None,
+    prefill_length: int = 0,
+) -> GenerateOutput:
   """Samples continuations of `prompts` one position at a time.
 
   At position t every row feeds one token: its prompt token while
@@ -280,27 +309,67 @@ def generate(step_fn: StepFn, cache: PyTree, prompts: Array,
   # numpy integers are fine too; plain ints keep the jit cache key canonical.
   max_length, top_k, pad_id, prefill_length = (
       int(v) if isinstance(v, np.integer) else v
-      for v in (max_length, top_k, pad_id, prefill_length))
+      for v in (max_length, top_k, pad_id, prefill_length)
+  )
   if isinstance(eos_id, np.integer):
     eos_id = int(eos_id)
-  _validate(prompts, prompt_lengths, max_length, temperature, top_k, top_p,
-            eos_id, pad_id, prefill_fn, prefill_length)
-  return _generate(step_fn, cache, prompts.astype(jnp.int32),
-                   prompt_lengths.astype(jnp.int32), rng,
-                   jnp.asarray(temperature, jnp.float32),
-                   jnp.asarray(top_p, jnp.float32),
-                   max_length=max_length, top_k=top_k, eos_id=eos_id,
-                   pad_id=pad_id, prefill_fn=prefill_fn,
-                   prefill_length=prefill_length)
+  _validate(
+      prompts,
+      prompt_lengths,
+      max_length,
+      temperature,
+      top_k,
+      top_p,
+      eos_id,
+      pad_id,
+      prefill_fn,
+      prefill_length,
+  )
+  return _generate(
+      step_fn,
+      cache,
+      prompts.astype(jnp.int32),
+      prompt_lengths.astype(jnp.int32),
+      rng,
+      jnp.asarray(temperature, jnp.float32),
+      jnp.asarray(top_p, jnp.float32),
+      max_length=max_length,
+      top_k=top_k,
+      eos_id=eos_id,
+      pad_id=pad_id,
+      prefill_fn=prefill_fn,
+      prefill_length=prefill_length,
+  )
 
 
 @functools.partial(
     jax.jit,
-    static_argnames=("step_fn", "max_length", "top_k", "eos_id", "pad_id",
-                     "prefill_fn", "prefill_length"))
-def _generate(step_fn, cache, prompts, prompt_lengths, rng, temperature,
-              top_p, *, max_length, top_k, eos_id, pad_id, prefill_fn,
-              prefill_length):
+    static_argnames=(
+        "step_fn",
+        "max_length",
+        "top_k",
+        "eos_id",
+        "pad_id",
+        "prefill_fn",
+        "prefill_length",
+    ),
+)
+def _generate(
+    step_fn,
+    cache,
+    prompts,
+    prompt_lengths,
+    rng,
+    temperature,
+    top_p,
+    *,
+    max_length,
+    top_k,
+    eos_id,
+    pad_id,
+    prefill_fn,
+    prefill_length,
+):
   """The jitted body of `generate` (arguments already validated)."""
   batch, width = prompts.shape
   positions = jnp.arange(max_length, dtype=jnp.int32)[None, :]
@@ -311,12 +380,12 @@ def _generate(step_fn, cache, prompts, prompt_lengths, rng, temperature,
   def write_next(state: _LoopState, logits: Array) -> _LoopState:
     """Samples position index + 1 from `logits` and writes it."""
     pos = state.index + 1
-    sampled = sample_logits(jax.random.fold_in(rng, pos), logits,
-                            temperature, top_k, top_p)
+    sampled = sample_logits(
+        jax.random.fold_in(rng, pos), logits, temperature, top_k, top_p
+    )
     forced = pos < prompt_lengths  # [batch]
     prompt_tok = jax.lax.dynamic_index_in_dim(state.tokens, pos, 1, False)
-    new = jnp.where(forced, prompt_tok,
-                    jnp.where(state.done, pad_id, sampled))
+    new = jnp.where(forced, prompt_tok, jnp.where(state.done, pad_id, sampled))
     tokens = jax.lax.dynamic_update_index_in_dim(state.tokens, new, pos, 1)
     done, lengths = state.done, state.lengths
     if eos_id is not None:
@@ -326,13 +395,17 @@ def _generate(step_fn, cache, prompts, prompt_lengths, rng, temperature,
     return _LoopState(pos, tokens, done, lengths, state.cache)
 
   state = _LoopState(
-      index=jnp.zeros((), jnp.int32), tokens=tokens,
+      index=jnp.zeros((), jnp.int32),
+      tokens=tokens,
       done=jnp.zeros((batch,), bool),
-      lengths=jnp.full((batch,), max_length, jnp.int32), cache=cache)
+      lengths=jnp.full((batch,), max_length, jnp.int32),
+      cache=cache,
+  )
   if prefill_fn is not None:
     logits, cache = prefill_fn(cache, tokens[:, :prefill_length])
-    state = state._replace(index=jnp.asarray(prefill_length - 1, jnp.int32),
-                           cache=cache)
+    state = state._replace(
+        index=jnp.asarray(prefill_length - 1, jnp.int32), cache=cache
+    )
     state = write_next(state, logits)
 
   def cond(state: _LoopState) -> Array:

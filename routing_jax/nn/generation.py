@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Sampling from a TransformerLM: decode cache, prefill and `generate`.
 
 `decoding.generate` knows nothing about models; this module wires a
@@ -32,13 +34,19 @@ def check_decode_length(config: ModelConfig, total_length: int) -> None:
   if config.is_image and total_length > config.max_len:
     raise ValueError(
         f"cannot decode {total_length} positions: model.position="
-        f"'learned2d' has learned positions for model.max_len="
-        f"{config.max_len} only")
-  if config.routing == "topk" and total_length > config.max_len and any(
-      config.routing_mask()) and config.num_routing_heads:
+        "'learned2d' has learned positions for model.max_len="
+        f"{config.max_len} only"
+    )
+  if (
+      config.routing == "topk"
+      and total_length > config.max_len
+      and any(config.routing_mask())
+      and config.num_routing_heads
+  ):
     raise ValueError(
         f"cannot decode {total_length} positions: topk routing decodes over "
-        f"a cache of model.max_len={config.max_len}")
+        f"a cache of model.max_len={config.max_len}"
+    )
 
 
 def check_warmed_up(config: ModelConfig, variables: Any) -> None:
@@ -50,19 +58,27 @@ def check_warmed_up(config: ModelConfig, variables: Any) -> None:
   """
   if not (config.routing_warmup_steps and config.routing == "causal"):
     return
-  counters = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(
-      variables.get("kmeans", {})) if "num_updates" in jax.tree_util.keystr(
-          path)]
+  counters = [
+      leaf
+      for path, leaf in jax.tree_util.tree_leaves_with_path(
+          variables.get("kmeans", {})
+      )
+      if "num_updates" in jax.tree_util.keystr(path)
+  ]
   try:
-    done = min(int(np.min(np.asarray(c))) for c in counters) if counters else (
-        config.routing_warmup_steps)
+    done = (
+        min(int(np.min(np.asarray(c))) for c in counters)
+        if counters
+        else (config.routing_warmup_steps)
+    )
   except jax.errors.JAXTypeError:
     return
   if done < config.routing_warmup_steps:
     raise ValueError(
         f"cannot decode: causal routing is still warming up ({done} of "
         f"model.routing_warmup_steps={config.routing_warmup_steps} k-means "
-        "updates); its dense warm-up attention has no per-cluster cache")
+        "updates); its dense warm-up attention has no per-cluster cache"
+    )
 
 
 def init_cache(model: TransformerLM, batch: int) -> Any:
@@ -71,16 +87,20 @@ def init_cache(model: TransformerLM, batch: int) -> Any:
   Jitted so that the parameter initialisation `init` also performs is dead
   code: only the cache is computed.
   """
-  return jax.jit(lambda: model.init(
-      {"params": jax.random.key(0)}, jnp.zeros((batch, 1), jnp.int32),
-      decode=True, positions=jnp.zeros((batch,), jnp.int32))["cache"])()
+  return jax.jit(
+      lambda: model.init(
+          {"params": jax.random.key(0)},
+          jnp.zeros((batch, 1), jnp.int32),
+          decode=True,
+          positions=jnp.zeros((batch,), jnp.int32),
+      )["cache"]
+  )()
 
 
 def initial_state(model: TransformerLM, variables: Any, batch: int) -> Any:
   """The sampler state: (variables without cache, an empty cache)."""
   check_warmed_up(model.config, variables)
-  variables = {k: v for k, v in variables.items() if k in ("params",
-                                                           "kmeans")}
+  variables = {k: v for k, v in variables.items() if k in ("params", "kmeans")}
   return variables, init_cache(model, batch)
 
 
@@ -95,8 +115,12 @@ def step_fn(model: TransformerLM):
     variables, cache = state
     b = tokens.shape[0]
     (logits, _), new = model.apply(
-        dict(variables, cache=cache), tokens[:, None], decode=True,
-        positions=jnp.full((b,), index, jnp.int32), mutable=["cache"])
+        dict(variables, cache=cache),
+        tokens[:, None],
+        decode=True,
+        positions=jnp.full((b,), index, jnp.int32),
+        mutable=["cache"],
+    )
     return logits[:, 0], (variables, new["cache"])
 
   return step
@@ -112,17 +136,27 @@ def prefill_fn(model: TransformerLM):
 
   def prefill(state, tokens):
     variables, cache = state
-    (logits, _), new = model.apply(dict(variables, cache=cache), tokens,
-                                   prefill=True, mutable=["cache"])
+    (logits, _), new = model.apply(
+        dict(variables, cache=cache), tokens, prefill=True, mutable=["cache"]
+    )
     return logits[:, -1], (variables, new["cache"])
 
   return prefill
 
 
-def sample(model: TransformerLM, variables: Any, prompts: np.ndarray,
-           max_length: int, *, rng: Array, temperature: float = 1.0,
-           top_k: int = 0, top_p: float = 1.0, eos_id: Optional[int] = None,
-           use_prefill: bool = True) -> decoding.GenerateOutput:
+def sample(
+    model: TransformerLM,
+    variables: Any,
+    prompts: np.ndarray,
+    max_length: int,
+    *,
+    rng: Array,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    eos_id: Optional[int] = None,
+    use_prefill: bool = True,
+) -> decoding.GenerateOutput:
   """Samples continuations of equal-length prompts [batch, P].
 
   The prompt (start token included) goes through one prefill pass unless
@@ -136,9 +170,21 @@ def sample(model: TransformerLM, variables: Any, prompts: np.ndarray,
   b, p = prompts.shape
   check_decode_length(model.config, max_length)
   state = initial_state(model, variables, b)
-  prefill = dict(prefill_fn=prefill_fn(model), prefill_length=p) if (
-      use_prefill and p < max_length) else {}
+  prefill = (
+      dict(prefill_fn=prefill_fn(model), prefill_length=p)
+      if (use_prefill and p < max_length)
+      else {}
+  )
   return decoding.generate(
-      step_fn(model), state, prompts, jnp.full((b,), p, jnp.int32),
-      max_length=max_length, rng=rng, temperature=temperature, top_k=top_k,
-      top_p=top_p, eos_id=eos_id, **prefill)
+      step_fn(model),
+      state,
+      prompts,
+      jnp.full((b,), p, jnp.int32),
+      max_length=max_length,
+      rng=rng,
+      temperature=temperature,
+      top_k=top_k,
+      top_p=top_p,
+      eos_id=eos_id,
+      **prefill,
+  )

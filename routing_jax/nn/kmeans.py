@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The KMeans module: the k-means state of routing attention and its update.
 
 The centroids are updated by an exponential moving average of cluster counts
@@ -24,7 +26,6 @@ import jax.numpy as jnp
 
 from routing_jax.common_types import Array
 from routing_jax.nn import kmeans_ops as ops
-
 
 KMEANS_COLLECTION = "kmeans"
 STATS_COLLECTION = "kmeans_stats"
@@ -76,6 +77,7 @@ class KMeans(nn.Module):
       this fraction of the mean count is re-seeded from the batch's
       worst-served routing vector (0 disables; the reference has none).
   """
+
   num_heads: int
   num_clusters: int
   head_dim: int
@@ -95,37 +97,55 @@ class KMeans(nn.Module):
       raise ValueError(f"decay must be in [0, 1), got {self.decay}")
     if not 0.0 <= self.revive_threshold < 0.5:
       raise ValueError(
-          f"revive_threshold must be in [0, 0.5), got {self.revive_threshold}")
+          f"revive_threshold must be in [0, 0.5), got {self.revive_threshold}"
+      )
     axes = ("heads", "clusters", "kv")
     shape = (self.num_heads, self.num_clusters, self.head_dim)
 
     def init_means():
-      key = self.make_rng("params") if self.has_rng("params") else (
-          jax.random.key(0))
+      key = (
+          self.make_rng("params")
+          if self.has_rng("params")
+          else (jax.random.key(0))
+      )
       return ops.init_centroids(key, *shape)
 
     boxed = lambda f, names: nn.with_logical_partitioning(f, names)()
-    self.centroids = self.variable(KMEANS_COLLECTION, "centroids", boxed,
-                                   init_means, axes)
+    self.centroids = self.variable(
+        KMEANS_COLLECTION, "centroids", boxed, init_means, axes
+    )
     self.ema_count = self.variable(
-        KMEANS_COLLECTION, "ema_count", boxed,
-        lambda: jnp.full(shape[:2], self.prior_count, jnp.float32), axes[:2])
+        KMEANS_COLLECTION,
+        "ema_count",
+        boxed,
+        lambda: jnp.full(shape[:2], self.prior_count, jnp.float32),
+        axes[:2],
+    )
     # The reference initialises the EMA sums to the initial centroids (with
     # prior_count > 0 they are the prior's sums, prior_count · μ0).
     self.ema_sums = self.variable(
-        KMEANS_COLLECTION, "ema_sums", boxed,
-        lambda: jnp.asarray(nn.unbox(self.centroids.value)) * (
-            self.prior_count if self.prior_count > 0 else 1.0), axes)
+        KMEANS_COLLECTION,
+        "ema_sums",
+        boxed,
+        lambda: jnp.asarray(nn.unbox(self.centroids.value))
+        * (self.prior_count if self.prior_count > 0 else 1.0),
+        axes,
+    )
     self.num_updates = self.variable(
-        KMEANS_COLLECTION, "num_updates", boxed,
-        lambda: jnp.zeros(shape[:1], jnp.int32), axes[:1])
+        KMEANS_COLLECTION,
+        "num_updates",
+        boxed,
+        lambda: jnp.zeros(shape[:1], jnp.int32),
+        axes[:1],
+    )
 
   def current(self) -> Array:
     """The centroids [heads, clusters, head_dim] (float32), no gradient."""
     return jax.lax.stop_gradient(nn.unbox(self.centroids.value))
 
-  def __call__(self, x: Array, mask: Optional[Array] = None,
-               update: bool = False) -> KMeansOutput:
+  def __call__(
+      self, x: Array, mask: Optional[Array] = None, update: bool = False
+  ) -> KMeansOutput:
     """Scores and assigns x, then (maybe) updates the EMA state.
 
     Args:
@@ -138,9 +158,13 @@ class KMeans(nn.Module):
     """
     return self.route_many((x,), mask, update)[0]
 
-  def route_many(self, xs: Sequence[Array], mask: Optional[Array] = None,
-                 update: bool = False,
-                 fit: Optional[Sequence[bool]] = None) -> list[KMeansOutput]:
+  def route_many(
+      self,
+      xs: Sequence[Array],
+      mask: Optional[Array] = None,
+      update: bool = False,
+      fit: Optional[Sequence[bool]] = None,
+  ) -> list[KMeansOutput]:
     """Scores and assigns each of `xs`; then one EMA update per set, in order.
 
     Args:
@@ -155,8 +179,9 @@ class KMeans(nn.Module):
     """
     fit = tuple(fit) if fit is not None else (True,) * len(xs)
     if len(fit) != len(xs) or not any(fit):
-      raise ValueError(f"fit must name at least one of {len(xs)} sets, got "
-                       f"{fit}")
+      raise ValueError(
+          f"fit must name at least one of {len(xs)} sets, got {fit}"
+      )
     mu = self.current()
     outs = []
     for x in xs:
@@ -169,27 +194,37 @@ class KMeans(nn.Module):
     defers = self.is_mutable_collection(STATS_COLLECTION)
     if update and (writes or defers) and not self.is_initializing():
       keep = [i for i, f in enumerate(fit) if f]
-      stats = ops.statistics([xs[i] for i in keep], outs[keep[0]].scores,
-                             mask, self.num_clusters,
-                             [outs[i].assignments for i in keep])
+      stats = ops.statistics(
+          [xs[i] for i in keep],
+          outs[keep[0]].scores,
+          mask,
+          self.num_clusters,
+          [outs[i].assignments for i in keep],
+      )
       if writes:
-        self._write(ops.apply_statistics(self.state(), stats,
-                                         self.settings()))
+        self._write(ops.apply_statistics(self.state(), stats, self.settings()))
       else:
         for name, value in stats.items():
           self.put_variable(STATS_COLLECTION, name, value)
     return outs
 
   def settings(self) -> ops.Settings:
-    return ops.Settings(self.decay, self.epsilon, self.prior_count,
-                        self.data_init, self.revive_threshold)
+    return ops.Settings(
+        self.decay,
+        self.epsilon,
+        self.prior_count,
+        self.data_init,
+        self.revive_threshold,
+    )
 
   def state(self) -> dict[str, Array]:
     """The state as plain arrays (centroids without gradient)."""
-    return {"centroids": self.current(),
-            "ema_count": nn.unbox(self.ema_count.value),
-            "ema_sums": nn.unbox(self.ema_sums.value),
-            "num_updates": nn.unbox(self.num_updates.value)}
+    return {
+        "centroids": self.current(),
+        "ema_count": nn.unbox(self.ema_count.value),
+        "ema_sums": nn.unbox(self.ema_sums.value),
+        "num_updates": nn.unbox(self.num_updates.value),
+    }
 
   def _write(self, new: dict[str, Array]) -> None:
     for name in ("centroids", "ema_count", "ema_sums", "num_updates"):

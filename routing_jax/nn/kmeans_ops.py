@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Online k-means, pure functions: scores, statistics and the EMA update.
 
 The `KMeans` module (kmeans.py) holds the state; everything it computes is
@@ -47,8 +49,7 @@ def _replica_sum(x: Array) -> Array:
   return x if axis is None else jax.lax.psum(x, axis)
 
 
-def top_candidates(values: Array, rows: Array,
-                   num: int) -> tuple[Array, Array]:
+def top_candidates(values: Array, rows: Array, num: int) -> tuple[Array, Array]:
   """The `num` largest values per head and their rows, over all replicas.
 
   values [h, m], rows [h, m, d] -> ([h, num], [h, num, d]), largest first
@@ -63,16 +64,20 @@ def top_candidates(values: Array, rows: Array,
     # The global top `num` lie among every replica's own top `num`.
     top = jax.lax.all_gather(top, axis, axis=1, tiled=True)
     picked = jax.lax.all_gather(picked, axis, axis=1, tiled=True)
-    top, picked = merge_candidates(top[:, :0], picked[:, :0], top, picked,
-                                   min(num, top.shape[1]))
+    top, picked = merge_candidates(
+        top[:, :0], picked[:, :0], top, picked, min(num, top.shape[1])
+    )
     take = top.shape[1]
   reps = -(-num // take)
-  return (jnp.tile(top, (1, reps))[:, :num],
-          jnp.tile(picked, (1, reps, 1))[:, :num])
+  return (
+      jnp.tile(top, (1, reps))[:, :num],
+      jnp.tile(picked, (1, reps, 1))[:, :num],
+  )
 
 
-def merge_candidates(values_a: Array, rows_a: Array, values_b: Array,
-                     rows_b: Array, num: int) -> tuple[Array, Array]:
+def merge_candidates(
+    values_a: Array, rows_a: Array, values_b: Array, rows_b: Array, num: int
+) -> tuple[Array, Array]:
   """The `num` largest of two candidate sets (a's first on ties)."""
   values = jnp.concatenate([values_a, values_b], axis=1)
   rows = jnp.concatenate([rows_a, rows_b], axis=1)
@@ -92,11 +97,13 @@ def normalize(x: Array, epsilon: float = LN_EPSILON) -> Array:
   return (x - mean) * jax.lax.rsqrt(var + epsilon)
 
 
-def init_centroids(key: Array, num_heads: int, num_clusters: int,
-                   head_dim: int) -> Array:
+def init_centroids(
+    key: Array, num_heads: int, num_clusters: int, head_dim: int
+) -> Array:
   """Standard normal draws, normalised like the routing vectors."""
   return normalize(
-      jax.random.normal(key, (num_heads, num_clusters, head_dim), jnp.float32))
+      jax.random.normal(key, (num_heads, num_clusters, head_dim), jnp.float32)
+  )
 
 
 def scores(x: Array, centroids: Array) -> Array:
@@ -109,9 +116,12 @@ def scores(x: Array, centroids: Array) -> Array:
   Returns:
     [batch, heads, length, clusters] float32 scores.
   """
-  return jnp.einsum("bnhd,hkd->bhnk", x.astype(jnp.float32),
-                    centroids.astype(jnp.float32),
-                    precision=jax.lax.Precision.HIGHEST)
+  return jnp.einsum(
+      "bnhd,hkd->bhnk",
+      x.astype(jnp.float32),
+      centroids.astype(jnp.float32),
+      precision=jax.lax.Precision.HIGHEST,
+  )
 
 
 def assign(x: Array, centroids: Array) -> Array:
@@ -125,8 +135,12 @@ class EMAState(NamedTuple):
   ema_sums: Array  # [heads, clusters, head_dim]
 
 
-def batch_statistics(x: Array, assignments: Array, num_clusters: int,
-                     mask: Optional[Array] = None) -> tuple[Array, Array]:
+def batch_statistics(
+    x: Array,
+    assignments: Array,
+    num_clusters: int,
+    mask: Optional[Array] = None,
+) -> tuple[Array, Array]:
   """Per-cluster counts and vector sums over batch and length.
 
   Args:
@@ -142,14 +156,22 @@ def batch_statistics(x: Array, assignments: Array, num_clusters: int,
   if mask is not None:
     onehot = onehot * mask[:, None, :, None].astype(jnp.float32)
   counts = jnp.sum(onehot, axis=(0, 2))
-  sums = jnp.einsum("bhnk,bnhd->hkd", onehot,
-                    jax.lax.stop_gradient(x).astype(jnp.float32),
-                    precision=jax.lax.Precision.HIGHEST)
+  sums = jnp.einsum(
+      "bhnk,bnhd->hkd",
+      onehot,
+      jax.lax.stop_gradient(x).astype(jnp.float32),
+      precision=jax.lax.Precision.HIGHEST,
+  )
   return _replica_sum(counts), _replica_sum(sums)
 
 
-def ema_update(state: EMAState, counts: Array, sums: Array, decay: float,
-               epsilon: float = 1e-5) -> EMAState:
+def ema_update(
+    state: EMAState,
+    counts: Array,
+    sums: Array,
+    decay: float,
+    epsilon: float = 1e-5,
+) -> EMAState:
   """One EMA step of the reference's online k-means (no debias, no renorm).
 
   ema_count ← λ·ema_count + (1−λ)·count,  ema_sums ← λ·ema_sums + (1−λ)·sum,
@@ -165,8 +187,9 @@ def ema_update(state: EMAState, counts: Array, sums: Array, decay: float,
   return EMAState(centroids, ema_count, ema_sums)
 
 
-def commitment_loss(x: Array, centroids: Array, assignments: Array,
-                    mask: Optional[Array] = None) -> Array:
+def commitment_loss(
+    x: Array, centroids: Array, assignments: Array, mask: Optional[Array] = None
+) -> Array:
   """mean ‖x − sg(μ_assigned)‖² over all valid elements (b·h·n·d).
 
   Gradients reach x only: the centroids are EMA state.
@@ -174,13 +197,13 @@ def commitment_loss(x: Array, centroids: Array, assignments: Array,
   mu = jax.lax.stop_gradient(centroids.astype(jnp.float32))
   # [heads, clusters, d] gathered by [batch, heads, length] -> [b, n, h, d]
   picked = jax.vmap(lambda m, a: m[a], in_axes=(0, 1), out_axes=2)(
-      mu, assignments)
+      mu, assignments
+  )
   sq = jnp.square(x.astype(jnp.float32) - picked)
   if mask is None:
     return _replica_sum(jnp.sum(sq)) / _replica_sum(jnp.float32(sq.size))
   w = mask[:, :, None, None].astype(jnp.float32)
-  denom = jnp.maximum(_replica_sum(jnp.sum(w)) * sq.shape[2] * sq.shape[3],
-                      1.0)
+  denom = jnp.maximum(_replica_sum(jnp.sum(w)) * sq.shape[2] * sq.shape[3], 1.0)
   return _replica_sum(jnp.sum(sq * w)) / denom
 
 
@@ -194,8 +217,9 @@ def cluster_health(counts: Array) -> dict[str, Array]:
   """
   total = jnp.maximum(jnp.sum(counts, axis=-1, keepdims=True), 1.0)
   p = counts / total
-  entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)),
-                               0.0), axis=-1)
+  entropy = -jnp.sum(
+      jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1
+  )
   return {
       "entropy": jnp.mean(entropy),
       "empty_fraction": jnp.mean((counts == 0).astype(jnp.float32)),
@@ -203,8 +227,9 @@ def cluster_health(counts: Array) -> dict[str, Array]:
   }
 
 
-def sample_vectors(x: Array, mask: Optional[Array], num: int,
-                   seed: int = 0) -> Array:
+def sample_vectors(
+    x: Array, mask: Optional[Array], num: int, seed: int = 0
+) -> Array:
   """`num` distinct valid routing vectors per head, picked at random.
 
   Deterministic (a fixed key): the k-means state needs no PRNG stream.
@@ -220,8 +245,9 @@ def sample_vectors(x: Array, mask: Optional[Array], num: int,
   return seed_candidates(x, mask, num, seed)[1]
 
 
-def seed_candidates(x: Array, mask: Optional[Array], num: int,
-                    seed: int = 0) -> tuple[Array, Array]:
+def seed_candidates(
+    x: Array, mask: Optional[Array], num: int, seed: int = 0
+) -> tuple[Array, Array]:
   """`sample_vectors` with the random keys they won by: (scores, rows)."""
   b, n, h, d = x.shape
   flat = jnp.swapaxes(x.reshape(b * n, h, d), 0, 1).astype(jnp.float32)
@@ -234,14 +260,18 @@ def seed_candidates(x: Array, mask: Optional[Array], num: int,
     total = jax.lax.axis_size(axis) * b * n
     noise = jax.lax.dynamic_slice_in_dim(
         jax.random.uniform(jax.random.key(seed), (h, total)),
-        jax.lax.axis_index(axis) * b * n, b * n, axis=1)
+        jax.lax.axis_index(axis) * b * n,
+        b * n,
+        axis=1,
+    )
   if mask is not None:
     noise = jnp.where(mask.reshape(1, b * n), noise, -1.0)
   return top_candidates(noise, flat, num)
 
 
-def worst_fit_vectors(x: Array, scores_: Array, mask: Optional[Array],
-                      num: int) -> Array:
+def worst_fit_vectors(
+    x: Array, scores_: Array, mask: Optional[Array], num: int
+) -> Array:
   """The `num` valid vectors per head farthest from every centroid.
 
   Far-away vectors are the k-means++ choice for re-seeding a dead cluster:
@@ -258,8 +288,9 @@ def worst_fit_vectors(x: Array, scores_: Array, mask: Optional[Array],
   return worst_candidates(x, scores_, mask, num)[1]
 
 
-def worst_candidates(x: Array, scores_: Array, mask: Optional[Array],
-                     num: int) -> tuple[Array, Array]:
+def worst_candidates(
+    x: Array, scores_: Array, mask: Optional[Array], num: int
+) -> tuple[Array, Array]:
   """`worst_fit_vectors` with their negated best scores: (scores, rows)."""
   b, n, h, d = x.shape
   best = jnp.max(scores_, axis=-1)  # [b, h, n]
@@ -270,8 +301,9 @@ def worst_candidates(x: Array, scores_: Array, mask: Optional[Array],
   return top_candidates(-best, flat, num)
 
 
-def revive_dead(state: EMAState, candidates: Array, threshold: float,
-                epsilon: float = 1e-5) -> tuple[EMAState, Array]:
+def revive_dead(
+    state: EMAState, candidates: Array, threshold: float, epsilon: float = 1e-5
+) -> tuple[EMAState, Array]:
   """Re-seeds clusters whose EMA count fell below threshold × the mean.
 
   The i-th dead cluster of a head takes candidate i as its centroid, with an
@@ -294,19 +326,20 @@ def revive_dead(state: EMAState, candidates: Array, threshold: float,
   seed = jnp.take_along_axis(candidates, rank[..., None], axis=1)
   count = jnp.broadcast_to(2.0 * threshold * mean, dead.shape)
   new_count = jnp.where(dead, count, state.ema_count)
-  new_sums = jnp.where(dead[..., None], seed * count[..., None],
-                       state.ema_sums)
+  new_sums = jnp.where(dead[..., None], seed * count[..., None], state.ema_sums)
   # The Laplace-smoothed centroid of the revived cluster is (almost) seed.
   k = new_count.shape[-1]
   total = jnp.sum(new_count, axis=-1, keepdims=True)
   smoothed = (new_count + epsilon) / (total + k * epsilon) * total
-  centroids = jnp.where(dead[..., None], new_sums / smoothed[..., None],
-                        state.centroids)
+  centroids = jnp.where(
+      dead[..., None], new_sums / smoothed[..., None], state.centroids
+  )
   return EMAState(centroids, new_count, new_sums), dead
 
 
 class Settings(NamedTuple):
   """The hyperparameters of one k-means state's update."""
+
   decay: float = 0.999
   epsilon: float = 1e-5
   prior_count: float = 0.0
@@ -314,9 +347,13 @@ class Settings(NamedTuple):
   revive_threshold: float = 0.0
 
 
-def statistics(xs: Sequence[Array], scores_: Array, mask: Optional[Array],
-               num_clusters: int, assignments: Sequence[Array]
-               ) -> dict[str, Array]:
+def statistics(
+    xs: Sequence[Array],
+    scores_: Array,
+    mask: Optional[Array],
+    num_clusters: int,
+    assignments: Sequence[Array],
+) -> dict[str, Array]:
   """What one batch contributes to the update.
 
   Args:
@@ -332,29 +369,41 @@ def statistics(xs: Sequence[Array], scores_: Array, mask: Optional[Array],
     {"counts" [sets, h, k], "sums" [sets, h, k, d], "seed_score" [h, k],
     "seed_rows" [h, k, d], "worst_score" [h, k], "worst_rows" [h, k, d]}.
   """
-  counts, sums = zip(*(batch_statistics(x, a, num_clusters, mask)
-                       for x, a in zip(xs, assignments)))
+  counts, sums = zip(*(
+      batch_statistics(x, a, num_clusters, mask)
+      for x, a in zip(xs, assignments)
+  ))
   seed_score, seed_rows = seed_candidates(xs[0], mask, num_clusters)
-  worst_score, worst_rows = worst_candidates(xs[0], scores_, mask,
-                                             num_clusters)
-  return {"counts": jnp.stack(counts), "sums": jnp.stack(sums),
-          "seed_score": seed_score, "seed_rows": seed_rows,
-          "worst_score": worst_score, "worst_rows": worst_rows}
+  worst_score, worst_rows = worst_candidates(xs[0], scores_, mask, num_clusters)
+  return {
+      "counts": jnp.stack(counts),
+      "sums": jnp.stack(sums),
+      "seed_score": seed_score,
+      "seed_rows": seed_rows,
+      "worst_score": worst_score,
+      "worst_rows": worst_rows,
+  }
 
 
-def merge_statistics(a: dict[str, Array], b: dict[str, Array]
-                     ) -> dict[str, Array]:
+def merge_statistics(
+    a: dict[str, Array], b: dict[str, Array]
+) -> dict[str, Array]:
   """The statistics of two batches together (a's candidates win ties).
 
   Leading axes (e.g. scanned layers) are batched over.
   """
+
   def merge(a, b):
     k = a["seed_score"].shape[-1]
     out = {"counts": a["counts"] + b["counts"], "sums": a["sums"] + b["sums"]}
     for name in ("seed", "worst"):
       out[f"{name}_score"], out[f"{name}_rows"] = merge_candidates(
-          a[f"{name}_score"], a[f"{name}_rows"], b[f"{name}_score"],
-          b[f"{name}_rows"], k)
+          a[f"{name}_score"],
+          a[f"{name}_rows"],
+          b[f"{name}_score"],
+          b[f"{name}_rows"],
+          k,
+      )
     return out
 
   for _ in range(a["seed_score"].ndim - 2):
@@ -362,8 +411,9 @@ def merge_statistics(a: dict[str, Array], b: dict[str, Array]
   return merge(a, b)
 
 
-def apply_statistics(state: dict[str, Array], stats: dict[str, Array],
-                     settings: Settings) -> dict[str, Array]:
+def apply_statistics(
+    state: dict[str, Array], stats: dict[str, Array], settings: Settings
+) -> dict[str, Array]:
   """One k-means update of `state` from a batch's statistics.
 
   state holds centroids [h, k, d], ema_count [h, k], ema_sums [h, k, d] and
@@ -373,28 +423,43 @@ def apply_statistics(state: dict[str, Array], stats: dict[str, Array],
   revive_threshold, dead clusters are re-seeded from the worst-served
   candidates.
   """
+
   def update(state, stats):
     ema = EMAState(state["centroids"], state["ema_count"], state["ema_sums"])
     if settings.data_init:
       seeds = stats["seed_rows"]
       prior = settings.prior_count if settings.prior_count > 0 else 1.0
-      fresh = EMAState(seeds, jnp.full_like(ema.ema_count,
-                                            settings.prior_count),
-                       seeds * prior)
+      fresh = EMAState(
+          seeds,
+          jnp.full_like(ema.ema_count, settings.prior_count),
+          seeds * prior,
+      )
       first = state["num_updates"] == 0  # [h]
       ema = jax.tree.map(
           lambda old, new: jnp.where(
-              first.reshape((-1,) + (1,) * (old.ndim - 1)), new, old),
-          ema, fresh)
+              first.reshape((-1,) + (1,) * (old.ndim - 1)), new, old
+          ),
+          ema,
+          fresh,
+      )
     for i in range(stats["counts"].shape[0]):
-      ema = ema_update(ema, stats["counts"][i], stats["sums"][i],
-                       settings.decay, settings.epsilon)
+      ema = ema_update(
+          ema,
+          stats["counts"][i],
+          stats["sums"][i],
+          settings.decay,
+          settings.epsilon,
+      )
     if settings.revive_threshold > 0:
-      ema, _ = revive_dead(ema, stats["worst_rows"],
-                           settings.revive_threshold, settings.epsilon)
-    return {"centroids": ema.centroids, "ema_count": ema.ema_count,
-            "ema_sums": ema.ema_sums,
-            "num_updates": state["num_updates"] + 1}
+      ema, _ = revive_dead(
+          ema, stats["worst_rows"], settings.revive_threshold, settings.epsilon
+      )
+    return {
+        "centroids": ema.centroids,
+        "ema_count": ema.ema_count,
+        "ema_sums": ema.ema_sums,
+        "num_updates": state["num_updates"] + 1,
+    }
 
   for _ in range(state["centroids"].ndim - 3):
     update = jax.vmap(update)
@@ -408,6 +473,7 @@ def map_states(fn, tree: Any, *others: Any) -> Any:
   if isinstance(tree, dict) and ("centroids" in tree or "counts" in tree):
     return fn(tree, *others)
   if isinstance(tree, dict):
-    return {k: map_states(fn, v, *(o[k] for o in others))
-            for k, v in tree.items()}
+    return {
+        k: map_states(fn, v, *(o[k] for o in others)) for k, v in tree.items()
+    }
   return tree

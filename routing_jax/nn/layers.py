@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Dense, norm, feed-forward and embedding pieces with logical axis names."""
 
 import functools
@@ -13,32 +15,46 @@ from routing_jax.common_types import Array
 def layer_norm(dtype: Any, param_dtype: Any, name: str) -> nn.LayerNorm:
   """LayerNorm with the reference's ε = 1e-6 and named parameters."""
   return nn.LayerNorm(
-      epsilon=1e-6, dtype=dtype, param_dtype=param_dtype,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones,
-                                              ("embed",)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                             ("embed",)),
-      name=name)
+      epsilon=1e-6,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+      name=name,
+  )
 
 
-def dense(features: int, axes: tuple[str, str], *, use_bias: bool,
-          kernel_init: Callable[..., Array], dtype: Any, param_dtype: Any,
-          name: Optional[str], float32_output: bool = False) -> nn.Dense:
+def dense(
+    features: int,
+    axes: tuple[str, str],
+    *,
+    use_bias: bool,
+    kernel_init: Callable[..., Array],
+    dtype: Any,
+    param_dtype: Any,
+    name: Optional[str],
+    float32_output: bool = False,
+) -> nn.Dense:
   """nn.Dense with logical axis names on kernel and bias.
 
   float32_output: accumulate and return float32 whatever `dtype` is (for
   logits, whose softmax must not see bf16 rounding).
   """
-  dot = (functools.partial(jax.lax.dot_general,
-                           preferred_element_type=jnp.float32)
-         if float32_output else None)
+  dot = (
+      functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
+      if float32_output
+      else None
+  )
   return nn.Dense(
-      features, use_bias=use_bias, dtype=dtype, param_dtype=param_dtype,
+      features,
+      use_bias=use_bias,
+      dtype=dtype,
+      param_dtype=param_dtype,
       dot_general=dot,
       kernel_init=nn.with_logical_partitioning(kernel_init, axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                             (axes[1],)),
-      name=name)
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (axes[1],)),
+      name=name,
+  )
 
 
 class FeedForward(nn.Module):
@@ -49,6 +65,7 @@ class FeedForward(nn.Module):
 
   x: [batch, length, embed] -> [batch, length, embed].
   """
+
   d_ff: int
   kind: str = "geglu"
   dropout: float = 0.0
@@ -60,12 +77,18 @@ class FeedForward(nn.Module):
   def __call__(self, x: Array, train: bool = False) -> Array:
     d = x.shape[-1]
     mk = lambda f, axes, bias, name: dense(
-        f, axes, use_bias=bias, kernel_init=self.kernel_init,
-        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+        f,
+        axes,
+        use_bias=bias,
+        kernel_init=self.kernel_init,
+        dtype=self.dtype,
+        param_dtype=self.param_dtype,
+        name=name,
+    )
     if self.kind == "geglu":
-      h = (nn.gelu(mk(self.d_ff, ("embed", "mlp"), False, "wi_gate")(x),
-                   approximate=True)
-           * mk(self.d_ff, ("embed", "mlp"), False, "wi_linear")(x))
+      h = nn.gelu(
+          mk(self.d_ff, ("embed", "mlp"), False, "wi_gate")(x), approximate=True
+      ) * mk(self.d_ff, ("embed", "mlp"), False, "wi_linear")(x)
       use_bias = False
     elif self.kind == "relu":
       h = nn.relu(mk(self.d_ff, ("embed", "mlp"), True, "wi")(x))
@@ -82,6 +105,7 @@ class TextEmbed(nn.Module):
   `dropout` acts on the E-dimensional rows, before the projection.
   tokens: [batch, length] int32 -> [batch, length, H].
   """
+
   vocab_size: int
   emb_dim: int
   d_model: int
@@ -97,11 +121,19 @@ class TextEmbed(nn.Module):
     self.table = self.param(
         "embedding",
         nn.with_logical_partitioning(self.kernel_init, ("vocab", cols)),
-        (self.vocab_size, self.emb_dim), self.param_dtype)
+        (self.vocab_size, self.emb_dim),
+        self.param_dtype,
+    )
     if self.emb_dim != self.d_model:
-      self.proj = dense(self.d_model, ("emb", "embed"), use_bias=True,
-                        kernel_init=self.kernel_init, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name="emb_dense")
+      self.proj = dense(
+          self.d_model,
+          ("emb", "embed"),
+          use_bias=True,
+          kernel_init=self.kernel_init,
+          dtype=self.dtype,
+          param_dtype=self.param_dtype,
+          name="emb_dense",
+      )
 
   def __call__(self, tokens: Array, train: bool = False) -> Array:
     x = jnp.asarray(self.table, self.dtype)[tokens]
@@ -112,9 +144,12 @@ class TextEmbed(nn.Module):
 
   def attend(self, x: Array) -> Array:
     """Tied output: [batch, length, E] -> logits [batch, length, vocab]."""
-    return jnp.einsum("bne,ve->bnv", x.astype(self.dtype),
-                      jnp.asarray(self.table, self.dtype),
-                      preferred_element_type=jnp.float32)
+    return jnp.einsum(
+        "bne,ve->bnv",
+        x.astype(self.dtype),
+        jnp.asarray(self.table, self.dtype),
+        preferred_element_type=jnp.float32,
+    )
 
 
 class ImageEmbed(nn.Module):
@@ -128,6 +163,7 @@ class ImageEmbed(nn.Module):
 
   tokens: [batch, length] int32, positions: [length] or [batch, length].
   """
+
   image_shape: tuple[int, int, int]
   d_model: int
   dtype: Any = jnp.float32
@@ -139,27 +175,38 @@ class ImageEmbed(nn.Module):
     d = self.d_model
     table = self.param(
         "subpixel_embedding",
-        nn.with_logical_partitioning(nn.initializers.normal(d ** -0.5),
-                                     ("vocab", "embed")),
-        (256 * cc, d), self.param_dtype)
+        nn.with_logical_partitioning(
+            nn.initializers.normal(d**-0.5), ("vocab", "embed")
+        ),
+        (256 * cc, d),
+        self.param_dtype,
+    )
     rows = self.param(
         "row_embedding",
-        nn.with_logical_partitioning(nn.initializers.normal(1.0),
-                                     ("image_rows", "channels", "embed")),
-        (hh, cc, d), self.param_dtype)
+        nn.with_logical_partitioning(
+            nn.initializers.normal(1.0), ("image_rows", "channels", "embed")
+        ),
+        (hh, cc, d),
+        self.param_dtype,
+    )
     cols = self.param(
         "col_embedding",
-        nn.with_logical_partitioning(nn.initializers.normal(1.0),
-                                     ("image_cols", "channels", "embed")),
-        (ww, cc, d), self.param_dtype)
+        nn.with_logical_partitioning(
+            nn.initializers.normal(1.0), ("image_cols", "channels", "embed")
+        ),
+        (ww, cc, d),
+        self.param_dtype,
+    )
     positions = jnp.broadcast_to(positions, tokens.shape)
     prev_channel = (positions - 1) % cc
     tok = jnp.asarray(table, self.dtype)[prev_channel * 256 + tokens]
-    tok = tok * jnp.asarray(d ** 0.5, self.dtype)
+    tok = tok * jnp.asarray(d**0.5, self.dtype)
     tok = tok * (positions > 0)[..., None].astype(self.dtype)
     ch = positions % cc
     row = positions // (ww * cc)
     col = (positions // cc) % ww
-    pos = (jnp.asarray(rows, self.dtype)[row, ch]
-           + jnp.asarray(cols, self.dtype)[col, ch])
+    pos = (
+        jnp.asarray(rows, self.dtype)[row, ch]
+        + jnp.asarray(cols, self.dtype)[col, ch]
+    )
     return tok + pos

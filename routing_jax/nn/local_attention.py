@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Blocked local attention (docs/paper.md §2): query blocks with a memory flange.
 
 The sequence is cut into query blocks of q positions. Causal: block i sees
@@ -14,8 +16,6 @@ import jax.numpy as jnp
 from routing_jax.common_types import Array
 from routing_jax.nn import attention_core as core
 from routing_jax.nn.modes import ATTENTION_POSITIONS
-
-
 
 
 class LocalAttention(nn.Module):
@@ -36,6 +36,7 @@ class LocalAttention(nn.Module):
     param_dtype: parameter dtype.
     kernel_init: projection initialiser (the reference's gain 0.2 uniform).
   """
+
   num_heads: int
   head_dim: int
   query_block: int = 256
@@ -59,32 +60,44 @@ class LocalAttention(nn.Module):
     if self.memory_flange < 0 or self.memory_flange % self.query_block:
       raise ValueError(
           "memory_flange must be a non-negative multiple of query_block, got "
-          f"memory_flange={self.memory_flange}, query_block={self.query_block}")
+          f"memory_flange={self.memory_flange}, query_block={self.query_block}"
+      )
     if self.position not in ATTENTION_POSITIONS:
       raise ValueError(
-          f"position must be one of {ATTENTION_POSITIONS}, got {self.position!r}")
+          f"position must be one of {ATTENTION_POSITIONS}, got"
+          f" {self.position!r}"
+      )
     if self.position == "relative" and self.max_relative_position < 1:
-      raise ValueError("max_relative_position must be >= 1, got "
-                       f"{self.max_relative_position}")
+      raise ValueError(
+          "max_relative_position must be >= 1, got "
+          f"{self.max_relative_position}"
+      )
     if not 0.0 <= self.attention_dropout < 1.0:
       raise ValueError(
-          f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
+          f"attention_dropout must be in [0, 1), got {self.attention_dropout}"
+      )
 
   def _relative_tables(self):
     rows = 2 * self.max_relative_position + 1
     init = nn.with_logical_partitioning(
-        nn.initializers.normal(self.head_dim ** -0.5), ("relpos", "kv"))
-    return (self.param("rel_key", init, (rows, self.head_dim),
-                       self.param_dtype),
-            self.param("rel_value", init, (rows, self.head_dim),
-                       self.param_dtype))
+        nn.initializers.normal(self.head_dim**-0.5), ("relpos", "kv")
+    )
+    return (
+        self.param("rel_key", init, (rows, self.head_dim), self.param_dtype),
+        self.param("rel_value", init, (rows, self.head_dim), self.param_dtype),
+    )
 
   def _project(self, x):
     h, d = self.num_heads, self.head_dim
     proj = lambda name: core.head_projection(
-        h * d, ("embed", "heads"), self.dtype, self.param_dtype,
-        self.kernel_init, name)
-    q = core.split_heads(proj("query")(x), h) * (d ** -0.5)
+        h * d,
+        ("embed", "heads"),
+        self.dtype,
+        self.param_dtype,
+        self.kernel_init,
+        name,
+    )
+    q = core.split_heads(proj("query")(x), h) * (d**-0.5)
     k = core.split_heads(proj("key")(x), h)
     v = core.split_heads(proj("value")(x), h)
     return q, k, v
@@ -93,14 +106,24 @@ class LocalAttention(nn.Module):
     """[batch, length, heads, d] -> [batch, length, features]."""
     b, n = o.shape[:2]
     return core.head_projection(
-        features, ("heads", "embed"), self.dtype, self.param_dtype,
-        self.kernel_init, "out")(o.reshape(b, n, -1))
+        features,
+        ("heads", "embed"),
+        self.dtype,
+        self.param_dtype,
+        self.kernel_init,
+        "out",
+    )(o.reshape(b, n, -1))
 
   @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array] = None,
-               train: bool = False, decode: bool = False,
-               positions: Optional[Array] = None,
-               prefill: bool = False) -> Array:
+  def __call__(
+      self,
+      x: Array,
+      mask: Optional[Array] = None,
+      train: bool = False,
+      decode: bool = False,
+      positions: Optional[Array] = None,
+      prefill: bool = False,
+  ) -> Array:
     """Attends locally.
 
     Args:
@@ -135,24 +158,40 @@ class LocalAttention(nn.Module):
       if mask is not None:
         raise ValueError("prefill takes an unpadded prompt (mask=None)")
       self._fill_cache(k, v)
-    rng = (self.make_rng("dropout")
-           if train and self.attention_dropout > 0 else None)
+    rng = (
+        self.make_rng("dropout")
+        if train and self.attention_dropout > 0
+        else None
+    )
     o = local_attention(
-        q, k, v, mask, query_block=self.query_block,
-        memory_flange=self.memory_flange, causal=self.causal, rel=rel,
+        q,
+        k,
+        v,
+        mask,
+        query_block=self.query_block,
+        memory_flange=self.memory_flange,
+        causal=self.causal,
+        rel=rel,
         max_relative_position=self.max_relative_position,
         dropout_rate=self.attention_dropout if train else 0.0,
-        dropout_rng=rng, dtype=self.dtype)
+        dropout_rng=rng,
+        dtype=self.dtype,
+    )
     return self._output(o, x.shape[-1])
 
   def _cache(self, b: int, h: int, d: int):
     """The ring of the last q+m keys, values and their positions."""
     size = self.query_block + self.memory_flange
     zeros = lambda: jnp.zeros((b, size, h, d), self.dtype)
-    return (self.variable("cache", "cached_key", zeros),
-            self.variable("cache", "cached_value", zeros),
-            self.variable("cache", "cached_position",
-                          lambda: jnp.full((b, size), -1, jnp.int32)))
+    return (
+        self.variable("cache", "cached_key", zeros),
+        self.variable("cache", "cached_value", zeros),
+        self.variable(
+            "cache",
+            "cached_position",
+            lambda: jnp.full((b, size), -1, jnp.int32),
+        ),
+    )
 
   def _fill_cache(self, k, v):
     """The ring after positions 0 .. n−1: the last q+m of them."""
@@ -166,12 +205,21 @@ class LocalAttention(nn.Module):
     pos = jnp.arange(n)
     # Positions older than the ring go to an out-of-range slot (dropped).
     slot = jnp.where(pos >= n - size, pos % size, size)
-    kc.value = jnp.zeros_like(kc.value).at[:, slot].set(
-        k.astype(self.dtype), mode="drop")
-    vc.value = jnp.zeros_like(vc.value).at[:, slot].set(
-        v.astype(self.dtype), mode="drop")
-    pc.value = jnp.full_like(pc.value, -1).at[:, slot].set(
-        jnp.broadcast_to(pos, (b, n)), mode="drop")
+    kc.value = (
+        jnp.zeros_like(kc.value)
+        .at[:, slot]
+        .set(k.astype(self.dtype), mode="drop")
+    )
+    vc.value = (
+        jnp.zeros_like(vc.value)
+        .at[:, slot]
+        .set(v.astype(self.dtype), mode="drop")
+    )
+    pc.value = (
+        jnp.full_like(pc.value, -1)
+        .at[:, slot]
+        .set(jnp.broadcast_to(pos, (b, n)), mode="drop")
+    )
 
   def _decode(self, q, k, v, rel, positions):
     """One token per call: a ring buffer of the last q+m keys and values.
@@ -184,8 +232,9 @@ class LocalAttention(nn.Module):
     if not self.causal:
       raise ValueError("decode=True needs causal=True")
     if q.shape[1] != 1:
-      raise ValueError(f"decode takes one token per call, got length "
-                       f"{q.shape[1]}")
+      raise ValueError(
+          f"decode takes one token per call, got length {q.shape[1]}"
+      )
     b, _, h, d = q.shape
     size = self.query_block + self.memory_flange
     kc, vc, pc = self._cache(b, h, d)
@@ -204,31 +253,45 @@ class LocalAttention(nn.Module):
     pc.value = pc.value.at[rows, slot].set(t)
     key_pos = pc.value  # [b, size]
     start = (t // self.query_block) * self.query_block - self.memory_flange
-    valid = ((key_pos >= 0) & (key_pos <= t[:, None])
-             & (key_pos >= start[:, None]))
+    valid = (
+        (key_pos >= 0) & (key_pos <= t[:, None]) & (key_pos >= start[:, None])
+    )
     # Blocks of one query: [b, h, 1, 1, d] against [b, h, 1, size, d].
     to_block = lambda a: jnp.swapaxes(a, 1, 2)[:, :, None]
     rel_k = rel_v = None
     if rel is not None:
-      idx = core.relative_index(key_pos - t[:, None],
-                                self.max_relative_position)
+      idx = core.relative_index(
+          key_pos - t[:, None], self.max_relative_position
+      )
       # Per-row tables [b, 1, 1, 1, size, d].
       rel_k, rel_v = (table[idx][:, None, None, None] for table in rel)
-    o = core.blocked_attention(to_block(q), to_block(kc.value),
-                               to_block(vc.value),
-                               valid[:, None, None, None, :], rel_k=rel_k,
-                               rel_v=rel_v, dtype=self.dtype)
+    o = core.blocked_attention(
+        to_block(q),
+        to_block(kc.value),
+        to_block(vc.value),
+        valid[:, None, None, None, :],
+        rel_k=rel_k,
+        rel_v=rel_v,
+        dtype=self.dtype,
+    )
     return jnp.swapaxes(o[:, :, 0], 1, 2)  # [b, 1, h, d]
 
 
-def local_attention(q: Array, k: Array, v: Array,
-                    mask: Optional[Array] = None, *, query_block: int,
-                    memory_flange: int, causal: bool = True,
-                    rel: Optional[tuple[Array, Array]] = None,
-                    max_relative_position: int = 0,
-                    dropout_rate: float = 0.0,
-                    dropout_rng: Optional[Array] = None,
-                    dtype: Any = jnp.float32) -> Array:
+def local_attention(
+    q: Array,
+    k: Array,
+    v: Array,
+    mask: Optional[Array] = None,
+    *,
+    query_block: int,
+    memory_flange: int,
+    causal: bool = True,
+    rel: Optional[tuple[Array, Array]] = None,
+    max_relative_position: int = 0,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    dtype: Any = jnp.float32,
+) -> Array:
   """The blocked local attention core, without projections.
 
   Args:
@@ -250,8 +313,8 @@ def local_attention(q: Array, k: Array, v: Array,
   valid = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
   valid = jnp.pad(valid, ((0, 0), (0, pad)))
   to_blocks = lambda a: jnp.swapaxes(
-      jnp.pad(a, ((0, 0), (0, pad), (0, 0), (0, 0))), 1, 2).reshape(
-          b, h, nb, qb, d)
+      jnp.pad(a, ((0, 0), (0, pad), (0, 0), (0, 0))), 1, 2
+  ).reshape(b, h, nb, qb, d)
   qblk = to_blocks(q)
   r = m // qb
   after = 0 if causal else r  # memory blocks after the query block
@@ -261,7 +324,7 @@ def local_attention(q: Array, k: Array, v: Array,
     """[b, nb, qb, ...] -> [b, nb, span·qb, ...]: the keys of each block."""
     widths = [(0, 0), (r, after)] + [(0, 0)] * (a.ndim - 2)
     a = jnp.pad(a, widths, constant_values=fill)
-    parts = [a[:, j:j + nb] for j in range(span)]
+    parts = [a[:, j : j + nb] for j in range(span)]
     return jnp.concatenate(parts, axis=2)
 
   kblk = windows(to_blocks(k).transpose(0, 2, 3, 1, 4), 0)  # [b,nb,J,h,d]
@@ -278,9 +341,17 @@ def local_attention(q: Array, k: Array, v: Array,
   if rel is not None:
     idx = core.relative_index(offs, max_relative_position)
     rel_k, rel_v = rel[0][idx], rel[1][idx]
-  o = core.blocked_attention(qblk, kblk, vblk, msk, rel_k=rel_k, rel_v=rel_v,
-                             dropout_rate=dropout_rate,
-                             dropout_rng=dropout_rng, dtype=dtype)
+  o = core.blocked_attention(
+      qblk,
+      kblk,
+      vblk,
+      msk,
+      rel_k=rel_k,
+      rel_v=rel_v,
+      dropout_rate=dropout_rate,
+      dropout_rng=dropout_rng,
+      dtype=dtype,
+  )
   o = o * qvalid[:, None, :, :, None].astype(o.dtype)
   o = o.reshape(b, h, nb * qb, d)[:, :, :n]
   return jnp.swapaxes(o, 1, 2)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Token cross-entropy, whole or in sequence chunks.
 
 The chunked form never holds a [batch, length, vocab] logits array: a scan
@@ -16,8 +18,12 @@ import jax.numpy as jnp
 from routing_jax.common_types import Array
 
 
-def cross_entropy(logits: Array, targets: Array, weights: Array,
-                  vocab_size: Optional[int] = None) -> tuple[Array, Array]:
+def cross_entropy(
+    logits: Array,
+    targets: Array,
+    weights: Array,
+    vocab_size: Optional[int] = None,
+) -> tuple[Array, Array]:
   """(sum of weighted token losses in nats, sum of weights).
 
   logits: [..., V] with V >= vocab_size; entries from vocab_size on are
@@ -32,9 +38,15 @@ def cross_entropy(logits: Array, targets: Array, weights: Array,
   return jnp.sum(nll * weights), jnp.sum(weights)
 
 
-def chunked_cross_entropy(project: Callable[[Array], Array], hidden: Array,
-                          targets: Array, weights: Array, *, vocab_size: int,
-                          chunk_len: int) -> tuple[Array, Array]:
+def chunked_cross_entropy(
+    project: Callable[[Array], Array],
+    hidden: Array,
+    targets: Array,
+    weights: Array,
+    *,
+    vocab_size: int,
+    chunk_len: int
+) -> tuple[Array, Array]:
   """`cross_entropy(project(hidden), ...)` without materialising all logits.
 
   Args:
@@ -70,6 +82,8 @@ def chunked_cross_entropy(project: Callable[[Array], Array], hidden: Array,
 
   zero = jnp.zeros((), jnp.float32)
   (ce, w), _ = jax.lax.scan(
-      body, (zero, zero),
-      (split(hidden), split(targets), split(weights.astype(jnp.float32))))
+      body,
+      (zero, zero),
+      (split(hidden), split(targets), split(weights.astype(jnp.float32))),
+  )
   return ce, w

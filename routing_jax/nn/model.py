@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """TransformerLM: a decoder-only Routing Transformer for text and images.
 
 Each layer has some local heads and, in routing layers, some routing heads
@@ -28,23 +30,31 @@ from routing_jax.nn.local_attention import LocalAttention
 from routing_jax.nn.model_config import ModelConfig  # re-exported
 from routing_jax.nn.routing_attention import RoutingAttention
 
-
 STAT_KEYS = ("entropy", "empty_fraction", "max_share")
 # What the model's `position` means for routing heads: relative positions
 # become distances between members of a cluster (the paper's
 # cluster-relative positions); image models' learned absolute positions are
 # added to the input, so their routing heads need none of their own.
-ROUTING_POSITION = {"relative": "relative", "rope": "rope", "none": "none",
-                    "learned2d": "none"}
+ROUTING_POSITION = {
+    "relative": "relative",
+    "rope": "rope",
+    "none": "none",
+    "learned2d": "none",
+}
 
 
 def routing_attention(cfg: ModelConfig, **kw) -> RoutingAttention:
   """The routing heads of a routing layer of `cfg`."""
   return RoutingAttention(
-      num_heads=cfg.num_routing_heads, head_dim=cfg.head_dim,
-      num_clusters=cfg.num_clusters, window=cfg.window,
-      routing=cfg.routing, causal=cfg.causal, share_qk=cfg.share_qk,
-      fit_queries=cfg.fit_queries, exclude_self=cfg.exclude_self,
+      num_heads=cfg.num_routing_heads,
+      head_dim=cfg.head_dim,
+      num_clusters=cfg.num_clusters,
+      window=cfg.window,
+      routing=cfg.routing,
+      causal=cfg.causal,
+      share_qk=cfg.share_qk,
+      fit_queries=cfg.fit_queries,
+      exclude_self=cfg.exclude_self,
       warmup_steps=cfg.routing_warmup_steps,
       warmup_window=cfg.routing_warmup_window or None,
       kmeans_decay=cfg.kmeans_decay,
@@ -56,9 +66,12 @@ def routing_attention(cfg: ModelConfig, **kw) -> RoutingAttention:
       max_relative_position=cfg.max_relative_position,
       attention_dropout=cfg.attention_dropout,
       max_decode_length=cfg.max_len,
-      implementation=cfg.routing_implementation, dtype=cfg.jnp_dtype,
+      implementation=cfg.routing_implementation,
+      dtype=cfg.jnp_dtype,
       param_dtype=cfg.jnp_param_dtype,
-      kernel_init=core.default_kernel_init(cfg.init_scale), **kw)
+      kernel_init=core.default_kernel_init(cfg.init_scale),
+      **kw,
+  )
 
 
 def kmeans_settings(cfg: ModelConfig) -> kmeans_ops.Settings:
@@ -72,12 +85,20 @@ class DecoderLayer(nn.Module):
   x: [batch, length, embed] -> (x, aux) where aux holds this layer's
   k-means loss and cluster-health stats (zeros in a non-routing layer).
   """
+
   config: ModelConfig
   routing: bool
 
   @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array], positions: Optional[Array],
-               train: bool, decode: bool, prefill: bool = False):
+  def __call__(
+      self,
+      x: Array,
+      mask: Optional[Array],
+      positions: Optional[Array],
+      train: bool,
+      decode: bool,
+      prefill: bool = False,
+  ):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
     init = core.default_kernel_init(cfg.init_scale)
@@ -90,32 +111,53 @@ class DecoderLayer(nn.Module):
     aux.update({k: jnp.zeros((), jnp.float32) for k in STAT_KEYS})
     if n_local:
       local_pos = {"relative": "relative", "rope": "rope"}.get(
-          cfg.position, "none")
+          cfg.position, "none"
+      )
       attn += LocalAttention(
-          num_heads=n_local, head_dim=cfg.head_dim,
-          query_block=cfg.query_block, memory_flange=cfg.memory_flange,
-          causal=cfg.causal, position=local_pos,
+          num_heads=n_local,
+          head_dim=cfg.head_dim,
+          query_block=cfg.query_block,
+          memory_flange=cfg.memory_flange,
+          causal=cfg.causal,
+          position=local_pos,
           max_relative_position=cfg.max_relative_position,
-          attention_dropout=cfg.attention_dropout, dtype=dt, param_dtype=pdt,
-          kernel_init=init, name="local")(
-              h, mask, train=train, decode=decode, positions=positions,
-              prefill=prefill)
+          attention_dropout=cfg.attention_dropout,
+          dtype=dt,
+          param_dtype=pdt,
+          kernel_init=init,
+          name="local",
+      )(
+          h,
+          mask,
+          train=train,
+          decode=decode,
+          positions=positions,
+          prefill=prefill,
+      )
     if n_route:
       y, raux = routing_attention(cfg, name="routing")(
-          h, mask, train=train, decode=decode, positions=positions,
-          prefill=prefill, return_aux=True)
+          h,
+          mask,
+          train=train,
+          decode=decode,
+          positions=positions,
+          prefill=prefill,
+          return_aux=True,
+      )
       attn += y
       aux["loss"] = raux["loss"]
       aux["routing"] = jnp.ones(())
       aux.update({k: raux.get(k, aux[k]) for k in STAT_KEYS})
     drop = lambda t: nn.Dropout(cfg.residual_dropout)(
-        t, deterministic=not train)
+        t, deterministic=not train
+    )
     x = x + drop(attn)
     if not pre:
       x = layers.layer_norm(dt, pdt, "attn_norm")(x)
     h = layers.layer_norm(dt, pdt, "ffn_norm")(x) if pre else x
-    f = layers.FeedForward(cfg.d_ff, cfg.ffn, cfg.relu_dropout, init, dt, pdt,
-                           name="ffn")(h, train=train)
+    f = layers.FeedForward(
+        cfg.d_ff, cfg.ffn, cfg.relu_dropout, init, dt, pdt, name="ffn"
+    )(h, train=train)
     x = x + drop(f)
     if not pre:
       x = layers.layer_norm(dt, pdt, "ffn_norm")(x)
@@ -136,12 +178,19 @@ def segments(flags: tuple[bool, ...]) -> list[tuple[bool, int, int]]:
 def _layer_class(cfg: ModelConfig):
   cls = DecoderLayer
   if cfg.remat_policy != "none":
-    policy = (None if cfg.remat_policy == "full"
-              else getattr(jax.checkpoint_policies, cfg.remat_policy))
+    policy = (
+        None
+        if cfg.remat_policy == "full"
+        else getattr(jax.checkpoint_policies, cfg.remat_policy)
+    )
     # train, decode and prefill are python bools: static for the rematted
     # function.
-    cls = nn.remat(cls, policy=policy, prevent_cse=not cfg.scan_layers,
-                   static_argnums=(4, 5, 6))
+    cls = nn.remat(
+        cls,
+        policy=policy,
+        prevent_cse=not cfg.scan_layers,
+        static_argnums=(4, 5, 6),
+    )
   return cls
 
 
@@ -167,13 +216,20 @@ class TransformerLM(nn.Module):
   over routing layers}. The output layer has `padded_vocab_size` entries;
   the padding is sliced off here.
   """
+
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, inputs: Array, mask: Optional[Array] = None,
-               train: bool = False, decode: bool = False,
-               positions: Optional[Array] = None, prefill: bool = False,
-               return_hidden: bool = False):
+  def __call__(
+      self,
+      inputs: Array,
+      mask: Optional[Array] = None,
+      train: bool = False,
+      decode: bool = False,
+      positions: Optional[Array] = None,
+      prefill: bool = False,
+      return_hidden: bool = False,
+  ):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
     init = core.default_kernel_init(cfg.init_scale)
@@ -182,26 +238,36 @@ class TransformerLM(nn.Module):
     b, n = inputs.shape
     if decode:
       if n != 1 or positions is None:
-        raise ValueError("decode=True takes inputs [batch, 1] and positions "
-                         "[batch]")
+        raise ValueError(
+            "decode=True takes inputs [batch, 1] and positions [batch]"
+        )
       pos = positions[:, None]
     else:
       pos = jnp.arange(n)[None]
     if train and cfg.target_dropout > 0:
-      keep = jax.random.bernoulli(self.make_rng("dropout"),
-                                  1.0 - cfg.target_dropout, inputs.shape)
+      keep = jax.random.bernoulli(
+          self.make_rng("dropout"), 1.0 - cfg.target_dropout, inputs.shape
+      )
       inputs = jnp.where(keep, inputs, 0)
     if cfg.is_image:
-      embed = layers.ImageEmbed(cfg.image_shape, cfg.d_model, dt, pdt,
-                                name="embed")
+      embed = layers.ImageEmbed(
+          cfg.image_shape, cfg.d_model, dt, pdt, name="embed"
+      )
       x = embed(inputs, pos)
       x = nn.Dropout(cfg.embedding_dropout)(x, deterministic=not train)
     else:
       # Embedding dropout acts on the E-dimensional table rows, before the
       # E -> H projection, as in the paper's code.
-      embed = layers.TextEmbed(cfg.padded_vocab_size, cfg.embed_dim,
-                               cfg.d_model, init, dt, pdt,
-                               dropout=cfg.embedding_dropout, name="embed")
+      embed = layers.TextEmbed(
+          cfg.padded_vocab_size,
+          cfg.embed_dim,
+          cfg.d_model,
+          init,
+          dt,
+          pdt,
+          dropout=cfg.embedding_dropout,
+          name="embed",
+      )
       x = embed(inputs, train=train)
     x = nn.Dropout(cfg.residual_dropout)(x, deterministic=not train)
     x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -212,31 +278,46 @@ class TransformerLM(nn.Module):
       if cfg.scan_layers:
         stack = nn.scan(
             layer_cls,
-            variable_axes={"params": 0, "kmeans": 0, "kmeans_stats": 0,
-                           "cache": 0},
+            variable_axes={
+                "params": 0,
+                "kmeans": 0,
+                "kmeans_stats": 0,
+                "cache": 0,
+            },
             split_rngs={"params": True, "dropout": True},
-            in_axes=(nn.broadcast,) * 5, length=count,
-            metadata_params={nn.PARTITION_NAME: "layers"})
+            in_axes=(nn.broadcast,) * 5,
+            length=count,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )
         x, aux = stack(cfg, routing, name=f"layers_{first}")(
-            x, mask, positions, train, decode, prefill)
+            x, mask, positions, train, decode, prefill
+        )
         auxes.append(aux)
       else:
         for i in range(first, first + count):
           x, aux = layer_cls(cfg, routing, name=f"layer_{i}")(
-              x, mask, positions, train, decode, prefill)
+              x, mask, positions, train, decode, prefill
+          )
           auxes.append(jax.tree.map(lambda a: a[None], aux))
     aux = jax.tree.map(lambda *a: jnp.concatenate(a), *auxes)
 
     if cfg.norm == "pre":
       x = layers.layer_norm(dt, pdt, "final_norm")(x)
     if not cfg.is_image and cfg.embed_dim != cfg.d_model:
-      x = layers.dense(cfg.embed_dim, ("embed", "emb"), use_bias=True,
-                       kernel_init=init, dtype=dt, param_dtype=pdt,
-                       name="out_emb")(x)
+      x = layers.dense(
+          cfg.embed_dim,
+          ("embed", "emb"),
+          use_bias=True,
+          kernel_init=init,
+          dtype=dt,
+          param_dtype=pdt,
+          name="out_emb",
+      )(x)
     n_routing = jnp.maximum(jnp.sum(aux["routing"]), 1.0)
     out = {"kmeans_loss": jnp.sum(aux["loss"])}
-    out.update({k: jnp.sum(aux[k] * aux["routing"]) / n_routing
-                for k in STAT_KEYS})
+    out.update(
+        {k: jnp.sum(aux[k] * aux["routing"]) / n_routing for k in STAT_KEYS}
+    )
     tied = cfg.tie_embeddings and not cfg.is_image
     if return_hidden:
       if self.is_initializing() and not tied:
@@ -244,16 +325,22 @@ class TransformerLM(nn.Module):
       return x, out
     logits = embed.attend(x) if tied else _output_layer(cfg, name="logits")(x)
     # Padded vocabulary entries are not tokens: users never see them.
-    return logits[..., :cfg.vocab_size].astype(jnp.float32), out
+    return logits[..., : cfg.vocab_size].astype(jnp.float32), out
 
 
 def _output_layer(cfg: ModelConfig, name: Optional[str] = None) -> nn.Dense:
   """The untied [E or H, padded vocab] projection (float32 logits)."""
   axes = ("embed", "vocab") if cfg.is_image else ("emb", "vocab")
-  return layers.dense(cfg.padded_vocab_size, axes, use_bias=True,
-                      kernel_init=core.default_kernel_init(cfg.init_scale),
-                      dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype,
-                      name=name, float32_output=True)
+  return layers.dense(
+      cfg.padded_vocab_size,
+      axes,
+      use_bias=True,
+      kernel_init=core.default_kernel_init(cfg.init_scale),
+      dtype=cfg.jnp_dtype,
+      param_dtype=cfg.jnp_param_dtype,
+      name=name,
+      float32_output=True,
+  )
 
 
 def output_logits(cfg: ModelConfig, params: Any, hidden: Array) -> Array:
@@ -265,10 +352,15 @@ def output_logits(cfg: ModelConfig, params: Any, hidden: Array) -> Array:
   """
   if cfg.tie_embeddings and not cfg.is_image:
     embed = layers.TextEmbed(
-        cfg.padded_vocab_size, cfg.embed_dim, cfg.d_model,
-        dtype=cfg.jnp_dtype, param_dtype=cfg.jnp_param_dtype)
-    return embed.apply({"params": params["embed"]}, hidden,
-                       method=layers.TextEmbed.attend)
+        cfg.padded_vocab_size,
+        cfg.embed_dim,
+        cfg.d_model,
+        dtype=cfg.jnp_dtype,
+        param_dtype=cfg.jnp_param_dtype,
+    )
+    return embed.apply(
+        {"params": params["embed"]}, hidden, method=layers.TextEmbed.attend
+    )
   return _output_layer(cfg).apply({"params": params["logits"]}, hidden)
 
 
@@ -280,8 +372,11 @@ def loop_to_scan(params: Any, config: ModelConfig) -> Any:
   """
   out = {k: v for k, v in params.items() if not k.startswith("layer_")}
   for _, first, count in segments(config.routing_mask()):
-    group = [params[f"layer_{i}"] for i in range(first, first + count)
-             if f"layer_{i}" in params]
+    group = [
+        params[f"layer_{i}"]
+        for i in range(first, first + count)
+        if f"layer_{i}" in params
+    ]
     if group:
       out[f"layers_{first}"] = jax.tree.map(lambda *a: jnp.stack(a), *group)
   return out
@@ -296,12 +391,17 @@ def scan_to_loop(params: Any, config: ModelConfig) -> Any:
     stacked = params[f"layers_{first}"]
     for j in range(count):
       out[f"layer_{first + j}"] = jax.tree.map(
-          functools.partial(lambda a, j: a[j], j=j), stacked)
+          functools.partial(lambda a, j: a[j], j=j), stacked
+      )
   return out
 
 
-def init_variables(model: TransformerLM, rng: Array, batch: int = 1,
-                   length: Optional[int] = None) -> dict[str, Any]:
+def init_variables(
+    model: TransformerLM,
+    rng: Array,
+    batch: int = 1,
+    length: Optional[int] = None,
+) -> dict[str, Any]:
   """Initialises "params" and "kmeans" (no cache) from a dummy batch."""
   length = length or min(model.config.max_len, 2 * model.config.query_block)
   tokens = jnp.zeros((batch, length), jnp.int32)

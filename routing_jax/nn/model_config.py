@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """ModelConfig: every model hyperparameter, frozen and validated.
 
 Built from the `model` section of an ml-collections config by
@@ -8,9 +10,16 @@ raised before anything is compiled.
 import dataclasses
 from typing import Any, Mapping, Optional
 
-from routing_jax.nn.modes import (ATTENTION_POSITIONS, DTYPE_NAMES, FFNS,
-                                  NORMS, POSITIONS, REMAT_POLICIES,
-                                  ROUTING_IMPLEMENTATIONS, ROUTINGS)
+from routing_jax.nn.modes import (
+    ATTENTION_POSITIONS,
+    DTYPE_NAMES,
+    FFNS,
+    NORMS,
+    POSITIONS,
+    REMAT_POLICIES,
+    ROUTING_IMPLEMENTATIONS,
+    ROUTINGS,
+)
 
 ROUTING_POSITIONS = ATTENTION_POSITIONS
 
@@ -22,6 +31,7 @@ class ModelConfig:
   `experiments/common.base_config()` builds the config's `model` section
   from these fields, so an experiment file sets only what differs.
   """
+
   vocab_size: int = 256  # bytes; images use 256 sub-pixel values
   # Embedding and output rows are padded to a multiple of this (128: the
   # vocabulary splits over `tensor`); padded entries get zero probability.
@@ -125,11 +135,13 @@ class ModelConfig:
   @property
   def jnp_dtype(self):
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
     return jnp.dtype(self.dtype)
 
   @property
   def jnp_param_dtype(self):
     import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
     return jnp.dtype(self.param_dtype)
 
   def routing_mask(self) -> tuple[bool, ...]:
@@ -141,42 +153,79 @@ class ModelConfig:
       if not cond:
         raise ValueError(f"model.{field}={getattr(self, field)!r}: {rule}")
 
-    for f in ("vocab_size", "vocab_multiple", "num_layers", "d_model",
-              "num_heads", "d_ff", "query_block", "max_len"):
+    for f in (
+        "vocab_size",
+        "vocab_multiple",
+        "num_layers",
+        "d_model",
+        "num_heads",
+        "d_ff",
+        "query_block",
+        "max_len",
+    ):
       need(getattr(self, f) >= 1, f, "must be >= 1")
-    need(self.d_model % self.num_heads == 0, "num_heads",
-         f"must divide model.d_model={self.d_model}")
-    need(0 <= self.num_routing_heads <= self.num_heads, "num_routing_heads",
-         f"must be in [0, model.num_heads={self.num_heads}]")
+    need(
+        self.d_model % self.num_heads == 0,
+        "num_heads",
+        f"must divide model.d_model={self.d_model}",
+    )
+    need(
+        0 <= self.num_routing_heads <= self.num_heads,
+        "num_routing_heads",
+        f"must be in [0, model.num_heads={self.num_heads}]",
+    )
     need(self.emb_dim >= 0, "emb_dim", "must be >= 0 (0: same as d_model)")
-    need(self.memory_flange >= 0
-         and self.memory_flange % self.query_block == 0, "memory_flange",
-         f"must be a non-negative multiple of model.query_block="
-         f"{self.query_block}")
+    need(
+        self.memory_flange >= 0 and self.memory_flange % self.query_block == 0,
+        "memory_flange",
+        "must be a non-negative multiple of model.query_block="
+        f"{self.query_block}",
+    )
     need(self.ffn in FFNS, "ffn", f"must be one of {FFNS}")
     need(self.norm in NORMS, "norm", f"must be one of {NORMS}")
     need(self.routing in ROUTINGS, "routing", f"must be one of {ROUTINGS}")
-    need(not (self.routing == "causal" and not self.causal), "routing",
-         'routing="causal" requires model.causal=True')
-    need(self.position in POSITIONS, "position",
-         f"must be one of {POSITIONS}")
-    need(self.routing_position in (None,) + ROUTING_POSITIONS,
-         "routing_position", f"must be None or one of {ROUTING_POSITIONS}")
+    need(
+        not (self.routing == "causal" and not self.causal),
+        "routing",
+        'routing="causal" requires model.causal=True',
+    )
+    need(self.position in POSITIONS, "position", f"must be one of {POSITIONS}")
+    need(
+        self.routing_position in (None,) + ROUTING_POSITIONS,
+        "routing_position",
+        f"must be None or one of {ROUTING_POSITIONS}",
+    )
     need(self.dtype in DTYPE_NAMES, "dtype", f"must be one of {DTYPE_NAMES}")
-    need(self.param_dtype in DTYPE_NAMES, "param_dtype",
-         f"must be one of {DTYPE_NAMES}")
-    need(self.remat_policy in REMAT_POLICIES, "remat_policy",
-         f"must be one of {REMAT_POLICIES}")
-    for f in ("residual_dropout", "attention_dropout", "relu_dropout",
-              "embedding_dropout", "target_dropout"):
+    need(
+        self.param_dtype in DTYPE_NAMES,
+        "param_dtype",
+        f"must be one of {DTYPE_NAMES}",
+    )
+    need(
+        self.remat_policy in REMAT_POLICIES,
+        "remat_policy",
+        f"must be one of {REMAT_POLICIES}",
+    )
+    for f in (
+        "residual_dropout",
+        "attention_dropout",
+        "relu_dropout",
+        "embedding_dropout",
+        "target_dropout",
+    ):
       need(0.0 <= getattr(self, f) < 1.0, f, "must be in [0, 1)")
     need(0.0 <= self.kmeans_decay < 1.0, "kmeans_decay", "must be in [0, 1)")
-    need(self.routing_warmup_steps >= 0, "routing_warmup_steps",
-         "must be >= 0")
-    need(self.routing_warmup_window >= 0, "routing_warmup_window",
-         "must be >= 0 (0: the whole sequence)")
-    need(not (self.routing_warmup_steps and self.routing == "topk"),
-         "routing_warmup_steps", 'applies to routing="causal" only')
+    need(self.routing_warmup_steps >= 0, "routing_warmup_steps", "must be >= 0")
+    need(
+        self.routing_warmup_window >= 0,
+        "routing_warmup_window",
+        "must be >= 0 (0: the whole sequence)",
+    )
+    need(
+        not (self.routing_warmup_steps and self.routing == "topk"),
+        "routing_warmup_steps",
+        'applies to routing="causal" only',
+    )
     try:
       mask = self.routing_mask()
     except ValueError as e:
@@ -185,45 +234,82 @@ class ModelConfig:
       need(self.window >= 1, "window", "must be >= 1")
       need(self.num_clusters >= 1, "num_clusters", "must be >= 1")
       if self.routing == "topk":
-        need(self.window <= self.max_len, "window",
-             f'routing="topk" needs window <= model.max_len={self.max_len}')
-    need(self.routing_implementation in ROUTING_IMPLEMENTATIONS,
-         "routing_implementation",
-         f"must be one of {ROUTING_IMPLEMENTATIONS}")
-    if (self.routing_implementation == "pallas" and any(mask)
-        and self.num_routing_heads > 0):
+        need(
+            self.window <= self.max_len,
+            "window",
+            f'routing="topk" needs window <= model.max_len={self.max_len}',
+        )
+    need(
+        self.routing_implementation in ROUTING_IMPLEMENTATIONS,
+        "routing_implementation",
+        f"must be one of {ROUTING_IMPLEMENTATIONS}",
+    )
+    if (
+        self.routing_implementation == "pallas"
+        and any(mask)
+        and self.num_routing_heads > 0
+    ):
       rule = 'routing_implementation="pallas" (the fused kernel) needs'
-      need(self.routing == "causal", "routing",
-           f'{rule} routing="causal"')
-      need(self.position != "relative", "position",
-           f"{rule} no relative position tables")
-      need(self.attention_dropout == 0.0, "attention_dropout",
-           f"{rule} no attention dropout")
-      need(self.head_dim & (self.head_dim - 1) == 0, "num_heads",
-           f"{rule} a power-of-2 head_dim (d_model / num_heads)")
+      need(self.routing == "causal", "routing", f'{rule} routing="causal"')
+      need(
+          self.position != "relative",
+          "position",
+          f"{rule} no relative position tables",
+      )
+      need(
+          self.attention_dropout == 0.0,
+          "attention_dropout",
+          f"{rule} no attention dropout",
+      )
+      need(
+          self.head_dim & (self.head_dim - 1) == 0,
+          "num_heads",
+          f"{rule} a power-of-2 head_dim (d_model / num_heads)",
+      )
     if self.position == "rope":
-      need(self.head_dim % 2 == 0, "num_heads",
-           "RoPE needs an even head_dim (d_model / num_heads)")
+      need(
+          self.head_dim % 2 == 0,
+          "num_heads",
+          "RoPE needs an even head_dim (d_model / num_heads)",
+      )
     if self.position == "relative":
-      need(self.max_relative_position >= 1, "max_relative_position",
-           "must be >= 1")
+      need(
+          self.max_relative_position >= 1,
+          "max_relative_position",
+          "must be >= 1",
+      )
     if self.is_image:
-      need(len(self.image_shape) == 3 and min(self.image_shape) >= 1,
-           "image_shape", "must be (height, width, channels), all >= 1")
+      need(
+          len(self.image_shape) == 3 and min(self.image_shape) >= 1,
+          "image_shape",
+          "must be (height, width, channels), all >= 1",
+      )
       hh, ww, cc = self.image_shape
-      need(hh * ww * cc == self.max_len, "image_shape",
-           f"H·W·C = {hh * ww * cc} must equal model.max_len={self.max_len}")
-      need(self.vocab_size == 256, "vocab_size",
-           "image models predict 256 sub-pixel values")
-      need(not self.tie_embeddings, "tie_embeddings",
-           "image models have an untied 256-way output")
+      need(
+          hh * ww * cc == self.max_len,
+          "image_shape",
+          f"H·W·C = {hh * ww * cc} must equal model.max_len={self.max_len}",
+      )
+      need(
+          self.vocab_size == 256,
+          "vocab_size",
+          "image models predict 256 sub-pixel values",
+      )
+      need(
+          not self.tie_embeddings,
+          "tie_embeddings",
+          "image models have an untied 256-way output",
+      )
     else:
-      need(not any(self.image_shape), "image_shape",
-           'set only with model.position="learned2d"')
+      need(
+          not any(self.image_shape),
+          "image_shape",
+          'set only with model.position="learned2d"',
+      )
 
 
 def parse_routing_layers(spec: str, num_layers: int) -> tuple[bool, ...]:
-  """"all", "none", "last:N", "skip_first:N" or "i,j,k" -> per-layer flags."""
+  """ "all", "none", "last:N", "skip_first:N" or "i,j,k" -> per-layer flags."""
   spec = str(spec).strip()
   if spec == "all":
     return (True,) * num_layers
@@ -232,7 +318,7 @@ def parse_routing_layers(spec: str, num_layers: int) -> tuple[bool, ...]:
   for prefix in ("last:", "skip_first:"):
     if spec.startswith(prefix):
       try:
-        count = int(spec[len(prefix):])
+        count = int(spec[len(prefix) :])
       except ValueError:
         raise ValueError(f"{prefix}N needs an integer N") from None
       if not 0 <= count <= num_layers:
@@ -242,8 +328,10 @@ def parse_routing_layers(spec: str, num_layers: int) -> tuple[bool, ...]:
   try:
     idx = [int(s) for s in spec.split(",") if s.strip()]
   except ValueError:
-    raise ValueError('expected "all", "none", "last:N", "skip_first:N" or a '
-                     "comma-separated list of layer indices") from None
+    raise ValueError(
+        'expected "all", "none", "last:N", "skip_first:N" or a '
+        "comma-separated list of layer indices"
+    ) from None
   bad = [i for i in idx if not 0 <= i < num_layers]
   if bad:
     raise ValueError(f"layer index {bad[0]} out of range [0, {num_layers})")

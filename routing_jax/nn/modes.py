@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The names of every model mode, defined once.
 
 Validation in `ModelConfig`, the attention modules and the experiment
@@ -17,5 +19,10 @@ POSITIONS = ATTENTION_POSITIONS + ("learned2d",)
 FFNS = ("geglu", "relu")
 NORMS = ("post", "pre")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
-REMAT_POLICIES = ("none", "full", "dots_saveable", "nothing_saveable",
-                  "dots_with_no_batch_dims_saveable")
+REMAT_POLICIES = (
+    "none",
+    "full",
+    "dots_saveable",
+    "nothing_saveable",
+    "dots_with_no_batch_dims_saveable",
+)

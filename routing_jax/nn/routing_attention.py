@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """RoutingAttention: k-means routing attention with its decode caches.
 
 The front end follows the paper's code: bias-free Q/K/V projections,
@@ -33,10 +35,11 @@ from routing_jax.nn import kmeans as km
 from routing_jax.nn import kmeans_ops
 from routing_jax.nn import routing_core
 from routing_jax.nn import routing_kernel
-from routing_jax.nn.modes import (ATTENTION_POSITIONS,
-                                  ROUTING_IMPLEMENTATIONS, ROUTINGS)
-
-
+from routing_jax.nn.modes import (
+    ATTENTION_POSITIONS,
+    ROUTING_IMPLEMENTATIONS,
+    ROUTINGS,
+)
 
 
 class RoutingAttention(nn.Module):
@@ -95,6 +98,7 @@ class RoutingAttention(nn.Module):
     kernel_block_sizes: (block_q, block_k) of the Pallas kernels.
     dtype, param_dtype, kernel_init: as LocalAttention.
   """
+
   num_heads: int
   head_dim: int
   num_clusters: int
@@ -133,26 +137,35 @@ class RoutingAttention(nn.Module):
   def validate(self):
     if self.routing is not None and self.routing not in ROUTINGS:
       raise ValueError(
-          f"routing must be one of {ROUTINGS}, got {self.routing!r}")
+          f"routing must be one of {ROUTINGS}, got {self.routing!r}"
+      )
     if self.mode == "causal" and not self.causal:
       raise ValueError(
           'routing="causal" requires causal=True; use routing="topk" for '
-          "bidirectional attention")
+          "bidirectional attention"
+      )
     for name in ("num_heads", "head_dim", "num_clusters", "window"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     if self.position not in ATTENTION_POSITIONS:
       raise ValueError(
-          f"position must be one of {ATTENTION_POSITIONS}, got {self.position!r}")
+          f"position must be one of {ATTENTION_POSITIONS}, got"
+          f" {self.position!r}"
+      )
     if self.position == "relative" and self.max_relative_position < 1:
-      raise ValueError("max_relative_position must be >= 1, got "
-                       f"{self.max_relative_position}")
+      raise ValueError(
+          "max_relative_position must be >= 1, got "
+          f"{self.max_relative_position}"
+      )
     if not 0.0 <= self.attention_dropout < 1.0:
       raise ValueError(
-          f"attention_dropout must be in [0, 1), got {self.attention_dropout}")
+          f"attention_dropout must be in [0, 1), got {self.attention_dropout}"
+      )
     if self.implementation not in ROUTING_IMPLEMENTATIONS:
-      raise ValueError(f"implementation must be one of {ROUTING_IMPLEMENTATIONS}, "
-                       f"got {self.implementation!r}")
+      raise ValueError(
+          f"implementation must be one of {ROUTING_IMPLEMENTATIONS}, "
+          f"got {self.implementation!r}"
+      )
     if self.implementation == "pallas":
       self._validate_pallas()
 
@@ -166,10 +179,13 @@ class RoutingAttention(nn.Module):
     }
     for what, present in unsupported.items():
       if present:
-        raise ValueError(f'implementation="pallas" does not support {what}; '
-                         'use implementation="xla"')
-    routing_kernel.check_shapes(self.head_dim, *self.kernel_block_sizes,
-                                interpret=True)
+        raise ValueError(
+            f'implementation="pallas" does not support {what}; '
+            'use implementation="xla"'
+        )
+    routing_kernel.check_shapes(
+        self.head_dim, *self.kernel_block_sizes, interpret=True
+    )
 
   def _fit_queries(self) -> bool:
     if self.fit_queries is not None:
@@ -180,35 +196,53 @@ class RoutingAttention(nn.Module):
     """The k-means update's settings, mode-dependent defaults resolved."""
     causal_mode = self.mode == "causal"
     pick = lambda value, causal_default, topk_default: (
-        value if value is not None else
-        causal_default if causal_mode else topk_default)
+        value
+        if value is not None
+        else causal_default
+        if causal_mode
+        else topk_default
+    )
     return kmeans_ops.Settings(
-        decay=self.kmeans_decay, epsilon=self.kmeans_epsilon,
+        decay=self.kmeans_decay,
+        epsilon=self.kmeans_epsilon,
         prior_count=pick(self.kmeans_prior_count, 1.0, 0.0),
         data_init=pick(self.kmeans_data_init, True, False),
-        revive_threshold=pick(self.kmeans_revive_threshold, 0.05, 0.0))
+        revive_threshold=pick(self.kmeans_revive_threshold, 0.05, 0.0),
+    )
 
   def _kmeans(self) -> km.KMeans:
-    return km.KMeans(self.num_heads, self.num_clusters, self.head_dim,
-                     commitment_weight=self.commitment_weight,
-                     name="kmeans", **self.kmeans_settings()._asdict())
+    return km.KMeans(
+        self.num_heads,
+        self.num_clusters,
+        self.head_dim,
+        commitment_weight=self.commitment_weight,
+        name="kmeans",
+        **self.kmeans_settings()._asdict(),
+    )
 
   def _relative_tables(self) -> Optional[tuple[Array, Array]]:
     if self.position != "relative":
       return None
     rows = 2 * self.max_relative_position + 1
     init = nn.with_logical_partitioning(
-        nn.initializers.normal(self.head_dim ** -0.5), ("relpos", "kv"))
-    return (self.param("rel_key", init, (rows, self.head_dim),
-                       self.param_dtype),
-            self.param("rel_value", init, (rows, self.head_dim),
-                       self.param_dtype))
+        nn.initializers.normal(self.head_dim**-0.5), ("relpos", "kv")
+    )
+    return (
+        self.param("rel_key", init, (rows, self.head_dim), self.param_dtype),
+        self.param("rel_value", init, (rows, self.head_dim), self.param_dtype),
+    )
 
   @nn.compact
-  def __call__(self, x: Array, mask: Optional[Array] = None,
-               train: bool = False, decode: bool = False,
-               positions: Optional[Array] = None, prefill: bool = False,
-               return_aux: bool = False):
+  def __call__(
+      self,
+      x: Array,
+      mask: Optional[Array] = None,
+      train: bool = False,
+      decode: bool = False,
+      positions: Optional[Array] = None,
+      prefill: bool = False,
+      return_aux: bool = False,
+  ):
     """Routes and attends.
 
     Args:
@@ -234,12 +268,20 @@ class RoutingAttention(nn.Module):
     b, n, features = x.shape
     h = self.num_heads
     proj = lambda name: core.head_projection(
-        h * self.head_dim, ("embed", "heads"), self.dtype, self.param_dtype,
-        self.kernel_init, name)
+        h * self.head_dim,
+        ("embed", "heads"),
+        self.dtype,
+        self.param_dtype,
+        self.kernel_init,
+        name,
+    )
     # The reference scales q by d^-0.5 first; the LayerNorm cancels it.
     qn = km.normalize(core.split_heads(proj("query")(x), h))
-    kn = qn if self.share_qk else km.normalize(
-        core.split_heads(proj("key")(x), h))
+    kn = (
+        qn
+        if self.share_qk
+        else km.normalize(core.split_heads(proj("key")(x), h))
+    )
     v = core.split_heads(proj("value")(x), h)
     kmeans = self._kmeans()
     rel = self._relative_tables()
@@ -255,8 +297,13 @@ class RoutingAttention(nn.Module):
     else:
       o, aux = self._attend(kmeans, qn, kn, v, rel, mask, train)
     y = core.head_projection(
-        features, ("heads", "embed"), self.dtype, self.param_dtype,
-        self.kernel_init, "out")(o.reshape(b, n, h * self.head_dim))
+        features,
+        ("heads", "embed"),
+        self.dtype,
+        self.param_dtype,
+        self.kernel_init,
+        "out",
+    )(o.reshape(b, n, h * self.head_dim))
     if return_aux:
       return y, aux
     if not self.is_initializing():
@@ -268,35 +315,57 @@ class RoutingAttention(nn.Module):
   def _rotate(self, qn, kn, pos):
     if self.position != "rope":
       return qn, kn
-    return (core.rope(qn, pos, self.rope_base),
-            core.rope(kn, pos, self.rope_base))
+    return (
+        core.rope(qn, pos, self.rope_base),
+        core.rope(kn, pos, self.rope_base),
+    )
 
   def _attend(self, kmeans, qn, kn, v, rel, mask, train):
     b, n = qn.shape[:2]
-    rng = (self.make_rng("dropout")
-           if train and self.attention_dropout > 0 else None)
-    common = dict(rel=rel, max_relative_position=self.max_relative_position,
-                  logit_scale=self.logit_scale,
-                  dropout_rate=self.attention_dropout if train else 0.0,
-                  dropout_rng=rng, dtype=self.dtype)
+    rng = (
+        self.make_rng("dropout")
+        if train and self.attention_dropout > 0
+        else None
+    )
+    common = dict(
+        rel=rel,
+        max_relative_position=self.max_relative_position,
+        logit_scale=self.logit_scale,
+        dropout_rate=self.attention_dropout if train else 0.0,
+        dropout_rng=rng,
+        dtype=self.dtype,
+    )
     qr, kr = self._rotate(qn, kn, jnp.arange(n)[None])
     sets = (qn,) if self.share_qk else (qn, kn)
     routed = kmeans.route_many(
-        sets, mask, update=train,
-        fit=None if self.share_qk else (self._fit_queries(), True))
+        sets,
+        mask,
+        update=train,
+        fit=None if self.share_qk else (self._fit_queries(), True),
+    )
     aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
     if self.mode == "causal":
       return self._causal(kmeans, routed, qr, kr, v, mask, common), aux
     if self.window > n:
       raise ValueError(
           f'routing="topk" needs window <= length, got window={self.window} '
-          f"and length {n}")
+          f"and length {n}"
+      )
     o, count = routing_core.topk_routing_attention(
-        qr, kr, v, routed[0].scores, routed[-1].scores, mask,
-        window=self.window, causal=self.causal, **common)
+        qr,
+        kr,
+        v,
+        routed[0].scores,
+        routed[-1].scores,
+        mask,
+        window=self.window,
+        causal=self.causal,
+        **common,
+    )
     valid = (jnp.ones((b, n)) if mask is None else mask)[:, None, :]
     aux["unselected_fraction"] = jnp.sum((count == 0) * valid) / jnp.maximum(
-        jnp.sum(valid) * count.shape[1], 1.0)
+        jnp.sum(valid) * count.shape[1], 1.0
+    )
     return o, aux
 
   def _causal(self, kmeans, routed, qr, kr, v, mask, common):
@@ -309,22 +378,47 @@ class RoutingAttention(nn.Module):
       if self.implementation == "pallas":
         block_q, block_k = self.kernel_block_sizes
         return routing_kernel.causal_routing_attention(
-            qr, kr, v, key_clusters, mask, query_clusters=query_clusters,
-            num_clusters=self.num_clusters, window=self.window,
-            exclude_self=self.exclude_self, logit_scale=self.logit_scale,
-            dtype=self.dtype, block_q=block_q, block_k=block_k)
+            qr,
+            kr,
+            v,
+            key_clusters,
+            mask,
+            query_clusters=query_clusters,
+            num_clusters=self.num_clusters,
+            window=self.window,
+            exclude_self=self.exclude_self,
+            logit_scale=self.logit_scale,
+            dtype=self.dtype,
+            block_q=block_q,
+            block_k=block_k,
+        )
       return routing_core.causal_routing_attention(
-          qr, kr, v, key_clusters, mask, query_clusters=query_clusters,
-          num_clusters=self.num_clusters, window=self.window,
-          exclude_self=self.exclude_self, **common)
+          qr,
+          kr,
+          v,
+          key_clusters,
+          mask,
+          query_clusters=query_clusters,
+          num_clusters=self.num_clusters,
+          window=self.window,
+          exclude_self=self.exclude_self,
+          **common,
+      )
 
     if not self.warmup_steps:
       return routed_fn()
     # One cluster: every earlier token (within the warm-up window).
     dense_fn = lambda: routing_core.causal_routing_attention(
-        qr, kr, v, jnp.zeros_like(key_clusters), mask, num_clusters=1,
+        qr,
+        kr,
+        v,
+        jnp.zeros_like(key_clusters),
+        mask,
+        num_clusters=1,
         window=min(self.warmup_window or n, n),
-        exclude_self=self.exclude_self, **common)
+        exclude_self=self.exclude_self,
+        **common,
+    )
     warm = nn.unbox(kmeans.num_updates.value)[0] < self.warmup_steps
     return jax.lax.cond(warm, dense_fn, routed_fn)
 
@@ -339,7 +433,8 @@ class RoutingAttention(nn.Module):
     """The decode cache variables for batch b (created on first use)."""
     h, d, c = self.num_heads, self.head_dim, self.num_clusters
     var = lambda name, shape, dtype, fill: self.variable(
-        "cache", name, lambda: jnp.full(shape, fill, dtype))
+        "cache", name, lambda: jnp.full(shape, fill, dtype)
+    )
     if self.mode == "causal":
       s = self._ring_size()
       return dict(
@@ -347,17 +442,22 @@ class RoutingAttention(nn.Module):
           value=var("ring_value", (b, h, c, s, d), self.dtype, 0),
           member=var("ring_member", (b, h, c, s), jnp.int32, -1),
           is_key=var("ring_is_key", (b, h, c, s), jnp.bool_, False),
-          count=var("cluster_count", (b, h, c), jnp.int32, 0))
+          count=var("cluster_count", (b, h, c), jnp.int32, 0),
+      )
     length = self.max_decode_length
     if length < self.window:
       raise ValueError(
           "topk decoding needs max_decode_length >= window, got "
-          f"max_decode_length={length}, window={self.window}")
+          f"max_decode_length={length}, window={self.window}"
+      )
     full = lambda name, dtype: var(name, (b, length, h, d), dtype, 0)
-    cache = dict(query=full("cached_query", jnp.float32),
-                 value=full("cached_value", self.dtype))
-    cache["key"] = cache["query"] if self.share_qk else full(
-        "cached_key", jnp.float32)
+    cache = dict(
+        query=full("cached_query", jnp.float32),
+        value=full("cached_value", self.dtype),
+    )
+    cache["key"] = (
+        cache["query"] if self.share_qk else full("cached_key", jnp.float32)
+    )
     return cache
 
   def _decode(self, kmeans, qn, kn, v, rel, positions):
@@ -365,7 +465,8 @@ class RoutingAttention(nn.Module):
     b = qn.shape[0]
     if qn.shape[1] != 1:
       raise ValueError(
-          f"decode takes one token per call, got length {qn.shape[1]}")
+          f"decode takes one token per call, got length {qn.shape[1]}"
+      )
     cache = self._cache(b)
     if self.is_initializing():
       kmeans.current()  # creates the centroid variables during init
@@ -375,12 +476,12 @@ class RoutingAttention(nn.Module):
     t = positions.astype(jnp.int32)
     mu = kmeans.current()
     key_cluster = km.assign(kn, mu)[:, :, 0]  # [b, h]
-    query_cluster = key_cluster if self.share_qk else km.assign(qn, mu)[
-        :, :, 0]
+    query_cluster = key_cluster if self.share_qk else km.assign(qn, mu)[:, :, 0]
     qr, kr = self._rotate(qn, kn, t[:, None])
     if self.mode == "causal":
-      return self._causal_step(cache, qr, kr, v, key_cluster, query_cluster,
-                               rel)
+      return self._causal_step(
+          cache, qr, kr, v, key_cluster, query_cluster, rel
+      )
     return self._topk_step(cache, qn, kn, v, rel, mu, t)
 
   def _causal_step(self, cache, q, k, v, key_cluster, query_cluster, rel):
@@ -394,21 +495,33 @@ class RoutingAttention(nn.Module):
       count = cache["count"].value[bi, hi, cluster]
       at = (bi, hi, cluster, count % size)
       keep = lambda new, old: jnp.where(
-          active.reshape(active.shape + (1,) * (new.ndim - 2)), new, old)
-      for name, new in (("key", key), ("value", value),
-                        ("member", count), ("is_key", is_key)):
+          active.reshape(active.shape + (1,) * (new.ndim - 2)), new, old
+      )
+      for name, new in (
+          ("key", key),
+          ("value", value),
+          ("member", count),
+          ("is_key", is_key),
+      ):
         var = cache[name]
         var.value = var.value.at[at].set(
-            keep(new.astype(var.value.dtype), var.value[at]))
-      cache["count"].value = cache["count"].value.at[bi, hi, cluster].add(
-          active.astype(jnp.int32))
+            keep(new.astype(var.value.dtype), var.value[at])
+        )
+      cache["count"].value = (
+          cache["count"].value.at[bi, hi, cluster].add(active.astype(jnp.int32))
+      )
 
     always = jnp.ones((b, h), bool)
     join(key_cluster, k[:, 0], v[:, 0], always, always)
     if not self.share_qk:
       # A query in another cluster than its key joins that cluster too.
-      join(query_cluster, jnp.zeros_like(k[:, 0]), jnp.zeros_like(v[:, 0]),
-           ~always, query_cluster != key_cluster)
+      join(
+          query_cluster,
+          jnp.zeros_like(k[:, 0]),
+          jnp.zeros_like(v[:, 0]),
+          ~always,
+          query_cluster != key_cluster,
+      )
     ring = lambda name: cache[name].value[bi, hi, query_cluster]
     member = ring("member")  # [b, h, size]
     mine = cache["count"].value[bi, hi, query_cluster] - 1  # [b, h]
@@ -423,10 +536,15 @@ class RoutingAttention(nn.Module):
       idx = core.relative_index(-back, self.max_relative_position)
       rel_k, rel_v = (t[idx][:, :, None, None] for t in rel)
     o = core.blocked_attention(
-        jnp.swapaxes(q, 1, 2)[:, :, None], ring("key")[:, :, None],
-        ring("value")[:, :, None], allowed[:, :, None, None, :],
-        rel_k=rel_k, rel_v=rel_v, logit_scale=self.logit_scale,
-        dtype=self.dtype)  # [b, h, 1, 1, d]
+        jnp.swapaxes(q, 1, 2)[:, :, None],
+        ring("key")[:, :, None],
+        ring("value")[:, :, None],
+        allowed[:, :, None, None, :],
+        rel_k=rel_k,
+        rel_v=rel_v,
+        logit_scale=self.logit_scale,
+        dtype=self.dtype,
+    )  # [b, h, 1, 1, d]
     o = o * jnp.any(allowed, -1)[:, :, None, None, None].astype(o.dtype)
     return jnp.swapaxes(o[:, :, 0], 1, 2)  # [b, 1, h, d]
 
@@ -439,8 +557,8 @@ class RoutingAttention(nn.Module):
       var = cache[name]
       var.value = var.value.at[rows, t].set(new[:, 0].astype(var.value.dtype))
     return self._topk_read(
-        *(cache[name].value for name in ("query", "key", "value")), rel, mu,
-        t)
+        *(cache[name].value for name in ("query", "key", "value")), rel, mu, t
+    )
 
   def _topk_read(self, q, k, v, rel, mu, t):
     """Output at positions t [batch] of top-k routing over the cache <= t.
@@ -453,10 +571,19 @@ class RoutingAttention(nn.Module):
     ks = qs if self.share_qk else km.scores(k, mu)
     qr, kr = self._rotate(q, k, jnp.arange(length)[None])
     o, _ = routing_core.topk_routing_attention(
-        qr, kr, v, qs, ks, written, window=self.window,
-        causal=self.causal, rel=rel,
+        qr,
+        kr,
+        v,
+        qs,
+        ks,
+        written,
+        window=self.window,
+        causal=self.causal,
+        rel=rel,
         max_relative_position=self.max_relative_position,
-        logit_scale=self.logit_scale, dtype=self.dtype)
+        logit_scale=self.logit_scale,
+        dtype=self.dtype,
+    )
     return o[jnp.arange(o.shape[0]), t][:, None]  # [b, 1, h, d]
 
   def _prefill(self, kmeans, qn, kn, v, rel):
@@ -473,8 +600,13 @@ class RoutingAttention(nn.Module):
       query_cluster = None if self.share_qk else km.assign(qn, mu)
       _, kr = self._rotate(qn, kn, jnp.arange(n)[None])
       state = routing_core.fill_rings(
-          kr, v, key_cluster, query_cluster,
-          num_clusters=self.num_clusters, size=self._ring_size())
+          kr,
+          v,
+          key_cluster,
+          query_cluster,
+          num_clusters=self.num_clusters,
+          size=self._ring_size(),
+      )
       for name, value in state.items():
         cache[name].value = value.astype(cache[name].value.dtype)
       return o, aux
@@ -482,10 +614,13 @@ class RoutingAttention(nn.Module):
     # which no parallel pass reproduces; write the prompt, then read each
     # position's output as its decode step would (O(n) reads of the cache).
     if n > self.max_decode_length:
-      raise ValueError(f"prefill of {n} positions exceeds max_decode_length="
-                       f"{self.max_decode_length}")
-    pad = lambda a: jnp.pad(a, ((0, 0), (0, self.max_decode_length - n),
-                                (0, 0), (0, 0)))
+      raise ValueError(
+          f"prefill of {n} positions exceeds max_decode_length="
+          f"{self.max_decode_length}"
+      )
+    pad = lambda a: jnp.pad(
+        a, ((0, 0), (0, self.max_decode_length - n), (0, 0), (0, 0))
+    )
     for name, new in (("query", qn), ("key", kn), ("value", v)):
       if name == "key" and self.share_qk:
         continue
@@ -494,5 +629,6 @@ class RoutingAttention(nn.Module):
     arrays = tuple(cache[name].value for name in ("query", "key", "value"))
     o = jax.lax.map(
         lambda t: self._topk_read(*arrays, rel, mu, jnp.full((b,), t))[:, 0],
-        jnp.arange(n))  # [n, b, h, d]
+        jnp.arange(n),
+    )  # [n, b, h, d]
     return jnp.swapaxes(o, 0, 1), {"loss": jnp.zeros((), jnp.float32)}

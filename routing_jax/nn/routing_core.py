@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Pure routing-attention cores: exactly-causal routing and balanced top-k.
 
 No parameters and no Flax here: inputs are normalised queries and keys, values
@@ -76,6 +78,7 @@ class RoutedEvents(NamedTuple):
       query event); None for shared routing.
     events: n, or 2n with separate query routing.
   """
+
   perm: Array
   cluster: Array
   is_key: Array
@@ -83,9 +86,14 @@ class RoutedEvents(NamedTuple):
   events: int
 
 
-def sort_events(key_clusters: Array, mask: Optional[Array],
-                query_clusters: Optional[Array], *, num_clusters: int,
-                multiple: int) -> RoutedEvents:
+def sort_events(
+    key_clusters: Array,
+    mask: Optional[Array],
+    query_clusters: Optional[Array],
+    *,
+    num_clusters: int,
+    multiple: int
+) -> RoutedEvents:
   """Builds and sorts the membership events of causal routing.
 
   Args:
@@ -113,28 +121,42 @@ def sort_events(key_clusters: Array, mask: Optional[Array],
     # Events interleaved as (key event, query-only event) per token, so a
     # stable sort by cluster keeps position order inside every cluster.
     cluster = jnp.stack([kc, jnp.where(same, sentinel, qc)], -1).reshape(
-        b, h, events)
+        b, h, events
+    )
     is_key_event = jnp.tile(jnp.array([True, False]), n)
   else:
     cluster = kc
     is_key_event = jnp.ones((events,), bool)
-  cluster = jnp.pad(cluster, ((0, 0), (0, 0), (0, npad - events)),
-                    constant_values=sentinel)
+  cluster = jnp.pad(
+      cluster, ((0, 0), (0, 0), (0, npad - events)), constant_values=sentinel
+  )
   is_key_event = jnp.pad(is_key_event, (0, npad - events))
   idx = jnp.broadcast_to(jnp.arange(npad, dtype=jnp.int32), cluster.shape)
-  sorted_cluster, perm = jax.lax.sort((cluster, idx), dimension=2,
-                                      num_keys=1, is_stable=True)
+  sorted_cluster, perm = jax.lax.sort(
+      (cluster, idx), dimension=2, num_keys=1, is_stable=True
+  )
   is_key = is_key_event[perm] & (sorted_cluster < sentinel)
   return RoutedEvents(perm, sorted_cluster, is_key, same, events)
 
 
 def causal_routing_attention(
-    q: Array, k: Array, v: Array, key_clusters: Array, mask: Optional[Array],
-    *, num_clusters: int, window: int,
-    query_clusters: Optional[Array] = None, exclude_self: bool = False,
-    rel: Optional[tuple[Array, Array]] = None, max_relative_position: int = 0,
-    logit_scale: float = 1.0, dropout_rate: float = 0.0,
-    dropout_rng: Optional[Array] = None, dtype: Any = jnp.float32) -> Array:
+    q: Array,
+    k: Array,
+    v: Array,
+    key_clusters: Array,
+    mask: Optional[Array],
+    *,
+    num_clusters: int,
+    window: int,
+    query_clusters: Optional[Array] = None,
+    exclude_self: bool = False,
+    rel: Optional[tuple[Array, Array]] = None,
+    max_relative_position: int = 0,
+    logit_scale: float = 1.0,
+    dropout_rate: float = 0.0,
+    dropout_rng: Optional[Array] = None,
+    dtype: Any = jnp.float32
+) -> Array:
   """Exactly causal routing: attention among a cluster's recent members.
 
   Every token joins the cluster of its key (`key_clusters`) and, when
@@ -172,8 +194,9 @@ def causal_routing_attention(
   w = window
   bq = query_block_size(w)
   r = w // bq
-  routed = sort_events(key_clusters, mask, query_clusters,
-                       num_clusters=num_clusters, multiple=bq)
+  routed = sort_events(
+      key_clusters, mask, query_clusters, num_clusters=num_clusters, multiple=bq
+  )
   same, events = routed.same, routed.events
   separate = same is not None
   npad = routed.perm.shape[-1]
@@ -187,18 +210,22 @@ def causal_routing_attention(
   if separate:
     repeat = lambda a: jnp.repeat(a, 2, axis=2)
     qh, kh, vhd = repeat(qh), repeat(kh), repeat(vhd)
-  pad_len = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, npad - events),
-                                  (0, 0)))
+  pad_len = lambda a: jnp.pad(a, ((0, 0), (0, 0), (0, npad - events), (0, 0)))
   to_blocks = lambda a: a.reshape(a.shape[:2] + (nb, bq) + a.shape[3:])
-  qs, ks, vs = (to_blocks(permute(pad_len(a), perm, inverse))
-                for a in (qh, kh, vhd))
+  qs, ks, vs = (
+      to_blocks(permute(pad_len(a), perm, inverse)) for a in (qh, kh, vhd)
+  )
 
   def with_previous(a, fill):
     """[b, h, nb, bq, ...] -> [b, h, nb, (r+1)·bq, ...]: r previous + own."""
-    padded = jnp.pad(a, ((0, 0), (0, 0), (r, 0)) + ((0, 0),) * (a.ndim - 3),
-                     constant_values=fill)
-    return jnp.concatenate([padded[:, :, j:j + nb] for j in range(r + 1)],
-                           axis=3)
+    padded = jnp.pad(
+        a,
+        ((0, 0), (0, 0), (r, 0)) + ((0, 0),) * (a.ndim - 3),
+        constant_values=fill,
+    )
+    return jnp.concatenate(
+        [padded[:, :, j : j + nb] for j in range(r + 1)], axis=3
+    )
 
   query_cluster = to_blocks(sorted_cluster)
   key_cluster = with_previous(query_cluster, -1)
@@ -207,10 +234,12 @@ def causal_routing_attention(
   slot = jnp.arange(bq)[:, None]
   key_slot = jnp.arange((r + 1) * bq)[None, :]
   back = slot + w - key_slot
-  band = (back >= 1) & (back <= w) if exclude_self else (back >= 0) & (
-      back < w)
-  allowed = ((key_cluster[..., None, :] == query_cluster[..., :, None])
-             & key_ok[..., None, :] & band)
+  band = (back >= 1) & (back <= w) if exclude_self else (back >= 0) & (back < w)
+  allowed = (
+      (key_cluster[..., None, :] == query_cluster[..., :, None])
+      & key_ok[..., None, :]
+      & band
+  )
   rel_k = rel_v = None
   if rel is not None:
     offsets = core.relative_index(-back, max_relative_position)
@@ -220,16 +249,26 @@ def causal_routing_attention(
     # Draw the dropout bits per (query event, members back) in event order,
     # then sort them with the queries: the noise a query sees does not
     # depend on how later tokens shift the blocks.
-    bits = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate,
-                                (b, h, npad, w + 1))
+    bits = jax.random.bernoulli(
+        dropout_rng, 1.0 - dropout_rate, (b, h, npad, w + 1)
+    )
     bits = to_blocks(take_along_length(bits, perm))  # [b, h, nb, bq, w+1]
-    back_idx = jnp.broadcast_to(jnp.clip(back, 0, w),
-                                bits.shape[:-1] + back.shape[-1:])
+    back_idx = jnp.broadcast_to(
+        jnp.clip(back, 0, w), bits.shape[:-1] + back.shape[-1:]
+    )
     keep = jnp.take_along_axis(bits, back_idx, axis=-1)
   o = core.blocked_attention(
-      qs, with_previous(ks, 0), with_previous(vs, 0), allowed, rel_k=rel_k,
-      rel_v=rel_v, logit_scale=logit_scale, dropout_rate=dropout_rate,
-      dropout_keep=keep, dtype=dtype)
+      qs,
+      with_previous(ks, 0),
+      with_previous(vs, 0),
+      allowed,
+      rel_k=rel_k,
+      rel_v=rel_v,
+      logit_scale=logit_scale,
+      dropout_rate=dropout_rate,
+      dropout_keep=keep,
+      dtype=dtype,
+  )
   o = o * jnp.any(allowed, axis=-1, keepdims=True).astype(o.dtype)
   o = permute(o.reshape(b, h, npad, d), inverse, perm)[:, :, :events]
   if separate:
@@ -240,12 +279,22 @@ def causal_routing_attention(
 
 
 def topk_routing_attention(
-    q: Array, k: Array, v: Array, q_scores: Array, k_scores: Array,
-    mask: Optional[Array], *, window: int, causal: bool,
-    rel: Optional[tuple[Array, Array]] = None, max_relative_position: int = 0,
-    logit_scale: float = 1.0, dropout_rate: float = 0.0,
+    q: Array,
+    k: Array,
+    v: Array,
+    q_scores: Array,
+    k_scores: Array,
+    mask: Optional[Array],
+    *,
+    window: int,
+    causal: bool,
+    rel: Optional[tuple[Array, Array]] = None,
+    max_relative_position: int = 0,
+    logit_scale: float = 1.0,
+    dropout_rate: float = 0.0,
     dropout_rng: Optional[Array] = None,
-    dtype: Any = jnp.float32) -> tuple[Array, Array]:
+    dtype: Any = jnp.float32
+) -> tuple[Array, Array]:
   """The paper's balanced routing: per-centroid top-w queries and keys.
 
   For every centroid the top-w positions by query score and (separately,
@@ -283,38 +332,56 @@ def topk_routing_attention(
   ki = qi if k_scores is q_scores else members(k_scores)
   num_clusters = qi.shape[2]
   flat = lambda i: i.reshape(b, h, num_clusters * window)
-  gather = lambda a, i: take_along_length(jnp.swapaxes(a, 1, 2),
-                                          flat(i)).reshape(
-                                              b, h, num_clusters, window, d)
+  gather = lambda a, i: take_along_length(
+      jnp.swapaxes(a, 1, 2), flat(i)
+  ).reshape(b, h, num_clusters, window, d)
   qg, kg, vg = gather(q, qi), gather(k, ki), gather(v, ki)
-  key_valid = jnp.take_along_axis(jnp.broadcast_to(vh, (b, h, n)), flat(ki),
-                                  axis=-1).reshape(b, h, num_clusters, 1,
-                                                   window)
+  key_valid = jnp.take_along_axis(
+      jnp.broadcast_to(vh, (b, h, n)), flat(ki), axis=-1
+  ).reshape(b, h, num_clusters, 1, window)
   allowed = key_valid
   if causal:
     allowed = allowed & (ki[..., None, :] <= qi[..., :, None])
   rel_k = rel_v = None
   if rel is not None:
     slots = jnp.arange(window)
-    offsets = core.relative_index(slots[None, :] - slots[:, None],
-                                  max_relative_position)
+    offsets = core.relative_index(
+        slots[None, :] - slots[:, None], max_relative_position
+    )
     rel_k, rel_v = rel[0][offsets], rel[1][offsets]
-  o = core.blocked_attention(qg, kg, vg, allowed, rel_k=rel_k, rel_v=rel_v,
-                             logit_scale=logit_scale,
-                             dropout_rate=dropout_rate,
-                             dropout_rng=dropout_rng, dtype=dtype)
+  o = core.blocked_attention(
+      qg,
+      kg,
+      vg,
+      allowed,
+      rel_k=rel_k,
+      rel_v=rel_v,
+      logit_scale=logit_scale,
+      dropout_rate=dropout_rate,
+      dropout_rng=dropout_rng,
+      dtype=dtype,
+  )
   o = o * jnp.any(allowed, axis=-1, keepdims=True).astype(o.dtype)
   rows = (jnp.arange(b)[:, None, None], jnp.arange(h)[None, :, None])
-  out = jnp.zeros((b, h, n, d), jnp.float32).at[rows + (flat(qi),)].add(
-      o.reshape(b, h, num_clusters * window, d).astype(jnp.float32))
+  out = (
+      jnp.zeros((b, h, n, d), jnp.float32)
+      .at[rows + (flat(qi),)]
+      .add(o.reshape(b, h, num_clusters * window, d).astype(jnp.float32))
+  )
   count = jnp.zeros((b, h, n), jnp.float32).at[rows + (flat(qi),)].add(1.0)
   out = out / (count + 0.01)[..., None] * vh[..., None]
   return jnp.swapaxes(out, 1, 2).astype(dtype), count
 
 
-def fill_rings(k: Array, v: Array, key_clusters: Array,
-               query_clusters: Optional[Array], *, num_clusters: int,
-               size: int) -> dict[str, Array]:
+def fill_rings(
+    k: Array,
+    v: Array,
+    key_clusters: Array,
+    query_clusters: Optional[Array],
+    *,
+    num_clusters: int,
+    size: int
+) -> dict[str, Array]:
   """The causal-routing decode rings after a whole prompt, in one pass.
 
   Token-by-token decoding appends every membership of a token to its
@@ -340,10 +407,12 @@ def fill_rings(k: Array, v: Array, key_clusters: Array,
     cluster, is_key, token = kc, jnp.ones((b, h, n), bool), jnp.arange(n)
   else:
     qc = query_clusters.astype(jnp.int32)
-    cluster = jnp.stack([kc, jnp.where(qc == kc, num_clusters, qc)],
-                        -1).reshape(b, h, 2 * n)
-    is_key = jnp.broadcast_to(jnp.tile(jnp.array([True, False]), n),
-                              cluster.shape)
+    cluster = jnp.stack(
+        [kc, jnp.where(qc == kc, num_clusters, qc)], -1
+    ).reshape(b, h, 2 * n)
+    is_key = jnp.broadcast_to(
+        jnp.tile(jnp.array([True, False]), n), cluster.shape
+    )
     token = jnp.repeat(jnp.arange(n), 2)
   events = cluster.shape[-1]
   onehot = jax.nn.one_hot(cluster, num_clusters + 1, dtype=jnp.int32)
@@ -351,7 +420,8 @@ def fill_rings(k: Array, v: Array, key_clusters: Array,
   member = jnp.sum((jnp.cumsum(onehot, axis=2) - onehot) * onehot, -1)
   count = jnp.sum(onehot, axis=2)[..., :num_clusters]  # [b, h, k]
   total = jnp.take_along_axis(
-      jnp.pad(count, ((0, 0), (0, 0), (0, 1))), cluster, axis=2)
+      jnp.pad(count, ((0, 0), (0, 0), (0, 1))), cluster, axis=2
+  )
   keep = (cluster < num_clusters) & (member >= total - size)
   # Dropped events go to an out-of-range cluster; mode="drop" skips them.
   target = jnp.where(keep, cluster, num_clusters)
@@ -362,17 +432,30 @@ def fill_rings(k: Array, v: Array, key_clusters: Array,
   tok = jnp.broadcast_to(token, (b, h, events))
   # Query-only memberships hold no key: zeros, as decoding writes them.
   gather = lambda a: jnp.take_along_axis(a, tok[..., None], axis=2) * (
-      is_key[..., None].astype(a.dtype))
+      is_key[..., None].astype(a.dtype)
+  )
   ring = lambda shape, dtype, fill: jnp.full(shape, fill, dtype)
   out = {
-      "key": ring((b, h, num_clusters, size, d), k.dtype, 0).at[at].set(
-          gather(kh), mode="drop"),
-      "value": ring((b, h, num_clusters, size, d), v.dtype, 0).at[at].set(
-          gather(vh), mode="drop"),
-      "member": ring((b, h, num_clusters, size), jnp.int32, -1).at[at].set(
-          member, mode="drop"),
-      "is_key": ring((b, h, num_clusters, size), jnp.bool_, False).at[
-          at].set(is_key, mode="drop"),
+      "key": (
+          ring((b, h, num_clusters, size, d), k.dtype, 0)
+          .at[at]
+          .set(gather(kh), mode="drop")
+      ),
+      "value": (
+          ring((b, h, num_clusters, size, d), v.dtype, 0)
+          .at[at]
+          .set(gather(vh), mode="drop")
+      ),
+      "member": (
+          ring((b, h, num_clusters, size), jnp.int32, -1)
+          .at[at]
+          .set(member, mode="drop")
+      ),
+      "is_key": (
+          ring((b, h, num_clusters, size), jnp.bool_, False)
+          .at[at]
+          .set(is_key, mode="drop")
+      ),
       "count": count,
   }
   return out

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Fused exactly-causal routing attention: Pallas (Triton) kernels.
 
 The same attention as `routing_core.causal_routing_attention` (shared or
@@ -62,7 +64,6 @@ import jax.numpy as jnp
 from routing_jax.common_types import Array
 from routing_jax.nn import routing_core
 
-
 _LOG2E = math.log2(math.e)
 _NO_QUERY = -2  # query cluster of events whose output nobody reads
 _NO_KEY = -1  # key cluster of slots that are not key memberships
@@ -81,6 +82,7 @@ class KernelConfig:
     interpret: run the kernels in the Pallas interpreter (CPU).
     num_warps, num_stages: Triton launch parameters.
   """
+
   window: int
   exclude_self: bool
   logit_scale: float
@@ -97,19 +99,22 @@ class KernelConfig:
 
 def _dot_nt(a, b):
   """a [m, d] · b [n, d]^T -> [m, n] float32."""
-  return lax.dot_general(a, b, (((1,), (1,)), ((), ())),
-                         preferred_element_type=jnp.float32)
+  return lax.dot_general(
+      a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32
+  )
 
 
 def _dot_tn(a, b):
   """a [m, n]^T · b [m, d] -> [n, d] float32."""
-  return lax.dot_general(a, b, (((0,), (0,)), ((), ())),
-                         preferred_element_type=jnp.float32)
+  return lax.dot_general(
+      a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32
+  )
 
 
 def _dot(a, b):
-  return lax.dot_general(a, b, (((1,), (0,)), ((), ())),
-                         preferred_element_type=jnp.float32)
+  return lax.dot_general(
+      a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32
+  )
 
 
 def _tokens(ev, cfg: KernelConfig, n: int):
@@ -147,8 +152,18 @@ def _query_tiles(k_start, num_tiles: int, cfg: KernelConfig):
 # ---------------------------------------------------------------- kernels
 
 
-def _forward_kernel(ev_ref, qcl_ref, kcl_ref, q_ref, k_ref, v_ref, o_ref,
-                    lse_ref, *, cfg: KernelConfig):
+def _forward_kernel(
+    ev_ref,
+    qcl_ref,
+    kcl_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    o_ref,
+    lse_ref,
+    *,
+    cfg: KernelConfig,
+):
   n = q_ref.shape[0]
   q_start = pl.program_id(0) * cfg.block_q
   q_slots = pl.ds(q_start, cfg.block_q)
@@ -175,9 +190,11 @@ def _forward_kernel(ev_ref, qcl_ref, kcl_ref, q_ref, k_ref, v_ref, o_ref,
     return acc, m_new, l
 
   d = q_ref.shape[-1]
-  init = (jnp.zeros((cfg.block_q, d), jnp.float32),
-          jnp.full((cfg.block_q,), -jnp.inf, jnp.float32),
-          jnp.zeros((cfg.block_q,), jnp.float32))
+  init = (
+      jnp.zeros((cfg.block_q, d), jnp.float32),
+      jnp.full((cfg.block_q,), -jnp.inf, jnp.float32),
+      jnp.zeros((cfg.block_q,), jnp.float32),
+  )
   lo, hi = _key_tiles(q_start, cfg)
   acc, m, l = lax.fori_loop(lo, hi, body, init)
   seen = l > 0.0  # l >= 1 once any key was visible
@@ -187,8 +204,20 @@ def _forward_kernel(ev_ref, qcl_ref, kcl_ref, q_ref, k_ref, v_ref, o_ref,
   lse_ref[...] = jnp.where(seen, m + jnp.log2(l), 0.0)
 
 
-def _dq_kernel(ev_ref, qcl_ref, kcl_ref, q_ref, k_ref, v_ref, do_ref,
-               delta_ref, lse_ref, dq_ref, *, cfg: KernelConfig):
+def _dq_kernel(
+    ev_ref,
+    qcl_ref,
+    kcl_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    do_ref,
+    delta_ref,
+    lse_ref,
+    dq_ref,
+    *,
+    cfg: KernelConfig,
+):
   n = q_ref.shape[0]
   q_start = pl.program_id(0) * cfg.block_q
   q_slots = pl.ds(q_start, cfg.block_q)
@@ -209,13 +238,27 @@ def _dq_kernel(ev_ref, qcl_ref, kcl_ref, q_ref, k_ref, v_ref, do_ref,
     return dq + _dot(ds.astype(k.dtype), k)
 
   lo, hi = _key_tiles(q_start, cfg)
-  dq = lax.fori_loop(lo, hi, body,
-                     jnp.zeros((cfg.block_q, q_ref.shape[-1]), jnp.float32))
+  dq = lax.fori_loop(
+      lo, hi, body, jnp.zeros((cfg.block_q, q_ref.shape[-1]), jnp.float32)
+  )
   dq_ref[q_ev, :] = (dq * cfg.logit_scale).astype(dq_ref.dtype)
 
 
-def _dkv_kernel(ev_ref, qcl_ref, kcl_ref, q_ref, k_ref, v_ref, do_ref,
-                delta_ref, lse_ref, dk_ref, dv_ref, *, cfg: KernelConfig):
+def _dkv_kernel(
+    ev_ref,
+    qcl_ref,
+    kcl_ref,
+    q_ref,
+    k_ref,
+    v_ref,
+    do_ref,
+    delta_ref,
+    lse_ref,
+    dk_ref,
+    dv_ref,
+    *,
+    cfg: KernelConfig,
+):
   n = q_ref.shape[0]
   k_start = pl.program_id(0) * cfg.block_k
   k_slots = pl.ds(k_start, cfg.block_k)
@@ -231,8 +274,9 @@ def _dkv_kernel(ev_ref, qcl_ref, kcl_ref, q_ref, k_ref, v_ref, do_ref,
     tok = _tokens(ev_ref[q_slots], cfg, n)
     q, do, delta = q_ref[tok, :], do_ref[tok, :], delta_ref[tok]
     ok = _allowed(qcl_ref[q_slots], q_start, kc, k_start, cfg)
-    p = jnp.where(ok, jnp.exp2(_dot_nt(q, k) * scale
-                               - lse_ref[q_slots][:, None]), 0.0)
+    p = jnp.where(
+        ok, jnp.exp2(_dot_nt(q, k) * scale - lse_ref[q_slots][:, None]), 0.0
+    )
     dv = dv + _dot_tn(p.astype(do.dtype), do)
     ds = p * (_dot_nt(do, v) - delta[:, None])
     dk = dk + _dot_tn(ds.astype(q.dtype), q)
@@ -252,8 +296,7 @@ def _specs(b, n, h, d, npad):
   """BlockSpecs for grid (tile, batch, head); refs lose batch and head."""
   rows = pl.BlockSpec((None, None, npad), lambda t, bi, hi: (bi, hi, 0))
   tokens = pl.BlockSpec((None, n, None, d), lambda t, bi, hi: (bi, 0, hi, 0))
-  events = pl.BlockSpec((None, npad, None, d),
-                        lambda t, bi, hi: (bi, 0, hi, 0))
+  events = pl.BlockSpec((None, npad, None, d), lambda t, bi, hi: (bi, 0, hi, 0))
   per_token = pl.BlockSpec((None, n, None), lambda t, bi, hi: (bi, 0, hi))
   del b, h
   return rows, tokens, events, per_token
@@ -261,38 +304,56 @@ def _specs(b, n, h, d, npad):
 
 def _call(kernel, cfg, grid, in_specs, out_specs, out_shape, name):
   return pl.pallas_call(
-      functools.partial(kernel, cfg=cfg), grid=grid, in_specs=in_specs,
-      out_specs=out_specs, out_shape=out_shape, interpret=cfg.interpret,
-      compiler_params=plgpu.CompilerParams(num_warps=cfg.num_warps,
-                                           num_stages=cfg.num_stages),
-      name=name)
+      functools.partial(kernel, cfg=cfg),
+      grid=grid,
+      in_specs=in_specs,
+      out_specs=out_specs,
+      out_shape=out_shape,
+      interpret=cfg.interpret,
+      compiler_params=plgpu.CompilerParams(
+          num_warps=cfg.num_warps, num_stages=cfg.num_stages
+      ),
+      name=name,
+  )
 
 
 def _forward_call(cfg, q, k, v, ev, qcl, kcl):
   b, n, h, d = q.shape
   npad = ev.shape[-1]
   rows, tokens, events, _ = _specs(b, n, h, d, npad)
-  lse_tile = pl.BlockSpec((None, None, cfg.block_q),
-                          lambda t, bi, hi: (bi, hi, t))
+  lse_tile = pl.BlockSpec(
+      (None, None, cfg.block_q), lambda t, bi, hi: (bi, hi, t)
+  )
   return _call(
-      _forward_kernel, cfg, (npad // cfg.block_q, b, h),
-      [rows] * 3 + [tokens] * 3, [events, lse_tile],
-      [jax.ShapeDtypeStruct((b, npad, h, d), q.dtype),
-       jax.ShapeDtypeStruct((b, h, npad), jnp.float32)],
-      "routing_attention_fwd")(ev, qcl, kcl, q, k, v)
+      _forward_kernel,
+      cfg,
+      (npad // cfg.block_q, b, h),
+      [rows] * 3 + [tokens] * 3,
+      [events, lse_tile],
+      [
+          jax.ShapeDtypeStruct((b, npad, h, d), q.dtype),
+          jax.ShapeDtypeStruct((b, h, npad), jnp.float32),
+      ],
+      "routing_attention_fwd",
+  )(ev, qcl, kcl, q, k, v)
 
 
 def _dq_call(cfg, q, k, v, ev, qcl, kcl, do, delta, lse):
   b, n, h, d = q.shape
   npad = ev.shape[-1]
   rows, tokens, events, per_token = _specs(b, n, h, d, npad)
-  lse_tile = pl.BlockSpec((None, None, cfg.block_q),
-                          lambda t, bi, hi: (bi, hi, t))
+  lse_tile = pl.BlockSpec(
+      (None, None, cfg.block_q), lambda t, bi, hi: (bi, hi, t)
+  )
   return _call(
-      _dq_kernel, cfg, (npad // cfg.block_q, b, h),
-      [rows] * 3 + [tokens] * 4 + [per_token, lse_tile], events,
+      _dq_kernel,
+      cfg,
+      (npad // cfg.block_q, b, h),
+      [rows] * 3 + [tokens] * 4 + [per_token, lse_tile],
+      events,
       jax.ShapeDtypeStruct((b, npad, h, d), q.dtype),
-      "routing_attention_dq")(ev, qcl, kcl, q, k, v, do, delta, lse)
+      "routing_attention_dq",
+  )(ev, qcl, kcl, q, k, v, do, delta, lse)
 
 
 def _dkv_call(cfg, q, k, v, ev, qcl, kcl, do, delta, lse):
@@ -300,11 +361,17 @@ def _dkv_call(cfg, q, k, v, ev, qcl, kcl, do, delta, lse):
   npad = ev.shape[-1]
   rows, tokens, events, per_token = _specs(b, n, h, d, npad)
   return _call(
-      _dkv_kernel, cfg, (npad // cfg.block_k, b, h),
-      [rows] * 3 + [tokens] * 4 + [per_token, rows], [events, events],
-      [jax.ShapeDtypeStruct((b, npad, h, d), k.dtype),
-       jax.ShapeDtypeStruct((b, npad, h, d), v.dtype)],
-      "routing_attention_dkv")(ev, qcl, kcl, q, k, v, do, delta, lse)
+      _dkv_kernel,
+      cfg,
+      (npad // cfg.block_k, b, h),
+      [rows] * 3 + [tokens] * 4 + [per_token, rows],
+      [events, events],
+      [
+          jax.ShapeDtypeStruct((b, npad, h, d), k.dtype),
+          jax.ShapeDtypeStruct((b, npad, h, d), v.dtype),
+      ],
+      "routing_attention_dkv",
+  )(ev, qcl, kcl, q, k, v, do, delta, lse)
 
 
 def _to_tokens(x, n: int, per_token: int) -> Array:
@@ -313,7 +380,7 @@ def _to_tokens(x, n: int, per_token: int) -> Array:
   At most one event of a token has a nonzero output or query gradient, and
   only the key event has key gradients, so the sum is exact.
   """
-  x = x[:, :n * per_token]
+  x = x[:, : n * per_token]
   if per_token == 1:
     return x
   b, _, h, d = x.shape
@@ -357,17 +424,24 @@ def _power_of_two(x: int) -> bool:
   return x >= 1 and x & (x - 1) == 0
 
 
-def check_shapes(head_dim: int, block_q: int, block_k: int,
-                 interpret: bool) -> None:
+def check_shapes(
+    head_dim: int, block_q: int, block_k: int, interpret: bool
+) -> None:
   """Raises ValueError for sizes the Triton kernels cannot take."""
-  for name, value in (("head_dim", head_dim), ("block_q", block_q),
-                      ("block_k", block_k)):
+  for name, value in (
+      ("head_dim", head_dim),
+      ("block_q", block_q),
+      ("block_k", block_k),
+  ):
     if not _power_of_two(value):
       raise ValueError(
-          f"the Pallas routing kernel needs a power-of-2 {name}, got {value}")
+          f"the Pallas routing kernel needs a power-of-2 {name}, got {value}"
+      )
     if not interpret and value < 16:
-      raise ValueError(f"the Pallas routing kernel needs {name} >= 16 on a "
-                       f"GPU (tensor-core dots), got {value}")
+      raise ValueError(
+          f"the Pallas routing kernel needs {name} >= 16 on a "
+          f"GPU (tensor-core dots), got {value}"
+      )
 
 
 def resolve_interpret(interpret: Optional[bool]) -> bool:
@@ -381,16 +455,29 @@ def resolve_interpret(interpret: Optional[bool]) -> bool:
     return False
   raise NotImplementedError(
       f"the Pallas routing kernel targets GPUs (Triton), not {backend!r}; "
-      'use implementation="xla"')
+      'use implementation="xla"'
+  )
 
 
 def causal_routing_attention(
-    q: Array, k: Array, v: Array, key_clusters: Array, mask: Optional[Array],
-    *, num_clusters: int, window: int,
-    query_clusters: Optional[Array] = None, exclude_self: bool = False,
-    logit_scale: float = 1.0, dtype: Any = jnp.float32, block_q: int = 64,
-    block_k: int = 64, interpret: Optional[bool] = None,
-    num_warps: int = 4, num_stages: int = 2) -> Array:
+    q: Array,
+    k: Array,
+    v: Array,
+    key_clusters: Array,
+    mask: Optional[Array],
+    *,
+    num_clusters: int,
+    window: int,
+    query_clusters: Optional[Array] = None,
+    exclude_self: bool = False,
+    logit_scale: float = 1.0,
+    dtype: Any = jnp.float32,
+    block_q: int = 64,
+    block_k: int = 64,
+    interpret: Optional[bool] = None,
+    num_warps: int = 4,
+    num_stages: int = 2,
+) -> Array:
   """`routing_core.causal_routing_attention` with fused Pallas kernels.
 
   Args:
@@ -408,8 +495,12 @@ def causal_routing_attention(
   interpret = resolve_interpret(interpret)
   check_shapes(d, block_q, block_k, interpret)
   routed = routing_core.sort_events(
-      key_clusters, mask, query_clusters, num_clusters=num_clusters,
-      multiple=max(block_q, block_k))
+      key_clusters,
+      mask,
+      query_clusters,
+      num_clusters=num_clusters,
+      multiple=max(block_q, block_k),
+  )
   npad = routed.perm.shape[-1]
   if routed.same is None:
     per_token, emits = 1, jnp.ones((b, h, npad), bool)
@@ -421,9 +512,16 @@ def causal_routing_attention(
     emits = jnp.take_along_axis(emits, routed.perm, axis=2)
   qcl = jnp.where(emits, routed.cluster, _NO_QUERY)
   kcl = jnp.where(routed.is_key, routed.cluster, _NO_KEY)
-  cfg = KernelConfig(window=window, exclude_self=exclude_self,
-                     logit_scale=float(logit_scale), per_token=per_token,
-                     block_q=block_q, block_k=block_k, interpret=interpret,
-                     num_warps=num_warps, num_stages=num_stages)
+  cfg = KernelConfig(
+      window=window,
+      exclude_self=exclude_self,
+      logit_scale=float(logit_scale),
+      per_token=per_token,
+      block_q=block_q,
+      block_k=block_k,
+      interpret=interpret,
+      num_warps=num_warps,
+      num_stages=num_stages,
+  )
   cast = lambda a: a.astype(dtype)
   return _attention(cfg, cast(q), cast(k), cast(v), routed.perm, qcl, kcl)

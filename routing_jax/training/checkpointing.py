@@ -58,8 +58,13 @@ _OK, _CORRUPT, _TRANSIENT, _FAILED = 0, 1, 2, 3
 # mean the stored bytes are missing or damaged; others (UNAVAILABLE,
 # DEADLINE_EXCEEDED, ...) may pass.
 _DAMAGE_STATUSES = ("NOT_FOUND", "OUT_OF_RANGE", "DATA_LOSS")
-_TRANSIENT_STATUSES = ("UNAVAILABLE", "DEADLINE_EXCEEDED",
-                       "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED")
+_TRANSIENT_STATUSES = (
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "RESOURCE_EXHAUSTED",
+    "ABORTED",
+    "CANCELLED",
+)
 
 
 class CheckpointRestoreError(RuntimeError):
@@ -86,7 +91,8 @@ def classify_error(error: BaseException) -> int:
     if isinstance(error, (json.JSONDecodeError, FileNotFoundError)):
       return _CORRUPT
     if isinstance(error, KeyError) and "not found in the checkpoint" in str(
-        error):
+        error
+    ):
       return _CORRUPT  # Orbax: a whole item is missing.
     if isinstance(error, ValueError) and status in _DAMAGE_STATUSES:
       return _CORRUPT
@@ -131,6 +137,7 @@ def abstract_target(tree: Any) -> Any:
     ValueError: if a leaf has no sharding (restoring needs to know where each
       shard goes; this is what makes restoring onto another mesh work).
   """
+
   def one(path, x):
     sharding = getattr(x, "sharding", None)
     if sharding is None:
@@ -237,8 +244,12 @@ class Checkpointer:
       logging.info("Checkpoint for step %d already exists; not saving.", step)
       return False
     data_state = _json_dict("data_state", data_state)
-    meta = {**self._metadata, **_json_dict("meta", meta),
-            "step": step, "time": time.time()}
+    meta = {
+        **self._metadata,
+        **_json_dict("meta", meta),
+        "step": step,
+        "time": time.time(),
+    }
     start = time.perf_counter()
     saved = self._manager.save(
         step,
@@ -249,8 +260,12 @@ class Checkpointer:
         ),
         force=True,  # We already decided; skip Orbax's interval policy.
     )
-    logging.info("Checkpoint save of step %d started in %.2fs (%s).", step,
-                 time.perf_counter() - start, self.directory)
+    logging.info(
+        "Checkpoint save of step %d started in %.2fs (%s).",
+        step,
+        time.perf_counter() - start,
+        self.directory,
+    )
     return saved
 
   def wait(self) -> None:
@@ -302,8 +317,12 @@ class Checkpointer:
         if outcome != _TRANSIENT or not delays:
           return outcome, message, None
         delay = delays.pop(0)
-        logging.warning("Reading checkpoint step %d failed (%s); retrying in"
-                        " %.1fs.", step, message, delay)
+        logging.warning(
+            "Reading checkpoint step %d failed (%s); retrying in %.1fs.",
+            step,
+            message,
+            delay,
+        )
         time.sleep(delay)
 
   def restore(
@@ -343,7 +362,8 @@ class Checkpointer:
       if (multihost.allgather(np.int32(outcome)) != _OK).any():
         raise CheckpointRestoreError(
             f"Cannot restore step {step} from {self.directory}:"
-            f" {message or 'it failed on another process'}")
+            f" {message or 'it failed on another process'}"
+        )
       return result[0], result[1], step
 
     local = set(self._manager.all_steps())
@@ -365,21 +385,27 @@ class Checkpointer:
         damaged = [f for f, corrupt, _ in failed if corrupt]
         if damaged:
           self._quarantine(damaged)
-        logging.info("Restored checkpoint step %d from %s.", candidate,
-                     self.directory)
+        logging.info(
+            "Restored checkpoint step %d from %s.", candidate, self.directory
+        )
         return result[0], result[1], candidate
       bad = [int(i) for i in np.flatnonzero(outcomes != _OK)]
       message = message or f"failed on process(es) {bad}"
       logging.warning(
           "Checkpoint step %d in %s cannot be restored (%s); trying the"
-          " previous one.", candidate, self.directory, message)
+          " previous one.",
+          candidate,
+          self.directory,
+          message,
+      )
       failed.append((candidate, bool((outcomes == _CORRUPT).any()), message))
       candidate = int(gathered[:, 1].max())
     raise CheckpointRestoreError(
         f"None of the {len(failed)} checkpoints in {self.directory} could be"
         " restored (if all fail alike, the target's structure or shapes"
         " probably differ from the saved state): "
-        + "; ".join(f"step {s}: {m}" for s, _, m in failed))
+        + "; ".join(f"step {s}: {m}" for s, _, m in failed)
+    )
 
   def read_meta(self, step: int | None = None) -> dict[str, Any]:
     """The "meta" JSON dict of a step (default: the latest)."""
@@ -387,7 +413,8 @@ class Checkpointer:
     if step is None:
       raise CheckpointRestoreError(f"No checkpoints in {self.directory}.")
     restored = self._manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+    )
     return restored.meta
 
   def _quarantine(self, steps: list[int]) -> None:
@@ -438,7 +465,8 @@ class PreemptionHandler:
     if threading.current_thread() is not threading.main_thread():
       raise RuntimeError(
           "PreemptionHandler must be created in the main thread (Python"
-          " signal handlers can only be installed there).")
+          " signal handlers can only be installed there)."
+      )
     for sig in self._signals:
       self._previous[sig] = signal.signal(sig, self._on_signal)
 
@@ -468,8 +496,7 @@ class PreemptionHandler:
     elif jax.process_count() == 1:
       stop = self._event.is_set()
     else:
-      flags = multihost_utils.process_allgather(
-          np.int32(self._event.is_set()))
+      flags = multihost_utils.process_allgather(np.int32(self._event.is_set()))
       stop = bool(np.any(flags))
     if stop and not self._logged:
       self._logged = True

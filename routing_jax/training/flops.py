@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Model FLOPs of a training step, counted from the configuration.
 
 2 FLOPs per multiply-add: a token costs 2 x (parameters used in matmuls)
@@ -21,6 +23,7 @@ def matmul_params(cfg: ModelConfig, params: Any) -> int:
   image model's sub-pixel and row/column tables are lookups.
   """
   import jax  # pylint: disable=g-import-not-at-top
+
   size = lambda tree: sum(int(x.size) for x in jax.tree.leaves(tree))
   embed = params.get("embed", {})
   if cfg.is_image:
@@ -32,8 +35,9 @@ def matmul_params(cfg: ModelConfig, params: Any) -> int:
   return size(params) - lookup
 
 
-def flops_per_token(cfg: ModelConfig, seq_len: int,
-                    matmul_param_count: int) -> dict[str, float]:
+def flops_per_token(
+    cfg: ModelConfig, seq_len: int, matmul_param_count: int
+) -> dict[str, float]:
   """{"forward": ..., "train": ...} FLOPs per token."""
   d = cfg.head_dim
   attn = 0.0
@@ -44,14 +48,14 @@ def flops_per_token(cfg: ModelConfig, seq_len: int,
     attn += n_local * 4 * keys_local * d
     if n_route:
       keys = 1.5 * cfg.window if cfg.routing == "causal" else cfg.window
-      attn += n_route * (4 * min(keys, seq_len) * d
-                         + 2 * cfg.num_clusters * d)
+      attn += n_route * (4 * min(keys, seq_len) * d + 2 * cfg.num_clusters * d)
   fwd = 2.0 * matmul_param_count + attn
   return {"forward": fwd, "train": 3.0 * fwd}
 
 
-def train_flops_per_step(cfg: ModelConfig, params: Any, batch_size: int,
-                         seq_len: int) -> float:
+def train_flops_per_step(
+    cfg: ModelConfig, params: Any, batch_size: int, seq_len: int
+) -> float:
   """Model FLOPs of one optimizer step over batch_size x seq_len tokens."""
   per_token = flops_per_token(cfg, seq_len, matmul_params(cfg, params))
   return per_token["train"] * batch_size * seq_len

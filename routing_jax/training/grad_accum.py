@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Microbatch gradients summed per data replica, reduced across them once.
 
 Under plain GSPMD a gradient computed on a batch split over "data" is
@@ -36,10 +38,12 @@ def split_microbatches(batch: Any, accum_steps: int, replicas: int) -> Any:
   replica's own block (A = accum_steps): a device's rows stay on it, and
   microbatch i holds the same rows, in the same order, for any R.
   """
+
   def one(a):
     rows = a.shape[0] // (replicas * accum_steps)
     a = a.reshape((replicas, rows, accum_steps) + a.shape[1:])
     return jnp.moveaxis(a, 2, 0)
+
   return jax.tree.map(one, batch)
 
 
@@ -69,11 +73,16 @@ def per_replica(fn: Callable[..., Any]) -> Callable[..., Any]:
     with kmeans_ops.cross_replica(REPLICA_AXIS), nn.logical_axis_rules(rules):
       return fn(params, state, batch, key)
 
-  return jax.vmap(one, in_axes=(None, None, 0, None),
-                  axis_name=REPLICA_AXIS, spmd_axis_name=DATA_AXIS)
+  return jax.vmap(
+      one,
+      in_axes=(None, None, 0, None),
+      axis_name=REPLICA_AXIS,
+      spmd_axis_name=DATA_AXIS,
+  )
 
 
 def replica_shardings(param_shardings: Any) -> Any:
   """Shardings of per-replica gradients: the param's, plus "data" first."""
   return jax.tree.map(
-      lambda s: NamedSharding(s.mesh, P(DATA_AXIS, *s.spec)), param_shardings)
+      lambda s: NamedSharding(s.mesh, P(DATA_AXIS, *s.spec)), param_shardings
+  )

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Metric writing: JSON lines, TensorBoard event files, a progress line.
 
 TensorBoard event files come from tensorboardX (no tensorflow needed). Only
@@ -20,14 +22,17 @@ UNITS = {
     "byte": ("bits_per_byte", lambda nats, _: nats / math.log(2)),
     "subpixel": ("bits_per_dim", lambda nats, _: nats / math.log(2)),
     "word": ("perplexity", lambda nats, _: math.exp(min(nats, 50.0))),
-    "subword": ("word_perplexity",
-                lambda nats, tpw: math.exp(min(nats * (tpw or 1.0), 50.0))),
+    "subword": (
+        "word_perplexity",
+        lambda nats, tpw: math.exp(min(nats * (tpw or 1.0), 50.0)),
+    ),
     "token": ("perplexity", lambda nats, _: math.exp(min(nats, 50.0))),
 }
 
 
-def paper_metric(unit: str, nats: float,
-                 tokens_per_word: Optional[float] = None) -> tuple[str, float]:
+def paper_metric(
+    unit: str, nats: float, tokens_per_word: Optional[float] = None
+) -> tuple[str, float]:
   """(name, value) of a per-token loss in the paper's unit for `unit`."""
   name, fn = UNITS.get(unit, UNITS["token"])
   return name, fn(float(nats), tokens_per_word)
@@ -70,16 +75,20 @@ class MetricWriter:
     self._jsonl = workdir_lib.AppendFile(path / "metrics.jsonl")
     tb = path / "tensorboard"
     if remote:
-      record_writer.register_writer_factory(str(tb).split("://", 1)[0],
-                                            _EpathRecordWriterFactory())
-    self._events = tensorboardX.SummaryWriter(str(tb), flush_secs=60 if remote else 2)
+      record_writer.register_writer_factory(
+          str(tb).split("://", 1)[0], _EpathRecordWriterFactory()
+      )
+    self._events = tensorboardX.SummaryWriter(
+        str(tb), flush_secs=60 if remote else 2
+    )
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
       return
     clean = {k: float(v) for k, v in scalars.items()}
     self._jsonl.write(
-        (json.dumps({"step": int(step), **clean}) + "\n").encode("utf-8"))
+        (json.dumps({"step": int(step), **clean}) + "\n").encode("utf-8")
+    )
     for tag, value in clean.items():
       self._events.add_scalar(tag, value, int(step))
     if time.monotonic() - self._last_flush >= self._flush_every_s:
@@ -93,10 +102,17 @@ class MetricWriter:
       self._events.close()
 
 
-def progress_line(step: int, total: int, loss_name: str, loss: float,
-                  tokens_per_s: float, elapsed: float, done_steps: int,
-                  perf: Optional[Mapping[str, float]] = None) -> str:
-  """"step 120/1500 | bits_per_byte 2.314 | 5.1k tok/s | ETA 4m12s".
+def progress_line(
+    step: int,
+    total: int,
+    loss_name: str,
+    loss: float,
+    tokens_per_s: float,
+    elapsed: float,
+    done_steps: int,
+    perf: Optional[Mapping[str, float]] = None,
+) -> str:
+  """ "step 120/1500 | bits_per_byte 2.314 | 5.1k tok/s | ETA 4m12s".
 
   perf: optional step_time_s, tflops_per_device, mfu and lr, shown before
   the ETA as "0.412 s/step | 12.3 TFLOP/s/device | MFU 31.2% | lr 1.0e-02".
@@ -107,10 +123,14 @@ def progress_line(step: int, total: int, loss_name: str, loss: float,
   eta_s = f"{hours}h{mins:02d}m" if hours else f"{mins}m{secs:02d}s"
   extra = ""
   if perf:
-    extra = (f"{perf['step_time_s']:.3f} s/step | "
-             f"{perf['tflops_per_device']:.3g} TFLOP/s/device | ")
+    extra = (
+        f"{perf['step_time_s']:.3f} s/step | "
+        f"{perf['tflops_per_device']:.3g} TFLOP/s/device | "
+    )
     if "mfu" in perf:
       extra += f"MFU {100 * perf['mfu']:.1f}% | "
     extra += f"lr {perf['lr']:.2e} | "
-  return (f"step {step}/{total} | {loss_name} {loss:.4f} | "
-          f"{tokens_per_s / 1000:.1f}k tok/s | {extra}ETA {eta_s}")
+  return (
+      f"step {step}/{total} | {loss_name} {loss:.4f} | "
+      f"{tokens_per_s / 1000:.1f}k tok/s | {extra}ETA {eta_s}"
+  )

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The loss curve of a run: loss_curve.png from its metrics.jsonl."""
 
 import io
@@ -15,8 +17,10 @@ def plot_losses(workdir: str) -> Optional[str]:
   if not path.exists():
     return None
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   rows = []
   for line in path.read_text().splitlines():
     try:
@@ -24,11 +28,14 @@ def plot_losses(workdir: str) -> Optional[str]:
     except json.JSONDecodeError:
       continue  # A line cut short by a killed run.
   fig, ax = plt.subplots(figsize=(6, 4))
-  for key, label in (("train/loss_nats", "train"), ("eval/loss_nats",
-                                                     "validation")):
+  for key, label in (
+      ("train/loss_nats", "train"),
+      ("eval/loss_nats", "validation"),
+  ):
     # A resumed run repeats the steps after its checkpoint: the last wins.
-    pts = sorted({r["step"]: r[key] / math.log(2) for r in rows
-                  if key in r}.items())
+    pts = sorted(
+        {r["step"]: r[key] / math.log(2) for r in rows if key in r}.items()
+    )
     if pts:
       ax.plot(*zip(*pts), label=label, marker="." if "eval" in key else None)
   ax.set_xlabel("step")

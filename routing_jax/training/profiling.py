@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """A jax.profiler trace of a few training steps, saved in the workdir.
 
 The trace (`<workdir>/profile/plugins/profile/<run>/*.xplane.pb`) opens in
@@ -26,8 +28,14 @@ class StepProfiler:
   `update` is called (the loop fetches its metrics, so it is).
   """
 
-  def __init__(self, workdir: epath.Path, start_step: int, total_steps: int,
-               num_steps: int, enabled: bool = True):
+  def __init__(
+      self,
+      workdir: epath.Path,
+      start_step: int,
+      total_steps: int,
+      num_steps: int,
+      enabled: bool = True,
+  ):
     remaining = total_steps - start_step
     self._first = start_step + (1 if remaining > num_steps else 0)
     self._stop = min(self._first + num_steps, total_steps)
@@ -42,8 +50,11 @@ class StepProfiler:
     if step == self._first and not self._active:
       # The profiler writes through its own file layer: trace to a local
       # directory and copy, so that any epath workdir works.
-      self._local = (os.fspath(self._dest) if not workdir_lib.is_url(
-          self._dest) else tempfile.mkdtemp(prefix="rj_profile_"))
+      self._local = (
+          os.fspath(self._dest)
+          if not workdir_lib.is_url(self._dest)
+          else tempfile.mkdtemp(prefix="rj_profile_")
+      )
       jax.profiler.start_trace(self._local)
       self._active = True
     elif step == self._stop and self._active:
@@ -66,5 +77,9 @@ class StepProfiler:
           with open(os.path.join(root, name), "rb") as f:
             (target / name).write_bytes(f.read())
       shutil.rmtree(self._local, ignore_errors=True)
-    logging.info("Profile of steps %d-%d written to %s", self._first + 1,
-                 self._stop, self._dest)
+    logging.info(
+        "Profile of steps %d-%d written to %s",
+        self._first + 1,
+        self._stop,
+        self._dest,
+    )

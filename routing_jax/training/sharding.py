@@ -101,8 +101,7 @@ def _mesh_field(mesh_config: Any, name: str) -> int:
     raise ValueError(f"mesh.{name}={value!r} must be an int.") from None
   if value == 0 or value < -1:
     raise ValueError(
-        f"mesh.{name}={value} must be >= 1, or -1 to use the remaining"
-        " devices."
+        f"mesh.{name}={value} must be >= 1, or -1 to use the remaining devices."
     )
   return value
 
@@ -242,7 +241,10 @@ def logical_rules(
 
 
 def _fit_to_shape(
-    spec: P, shape: tuple[int, ...], mesh: Mesh, notes: list[str],
+    spec: P,
+    shape: tuple[int, ...],
+    mesh: Mesh,
+    notes: list[str],
     where: str,
 ) -> P:
   """Drops mesh axes from dimensions they do not divide evenly."""
@@ -263,8 +265,9 @@ def _fit_to_shape(
 
 def _shards(spec: P, mesh: Mesh) -> int:
   """How many pieces a spec cuts an array into."""
-  return math.prod(mesh.shape[a] for e in spec for a in _as_tuple(e)
-                   if a is not None)
+  return math.prod(
+      mesh.shape[a] for e in spec for a in _as_tuple(e) if a is not None
+  )
 
 
 def _check_names(names: tuple[str, ...], rules: Any, where: str) -> None:
@@ -274,11 +277,13 @@ def _check_names(names: tuple[str, ...], rules: Any, where: str) -> None:
       raise ValueError(
           f"sharding: {where} has logical axis {name!r} with no rule; add"
           f" ({name!r}, mesh_axes) to sharding.DEFAULT_RULES or the"
-          " config's axis rules.")
+          " config's axis rules."
+      )
 
 
-def _leaf_spec(leaf: Any, mesh: Mesh, rules: Any, where: str,
-               notes: list[str]) -> P:
+def _leaf_spec(
+    leaf: Any, mesh: Mesh, rules: Any, where: str, notes: list[str]
+) -> P:
   """The mesh PartitionSpec of one (possibly boxed) abstract leaf."""
   if not isinstance(leaf, nn.meta.Partitioned):
     return P()
@@ -288,8 +293,9 @@ def _leaf_spec(leaf: Any, mesh: Mesh, rules: Any, where: str,
   leaf_rules = (leaf.rules or rules) if logical else None
   if logical:
     _check_names(names, leaf_rules, where)
-  to_spec = lambda n: (nn.logical_to_mesh_axes(n, leaf_rules) if logical
-                       else P(*n))  # nn.Partitioned: already mesh axes.
+  to_spec = lambda n: (
+      nn.logical_to_mesh_axes(n, leaf_rules) if logical else P(*n)
+  )  # nn.Partitioned: already mesh axes.
   if len(names) == len(shape):
     return _fit_to_shape(to_spec(names), shape, mesh, notes, where)
   if len(names) == len(shape) + 1:
@@ -299,8 +305,11 @@ def _leaf_spec(leaf: Any, mesh: Mesh, rules: Any, where: str,
     # shards the moment most.
     ignore: list[str] = []
     options = [
-        _fit_to_shape(to_spec(names[:i] + names[i + 1:]), shape, mesh,
-                      ignore, where) for i in range(len(names))]
+        _fit_to_shape(
+            to_spec(names[:i] + names[i + 1 :]), shape, mesh, ignore, where
+        )
+        for i in range(len(names))
+    ]
     return max(options, key=lambda spec: _shards(spec, mesh))
   notes.append(f"{where} shape {shape} vs axis names {names}")
   return P()
@@ -334,8 +343,11 @@ def state_shardings(abstract_state: Any, mesh: Mesh, rules: Any) -> Any:
 
   out = jax.tree_util.tree_map_with_path(one, abstract_state, is_leaf=is_box)
   if notes:
-    logging.info("sharding: %d leaves kept a dimension whole (first: %s).",
-                 len(notes), notes[0])
+    logging.info(
+        "sharding: %d leaves kept a dimension whole (first: %s).",
+        len(notes),
+        notes[0],
+    )
   return out
 
 
@@ -351,7 +363,9 @@ def abstract_sharded_state(
     shardings = state_shardings(abstract, mesh, rules)
   shaped = jax.tree.map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-      unbox(abstract), shardings)
+      unbox(abstract),
+      shardings,
+  )
   return shaped, shardings
 
 
@@ -359,7 +373,8 @@ def unbox(tree: Any) -> Any:
   """Removes Partitioned boxes without adding sharding constraints."""
   return jax.tree.map(
       lambda x: x.unbox(apply_constraint=False)
-      if isinstance(x, nn.meta.AxisMetadata) else x,
+      if isinstance(x, nn.meta.AxisMetadata)
+      else x,
       tree,
       is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata),
   )
@@ -376,7 +391,10 @@ def data_sharding(mesh: Mesh, rank: int = 2) -> NamedSharding:
 
 
 def create_sharded_state(
-    init_fn: Callable[..., Any], mesh: Mesh, rules: Any, *args: Any,
+    init_fn: Callable[..., Any],
+    mesh: Mesh,
+    rules: Any,
+    *args: Any,
     max_replicated_bytes: int | None = None,
 ) -> tuple[Any, Any]:
   """Initialises a state directly in its sharded layout.
@@ -406,8 +424,11 @@ def create_sharded_state(
       assert_sufficiently_sharded(
           jax.tree.map(
               lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-              unbox(abstract), shardings),
-          min_bytes=max_replicated_bytes)
+              unbox(abstract),
+              shardings,
+          ),
+          min_bytes=max_replicated_bytes,
+      )
     state = jax.jit(lambda *a: unbox(init_fn(*a)), out_shardings=shardings)(
         *args
     )
@@ -459,9 +480,7 @@ def make_global_batch(
   return out
 
 
-def assert_sufficiently_sharded(
-    tree: Any, min_bytes: int = 1 << 20
-) -> None:
+def assert_sufficiently_sharded(tree: Any, min_bytes: int = 1 << 20) -> None:
   """Raises if an array of at least min_bytes is whole on every device.
 
   Whole means replicated over every model axis (fsdp, tensor) of size > 1;
@@ -488,15 +507,18 @@ def assert_sufficiently_sharded(
       continue
     used = {a for e in sh.spec for a in _as_tuple(e) if a is not None}
     nbytes = math.prod(leaf.shape) * getattr(leaf.dtype, "itemsize", 0)
-    splittable = any(dim % sh.mesh.shape[a] == 0 for dim in leaf.shape
-                     for a in model_axes)
+    splittable = any(
+        dim % sh.mesh.shape[a] == 0 for dim in leaf.shape for a in model_axes
+    )
     if nbytes >= min_bytes and splittable and not used & set(model_axes):
       offenders.append(
           f"{jax.tree_util.keystr(path)} {tuple(leaf.shape)}"
-          f" ({nbytes / 2**20:.1f} MiB)")
+          f" ({nbytes / 2**20:.1f} MiB)"
+      )
   if offenders:
     raise ValueError(
         f"{len(offenders)} arrays of >= {min_bytes} bytes are whole on every"
         f" device of the {dict(sh.mesh.shape)} mesh (add logical axis names"
-        " or rules that shard them over fsdp/tensor): " + "; ".join(offenders)
+        " or rules that shard them over fsdp/tensor): "
+        + "; ".join(offenders)
     )

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Per-step metrics without a host-device round trip every step.
 
 The training loop hands each step's metrics (device arrays) to
@@ -24,10 +26,15 @@ import numpy as np
 class StepMetrics:
   """Buffers step metrics and measures throughput between log points."""
 
-  def __init__(self, start_step: int, tokens_per_step: int,
-               flops_per_step: float, num_devices: int,
-               peak_flops: Optional[float],
-               learning_rate: Callable[[int], float]):
+  def __init__(
+      self,
+      start_step: int,
+      tokens_per_step: int,
+      flops_per_step: float,
+      num_devices: int,
+      peak_flops: Optional[float],
+      learning_rate: Callable[[int], float],
+  ):
     self._pending: list[tuple[int, Any]] = []
     self._tokens = tokens_per_step
     self._flops = flops_per_step
@@ -46,8 +53,9 @@ class StepMetrics:
     """Time (evaluation, checkpointing) that is not training."""
     self._excluded += seconds
 
-  def fetch(self, finite_keys: tuple[str, ...]) -> tuple[
-      dict[str, float], Optional[tuple[int, str, float]]]:
+  def fetch(
+      self, finite_keys: tuple[str, ...]
+  ) -> tuple[dict[str, float], Optional[tuple[int, str, float]]]:
     """Fetches every pending step's metrics in one transfer.
 
     Returns:
@@ -74,10 +82,12 @@ class StepMetrics:
     self._last_time, self._last_step, self._excluded = now, step, 0.0
     step_time = seconds / steps
     flops_per_device = self._flops / step_time / self._devices
-    out = {"step_time_s": step_time,
-           "tokens_per_s": self._tokens / step_time,
-           "tflops_per_device": flops_per_device / 1e12,
-           "lr": float(self._lr(step - 1))}
+    out = {
+        "step_time_s": step_time,
+        "tokens_per_s": self._tokens / step_time,
+        "tflops_per_device": flops_per_device / 1e12,
+        "lr": float(self._lr(step - 1)),
+    }
     if self._peak:
       out["mfu"] = flops_per_device / self._peak
     return out

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The train and eval steps: TrainState, the pure steps, their sharded jit.
 
 `validate_config` checks a config before anything compiles; `build_trainer`
@@ -60,66 +62,122 @@ def validate_config(config: Any) -> ModelConfig:
 
   need(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
   need(t.lr > 0, "train.lr", t.lr, "must be > 0")
-  need(t.optimizer in optim.OPTIMIZERS, "train.optimizer", t.optimizer,
-       f"must be one of {optim.OPTIMIZERS}")
-  need(t.schedule in optim.SCHEDULES, "train.schedule", t.schedule,
-       f"must be one of {optim.SCHEDULES}")
-  need(t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps,
-       "must be >= 0")
+  need(
+      t.optimizer in optim.OPTIMIZERS,
+      "train.optimizer",
+      t.optimizer,
+      f"must be one of {optim.OPTIMIZERS}",
+  )
+  need(
+      t.schedule in optim.SCHEDULES,
+      "train.schedule",
+      t.schedule,
+      f"must be one of {optim.SCHEDULES}",
+  )
+  need(
+      t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0"
+  )
   need(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0")
-  need(t.weight_decay >= 0, "train.weight_decay", t.weight_decay,
-       "must be >= 0")
-  need(t.loss_chunk_len >= 0, "train.loss_chunk_len", t.loss_chunk_len,
-       "must be >= 0 (0: the whole sequence in one chunk)")
-  need(t.grad_accum_steps >= 1, "train.grad_accum_steps", t.grad_accum_steps,
-       "must be >= 1")
-  need(d.batch_size % t.grad_accum_steps == 0, "data.batch_size",
-       d.batch_size,
-       f"must be divisible by train.grad_accum_steps={t.grad_accum_steps}")
-  for f in ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-            "eval_batches"):
+  need(
+      t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0"
+  )
+  need(
+      t.loss_chunk_len >= 0,
+      "train.loss_chunk_len",
+      t.loss_chunk_len,
+      "must be >= 0 (0: the whole sequence in one chunk)",
+  )
+  need(
+      t.grad_accum_steps >= 1,
+      "train.grad_accum_steps",
+      t.grad_accum_steps,
+      "must be >= 1",
+  )
+  need(
+      d.batch_size % t.grad_accum_steps == 0,
+      "data.batch_size",
+      d.batch_size,
+      f"must be divisible by train.grad_accum_steps={t.grad_accum_steps}",
+  )
+  for f in (
+      "log_every",
+      "eval_every",
+      "checkpoint_every",
+      "keep_checkpoints",
+      "eval_batches",
+  ):
     need(t[f] >= 1, f"train.{f}", t[f], "must be >= 1")
   need(d.seq_len >= 1, "data.seq_len", d.seq_len, "must be >= 1")
   need(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
-  need(d.seq_len <= model_cfg.max_len, "data.seq_len", d.seq_len,
-       f"must be <= model.max_len={model_cfg.max_len}")
+  need(
+      d.seq_len <= model_cfg.max_len,
+      "data.seq_len",
+      d.seq_len,
+      f"must be <= model.max_len={model_cfg.max_len}",
+  )
   if model_cfg.is_image:
-    need(d.seq_len == model_cfg.max_len, "data.seq_len", d.seq_len,
-         f"must equal model.max_len={model_cfg.max_len} (H·W·C)")
+    need(
+        d.seq_len == model_cfg.max_len,
+        "data.seq_len",
+        d.seq_len,
+        f"must equal model.max_len={model_cfg.max_len} (H·W·C)",
+    )
   spec = config.get("hardware", "")
   if spec:
     from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
     from routing_jax.training import sharding  # pylint: disable=g-import-not-at-top
+
     hw = hardware.parse(spec)
     try:
       sharding.mesh_shape(config.mesh, hw.num_devices)
     except ValueError as e:
-      raise ValueError(f"mesh for hardware={spec!r} ({hw.num_devices} "
-                       f"devices): {e}") from None
+      raise ValueError(
+          f"mesh for hardware={spec!r} ({hw.num_devices} devices): {e}"
+      ) from None
   if model_cfg.routing == "topk" and any(model_cfg.routing_mask()):
-    need(model_cfg.window <= d.seq_len, "model.window", model_cfg.window,
-         f'routing="topk" needs window <= data.seq_len={d.seq_len}')
+    need(
+        model_cfg.window <= d.seq_len,
+        "model.window",
+        model_cfg.window,
+        f'routing="topk" needs window <= data.seq_len={d.seq_len}',
+    )
   return model_cfg
 
 
 cross_entropy = loss_lib.cross_entropy
 
 
-def token_loss(model: TransformerLM, variables: dict, batch: dict, *,
-               chunk_len: int, **apply_kw) -> tuple[Array, Array, dict, Any]:
+def token_loss(
+    model: TransformerLM,
+    variables: dict,
+    batch: dict,
+    *,
+    chunk_len: int,
+    **apply_kw,
+) -> tuple[Array, Array, dict, Any]:
   """(sum of token nats, sum of weights, aux, mutated variables).
 
   The logits never exist whole: the model returns the features before the
   output projection and the loss applies it chunk by chunk.
   """
   (hidden, aux), new = model.apply(
-      variables, batch["inputs"], mask=attention_mask(batch),
-      return_hidden=True, mutable=apply_kw.pop("mutable", []), **apply_kw)
+      variables,
+      batch["inputs"],
+      mask=attention_mask(batch),
+      return_hidden=True,
+      mutable=apply_kw.pop("mutable", []),
+      **apply_kw,
+  )
   cfg = model.config
   project = lambda h: model_lib.output_logits(cfg, variables["params"], h)
   ce, w = loss_lib.chunked_cross_entropy(
-      project, hidden, batch["targets"], batch["weights"],
-      vocab_size=cfg.vocab_size, chunk_len=chunk_len)
+      project,
+      hidden,
+      batch["targets"],
+      batch["weights"],
+      vocab_size=cfg.vocab_size,
+      chunk_len=chunk_len,
+  )
   return ce, w, aux, new
 
 
@@ -133,24 +191,41 @@ def attention_mask(batch: dict) -> Optional[Array]:
   return None if mask is None else mask.astype(bool)
 
 
-def init_state(model: TransformerLM, tx: optax.GradientTransformation,
-               rng: Array, seq_len: int) -> TrainState:
+def init_state(
+    model: TransformerLM,
+    tx: optax.GradientTransformation,
+    rng: Array,
+    seq_len: int,
+) -> TrainState:
   """Boxed initial state: optimizer state inherits the param annotations."""
-  init_len = min(seq_len, model.config.max_len) if not model.config.is_image \
+  init_len = (
+      min(seq_len, model.config.max_len)
+      if not model.config.is_image
       else model.config.max_len
-  variables = model.init({"params": rng},
-                         jnp.zeros((1, init_len), jnp.int32))
+  )
+  variables = model.init({"params": rng}, jnp.zeros((1, init_len), jnp.int32))
   params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=tx.init(params),
-                    kmeans=variables.get("kmeans", {}),
-                    rng=jax.random.fold_in(rng, 1))
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(params),
+      kmeans=variables.get("kmeans", {}),
+      rng=jax.random.fold_in(rng, 1),
+  )
 
 
-def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
-               tx: optax.GradientTransformation, accum_steps: int,
-               kmeans_weight: float, chunk_len: int = 0, replicas: int = 1,
-               param_shardings: Any = None) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    batch: dict,
+    *,
+    model: TransformerLM,
+    tx: optax.GradientTransformation,
+    accum_steps: int,
+    kmeans_weight: float,
+    chunk_len: int = 0,
+    replicas: int = 1,
+    param_shardings: Any = None,
+) -> tuple[TrainState, dict]:
   """One optimizer step over `accum_steps` microbatches.
 
   Gradients are summed over microbatches with each microbatch's loss divided
@@ -169,48 +244,86 @@ def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
 
   def loss_fn(params, kmeans, mb, key):
     ce, w, aux, new = token_loss(
-        model, {"params": params, "kmeans": kmeans}, mb, chunk_len=chunk_len,
-        train=True, mutable=[km.STATS_COLLECTION], rngs={"dropout": key})
+        model,
+        {"params": params, "kmeans": kmeans},
+        mb,
+        chunk_len=chunk_len,
+        train=True,
+        mutable=[km.STATS_COLLECTION],
+        rngs={"dropout": key},
+    )
     # The k-means loss is already a whole-microbatch mean on every replica.
-    loss = (ce / total_w
-            + kmeans_weight * aux["kmeans_loss"] / (accum_steps * replicas))
+    loss = ce / total_w + kmeans_weight * aux["kmeans_loss"] / (
+        accum_steps * replicas
+    )
     return loss, (new.get(km.STATS_COLLECTION, {}), ce, w, aux)
 
   grad_fn = grad_accum.per_replica(jax.value_and_grad(loss_fn, has_aux=True))
-  constrain = lambda g: g if param_shardings is None else (
-      jax.lax.with_sharding_constraint(
-          g, grad_accum.replica_shardings(param_shardings)))
+  constrain = (
+      lambda g: g
+      if param_shardings is None
+      else (
+          jax.lax.with_sharding_constraint(
+              g, grad_accum.replica_shardings(param_shardings)
+          )
+      )
+  )
 
   def body(carry, xs):
     stats, grads, sums = carry
     mb, i = xs
     (_, (new_stats, ce, w, aux)), g = grad_fn(
-        state.params, state.kmeans, mb, jax.random.fold_in(rng, i))
+        state.params, state.kmeans, mb, jax.random.fold_in(rng, i)
+    )
     # Identical on every replica (whole-microbatch statistics).
     new_stats = jax.tree.map(lambda a: a[0], new_stats)
-    stats = kmeans_ops.map_states(kmeans_ops.merge_statistics, stats,
-                                  new_stats)
+    stats = kmeans_ops.map_states(kmeans_ops.merge_statistics, stats, new_stats)
     grads = constrain(jax.tree.map(jnp.add, grads, g))
-    sums = jax.tree.map(jnp.add, sums, dict(
-        jax.tree.map(lambda a: jnp.mean(a, 0), aux),
-        ce=jnp.sum(ce), weight=jnp.sum(w)))
+    sums = jax.tree.map(
+        jnp.add,
+        sums,
+        dict(
+            jax.tree.map(lambda a: jnp.mean(a, 0), aux),
+            ce=jnp.sum(ce),
+            weight=jnp.sum(w),
+        ),
+    )
     return (stats, grads, sums), None
 
-  zeros = constrain(jax.tree.map(
-      lambda p: jnp.zeros((replicas,) + p.shape, p.dtype), state.params))
-  zero_sums = {k: jnp.zeros((), jnp.float32)
-               for k in ("ce", "weight", "kmeans_loss", "entropy",
-                         "empty_fraction", "max_share")}
+  zeros = constrain(
+      jax.tree.map(
+          lambda p: jnp.zeros((replicas,) + p.shape, p.dtype), state.params
+      )
+  )
+  zero_sums = {
+      k: jnp.zeros((), jnp.float32)
+      for k in (
+          "ce",
+          "weight",
+          "kmeans_loss",
+          "entropy",
+          "empty_fraction",
+          "max_share",
+      )
+  }
   first = jax.tree.map(lambda a: a[0], micro)
-  stats_shape = jax.eval_shape(lambda: jax.tree.map(
-      lambda a: a[0], grad_fn(state.params, state.kmeans, first, rng)[0][1][0]))
+  stats_shape = jax.eval_shape(
+      lambda: jax.tree.map(
+          lambda a: a[0],
+          grad_fn(state.params, state.kmeans, first, rng)[0][1][0],
+      )
+  )
   (stats, grads, sums), _ = jax.lax.scan(
-      body, (_empty_statistics(stats_shape), zeros, zero_sums),
-      (micro, jnp.arange(accum_steps)))
+      body,
+      (_empty_statistics(stats_shape), zeros, zero_sums),
+      (micro, jnp.arange(accum_steps)),
+  )
   settings = model_lib.kmeans_settings(model.config)
   kmeans = kmeans_ops.map_states(
       lambda st, s: kmeans_ops.apply_statistics(st, s, settings),
-      state.kmeans, stats)
+      state.kmeans,
+      stats,
+  )
   # The step's one cross-replica gradient reduction.
   grads = jax.tree.map(lambda g: jnp.sum(g, 0), grads)
   if param_shardings is not None:
@@ -226,33 +339,41 @@ def train_step(state: TrainState, batch: dict, *, model: TransformerLM,
   }
   for k in ("entropy", "empty_fraction", "max_share"):
     metrics[f"kmeans/{k}"] = sums[k] / accum_steps
-  new_state = state.replace(step=state.step + 1, params=params,
-                            opt_state=opt_state, kmeans=kmeans)
+  new_state = state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state, kmeans=kmeans
+  )
   return new_state, metrics
 
 
 def _empty_statistics(shapes: Any) -> Any:
   """Statistics of no tokens, shaped like `shapes` (ShapeDtypeStructs):
   zero counts and sums, candidates that lose every comparison."""
+
   def empty(path, leaf):
     name = jax.tree_util.keystr(path[-1:])
     fill = -jnp.inf if "score" in name else 0
     return jnp.full(leaf.shape, fill, leaf.dtype)
+
   return jax.tree_util.tree_map_with_path(empty, shapes)
 
 
-def eval_step(state: TrainState, batch: dict, *, model: TransformerLM,
-              chunk_len: int = 0) -> dict:
+def eval_step(
+    state: TrainState, batch: dict, *, model: TransformerLM, chunk_len: int = 0
+) -> dict:
   """Sums for a dataset-level average: (nats, weights, k-means loss)."""
   ce, w, aux, _ = token_loss(
-      model, {"params": state.params, "kmeans": state.kmeans}, batch,
-      chunk_len=chunk_len)
+      model,
+      {"params": state.params, "kmeans": state.kmeans},
+      batch,
+      chunk_len=chunk_len,
+  )
   return {"ce": ce, "weight": w, "kmeans_loss": aux["kmeans_loss"]}
 
 
 @dataclasses.dataclass
 class Trainer:
   """The model, optimizer, mesh and jitted steps of one configuration."""
+
   model: TransformerLM
   tx: optax.GradientTransformation
   mesh: Any
@@ -263,54 +384,83 @@ class Trainer:
   data_sharding: Any
 
 
-def build_trainer(config: Any, mesh: Any, rules: Any,
-                  model_cfg: ModelConfig) -> tuple[Trainer, TrainState]:
+def build_trainer(
+    config: Any, mesh: Any, rules: Any, model_cfg: ModelConfig
+) -> tuple[Trainer, TrainState]:
   """Creates the sharded initial state and the jitted steps."""
   from routing_jax.training import sharding  # pylint: disable=g-import-not-at-top
+
   model = TransformerLM(model_cfg)
   tx = optim.create_optimizer(config.train)
   rng = jax.random.PRNGKey(config.train.seed)
-  init = functools.partial(init_state, model, tx,
-                           seq_len=config.data.seq_len)
+  init = functools.partial(init_state, model, tx, seq_len=config.data.seq_len)
   # A tensor this large kept whole on every device of a model-parallel
   # mesh is a missing axis name or rule: fail before allocating it.
   state, shardings = sharding.create_sharded_state(
-      init, mesh, rules, rng, max_replicated_bytes=MAX_REPLICATED_BYTES)
+      init, mesh, rules, rng, max_replicated_bytes=MAX_REPLICATED_BYTES
+  )
   step, ev = jit_steps(config, model, tx, mesh, shardings)
-  logging.info("Parameters: %d", sum(
-      x.size for x in jax.tree.leaves(state.params)))
-  return Trainer(model, tx, mesh, rules, shardings, step, ev,
-                 sharding.data_sharding(mesh)), state
+  logging.info(
+      "Parameters: %d", sum(x.size for x in jax.tree.leaves(state.params))
+  )
+  return (
+      Trainer(
+          model,
+          tx,
+          mesh,
+          rules,
+          shardings,
+          step,
+          ev,
+          sharding.data_sharding(mesh),
+      ),
+      state,
+  )
 
 
-def jit_steps(config: Any, model: TransformerLM,
-              tx: optax.GradientTransformation, mesh: Any,
-              shardings: Any) -> tuple[Any, Any]:
+def jit_steps(
+    config: Any,
+    model: TransformerLM,
+    tx: optax.GradientTransformation,
+    mesh: Any,
+    shardings: Any,
+) -> tuple[Any, Any]:
   """The jitted (train_step, eval_step) for state shardings `shardings`.
 
   The training loop and the dry run compile exactly these.
   """
   from routing_jax.training import sharding  # pylint: disable=g-import-not-at-top
+
   t = config.train
   replicas = mesh.shape[grad_accum.DATA_AXIS]
   rows = config.data.batch_size
   if rows % (replicas * t.grad_accum_steps):
     raise ValueError(
         f"data.batch_size={rows}: must be divisible by mesh.data={replicas} "
-        f"x train.grad_accum_steps={t.grad_accum_steps}")
+        f"x train.grad_accum_steps={t.grad_accum_steps}"
+    )
   data_sh = sharding.data_sharding(mesh)
   repl = sharding.replicated(mesh)
   step = jax.jit(
-      functools.partial(train_step, model=model, tx=tx,
-                        accum_steps=t.grad_accum_steps,
-                        kmeans_weight=t.kmeans_loss_weight,
-                        chunk_len=t.loss_chunk_len, replicas=replicas,
-                        param_shardings=shardings.params),
-      in_shardings=(shardings, data_sh), out_shardings=(shardings, repl),
-      donate_argnums=(0,))
-  ev = jax.jit(functools.partial(eval_step, model=model,
-                                 chunk_len=t.loss_chunk_len),
-               in_shardings=(shardings, data_sh), out_shardings=repl)
+      functools.partial(
+          train_step,
+          model=model,
+          tx=tx,
+          accum_steps=t.grad_accum_steps,
+          kmeans_weight=t.kmeans_loss_weight,
+          chunk_len=t.loss_chunk_len,
+          replicas=replicas,
+          param_shardings=shardings.params,
+      ),
+      in_shardings=(shardings, data_sh),
+      out_shardings=(shardings, repl),
+      donate_argnums=(0,),
+  )
+  ev = jax.jit(
+      functools.partial(eval_step, model=model, chunk_len=t.loss_chunk_len),
+      in_shardings=(shardings, data_sh),
+      out_shardings=repl,
+  )
   return step, ev
 
 

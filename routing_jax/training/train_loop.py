@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The training loop: resume, train, evaluate, checkpoint.
 
 Resume order: the newest restorable checkpoint in `<workdir>/checkpoints`
@@ -57,14 +59,22 @@ _HASH_EXEMPT = ("routing_implementation",)
 
 def config_hash(config: Any) -> str:
   """Hash of the model section: a checkpoint must match the architecture."""
-  model = {key: value for key, value in config.model.to_dict().items()
-           if key not in _HASH_EXEMPT}
+  model = {
+      key: value
+      for key, value in config.model.to_dict().items()
+      if key not in _HASH_EXEMPT
+  }
   text = json.dumps(model, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def evaluate(trainer: train.Trainer, state: train.TrainState, datasets,
-             mesh, max_batches: int) -> dict[str, float]:
+def evaluate(
+    trainer: train.Trainer,
+    state: train.TrainState,
+    datasets,
+    mesh,
+    max_batches: int,
+) -> dict[str, float]:
   """Per-token loss (nats) over up to `max_batches` eval batches."""
   sums = {"ce": 0.0, "weight": 0.0, "kmeans_loss": 0.0}
   n = 0
@@ -72,31 +82,37 @@ def evaluate(trainer: train.Trainer, state: train.TrainState, datasets,
     if n >= max_batches:
       break
     gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
-    out = jax.device_get(train.run_step(trainer, trainer.eval_step, state,
-                                        gb))
+    out = jax.device_get(train.run_step(trainer, trainer.eval_step, state, gb))
     for k in sums:
       sums[k] += float(out[k])
     n += 1
   nats = sums["ce"] / max(sums["weight"], 1.0)
-  name, value = metrics_lib.paper_metric(datasets.unit, nats,
-                                         datasets.tokens_per_word)
-  return {"eval/loss_nats": nats, f"eval/{name}": value,
-          "eval/kmeans_loss": sums["kmeans_loss"] / max(n, 1),
-          "eval/tokens": sums["weight"]}
+  name, value = metrics_lib.paper_metric(
+      datasets.unit, nats, datasets.tokens_per_word
+  )
+  return {
+      "eval/loss_nats": nats,
+      f"eval/{name}": value,
+      "eval/kmeans_loss": sums["kmeans_loss"] / max(n, 1),
+      "eval/tokens": sums["weight"],
+  }
 
 
-def create_datasets(config: Any, mesh: Any,
-                    vocab_size: int) -> input_pipeline.Datasets:
+def create_datasets(
+    config: Any, mesh: Any, vocab_size: int
+) -> input_pipeline.Datasets:
   """This process's batches: the rows its devices hold (see multihost).
 
   Raises:
     errors.DataError: the data cannot be opened (the message says why).
   """
   try:
-    rows = multihost.process_rows(sharding.data_sharding(mesh),
-                                  config.data.batch_size)
-    return input_pipeline.create_datasets(config.data, vocab_size=vocab_size,
-                                          rows=rows)
+    rows = multihost.process_rows(
+        sharding.data_sharding(mesh), config.data.batch_size
+    )
+    return input_pipeline.create_datasets(
+        config.data, vocab_size=vocab_size, rows=rows
+    )
   except (ValueError, FileNotFoundError) as e:
     raise errors.DataError(str(e)) from e
 
@@ -115,6 +131,7 @@ class TrainResult:
     wall_s: seconds this run spent in its loop.
     last_eval: the metrics of the last evaluation (None if none ran).
   """
+
   start_step: int
   step: int
   preempted: bool
@@ -125,8 +142,9 @@ class TrainResult:
   last_eval: Optional[dict[str, float]] = None
 
 
-def train_and_evaluate(config: Any, workdir: str,
-                       profile_steps: int = 0) -> TrainResult:
+def train_and_evaluate(
+    config: Any, workdir: str, profile_steps: int = 0
+) -> TrainResult:
   """Trains config in workdir (resuming if possible).
 
   Args:
@@ -139,15 +157,18 @@ def train_and_evaluate(config: Any, workdir: str,
   t = config.train
   mesh = sharding.create_mesh(config.mesh)
   rules = sharding.logical_rules()
-  workdir = workdir_lib.create(workdir, config,
-                               primary=jax.process_index() == 0)
+  workdir = workdir_lib.create(
+      workdir, config, primary=jax.process_index() == 0
+  )
   datasets = create_datasets(config, mesh, model_cfg.vocab_size)
   trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
   ckpt = checkpointing.Checkpointer(
       workdir / "checkpoints",
-      keep=t.keep_checkpoints, save_every=t.checkpoint_every,
+      keep=t.keep_checkpoints,
+      save_every=t.checkpoint_every,
       async_save=t.async_checkpointing,
-      metadata={"model_hash": config_hash(config)})
+      metadata={"model_hash": config_hash(config)},
+  )
   restored = ckpt.restore(state)
   if restored is not None:
     state, data_state, start = restored
@@ -158,23 +179,28 @@ def train_and_evaluate(config: Any, workdir: str,
       raise ValueError(
           f"{ckpt.directory}: checkpoint step {start} was trained with a "
           "different model config section (model hash "
-          f"{saved} != {config_hash(config)}); use a new workdir.")
+          f"{saved} != {config_hash(config)}); use a new workdir."
+      )
     datasets.train.set_state(data_state)
     logging.info("Resumed from step %d", start)
   start = int(jax.device_get(state.step))
   writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
   preempt = checkpointing.PreemptionHandler()
-  profiler = profiling.StepProfiler(workdir, start, t.steps, profile_steps,
-                                    enabled=jax.process_index() == 0)
+  profiler = profiling.StepProfiler(
+      workdir, start, t.steps, profile_steps, enabled=jax.process_index() == 0
+  )
   last_eval = None
   peak = hardware.kind_of_device(jax.devices()[0].device_kind)
   perf = step_metrics.StepMetrics(
-      start, tokens_per_step=config.data.batch_size * config.data.seq_len,
+      start,
+      tokens_per_step=config.data.batch_size * config.data.seq_len,
       flops_per_step=flops.train_flops_per_step(
-          model_cfg, state.params, config.data.batch_size,
-          config.data.seq_len),
-      num_devices=mesh.size, peak_flops=peak.bf16_flops if peak else None,
-      learning_rate=optim.learning_rate_schedule(t))
+          model_cfg, state.params, config.data.batch_size, config.data.seq_len
+      ),
+      num_devices=mesh.size,
+      peak_flops=peak.bf16_flops if peak else None,
+      learning_rate=optim.learning_rate_schedule(t),
+  )
 
   def checked():
     """The latest metrics; raises on a non-finite step since the last."""
@@ -183,22 +209,30 @@ def train_and_evaluate(config: Any, workdir: str,
       raise NonFiniteLossError(
           f"non-finite {bad[1]}={bad[2]} at step {bad[0]}; stopping without "
           f"saving. The last good checkpoint (step {ckpt.latest_step()}) in "
-          f"{ckpt.directory} is intact.")
+          f"{ckpt.directory} is intact."
+      )
     return m
 
   t0 = time.time()
 
   def result(step: int, preempted: bool = False) -> TrainResult:
     return TrainResult(
-        start_step=start, step=step, preempted=preempted, state=state,
-        trainer=trainer, datasets=datasets, wall_s=time.time() - t0,
-        last_eval=last_eval)
+        start_step=start,
+        step=step,
+        preempted=preempted,
+        state=state,
+        trainer=trainer,
+        datasets=datasets,
+        wall_s=time.time() - t0,
+        last_eval=last_eval,
+    )
 
   try:
     for step in range(start, t.steps):
       profiler.update(step)
-      batch = sharding.make_global_batch(next(datasets.train), mesh,
-                                         trainer.data_sharding)
+      batch = sharding.make_global_batch(
+          next(datasets.train), mesh, trainer.data_sharding
+      )
       state, m = train.run_step(trainer, trainer.train_step, state, batch)
       perf.add(step + 1, m)  # fetched at log and save points only
       done = step + 1
@@ -206,22 +240,37 @@ def train_and_evaluate(config: Any, workdir: str,
         m = checked()
         rates = perf.rates(done)
         name, value = metrics_lib.paper_metric(
-            datasets.unit, m["loss"], datasets.tokens_per_word)
+            datasets.unit, m["loss"], datasets.tokens_per_word
+        )
         scalars = {"train/loss_nats": m["loss"], f"train/{name}": value}
         scalars.update({f"train/{k}": v for k, v in rates.items()})
-        scalars.update({f"train/{k}": v for k, v in m.items()
-                        if k not in ("loss", "tokens")})
+        scalars.update({
+            f"train/{k}": v for k, v in m.items() if k not in ("loss", "tokens")
+        })
         writer.write(done, scalars)
-        _say(metrics_lib.progress_line(
-            done, t.steps, name, value, rates["tokens_per_s"],
-            time.time() - t0, done - start, perf=rates))
+        _say(
+            metrics_lib.progress_line(
+                done,
+                t.steps,
+                name,
+                value,
+                rates["tokens_per_s"],
+                time.time() - t0,
+                done - start,
+                perf=rates,
+            )
+        )
       if done % t.eval_every == 0 or done == t.steps:
         checked()  # the queued steps finish before the clock starts
         began = time.perf_counter()
         ev = evaluate(trainer, state, datasets, mesh, t.eval_batches)
         writer.write(done, ev)
-        _say(f"eval at step {done}: " + ", ".join(
-            f"{k[5:]} {v:.4f}" for k, v in ev.items() if k != "eval/tokens"))
+        _say(
+            f"eval at step {done}: "
+            + ", ".join(
+                f"{k[5:]} {v:.4f}" for k, v in ev.items() if k != "eval/tokens"
+            )
+        )
         last_eval = ev
         perf.exclude(time.perf_counter() - began)
       stop = preempt.should_stop(done)

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """The run's workdir: a local directory or an object-storage URL (gs://...).
 
 Everything a run writes there (checkpoints, metrics.jsonl, TensorBoard event
@@ -29,8 +31,9 @@ def resolve(path: Any) -> epath.Path:
   return epath.Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
-def create(workdir: Any, config: Any = None, *,
-           primary: bool = True) -> epath.Path:
+def create(
+    workdir: Any, config: Any = None, *, primary: bool = True
+) -> epath.Path:
   """Creates the workdir and (on the primary process) saves `config` there.
 
   The config is written as `config.json` on every start, so the file always
@@ -52,7 +55,8 @@ def create(workdir: Any, config: Any = None, *,
     path.mkdir(parents=True, exist_ok=True)
     if primary and config is not None:
       (path / CONFIG_FILE).write_text(
-          config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+          config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+      )
   except OSError as e:
     raise errors.WorkdirError(
         f"cannot write to the workdir {path}: {type(e).__name__}: {e}"
@@ -74,7 +78,8 @@ class AppendFile:
     self._buffer = None
     if is_url(self.path):
       self._buffer = bytearray(
-          self.path.read_bytes() if self.path.exists() else b"")
+          self.path.read_bytes() if self.path.exists() else b""
+      )
       self._dirty = False
     else:
       self._file = open(os.fspath(self.path), "ab")  # pylint: disable=consider-using-with

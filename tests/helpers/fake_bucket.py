@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """A fake object-storage scheme for etils.epath, backed by a local directory.
 
 `fakegs://bucket/run` is handled like `gs://bucket/run`: `str()` and
@@ -28,7 +30,7 @@ def local(path) -> str:
   """The backing local path of a fakegs:// URL (other strings unchanged)."""
   path = os.fspath(path) if isinstance(path, os.PathLike) else path
   if isinstance(path, str) and path.startswith(PREFIX):
-    return os.path.join(_root, path[len(PREFIX):])
+    return os.path.join(_root, path[len(PREFIX) :])
   return path
 
 
@@ -63,7 +65,7 @@ class FakeBucketPath(gpath.PosixGPath):
   def __new__(cls, *parts):
     full = "/".join(os.fspath(p) for p in parts)
     if full.startswith(PREFIX):  # As GPath maps gs:// to /gs/.
-      full = f"/{SCHEME}/" + full[len(PREFIX):]
+      full = f"/{SCHEME}/" + full[len(PREFIX) :]
     return super().__new__(cls, full)
 
   @property

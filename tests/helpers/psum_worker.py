@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Stand-in for routing_jax.main in launcher tests: one cross-process psum.
 
 Takes the distributed flags the launchers pass to routing_jax.main, joins
@@ -23,8 +25,12 @@ def main(argv=None):
   parser.add_argument("--num_processes", type=int)
   parser.add_argument("--process_id", type=int)
   parser.add_argument("--out_dir", required=True)
-  parser.add_argument("--fail_process", type=int, default=-1,
-                      help="this process exits with status 3 at once")
+  parser.add_argument(
+      "--fail_process",
+      type=int,
+      default=-1,
+      help="this process exits with status 3 at once",
+  )
   args, passed_through = parser.parse_known_args(argv)
   if args.process_id == args.fail_process:
     sys.exit(3)
@@ -38,16 +44,28 @@ def main(argv=None):
   if args.distributed:
     jax.distributed.initialize(
         coordinator_address=args.coordinator_address,
-        num_processes=args.num_processes, process_id=args.process_id)
-  mesh = jax.make_mesh((jax.device_count(),), ("devices",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  local = np.full((jax.local_device_count(),), jax.process_index() + 1,
-                  np.float32)
+        num_processes=args.num_processes,
+        process_id=args.process_id,
+    )
+  mesh = jax.make_mesh(
+      (jax.device_count(),),
+      ("devices",),
+      axis_types=(jax.sharding.AxisType.Auto,),
+  )
+  local = np.full(
+      (jax.local_device_count(),), jax.process_index() + 1, np.float32
+  )
   x = jax.make_array_from_process_local_data(
-      NamedSharding(mesh, P("devices")), local)
-  total = jax.jit(jax.shard_map(
-      lambda a: jax.lax.psum(a, "devices"), mesh=mesh,
-      in_specs=P("devices"), out_specs=P()))(x)
+      NamedSharding(mesh, P("devices")), local
+  )
+  total = jax.jit(
+      jax.shard_map(
+          lambda a: jax.lax.psum(a, "devices"),
+          mesh=mesh,
+          in_specs=P("devices"),
+          out_specs=P(),
+      )
+  )(x)
   result = {
       "process_index": jax.process_index(),
       "process_count": jax.process_count(),

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Brute-force float64 numpy references for the attention tests.
 
 Written from the definitions (docs/causal_routing.md, and the paper's
@@ -16,7 +18,7 @@ def ln(x):
   """Parameter-free LayerNorm over the last axis (epsilon 1e-6)."""
   x = np.asarray(x, np.float64)
   x = x - x.mean(-1, keepdims=True)
-  return x / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-6)
+  return x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-6)
 
 
 def rope(x, base=10000.0, positions=None):
@@ -52,8 +54,9 @@ def valid_of(mask, batch, n):
   return np.ones((batch, n), bool) if mask is None else np.asarray(mask)
 
 
-def attend(q, keys, values, scale=1.0, rel=None, offsets=None,
-           max_relative_position=0):
+def attend(
+    q, keys, values, scale=1.0, rel=None, offsets=None, max_relative_position=0
+):
   """One query [d] over keys/values [m, d]; 0 when there is no key.
 
   rel: optional (rel_k, rel_v) tables; offsets [m] key − query distances.
@@ -63,8 +66,10 @@ def attend(q, keys, values, scale=1.0, rel=None, offsets=None,
   logits = keys @ q
   values = np.asarray(values, np.float64)
   if rel is not None:
-    idx = np.clip(offsets, -max_relative_position,
-                  max_relative_position) + max_relative_position
+    idx = (
+        np.clip(offsets, -max_relative_position, max_relative_position)
+        + max_relative_position
+    )
     rel_k, rel_v = (np.asarray(t, np.float64)[idx] for t in rel)
     logits = logits + rel_k @ q
     values = values + rel_v
@@ -73,9 +78,19 @@ def attend(q, keys, values, scale=1.0, rel=None, offsets=None,
   return (p / p.sum()) @ values
 
 
-def causal_routing(q, k, v, key_clusters, valid, window, scale=1.0,
-                   query_clusters=None, exclude_self=False, rel=None,
-                   max_relative_position=0):
+def causal_routing(
+    q,
+    k,
+    v,
+    key_clusters,
+    valid,
+    window,
+    scale=1.0,
+    query_clusters=None,
+    exclude_self=False,
+    rel=None,
+    max_relative_position=0,
+):
   """Attention under the exactly-causal routing definition.
 
   A token is a member of its key's cluster and of its query's cluster. The
@@ -95,16 +110,26 @@ def causal_routing(q, k, v, key_clusters, valid, window, scale=1.0,
         if not valid[bi, t]:
           continue
         c = qc[t]
-        members = [s for s in range(t + 1)
-                   if valid[bi, s] and (kc[s] == c or qc[s] == c)]
+        members = [
+            s
+            for s in range(t + 1)
+            if valid[bi, s] and (kc[s] == c or qc[s] == c)
+        ]
         assert members[-1] == t
         view = members[:-1][-window:] if exclude_self else members[-window:]
         keys = [s for s in view if kc[s] == c]
-        offsets = np.array([members.index(s) - (len(members) - 1)
-                            for s in keys], int)
-        out[bi, t, hi] = attend(q[bi, t, hi], k[bi, keys, hi],
-                                v[bi, keys, hi], scale, rel, offsets,
-                                max_relative_position)
+        offsets = np.array(
+            [members.index(s) - (len(members) - 1) for s in keys], int
+        )
+        out[bi, t, hi] = attend(
+            q[bi, t, hi],
+            k[bi, keys, hi],
+            v[bi, keys, hi],
+            scale,
+            rel,
+            offsets,
+            max_relative_position,
+        )
   return out
 
 
@@ -118,8 +143,19 @@ def top_w(scores, valid_row, window):
   return np.sort(np.argsort(-s, kind="stable")[:window])
 
 
-def topk_routing(q, k, v, q_scores, k_scores, valid, window, causal,
-                 scale=1.0, rel=None, max_relative_position=0):
+def topk_routing(
+    q,
+    k,
+    v,
+    q_scores,
+    k_scores,
+    valid,
+    window,
+    causal,
+    scale=1.0,
+    rel=None,
+    max_relative_position=0,
+):
   """The paper's balanced routing, looping over heads and centroids.
 
   Each centroid picks its top-w queries and keys; a picked query attends to
@@ -140,13 +176,21 @@ def topk_routing(q, k, v, q_scores, k_scores, valid, window, causal,
         qi = top_w(q_scores[bi, hi, :, c], valid[bi], window)
         ki = top_w(k_scores[bi, hi, :, c], valid[bi], window)
         for i, t in enumerate(qi):
-          slots = [j for j, s in enumerate(ki)
-                   if valid[bi, s] and (s <= t or not causal)]
+          slots = [
+              j
+              for j, s in enumerate(ki)
+              if valid[bi, s] and (s <= t or not causal)
+          ]
           keys = ki[slots]
-          out[bi, t, hi] += attend(q[bi, t, hi], k[bi, keys, hi],
-                                   v[bi, keys, hi], scale, rel,
-                                   np.array(slots, int) - i,
-                                   max_relative_position)
+          out[bi, t, hi] += attend(
+              q[bi, t, hi],
+              k[bi, keys, hi],
+              v[bi, keys, hi],
+              scale,
+              rel,
+              np.array(slots, int) - i,
+              max_relative_position,
+          )
           count[bi, hi, t] += 1
   out = out / (np.swapaxes(count, 1, 2)[..., None] + 0.01)
   return out * valid[:, :, None, None], count

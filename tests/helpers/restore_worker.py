@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Stand-in for routing_jax.main in checkpoint tests: agreeing on a restore.
 
 Run by launch/local_multiprocess.sh (MODULE=restore_worker). For each fault
@@ -19,8 +21,11 @@ import pathlib
 
 def _damage_own_shards(step_dir: pathlib.Path, process: int) -> int:
   """Truncates the array data files process `process` wrote for a step."""
-  files = [p for p in (step_dir / "state" / f"ocdbt.process_{process}").rglob(
-      "*") if p.is_file() and p.parent.name == "d"]
+  files = [
+      p
+      for p in (step_dir / "state" / f"ocdbt.process_{process}").rglob("*")
+      if p.is_file() and p.parent.name == "d"
+  ]
   for f in files:
     with open(f, "r+b") as fh:
       fh.truncate(f.stat().st_size // 2)
@@ -35,8 +40,11 @@ def main():
   parser.add_argument("--process_id", type=int)
   parser.add_argument("--out_dir", required=True)
   parser.add_argument("--ckpt_dir", required=True)
-  parser.add_argument("--faults", required=True,
-                      help="comma-separated: transient, flaky, corrupt")
+  parser.add_argument(
+      "--faults",
+      required=True,
+      help="comma-separated: transient, flaky, corrupt",
+  )
   parser.add_argument("--fault_process", type=int, default=1)
   args = parser.parse_args()
 
@@ -51,15 +59,19 @@ def main():
 
   jax.distributed.initialize(
       coordinator_address=args.coordinator_address,
-      num_processes=args.num_processes, process_id=args.process_id)
+      num_processes=args.num_processes,
+      process_id=args.process_id,
+  )
   me = jax.process_index()
   mesh = sharding.create_mesh(dict(data=1, fsdp=-1, tensor=1))
 
   def state(step):
     # 256 KiB per process: stored in data files, not inline in the b-tree.
     w = np.arange(256 * 512, dtype=np.float32).reshape(256, 512) + step
-    return {"w": jax.device_put(w, NamedSharding(mesh, P("fsdp", None))),
-            "step": jax.device_put(np.int32(step), NamedSharding(mesh, P()))}
+    return {
+        "w": jax.device_put(w, NamedSharding(mesh, P("fsdp", None))),
+        "step": jax.device_put(np.int32(step), NamedSharding(mesh, P())),
+    }
 
   checkpointing.TRANSIENT_RETRY_DELAYS_S = (0.1, 0.1)
   real_restore_step = checkpointing.Checkpointer._restore_step  # pylint: disable=protected-access
@@ -75,8 +87,9 @@ def main():
 
       def faulty(self, step, target, fault=fault, reads=reads):
         reads.append(step)
-        if step == 3 and (fault == "transient" or (
-            fault == "flaky" and reads.count(3) == 1)):
+        if step == 3 and (
+            fault == "transient" or (fault == "flaky" and reads.count(3) == 1)
+        ):
           raise ConnectionResetError("injected: connection reset by peer")
         return real_restore_step(self, step, target)
 
@@ -92,13 +105,20 @@ def main():
     corrupted = directory / checkpointing.CORRUPTED_SUBDIR
     expected = state(step)["w"]
     result = {
-        "step": step, "data": data, "steps_after": steps_after,
-        "corrupted": sorted(p.name.split("-")[0] for p in corrupted.iterdir())
-                     if corrupted.exists() else [],
+        "step": step,
+        "data": data,
+        "steps_after": steps_after,
+        "corrupted": (
+            sorted(p.name.split("-")[0] for p in corrupted.iterdir())
+            if corrupted.exists()
+            else []
+        ),
         "shard_ok": all(
             np.array_equal(np.asarray(a.data), np.asarray(b.data))
-            for a, b in zip(restored["w"].addressable_shards,
-                            expected.addressable_shards)),
+            for a, b in zip(
+                restored["w"].addressable_shards, expected.addressable_shards
+            )
+        ),
         "step_leaf": int(np.asarray(restored["step"].addressable_data(0))),
         "reads_of_step_3": reads.count(3),
     }

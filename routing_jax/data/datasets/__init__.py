@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Datasets the TFDS catalog lacks, and how to prepare every dataset we use.
 
 Importing this package registers our TFDS builders (`enwik8`,

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Finding, verifying and opening the archives our TFDS builders read.
 
 Our builders never download at training time. An archive is taken from the
@@ -51,8 +53,13 @@ class ArchiveBuilder(LocalCodePath):
   ARCHIVE_URL: str = ""
   ARCHIVE_FILENAME: str = ""
 
-  def __init__(self, *, archive_checksum: "ArchiveChecksum | None" = None,
-               allow_download: bool = False, **kwargs):
+  def __init__(
+      self,
+      *,
+      archive_checksum: "ArchiveChecksum | None" = None,
+      allow_download: bool = False,
+      **kwargs,
+  ):
     self._archive_checksum = archive_checksum
     self._allow_download = allow_download
     super().__init__(**kwargs)
@@ -60,10 +67,15 @@ class ArchiveBuilder(LocalCodePath):
   def _locate_archive(self, dl_manager) -> epath.Path:
     """The verified archive: manual dir, or a download when allowed."""
     expected = self._archive_checksum or pinned_checksum(
-        type(self), self.ARCHIVE_URL)
-    return locate(dl_manager, filename=self.ARCHIVE_FILENAME,
-                  url=self.ARCHIVE_URL, expected=expected,
-                  allow_download=self._allow_download)
+        type(self), self.ARCHIVE_URL
+    )
+    return locate(
+        dl_manager,
+        filename=self.ARCHIVE_FILENAME,
+        url=self.ARCHIVE_URL,
+        expected=expected,
+        allow_download=self._allow_download,
+    )
 
 
 class ArchiveError(ValueError):
@@ -147,7 +159,8 @@ def locate(
     # NonMatchingChecksumError on a mismatch.
     return epath.Path(dl_manager.download(url))
   where = (
-      f"the manual directory {manual_dir}" if manual_dir is not None
+      f"the manual directory {manual_dir}"
+      if manual_dir is not None
       else f"the manual directory ({problem})"
   )
   raise ArchiveError(
@@ -170,8 +183,9 @@ def open_zip_member(
   """
   try:
     with zipfile.ZipFile(os.fspath(path)) as zf:
-      names = [n for n in zf.namelist()
-               if n == suffix or n.endswith("/" + suffix)]
+      names = [
+          n for n in zf.namelist() if n == suffix or n.endswith("/" + suffix)
+      ]
       if not names:
         raise ArchiveError(
             f"{path} has no member named {suffix!r} (members:"

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 r"""Prepares a dataset for training: the one step that may read archives.
 
 Usage:
@@ -59,17 +61,25 @@ def main(argv):
         _VOCAB.value,
         lambda: tfds.data_source("pg19", split="train", data_dir=data_dir),
     )
-    print(f"tokenizer: {pg19.tokenizer_path(data_dir, _VOCAB.value)}"
-          f" ({sp.get_piece_size()} pieces)")
+    print(
+        f"tokenizer: {pg19.tokenizer_path(data_dir, _VOCAB.value)}"
+        f" ({sp.get_piece_size()} pieces)"
+    )
     # Tokenize every book once now and cache the lengths, so training hosts
     # start without this pass.
-    cfg = types.SimpleNamespace(name="pg19", data_dir=data_dir or "",
-                                tokenizer_vocab_size=_VOCAB.value)
+    cfg = types.SimpleNamespace(
+        name="pg19", data_dir=data_dir or "", tokenizer_vocab_size=_VOCAB.value
+    )
     for split in builder.info.splits:
       docs, extra = opening.open_split(cfg, split)
-      print(f"  {split}: {int(docs.lengths().sum()):,} subword tokens"
-            + (f", {extra['tokens_per_word']:.4f} tokens per word"
-               if "tokens_per_word" in extra else ""))
+      print(
+          f"  {split}: {int(docs.lengths().sum()):,} subword tokens"
+          + (
+              f", {extra['tokens_per_word']:.4f} tokens per word"
+              if "tokens_per_word" in extra
+              else ""
+          )
+      )
 
 
 if __name__ == "__main__":

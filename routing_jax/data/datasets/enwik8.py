@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """enwik8 as a TFDS builder: the first 10^8 bytes of English Wikipedia.
 
 The Hutter-prize file `enwik8` (inside http://mattmahoney.net/dc/enwik8.zip)
@@ -90,4 +92,4 @@ class Enwik8(archives.ArchiveBuilder, tfds.core.GeneratorBasedBuilder):
       )
     arr = np.frombuffer(data, dtype=np.uint8)
     for i, start in enumerate(range(0, len(arr), CHUNK_BYTES)):
-      yield i, {"bytes": arr[start:start + CHUNK_BYTES], "offset": start}
+      yield i, {"bytes": arr[start : start + CHUNK_BYTES], "offset": start}

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Fashion-MNIST (and MNIST) from IDX files in a directory.
 
 The IDX format (LeCun's MNIST format): a 4-byte big-endian magic number
@@ -66,7 +68,7 @@ def read_idx(path: str | os.PathLike, *, ndim: int | None = None) -> np.ndarray:
   if len(data) < header:
     raise IdxFormatError(f"{path}: truncated header ({len(data)} bytes)")
   shape = tuple(
-      int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims)
+      int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)
   )
   expected = int(np.prod(shape, dtype=np.int64))
   if len(data) - header != expected:
@@ -103,8 +105,7 @@ def load_split(directory: str | os.PathLike, split: str):
   directory = os.fspath(directory)
   if split not in FILES:
     raise ValueError(
-        f"split must be one of {sorted(FILES)} for IDX datasets, got"
-        f" {split!r}"
+        f"split must be one of {sorted(FILES)} for IDX datasets, got {split!r}"
     )
   if not directory or not os.path.isdir(directory):
     raise FileNotFoundError(

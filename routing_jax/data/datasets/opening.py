@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Opening one split of a prepared dataset as `sources.Documents`.
 
 Reads go through `tfds.data_source(..., download=False)` on array_record
@@ -39,8 +41,12 @@ def tfds_source(name: str, split: str, data_dir: str | None):
     return tfds.data_source(
         name, split=split, data_dir=data_dir, download=False, try_gcs=False
     )
-  except (NotImplementedError, FileNotFoundError, AssertionError,
-          tfds.core.registered.DatasetNotFoundError) as e:
+  except (
+      NotImplementedError,
+      FileNotFoundError,
+      AssertionError,
+      tfds.core.registered.DatasetNotFoundError,
+  ) as e:
     # TFDS reports an unprepared dataset as "Random access data source for
     # file format TFRECORD is not supported"; say what is really wrong.
     raise FileNotFoundError(
@@ -52,8 +58,9 @@ def tfds_source(name: str, split: str, data_dir: str | None):
 
 
 def _byte_extra() -> dict:
-  return dict(unit="byte", decode=sources.decode_bytes,
-              encode=sources.encode_bytes)
+  return dict(
+      unit="byte", decode=sources.decode_bytes, encode=sources.encode_bytes
+  )
 
 
 def _wikitext_codec(vocab: list[str]):
@@ -95,6 +102,7 @@ def _prepare_once(is_ready, prepare, name: str) -> None:
   if is_ready():
     return
   from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+
   multihost.run_once(prepare, name)
   if not is_ready():
     try:
@@ -112,17 +120,29 @@ def _open_pg19(cfg, split: str, data_dir: str | None):
   _prepare_once(
       lambda: pg19.is_prepared(data_dir, vocab_size, split),
       lambda: pg19.prepare_split(
-          data_dir, vocab_size, split, source,
-          lambda: source if split == "train" else tfds_source(
-              "pg19", "train", data_dir)),
-      f"pg19_{split}")
+          data_dir,
+          vocab_size,
+          split,
+          source,
+          lambda: source
+          if split == "train"
+          else tfds_source("pg19", "train", data_dir),
+      ),
+      f"pg19_{split}",
+  )
   sp, lengths, tokens_per_word = pg19.load_split(data_dir, vocab_size, split)
   docs = sources.TokenizedDocuments(
-      source, pg19.book_text, lambda text: pg19.encode(sp, text),
-      vocab_size, lengths=lengths,
+      source,
+      pg19.book_text,
+      lambda text: pg19.encode(sp, text),
+      vocab_size,
+      lengths=lengths,
   )
-  extra = dict(unit="subword", decode=lambda ids: sp.decode(
-      [int(i) for i in np.asarray(ids)]), encode=lambda t: pg19.encode(sp, t))
+  extra = dict(
+      unit="subword",
+      decode=lambda ids: sp.decode([int(i) for i in np.asarray(ids)]),
+      encode=lambda t: pg19.encode(sp, t),
+  )
   if split != "train":
     extra["tokens_per_word"] = tokens_per_word
   return docs, extra
@@ -152,17 +172,19 @@ def open_split(cfg, split: str) -> tuple[sources.Documents, dict]:
     docs = sources.StreamDocuments(source, "ids", len(vocab))
     return docs, dict(unit="word", decode=decode, encode=encode)
   if name == "text_files":
+
     def builder():
       return text_files.TextFiles(
-          pattern=cfg.text_files, data_dir=data_dir,
-          file_format="array_record")
+          pattern=cfg.text_files, data_dir=data_dir, file_format="array_record"
+      )
 
     _prepare_once(
         lambda: builder().is_prepared(),
         lambda: builder().download_and_prepare(
-            download_config=tfds.download.DownloadConfig(
-                try_download_gcs=False)),
-        "text_files")
+            download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+        ),
+        "text_files",
+    )
     # A new builder reads the dataset info that the build wrote.
     source = builder().as_data_source(split)
     docs = [source[i]["bytes"] for i in range(len(source))]

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """PG-19 with a sentencepiece subword vocabulary, and word-level units.
 
 The paper models PG-19 with a subword vocabulary (T2T SubwordTextEncoder,
@@ -39,8 +41,9 @@ PAD_ID, UNK_ID = 0, 1
 
 def default_data_dir(data_dir: str | None) -> str:
   """The TFDS data dir: `data_dir`, else $TFDS_DATA_DIR, else the default."""
-  data_dir = data_dir or os.environ.get("TFDS_DATA_DIR",
-                                        "~/tensorflow_datasets")
+  data_dir = data_dir or os.environ.get(
+      "TFDS_DATA_DIR", "~/tensorflow_datasets"
+  )
   return data_dir if "://" in data_dir else os.path.expanduser(data_dir)
 
 
@@ -118,8 +121,7 @@ def train_tokenizer(
     )
   except RuntimeError as e:
     raise ValueError(
-        f"training the PG-19 tokenizer with vocab_size={vocab_size} failed:"
-        f" {e}"
+        f"training the PG-19 tokenizer with vocab_size={vocab_size} failed: {e}"
     ) from e
   _write_atomic(path, writer.getvalue())
   return spm.SentencePieceProcessor(model_proto=writer.getvalue())
@@ -183,12 +185,17 @@ def count_split(source, sp: spm.SentencePieceProcessor):
   return lengths, words
 
 
-def _split_paths(data_dir: str | None, vocab_size: int,
-                 sp: spm.SentencePieceProcessor, split: str):
+def _split_paths(
+    data_dir: str | None,
+    vocab_size: int,
+    sp: spm.SentencePieceProcessor,
+    split: str,
+):
   """Where a split's counts live; named after the tokenizer's digest."""
   digest = hashlib.sha1(sp.serialized_model_proto()).hexdigest()[:10]
-  prefix = os.path.join(default_data_dir(data_dir),
-                        f"pg19_spm{vocab_size}_{digest}_{split}")
+  prefix = os.path.join(
+      default_data_dir(data_dir), f"pg19_spm{vocab_size}_{digest}_{split}"
+  )
   return f"{prefix}_lengths.npy", f"{prefix}_counts.json"
 
 
@@ -198,12 +205,20 @@ def is_prepared(data_dir: str | None, vocab_size: int, split: str) -> bool:
   if not epath.Path(path).exists():
     return False
   sp = _load_tokenizer(path, vocab_size)
-  return all(epath.Path(p).exists()
-             for p in _split_paths(data_dir, vocab_size, sp, split))
+  return all(
+      epath.Path(p).exists()
+      for p in _split_paths(data_dir, vocab_size, sp, split)
+  )
 
 
-def prepare_split(data_dir: str | None, vocab_size: int, split: str, source,
-                  train_source_fn, **train_kwargs) -> None:
+def prepare_split(
+    data_dir: str | None,
+    vocab_size: int,
+    split: str,
+    source,
+    train_source_fn,
+    **train_kwargs,
+) -> None:
   """Trains the tokenizer if absent, then counts `split` (once).
 
   Args:
@@ -214,8 +229,9 @@ def prepare_split(data_dir: str | None, vocab_size: int, split: str, source,
     train_source_fn: () -> the train split, called only to train.
     **train_kwargs: passed to `train_tokenizer`.
   """
-  sp = load_or_train_tokenizer(data_dir, vocab_size, train_source_fn,
-                               **train_kwargs)
+  sp = load_or_train_tokenizer(
+      data_dir, vocab_size, train_source_fn, **train_kwargs
+  )
   lengths_path, counts_path = _split_paths(data_dir, vocab_size, sp, split)
   if epath.Path(lengths_path).exists() and epath.Path(counts_path).exists():
     return
@@ -223,8 +239,11 @@ def prepare_split(data_dir: str | None, vocab_size: int, split: str, source,
   buffer = io.BytesIO()
   np.save(buffer, lengths)
   _write_atomic(lengths_path, buffer.getvalue())
-  counts = {"books": len(lengths), "tokens": int(lengths.sum()),
-            "words": int(words)}
+  counts = {
+      "books": len(lengths),
+      "tokens": int(lengths.sum()),
+      "words": int(words),
+  }
   _write_atomic(counts_path, json.dumps(counts).encode("utf-8"))
 
 
@@ -241,7 +260,8 @@ def load_split(data_dir: str | None, vocab_size: int, split: str):
         f" data.tokenizer_vocab_size={vocab_size} are missing in"
         f" {default_data_dir(data_dir)}; prepare them with python -m"
         " routing_jax.data.datasets.build --name=pg19 --data_dir=..."
-        f" --tokenizer_vocab_size={vocab_size}")
+        f" --tokenizer_vocab_size={vocab_size}"
+    )
   sp = _load_tokenizer(tokenizer_path(data_dir, vocab_size), vocab_size)
   lengths_path, counts_path = _split_paths(data_dir, vocab_size, sp, split)
   lengths = np.load(io.BytesIO(epath.Path(lengths_path).read_bytes()))

@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Splits of datasets as random-access collections of token documents.
 
 A `Documents` object is what the input pipeline cuts into sequences: it
@@ -108,7 +110,7 @@ class StreamDocuments(Documents):
     parts = [self._record(i) for i in range(first, last + 1)]
     data = np.concatenate(parts) if len(parts) > 1 else parts[0]
     offset = first * self._chunk
-    return data[start - offset:stop - offset]
+    return data[start - offset : stop - offset]
 
 
 class ImageDocuments(Documents):
@@ -147,11 +149,19 @@ class TokenizedDocuments(Documents):
   reads often hit the same book.
   """
 
-  def __init__(self, source, text_fn, encode_fn, vocab_size: int,
-               lengths: np.ndarray, cache_size: int = 8):
+  def __init__(
+      self,
+      source,
+      text_fn,
+      encode_fn,
+      vocab_size: int,
+      lengths: np.ndarray,
+      cache_size: int = 8,
+  ):
     if len(lengths) != len(source):
       raise ValueError(
-          f"{len(lengths)} document lengths for {len(source)} documents")
+          f"{len(lengths)} document lengths for {len(source)} documents"
+      )
     self._source = source
     self._text_fn = text_fn
     self._encode_fn = encode_fn
@@ -161,8 +171,7 @@ class TokenizedDocuments(Documents):
     self._init_unpicklable()
 
   def _init_unpicklable(self):
-    self._tokens = functools.lru_cache(maxsize=self._cache_size)(
-        self._tokenize)
+    self._tokens = functools.lru_cache(maxsize=self._cache_size)(self._tokenize)
 
   def __getstate__(self):  # For grain worker processes.
     state = dict(self.__dict__)
@@ -174,8 +183,9 @@ class TokenizedDocuments(Documents):
     self._init_unpicklable()
 
   def _tokenize(self, doc: int) -> np.ndarray:
-    return np.asarray(self._encode_fn(self._text_fn(self._source[doc])),
-                      np.int32)
+    return np.asarray(
+        self._encode_fn(self._text_fn(self._source[doc])), np.int32
+    )
 
   def lengths(self):
     return self._lengths
@@ -191,8 +201,9 @@ class SyntheticDocuments(Documents):
   order. Id 0 is left out: it is the pad/start token.
   """
 
-  def __init__(self, num_documents: int, length: int, vocab_size: int,
-               seed: int):
+  def __init__(
+      self, num_documents: int, length: int, vocab_size: int, seed: int
+  ):
     if vocab_size < 2:
       raise ValueError(f"vocab_size must be >= 2, got {vocab_size}")
     self._num = num_documents

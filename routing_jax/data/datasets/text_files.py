@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """Local text files as a TFDS builder: one record of raw bytes per file.
 
 The files matching a glob are split by whole file, deterministically and
@@ -70,8 +72,8 @@ def assign_splits(paths: list[str]) -> dict[str, list[str]]:
   n_held = max(1, round(HELD_OUT_FRACTION * len(paths)))
   return {
       "validation": sorted(ordered[:n_held]),
-      "test": sorted(ordered[n_held:2 * n_held]),
-      "train": sorted(ordered[2 * n_held:]),
+      "test": sorted(ordered[n_held : 2 * n_held]),
+      "train": sorted(ordered[2 * n_held :]),
   }
 
 

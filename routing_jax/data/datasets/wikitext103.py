@@ -1,3 +1,5 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
 """WikiText-103 (word level) as a TFDS builder.
 
 Reads `wiki.{train,valid,test}.tokens` from wikitext-103-v1.zip (Merity et
