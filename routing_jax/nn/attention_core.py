@@ -113,9 +113,9 @@ def blocked_attention(
   Returns:
     [batch, heads, blocks, i, d] in `dtype`.
   """
-  qc, kc = q.astype(dtype), k.astype(dtype)
+  q_cast, k_cast = q.astype(dtype), k.astype(dtype)
   logits = jnp.einsum(
-      "bhnid,bhnjd->bhnij", qc, kc, preferred_element_type=jnp.float32
+      "bhnid,bhnjd->bhnij", q_cast, k_cast, preferred_element_type=jnp.float32
   )
   if rel_k is not None:
     # Shaw terms in float32: XLA:CPU has no bf16 x bf16 -> f32 kernel for

@@ -76,7 +76,7 @@ class FeedForward(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     d = x.shape[-1]
-    mk = lambda f, axes, bias, name: dense(
+    make_dense = lambda f, axes, bias, name: dense(
         f,
         axes,
         use_bias=bias,
@@ -87,16 +87,17 @@ class FeedForward(nn.Module):
     )
     if self.kind == "geglu":
       h = nn.gelu(
-          mk(self.d_ff, ("embed", "mlp"), False, "wi_gate")(x), approximate=True
-      ) * mk(self.d_ff, ("embed", "mlp"), False, "wi_linear")(x)
+          make_dense(self.d_ff, ("embed", "mlp"), False, "wi_gate")(x),
+          approximate=True,
+      ) * make_dense(self.d_ff, ("embed", "mlp"), False, "wi_linear")(x)
       use_bias = False
     elif self.kind == "relu":
-      h = nn.relu(mk(self.d_ff, ("embed", "mlp"), True, "wi")(x))
+      h = nn.relu(make_dense(self.d_ff, ("embed", "mlp"), True, "wi")(x))
       use_bias = True
     else:
       raise ValueError(f"ffn must be 'geglu' or 'relu', got {self.kind!r}")
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    return mk(d, ("mlp", "embed"), use_bias, "wo")(h)
+    return make_dense(d, ("mlp", "embed"), use_bias, "wo")(h)
 
 
 class TextEmbed(nn.Module):

@@ -198,25 +198,25 @@ class LocalAttention(nn.Module):
     if not self.causal:
       raise ValueError("prefill needs causal=True")
     b, n, h, d = k.shape
-    kc, vc, pc = self._cache(b, h, d)
+    key_cache, value_cache, position_cache = self._cache(b, h, d)
     if self.is_initializing():
       return
     size = self.query_block + self.memory_flange
     pos = jnp.arange(n)
     # Positions older than the ring go to an out-of-range slot (dropped).
     slot = jnp.where(pos >= n - size, pos % size, size)
-    kc.value = (
-        jnp.zeros_like(kc.value)
+    key_cache.value = (
+        jnp.zeros_like(key_cache.value)
         .at[:, slot]
         .set(k.astype(self.dtype), mode="drop")
     )
-    vc.value = (
-        jnp.zeros_like(vc.value)
+    value_cache.value = (
+        jnp.zeros_like(value_cache.value)
         .at[:, slot]
         .set(v.astype(self.dtype), mode="drop")
     )
-    pc.value = (
-        jnp.full_like(pc.value, -1)
+    position_cache.value = (
+        jnp.full_like(position_cache.value, -1)
         .at[:, slot]
         .set(jnp.broadcast_to(pos, (b, n)), mode="drop")
     )
@@ -237,7 +237,7 @@ class LocalAttention(nn.Module):
       )
     b, _, h, d = q.shape
     size = self.query_block + self.memory_flange
-    kc, vc, pc = self._cache(b, h, d)
+    key_cache, value_cache, position_cache = self._cache(b, h, d)
     if self.is_initializing():
       return jnp.zeros_like(q)
     if positions is None:
@@ -248,10 +248,14 @@ class LocalAttention(nn.Module):
       k = core.rope(k, t[:, None], self.rope_base)
     slot = t % size
     rows = jnp.arange(b)
-    kc.value = kc.value.at[rows, slot].set(k[:, 0].astype(self.dtype))
-    vc.value = vc.value.at[rows, slot].set(v[:, 0].astype(self.dtype))
-    pc.value = pc.value.at[rows, slot].set(t)
-    key_pos = pc.value  # [b, size]
+    key_cache.value = key_cache.value.at[rows, slot].set(
+        k[:, 0].astype(self.dtype)
+    )
+    value_cache.value = value_cache.value.at[rows, slot].set(
+        v[:, 0].astype(self.dtype)
+    )
+    position_cache.value = position_cache.value.at[rows, slot].set(t)
+    key_pos = position_cache.value  # [b, size]
     start = (t // self.query_block) * self.query_block - self.memory_flange
     valid = (
         (key_pos >= 0) & (key_pos <= t[:, None]) & (key_pos >= start[:, None])
@@ -267,8 +271,8 @@ class LocalAttention(nn.Module):
       rel_k, rel_v = (table[idx][:, None, None, None] for table in rel)
     o = core.blocked_attention(
         to_block(q),
-        to_block(kc.value),
-        to_block(vc.value),
+        to_block(key_cache.value),
+        to_block(value_cache.value),
         valid[:, None, None, None, :],
         rel_k=rel_k,
         rel_v=rel_v,

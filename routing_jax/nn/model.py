@@ -87,7 +87,7 @@ class DecoderLayer(nn.Module):
   """
 
   config: ModelConfig
-  routing: bool
+  has_routing_heads: bool  # a routing layer (cfg.routing_mask())
 
   @nn.compact
   def __call__(
@@ -102,7 +102,7 @@ class DecoderLayer(nn.Module):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
     init = core.default_kernel_init(cfg.init_scale)
-    n_route = cfg.num_routing_heads if self.routing else 0
+    n_route = cfg.num_routing_heads if self.has_routing_heads else 0
     n_local = cfg.num_heads - n_route
     pre = cfg.norm == "pre"
     h = layers.layer_norm(dt, pdt, "attn_norm")(x) if pre else x
@@ -274,7 +274,7 @@ class TransformerLM(nn.Module):
 
     layer_cls = _layer_class(cfg)
     auxes = []
-    for routing, first, count in segments(cfg.routing_mask()):
+    for has_routing, first, count in segments(cfg.routing_mask()):
       if cfg.scan_layers:
         stack = nn.scan(
             layer_cls,
@@ -289,13 +289,13 @@ class TransformerLM(nn.Module):
             length=count,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )
-        x, aux = stack(cfg, routing, name=f"layers_{first}")(
+        x, aux = stack(cfg, has_routing, name=f"layers_{first}")(
             x, mask, positions, train, decode, prefill
         )
         auxes.append(aux)
       else:
         for i in range(first, first + count):
-          x, aux = layer_cls(cfg, routing, name=f"layer_{i}")(
+          x, aux = layer_cls(cfg, has_routing, name=f"layer_{i}")(
               x, mask, positions, train, decode, prefill
           )
           auxes.append(jax.tree.map(lambda a: a[None], aux))

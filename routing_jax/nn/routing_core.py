@@ -113,19 +113,19 @@ def sort_events(
   valid = jnp.ones((b, n), bool) if mask is None else mask.astype(bool)
   vh = valid[:, None, :]  # [b, 1, n]
   sentinel = num_clusters  # sorts last, never a key
-  kc = jnp.where(vh, key_clusters.astype(jnp.int32), sentinel)
+  key_cluster = jnp.where(vh, key_clusters.astype(jnp.int32), sentinel)
   same = None
   if separate:
-    qc = jnp.where(vh, query_clusters.astype(jnp.int32), sentinel)
-    same = qc == kc  # one membership serves both roles
+    query_cluster = jnp.where(vh, query_clusters.astype(jnp.int32), sentinel)
+    same = query_cluster == key_cluster  # one membership serves both roles
     # Events interleaved as (key event, query-only event) per token, so a
     # stable sort by cluster keeps position order inside every cluster.
-    cluster = jnp.stack([kc, jnp.where(same, sentinel, qc)], -1).reshape(
-        b, h, events
-    )
+    cluster = jnp.stack(
+        [key_cluster, jnp.where(same, sentinel, query_cluster)], -1
+    ).reshape(b, h, events)
     is_key_event = jnp.tile(jnp.array([True, False]), n)
   else:
-    cluster = kc
+    cluster = key_cluster
     is_key_event = jnp.ones((events,), bool)
   cluster = jnp.pad(
       cluster, ((0, 0), (0, 0), (0, npad - events)), constant_values=sentinel
@@ -402,13 +402,23 @@ def fill_rings(
   """
   b, n, h, d = k.shape
   kh, vh = jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2)  # [b, h, n, d]
-  kc = key_clusters.astype(jnp.int32)
+  key_cluster = key_clusters.astype(jnp.int32)
   if query_clusters is None:
-    cluster, is_key, token = kc, jnp.ones((b, h, n), bool), jnp.arange(n)
+    cluster, is_key, token = (
+        key_cluster,
+        jnp.ones((b, h, n), bool),
+        jnp.arange(n),
+    )
   else:
-    qc = query_clusters.astype(jnp.int32)
+    query_cluster = query_clusters.astype(jnp.int32)
     cluster = jnp.stack(
-        [kc, jnp.where(qc == kc, num_clusters, qc)], -1
+        [
+            key_cluster,
+            jnp.where(
+                query_cluster == key_cluster, num_clusters, query_cluster
+            ),
+        ],
+        -1,
     ).reshape(b, h, 2 * n)
     is_key = jnp.broadcast_to(
         jnp.tile(jnp.array([True, False]), n), cluster.shape
