@@ -114,21 +114,21 @@ def get_config(arg=None):
     )
   if arg.long:
     # One sequence of 2048 bytes (several scenes) per step and 2 layers,
-    # sized so that full attention trains within 15 minutes on 2 cores (at
-    # batch 1 a 4-layer model stalls near 3.5 bits/byte by step 300 and
-    # full attention would not finish 600 steps in time); local heads see
-    # up to 256 back. routing: 2 local + 2 content-routing heads (16
-    # clusters, windows of 256 members, dense for the first 100 steps; no
-    # position tables of their own); local: 4 local
-    # heads; full: 4 heads over the whole past (relative positions clipped
-    # at 257 as the local heads'). Exactly the same parameter count.
+    # sized so that full attention trains within 15 minutes on 2 cores.
+    # RoPE for every head: Shaw tables cost full attention an
+    # [n, n, head_dim] gather per layer, which made it 16x slower than
+    # local. Local heads see up to 256 back. routing: 2 local + 2 content-
+    # routing heads (16 clusters, windows of 256 members, dense for the
+    # first 100 steps); local: 4 local heads; full: 4 heads over the whole
+    # past. No position parameters anywhere, so the three variants have
+    # exactly the same parameter count.
     common.set_data(c, "shakespeare", 2048, batch_size=1)
     m.num_layers = 2
+    m.position = "rope"
     common.set_local_blocks(m, 128)
     m.num_clusters = 16
     if arg.variant == "routing":
       common.set_content_routing(m, window=256, warmup_steps=100)
-      m.routing_position = "none"
     if arg.variant == "full":
       m.query_block, m.memory_flange = 2048, 0
     t.steps = 600
