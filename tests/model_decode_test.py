@@ -9,10 +9,7 @@ check also decodes well past the training length with a constant-size cache.
 """
 
 import functools
-import math
-import zlib
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +18,8 @@ import pytest
 import routing_jax as rj
 from routing_jax.nn import generation
 from routing_jax.nn import model as M
+
+from helpers import model_variables
 
 STEPS = 80
 # Tiny blocks, windows and relative range: 80 steps wrap the local ring (16
@@ -45,63 +44,6 @@ TEXT = dict(
 )
 
 
-def _variables(model, seed=0):
-  """The model's variable structure (eval_shape of init), numpy values.
-
-  Kernels ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1²), biases ~
-  N(0, 0.1²); k-means: normalised random centroids with one
-  pseudo-observation (ema_count 1, ema_sums = centroids). Avoids compiling
-  `init`, the most expensive program of these tiny models.
-  """
-  abstract = jax.eval_shape(
-      lambda: nn.unbox(M.init_variables(model, jax.random.key(0), 1, 16))
-  )
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    names = [getattr(p, "key", None) for p in path]
-    if names[0] == "kmeans":
-      if names[-1] in ("ema_count", "num_updates"):
-        return jnp.ones(leaf.shape, leaf.dtype)
-      mod = np.random.default_rng(zlib.crc32("/".join(names[:-1]).encode()))
-      c = mod.standard_normal(leaf.shape)
-      c = (c - c.mean(-1, keepdims=True)) / c.std(-1, keepdims=True)
-      return jnp.asarray(c, leaf.dtype)
-    x = rng.standard_normal(leaf.shape)
-    if names[-1] == "scale":
-      x = 1.0 + 0.1 * x
-    elif names[-1] == "bias":
-      x = 0.1 * x
-    else:
-      fan_in = leaf.shape[-2] if names[-1] == "kernel" else leaf.shape[-1]
-      x = x / math.sqrt(fan_in)
-    return jnp.asarray(x, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
-def _train_kmeans(model, variables, length, steps=3, batch=4, seed=7):
-  """`steps` k-means EMA updates from random tokens (traceable)."""
-  if "kmeans" not in variables:
-    return variables
-
-  def body(i, km):
-    key = jax.random.fold_in(jax.random.key(seed), i)
-    x = jax.random.randint(key, (batch, length), 0, model.config.vocab_size)
-    _, new = model.apply(
-        dict(variables, kmeans=km),
-        x,
-        train=True,
-        mutable=["kmeans"],
-        rngs={"dropout": key},
-    )
-    return new["kmeans"]
-
-  return dict(
-      variables, kmeans=jax.lax.fori_loop(0, steps, body, variables["kmeans"])
-  )
-
-
 @functools.lru_cache(maxsize=None)
 def _forced_and_cached(cfg, prefill=0):
   """jit(variables, tokens [b, n]) -> (forward logits, step logits, cache).
@@ -117,7 +59,7 @@ def _forced_and_cached(cfg, prefill=0):
 
   def fn(variables, tokens):
     b, n = tokens.shape
-    variables = _train_kmeans(model, variables, n)
+    variables = model_variables.train_kmeans(model, variables, n)
     forced, _ = model.apply(variables, tokens)
 
     def body(state, t):
@@ -148,7 +90,7 @@ def _tokens(batch, n, vocab, seed=0):
 
 def _run(cfg, n=STEPS, seed=0, prefill=0):
   model = rj.TransformerLM(cfg)
-  variables = _variables(model, seed)
+  variables = model_variables.random_variables(model, seed)
   forced, stepped, cache = _forced_and_cached(cfg, prefill)(
       variables, _tokens(2, n, cfg.vocab_size, seed)
   )
@@ -271,7 +213,7 @@ def test_generate_greedy_is_argmax_of_teacher_forced_logits():
   # One layer with local and routing heads: the smallest model to compile.
   cfg = rj.ModelConfig(**dict(TEXT, num_layers=1, routing_layers="all"))
   model = rj.TransformerLM(cfg)
-  variables = _variables(model, seed=5)
+  variables = model_variables.random_variables(model, seed=5)
   prompts = _tokens(2, 6, cfg.vocab_size, seed=5)
   lengths = jnp.array([2, 6], jnp.int32)
   out = rj.generate(
@@ -301,7 +243,7 @@ def test_generate_greedy_is_argmax_of_teacher_forced_logits():
 def test_sample_with_prefill_equals_sample_without():
   cfg = rj.ModelConfig(**dict(TEXT, share_qk=False))
   model = rj.TransformerLM(cfg)
-  variables = _variables(model, seed=6)
+  variables = model_variables.random_variables(model, seed=6)
   prompts = np.asarray(_tokens(2, 9, cfg.vocab_size, seed=6))
   run = lambda prefill: np.asarray(
       generation.sample(
@@ -322,7 +264,7 @@ def test_sample_with_prefill_equals_sample_without():
 def test_decoding_a_model_still_warming_up_is_an_error():
   cfg = rj.ModelConfig(**dict(TEXT, routing_warmup_steps=5))
   model = rj.TransformerLM(cfg)
-  variables = _variables(model)  # num_updates = 1 < 5
+  variables = model_variables.random_variables(model)  # num_updates = 1 < 5
   with pytest.raises(ValueError, match="still warming up.*1 of.*=5"):
     generation.initial_state(model, variables, 1)
   done = jax.tree_util.tree_map_with_path(

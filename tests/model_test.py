@@ -15,7 +15,6 @@ import functools
 import json
 import math
 import os
-import zlib
 
 import flax.linen as nn
 import jax
@@ -27,6 +26,8 @@ import pytest
 import routing_jax as rj
 from routing_jax.nn import layers
 from routing_jax.nn import model as M
+
+from helpers import model_variables
 
 GOLDEN = os.path.join(
     os.path.dirname(__file__), "testdata", "model_params_small.json"
@@ -69,72 +70,13 @@ def _cfg(base, **kw):
   return rj.ModelConfig(**dict(base, **kw))
 
 
-def _variables(model, seed=0):
-  """Variables of the model's real structure, filled with numpy draws.
-
-  The structure comes from `jax.eval_shape` of `init_variables` (no compile).
-  Kernels ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1²), biases and other
-  1-D leaves ~ N(0, 0.1²); k-means states are normalised random centroids
-  with one pseudo-observation each (ema_count 1, ema_sums = centroids).
-  """
-  abstract = jax.eval_shape(
-      lambda: nn.unbox(M.init_variables(model, jax.random.key(0), 1, 16))
-  )
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    names = [getattr(p, "key", None) for p in path]
-    shape = leaf.shape
-    if names[0] == "kmeans":
-      if names[-1] == "ema_count":
-        return jnp.ones(shape, leaf.dtype)
-      # centroids and ema_sums are equal: the same seed per module.
-      mod = np.random.default_rng(zlib.crc32("/".join(names[:-1]).encode()))
-      c = mod.standard_normal(shape)
-      c = (c - c.mean(-1, keepdims=True)) / c.std(-1, keepdims=True)
-      return jnp.asarray(c, leaf.dtype)
-    x = rng.standard_normal(shape)
-    if names[-1] == "scale":
-      x = 1.0 + 0.1 * x
-    elif names[-1] == "bias":
-      x = 0.1 * x
-    else:
-      fan_in = shape[-2] if names[-1] == "kernel" else shape[-1]
-      x = x / math.sqrt(fan_in)
-    return jnp.asarray(x, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
-def _train_kmeans(model, variables, steps=3, batch=4, length=32, seed=7):
-  """`steps` k-means EMA updates from random tokens (traceable)."""
-  if "kmeans" not in variables:
-    return variables
-  vocab = model.config.vocab_size
-
-  def body(i, km):
-    key = jax.random.fold_in(jax.random.key(seed), i)
-    x = jax.random.randint(key, (batch, length), 0, vocab)
-    _, new = model.apply(
-        dict(variables, kmeans=km),
-        x,
-        train=True,
-        mutable=["kmeans"],
-        rngs={"dropout": key},
-    )
-    return new["kmeans"]
-
-  km = jax.lax.fori_loop(0, steps, body, variables["kmeans"])
-  return dict(variables, kmeans=km)
-
-
 @functools.lru_cache(maxsize=None)
 def _trained_forward(cfg):
   """jit(variables, tokens) -> logits after 3 k-means training steps."""
   model = rj.TransformerLM(cfg)
 
   def fn(variables, tokens):
-    v = _train_kmeans(model, variables, length=tokens.shape[1])
+    v = model_variables.train_kmeans(model, variables, length=tokens.shape[1])
     return model.apply(v, tokens)[0]
 
   return jax.jit(fn)
@@ -159,7 +101,9 @@ def _causality_gaps(cfg, n):
   cuts = sorted({0, 1, 3, n // 4, n // 2 - 1, n // 2 + 3, 3 * n // 4, n - 2})
   tokens = _perturbed_batch(n, cfg.vocab_size, cuts)
   model = rj.TransformerLM(cfg)
-  logits = np.asarray(_trained_forward(cfg)(_variables(model), tokens))
+  logits = np.asarray(
+      _trained_forward(cfg)(model_variables.random_variables(model), tokens)
+  )
   past, future = [], []
   for j, i in enumerate(cuts):
     diff = np.abs(logits[j + 1] - logits[0]).max(-1)  # [n]
@@ -255,7 +199,7 @@ def test_scan_matches_python_loop(remat):
       (1, 1),
       (2, 1),
   ]
-  loop_vars = _variables(rj.TransformerLM(loop_cfg))
+  loop_vars = model_variables.random_variables(rj.TransformerLM(loop_cfg))
   scan_vars = {c: M.loop_to_scan(t, scan_cfg) for c, t in loop_vars.items()}
   # The converted tree has exactly the scanned model's structure.
   scan_abstract = jax.eval_shape(
@@ -280,7 +224,7 @@ def test_scan_matches_python_loop(remat):
 
 def test_loop_scan_conversion_round_trips():
   cfg = _cfg(SCAN_CFG, scan_layers=True)
-  v = _variables(rj.TransformerLM(_cfg(SCAN_CFG)))
+  v = model_variables.random_variables(rj.TransformerLM(_cfg(SCAN_CFG)))
   back = {c: M.scan_to_loop(M.loop_to_scan(t, cfg), cfg) for c, t in v.items()}
   _assert_trees_close(v, back, atol=0)
 
@@ -290,7 +234,7 @@ def test_scan_remat_gradients_match_python_loop():
   """Remat changes what the backward pass stores, never the gradient."""
   loop_cfg = _cfg(SCAN_CFG)
   scan_cfg = _cfg(SCAN_CFG, scan_layers=True, remat_policy="dots_saveable")
-  loop_vars = _variables(rj.TransformerLM(loop_cfg))
+  loop_vars = model_variables.random_variables(rj.TransformerLM(loop_cfg))
   scan_vars = {c: M.loop_to_scan(t, scan_cfg) for c, t in loop_vars.items()}
   tokens = _perturbed_batch(32, 32, [5])
 
@@ -406,7 +350,7 @@ def test_each_logical_axis_name_has_one_size():
 def test_image_model_runs_and_embeds_previous_subpixel_channel():
   cfg = _cfg(IMAGE)
   model = rj.TransformerLM(cfg)
-  variables = _variables(model, seed=3)
+  variables = model_variables.random_variables(model, seed=3)
   tokens = jnp.asarray(
       np.random.default_rng(1).integers(0, 256, (2, 48)), jnp.int32
   )
@@ -526,7 +470,7 @@ def test_kmeans_loss_is_the_sum_of_per_layer_losses():
   """Recomputes every routing layer's commitment loss and cluster stats."""
   cfg = _cfg(TEXT)
   model = rj.TransformerLM(cfg)
-  variables = _variables(model, seed=1)
+  variables = model_variables.random_variables(model, seed=1)
   tokens = _perturbed_batch(32, 32, [3, 20])
 
   @jax.jit
@@ -584,7 +528,7 @@ def test_tied_factorised_prenorm_model_without_routing():
       TEXT, tie_embeddings=True, emb_dim=16, norm="pre", routing_layers="none"
   )
   model = rj.TransformerLM(cfg)
-  variables = _variables(model, seed=2)
+  variables = model_variables.random_variables(model, seed=2)
   assert "kmeans" not in variables
   tokens = _perturbed_batch(32, 32, [7])
 
