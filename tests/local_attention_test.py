@@ -20,6 +20,8 @@ import pytest
 import routing_jax as rj
 from routing_jax.nn import local_attention as la
 
+from helpers import references as ref
+
 B, H, D, F = 2, 2, 8, 12  # batch, heads, head_dim, features
 
 # One compiled program per shape is cheaper than op-by-op dispatch here.
@@ -88,13 +90,7 @@ def _normal(seed, shape):
 
 
 def _masks(kind, n, seed=0):
-  if kind == "none":
-    return None
-  if kind == "right":  # right padding, different lengths per row
-    return np.arange(n)[None, :] < np.array([[n], [n - n // 3]])
-  valid = np.random.default_rng(seed).random((B, n)) < 0.7  # holes
-  valid[:, 0] = True
-  return valid
+  return ref.masks(kind, B, n, seed)
 
 
 def _qkv(n, seed=0):
