@@ -25,23 +25,7 @@ STEPS = 80
 # Tiny blocks, windows and relative range: 80 steps wrap the local ring (16
 # slots) and every routing ring (window 6) many times and clip the Shaw
 # offsets (±10). max_len 32 < 80: decoding goes past the training length.
-TEXT = dict(
-    vocab_size=32,
-    num_layers=2,
-    d_model=32,
-    num_heads=4,
-    num_routing_heads=2,
-    routing_layers="1",
-    d_ff=64,
-    query_block=8,
-    memory_flange=8,
-    num_clusters=3,
-    window=6,
-    max_len=32,
-    max_relative_position=10,
-    residual_dropout=0.0,
-    kmeans_decay=0.9,
-)
+TEXT = dict(model_variables.SMALL_TEXT, num_layers=2, routing_layers="1")
 
 
 @functools.lru_cache(maxsize=None)

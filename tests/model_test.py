@@ -33,28 +33,7 @@ GOLDEN = os.path.join(
     os.path.dirname(__file__), "testdata", "model_params_small.json"
 )
 
-# Small text model: 3 layers, local-only layer 0, layers 1 and 2 with 2 local
-# and 2 causal routing heads. Tiny blocks and windows so that 32 tokens span
-# several local blocks and routing windows. kmeans_decay 0.9 makes a few
-# training steps move the centroids visibly; dropout 0 keeps train=True
-# deterministic.
-TEXT = dict(
-    vocab_size=32,
-    num_layers=3,
-    d_model=32,
-    num_heads=4,
-    num_routing_heads=2,
-    routing_layers="1,2",
-    d_ff=64,
-    query_block=8,
-    memory_flange=8,
-    num_clusters=3,
-    window=6,
-    max_len=32,
-    max_relative_position=10,
-    residual_dropout=0.0,
-    kmeans_decay=0.9,
-)
+TEXT = model_variables.SMALL_TEXT  # 3 layers, routing in layers 1 and 2
 IMAGE = dict(
     TEXT,
     vocab_size=256,

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from routing_jax.common_types import Array, DType
 from routing_jax.nn import layers
+from routing_jax.nn.modes import ATTENTION_POSITIONS
 
 # Finite, so fully masked rows (padding queries) give uniform weights instead
 # of NaNs; their outputs are zeroed by the callers.
@@ -167,6 +168,24 @@ def check_input(x: Array, name: str = "x") -> None:
     raise ValueError(
         f"{name} must have rank 3 [batch, length, features], got shape "
         f"{x.shape}"
+    )
+
+
+def check_head_options(
+    position: str, max_relative_position: int, attention_dropout: float
+) -> None:
+  """The options local and routing heads share, checked alike."""
+  if position not in ATTENTION_POSITIONS:
+    raise ValueError(
+        f"position must be one of {ATTENTION_POSITIONS}, got {position!r}"
+    )
+  if position == "relative" and max_relative_position < 1:
+    raise ValueError(
+        f"max_relative_position must be >= 1, got {max_relative_position}"
+    )
+  if not 0.0 <= attention_dropout < 1.0:
+    raise ValueError(
+        f"attention_dropout must be in [0, 1), got {attention_dropout}"
     )
 
 

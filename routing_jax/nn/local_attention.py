@@ -15,7 +15,6 @@ import jax.numpy as jnp
 
 from routing_jax.common_types import Array
 from routing_jax.nn import attention_core as core
-from routing_jax.nn.modes import ATTENTION_POSITIONS
 
 
 class LocalAttention(nn.Module):
@@ -62,20 +61,9 @@ class LocalAttention(nn.Module):
           "memory_flange must be a non-negative multiple of query_block, got "
           f"memory_flange={self.memory_flange}, query_block={self.query_block}"
       )
-    if self.position not in ATTENTION_POSITIONS:
-      raise ValueError(
-          f"position must be one of {ATTENTION_POSITIONS}, got"
-          f" {self.position!r}"
-      )
-    if self.position == "relative" and self.max_relative_position < 1:
-      raise ValueError(
-          "max_relative_position must be >= 1, got "
-          f"{self.max_relative_position}"
-      )
-    if not 0.0 <= self.attention_dropout < 1.0:
-      raise ValueError(
-          f"attention_dropout must be in [0, 1), got {self.attention_dropout}"
-      )
+    core.check_head_options(
+        self.position, self.max_relative_position, self.attention_dropout
+    )
 
   def _relative_tables(self):
     rows = 2 * self.max_relative_position + 1

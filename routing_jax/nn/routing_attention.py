@@ -35,11 +35,7 @@ from routing_jax.nn import kmeans as km
 from routing_jax.nn import kmeans_ops
 from routing_jax.nn import routing_core
 from routing_jax.nn import routing_kernel
-from routing_jax.nn.modes import (
-    ATTENTION_POSITIONS,
-    ROUTING_IMPLEMENTATIONS,
-    ROUTINGS,
-)
+from routing_jax.nn.modes import ROUTING_IMPLEMENTATIONS, ROUTINGS
 
 
 class RoutingAttention(nn.Module):
@@ -147,20 +143,9 @@ class RoutingAttention(nn.Module):
     for name in ("num_heads", "head_dim", "num_clusters", "window"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-    if self.position not in ATTENTION_POSITIONS:
-      raise ValueError(
-          f"position must be one of {ATTENTION_POSITIONS}, got"
-          f" {self.position!r}"
-      )
-    if self.position == "relative" and self.max_relative_position < 1:
-      raise ValueError(
-          "max_relative_position must be >= 1, got "
-          f"{self.max_relative_position}"
-      )
-    if not 0.0 <= self.attention_dropout < 1.0:
-      raise ValueError(
-          f"attention_dropout must be in [0, 1), got {self.attention_dropout}"
-      )
+    core.check_head_options(
+        self.position, self.max_relative_position, self.attention_dropout
+    )
     if self.implementation not in ROUTING_IMPLEMENTATIONS:
       raise ValueError(
           f"implementation must be one of {ROUTING_IMPLEMENTATIONS}, "
@@ -375,35 +360,24 @@ class RoutingAttention(nn.Module):
     query_clusters = None if self.share_qk else routed[0].assignments
 
     def routed_fn():
+      args = (qr, kr, v, key_clusters, mask)
+      routing = dict(
+          query_clusters=query_clusters,
+          num_clusters=self.num_clusters,
+          window=self.window,
+          exclude_self=self.exclude_self,
+      )
       if self.implementation == "pallas":
         block_q, block_k = self.kernel_block_sizes
         return routing_kernel.causal_routing_attention(
-            qr,
-            kr,
-            v,
-            key_clusters,
-            mask,
-            query_clusters=query_clusters,
-            num_clusters=self.num_clusters,
-            window=self.window,
-            exclude_self=self.exclude_self,
+            *args,
+            **routing,
             logit_scale=self.logit_scale,
             dtype=self.dtype,
             block_q=block_q,
             block_k=block_k,
         )
-      return routing_core.causal_routing_attention(
-          qr,
-          kr,
-          v,
-          key_clusters,
-          mask,
-          query_clusters=query_clusters,
-          num_clusters=self.num_clusters,
-          window=self.window,
-          exclude_self=self.exclude_self,
-          **common,
-      )
+      return routing_core.causal_routing_attention(*args, **routing, **common)
 
     if not self.warmup_steps:
       return routed_fn()

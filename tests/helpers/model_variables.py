@@ -18,6 +18,29 @@ import numpy as np
 
 from routing_jax.nn import model as M
 
+# Small text model: 3 layers, local-only layer 0, layers 1 and 2 with 2 local
+# and 2 causal routing heads. Tiny blocks, windows and relative range, so
+# that 32 tokens span several local blocks and routing windows and decoding
+# wraps every ring; kmeans_decay 0.9 makes a few training steps move the
+# centroids visibly; dropout 0 keeps train=True deterministic.
+SMALL_TEXT = dict(
+    vocab_size=32,
+    num_layers=3,
+    d_model=32,
+    num_heads=4,
+    num_routing_heads=2,
+    routing_layers="1,2",
+    d_ff=64,
+    query_block=8,
+    memory_flange=8,
+    num_clusters=3,
+    window=6,
+    max_len=32,
+    max_relative_position=10,
+    residual_dropout=0.0,
+    kmeans_decay=0.9,
+)
+
 
 def random_variables(model, seed=0):
   """Variables of the model's structure, filled with numpy draws.
