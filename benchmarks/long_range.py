@@ -167,7 +167,7 @@ def train_task(c, task, task_args, *, eval_every, eval_batches):
   )
   seq_len, steps = c.data.seq_len, c.train.steps
   make = lambda rng: synthetic_tasks.make_batch(
-      task, rng, 16, seq_len, **task_args
+      task, rng, c.data.batch_size, seq_len, **task_args
   )
   rng = np.random.default_rng(1000 + c.train.seed)
   eval_rng = np.random.default_rng(7)

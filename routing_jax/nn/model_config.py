@@ -21,8 +21,6 @@ from routing_jax.nn.modes import (
     ROUTINGS,
 )
 
-ROUTING_POSITIONS = ATTENTION_POSITIONS
-
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
@@ -191,9 +189,9 @@ class ModelConfig:
     )
     need(self.position in POSITIONS, "position", f"must be one of {POSITIONS}")
     need(
-        self.routing_position in (None,) + ROUTING_POSITIONS,
+        self.routing_position in (None,) + ATTENTION_POSITIONS,
         "routing_position",
-        f"must be None or one of {ROUTING_POSITIONS}",
+        f"must be None or one of {ATTENTION_POSITIONS}",
     )
     need(self.dtype in DTYPE_NAMES, "dtype", f"must be one of {DTYPE_NAMES}")
     need(
