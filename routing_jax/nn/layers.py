@@ -6,10 +6,10 @@ import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from routing_jax.common_types import Array
+from routing_jax.nn import dense_dot
 
 
 def layer_norm(dtype: Any, param_dtype: Any, name: str) -> nn.LayerNorm:
@@ -41,9 +41,11 @@ def dense(
   logits, whose softmax must not see bf16 rounding).
   """
   dot = (
-      functools.partial(jax.lax.dot_general, preferred_element_type=jnp.float32)
+      functools.partial(
+          dense_dot.dense_dot_general, preferred_element_type=jnp.float32
+      )
       if float32_output
-      else None
+      else dense_dot.dense_dot_general
   )
   return nn.Dense(
       features,
