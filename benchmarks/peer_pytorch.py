@@ -5,9 +5,10 @@
 The same model on both sides: bytes (vocab 256), 6 layers, d_model 512, 8
 heads of 64, every head a causal routing head with window w = 128 and
 k = n / 128 clusters (the port derives k = max_seq_len // window_size),
-pre-norm, rotary positions, GEGLU feed-forward with the same number of
-parameters (the port's has biases: ours gets d_ff = 4·d_model + 3), no
-dropout, batch 1, Adam.
+pre-norm, rotary positions, GEGLU feed-forward of width 4·d_model with
+biases (ffn_bias=True on our side, as the port's), no dropout, batch 1,
+Adam. Ours runs with the XLA flags `python -m routing_jax.main` sets
+(routing_jax/xla_flags.py; the exact XLA_FLAGS are in the JSON).
 
 Measured, one child process per point (so peak RSS is per point), the two
 libraries interleaved point by point and every point repeated in --rounds
@@ -121,8 +122,8 @@ def parse_args(argv=None):
       type=int,
       default=0,
       help=(
-          "our GEGLU width; 0: 4·d_model + 3, which gives the "
-          "port's FFN parameter count (its FFN has biases)"
+          "our GEGLU width; 0: 4·d_model, the port's (ff_mult=4), "
+          "with biases as the port's"
       ),
   )
   p.add_argument(
@@ -176,7 +177,7 @@ def parse_args(argv=None):
     p.error(f"--port-variants: choose from {sorted(PORT_ENV)}")
   if any(n % 128 for n in args.sizes + [args.gen_context]):
     p.error("--sizes and --gen-context must be multiples of 128 (window)")
-  args.d_ff = args.d_ff or 4 * args.d_model + 3
+  args.d_ff = args.d_ff or 4 * args.d_model
   args.out = args.out or os.path.join(
       HERE, "results", "peer_pytorch_quick" if args.quick else "peer_pytorch"
   )
@@ -402,7 +403,7 @@ def main(argv=None):
         "layers": 2,
         "d_model": 128,
         "heads": 4,
-        "d_ff": 4 * 128 + 3,
+        "d_ff": 4 * 128,
         "position": args.position,
     }
     for side in ("port", "ours"):

@@ -196,12 +196,13 @@ def markdown(res):
       (
           "Model (both sides): vocab 256, 6 layers, d_model 512, 8 heads of"
           " 64, all heads causal routing, w = 128, k = n/128, pre-norm, rotary"
-          " positions, GEGLU FFN, no dropout, batch 1, Adam. One child process"
-          f" per point; {_rounds(res)}, the runs interleaved point by point;"
-          " each point keeps its fastest round (a round's value: the median of"
-          " its timed steps), spread = slowest / fastest round. Ratios: `best`"
-          " divides the fastest rounds, `per round` is the median over rounds"
-          " of the ratio between runs made back to back."
+          " positions, GEGLU FFN of width 2048 with biases, no dropout, batch"
+          " 1, Adam; routing-jax with the XLA flags its CLI sets. One child"
+          f" process per point; {_rounds(res)}, the runs interleaved point by"
+          " point; each point keeps its fastest round (a round's value: the"
+          " median of its timed steps), spread = slowest / fastest round."
+          " Ratios: `best` divides the fastest rounds, `per round` is the"
+          " median over rounds of the ratio between runs made back to back."
       ),
       "",
       "Sides: " + "; ".join(f"**{NAMES[x]}** = {LONG[x]}" for x in sides_),

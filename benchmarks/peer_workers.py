@@ -198,8 +198,8 @@ def port_leak(spec):
 
 def ours_config(spec, n, max_len=None):
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
-  # Pre-norm, RoPE and no dropout: the port's architecture. d_ff makes the
-  # FFN parameter count equal to the port's (whose FFN has biases).
+  # Pre-norm, RoPE, no dropout and a GEGLU FFN with biases: the port's
+  # architecture, parameter for parameter.
   return rj.ModelConfig(
       vocab_size=256,
       num_layers=spec["layers"],
@@ -214,6 +214,7 @@ def ours_config(spec, n, max_len=None):
       memory_flange=128,
       d_ff=spec["d_ff"],
       ffn="geglu",
+      ffn_bias=True,
       norm="pre",
       position=spec["position"],
       residual_dropout=0.0,
@@ -421,6 +422,11 @@ def main():
   rusage0 = rss_mb()
   # "port_passive" is the port run with another OpenMP environment.
   lib = "port" if spec["side"].startswith("port") else "ours"
+  if lib == "ours":
+    # What `python -m routing_jax.main` runs with (before jax starts).
+    from routing_jax import xla_flags  # pylint: disable=g-import-not-at-top
+
+    xla_flags.apply_cpu_defaults()
   out = WORKERS[(lib, spec["kind"])](spec)
   out["env"] = {
       k: v

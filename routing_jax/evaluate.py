@@ -17,6 +17,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from routing_jax import xla_flags
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file.", lock_config=True
 )
@@ -32,6 +34,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  xla_flags.apply_cpu_defaults()  # before jax starts a backend
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
   from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top

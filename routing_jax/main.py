@@ -26,6 +26,8 @@ from absl import logging
 from absl.logging import converter
 from ml_collections import config_flags
 
+from routing_jax import xla_flags
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     None,
@@ -129,6 +131,7 @@ class _QuietOrbax:
 
 def main(argv):
   del argv
+  xla_flags.apply_cpu_defaults()  # before jax starts a backend
   logging.get_absl_logger().addFilter(_QuietOrbax())
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # progress lines are printed

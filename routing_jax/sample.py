@@ -17,6 +17,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from routing_jax import xla_flags
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file.", lock_config=True
 )
@@ -36,6 +38,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  xla_flags.apply_cpu_defaults()  # before jax starts a backend
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from routing_jax.nn import generation  # pylint: disable=g-import-not-at-top

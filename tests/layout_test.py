@@ -3,8 +3,8 @@
 """The package layout: imports point one way and form no cycle.
 
 Layers, lowest first:
-  shared     routing_jax.{common_types, errors, multihost}: import no
-             other routing_jax module
+  shared     routing_jax.{common_types, errors, multihost, xla_flags}:
+             import no other routing_jax module
   nn, data   routing_jax.nn.*, routing_jax.data.*: import only the shared
              modules and their own subpackage
   training   routing_jax.training.*: may also import nn and data
@@ -28,6 +28,7 @@ SHARED = {
     "routing_jax.common_types",
     "routing_jax.errors",
     "routing_jax.multihost",
+    "routing_jax.xla_flags",
 }
 PROGRAMS = {
     "routing_jax.main",

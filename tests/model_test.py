@@ -575,6 +575,16 @@ def test_embedding_and_norm_options_shape_the_param_tree():
       "wi": {"kernel": (32, 64), "bias": (64,)},
       "wo": {"kernel": (64, 32), "bias": (32,)},
   }
+  geglu = _tree_shapes(_cfg(TEXT))["params"]["layer_0"]["ffn"]
+  assert all(set(p) == {"kernel"} for p in geglu.values())
+  biased = _tree_shapes(_cfg(TEXT, ffn_bias=True))["params"]["layer_0"]["ffn"]
+  assert biased == {
+      "wi_gate": {"kernel": (32, 64), "bias": (64,)},
+      "wi_linear": {"kernel": (32, 64), "bias": (64,)},
+      "wo": {"kernel": (64, 32), "bias": (32,)},
+  }
+  no_bias = _tree_shapes(_cfg(TEXT, ffn="relu", ffn_bias=False))["params"]
+  assert set(no_bias["layer_0"]["ffn"]["wi"]) == {"kernel"}
 
 
 def test_embedding_dropout_acts_before_the_projection():

@@ -63,7 +63,8 @@ class FeedForward(nn.Module):
   """GEGLU without biases (the text models) or ReLU with biases (images).
 
   geglu: W3·(gelu_tanh(W1 x) ⊙ W2 x); relu: W2·relu(W1 x + b1) + b2.
-  `dropout` acts on the hidden layer (the reference's relu_dropout).
+  `dropout` acts on the hidden layer (the reference's relu_dropout);
+  `use_bias` overrides the kind's default (geglu: no biases, relu: biases).
 
   x: [batch, length, embed] -> [batch, length, embed].
   """
@@ -74,10 +75,12 @@ class FeedForward(nn.Module):
   kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
+  use_bias: Optional[bool] = None
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     d = x.shape[-1]
+    bias = (self.kind == "relu") if self.use_bias is None else self.use_bias
     make_dense = lambda f, axes, bias, name: dense(
         f,
         axes,
@@ -89,17 +92,15 @@ class FeedForward(nn.Module):
     )
     if self.kind == "geglu":
       h = nn.gelu(
-          make_dense(self.d_ff, ("embed", "mlp"), False, "wi_gate")(x),
+          make_dense(self.d_ff, ("embed", "mlp"), bias, "wi_gate")(x),
           approximate=True,
-      ) * make_dense(self.d_ff, ("embed", "mlp"), False, "wi_linear")(x)
-      use_bias = False
+      ) * make_dense(self.d_ff, ("embed", "mlp"), bias, "wi_linear")(x)
     elif self.kind == "relu":
-      h = nn.relu(make_dense(self.d_ff, ("embed", "mlp"), True, "wi")(x))
-      use_bias = True
+      h = nn.relu(make_dense(self.d_ff, ("embed", "mlp"), bias, "wi")(x))
     else:
       raise ValueError(f"ffn must be 'geglu' or 'relu', got {self.kind!r}")
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
-    return make_dense(d, ("mlp", "embed"), use_bias, "wo")(h)
+    return make_dense(d, ("mlp", "embed"), bias, "wo")(h)
 
 
 class TextEmbed(nn.Module):

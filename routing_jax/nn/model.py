@@ -156,7 +156,14 @@ class DecoderLayer(nn.Module):
       x = layers.layer_norm(dt, pdt, "attn_norm")(x)
     h = layers.layer_norm(dt, pdt, "ffn_norm")(x) if pre else x
     f = layers.FeedForward(
-        cfg.d_ff, cfg.ffn, cfg.relu_dropout, init, dt, pdt, name="ffn"
+        cfg.d_ff,
+        cfg.ffn,
+        cfg.relu_dropout,
+        init,
+        dt,
+        pdt,
+        use_bias=cfg.ffn_bias,
+        name="ffn",
     )(h, train=train)
     x = x + drop(f)
     if not pre:

@@ -43,6 +43,8 @@ class ModelConfig:
   routing_layers: str = "all"
   d_ff: int = 512
   ffn: str = "geglu"  # "geglu" (text, no biases) or "relu" (images, biases)
+  # Biases in the feed-forward layers; None: the ffn kind's default above.
+  ffn_bias: Optional[bool] = None
   norm: str = "post"  # "post" (the paper's LN(x + f(x))) or "pre"
   tie_embeddings: bool = False  # the paper's output layer is untied
   query_block: int = 64  # local attention query block q
