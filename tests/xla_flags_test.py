@@ -24,8 +24,8 @@ def test_appends_defaults_and_keeps_other_flags():
 
 
 def test_a_users_own_setting_wins():
-  env = {"XLA_FLAGS": f"{YNN}="}  # YNNPACK off entirely
-  assert xla_flags.apply_cpu_defaults(env) == f"{YNN}="
+  env = {"XLA_FLAGS": f"{YNN}=dot"}  # YNNPACK for matmuls
+  assert xla_flags.apply_cpu_defaults(env) == f"{YNN}=dot"
   # Applying twice adds nothing.
   env = {}
   once = xla_flags.apply_cpu_defaults(env)
@@ -66,9 +66,8 @@ def _ynn_fusions(mode):
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_defaults_keep_ynnpack_to_matmuls():
-  """XLA accepts the flag and it takes reductions away from YNNPACK."""
+def test_defaults_turn_ynnpack_fusions_off():
+  """XLA accepts the flag and it takes reductions and dots from YNNPACK."""
   plain, ours = _ynn_fusions("plain"), _ynn_fusions("defaults")
-  assert plain["reduce"] >= 1  # what the default XLA:CPU does here
-  assert ours["reduce"] == 0
-  assert ours["dot"] >= 1 and plain["dot"] >= 1
+  assert plain["reduce"] >= 1 and plain["dot"] >= 1  # XLA:CPU's default
+  assert ours == {"reduce": 0, "dot": 0}
