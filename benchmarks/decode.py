@@ -4,7 +4,7 @@
 
 For each context length c, the per-token cost of producing token c + 1:
 
-  cached     the jitted step function of `routing_jax.nn.generation.step_fn`
+  cached     the jitted `routing_jax.nn.generation.decode_step`
              (one token, a cache of constant size) called at positions
              c, c+1, ..., after the cache was filled with c tokens. Two
              numbers: one jitted call per token (`step`, what a host-side
@@ -176,11 +176,7 @@ def run(args):
       np.random.default_rng(0).integers(0, 256, (1, total)), jnp.int32
   )
 
-  def step(variables, cache, tok, index):
-    logits, (_, cache) = generation.step_fn(model)(
-        (variables, cache), tok, index
-    )
-    return logits, cache
+  step = generation.decode_step(model)
 
   def chunk(variables, cache, start):
     """CHUNK cached steps from position `start`: (last logits, cache)."""
@@ -281,9 +277,7 @@ def scan_layout_steps(args, cfg, variables, tokens):
   for name, c, v in layouts:
     model = rj.TransformerLM(c)
     fn = jax.jit(
-        lambda v, cache, tok, i, model=model: (lambda out: (out[0], out[1][1]))(
-            generation.step_fn(model)((v, cache), tok, i)
-        ),
+        generation.decode_step(model),
         donate_argnums=(1,),
     )
     cache = generation.init_cache(model, 1)

@@ -18,7 +18,7 @@ spread between rounds is reported):
          Adam) at each n, after warm-up / compilation; peak RSS.
   gen    ms per generated token at context 1024, batch 1 and 8. The port's
          AutoregressiveWrapper.generate re-runs the whole forward per token;
-         ours is one cached generation.step_fn call per token (and, as a
+         ours is one cached generation.decode_step call per token (and, as a
          second number, the slope of generation.sample).
   leak   once, on a small model: does the logit at position i change when
          only tokens after i change (eval mode)?

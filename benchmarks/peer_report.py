@@ -287,7 +287,7 @@ def markdown(res):
         (
             "The port re-runs the full forward over the context per token"
             " (`AutoregressiveWrapper.generate`); routing-jax: one jitted,"
-            " cached `generation.step_fn` call per token (and the slope of"
+            " cached `generation.decode_step` call per token (and the slope of"
             " `generation.sample`, whose loop runs on the device)."
         ),
         "",

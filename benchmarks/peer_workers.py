@@ -323,25 +323,22 @@ def ours_gen(spec):
   )
   prompt = np.random.default_rng(0).integers(0, 256, (b, c), np.int32)
   base = rss_mb()
-  # 1. One jitted step_fn call per token after a prefill of c tokens: what a
-  # Python sampling loop pays, like the port's generate() loop.
+  # 1. One jitted decode_step call per token after a prefill of c tokens:
+  # what a Python sampling loop pays, like the port's generate() loop.
   prefill = jax.jit(generation.prefill_fn(model))
-  fn = generation.step_fn(model)
   # Only the cache is donated: the variables are used again below.
-  step = jax.jit(
-      lambda v, cache, tok, i: fn((v, cache), tok, i), donate_argnums=(1,)
-  )
+  step = jax.jit(generation.decode_step(model), donate_argnums=(1,))
   v, cache = generation.initial_state(model, variables, b)
   t0 = time.perf_counter()
   logits, (_, cache) = _block(prefill((v, cache), jnp.asarray(prompt)))
   prefill_first_s = time.perf_counter() - t0
   tok = jnp.argmax(logits, -1).astype(jnp.int32)
   for i in range(2):  # compile, then one more
-    logits, (_, cache) = _block(step(v, cache, tok, c + i))
+    logits, cache = _block(step(v, cache, tok, c + i))
   step_t = []
   for i in range(2, tokens + 2):
     t0 = time.perf_counter()
-    logits, (_, cache) = _block(step(v, cache, tok, c + i))
+    logits, cache = _block(step(v, cache, tok, c + i))
     step_t.append(time.perf_counter() - t0)
     tok = jnp.argmax(logits, -1).astype(jnp.int32)
 

@@ -9,6 +9,7 @@ check also decodes well past the training length with a constant-size cache.
 """
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -222,6 +223,35 @@ def test_generate_greedy_is_argmax_of_teacher_forced_logits():
         tokens[row, length:], greedy[row, length - 1 : -1]
     )
   assert len(set(tokens[0, 2:].tolist())) > 1  # not a degenerate constant
+
+
+def test_python_loop_of_decode_step_matches_teacher_forcing():
+  """jit(decode_step) called per token, the cache donated: the teacher-
+  forced logits, and the compiled step copies none of its parameters."""
+  cfg = rj.ModelConfig(**dict(TEXT, num_layers=1, routing_layers="all"))
+  model = rj.TransformerLM(cfg)
+  variables = model_variables.random_variables(model, seed=6)
+  variables = jax.jit(lambda v: model_variables.train_kmeans(model, v, 12))(
+      variables
+  )
+  tokens = _tokens(2, 12, cfg.vocab_size, seed=6)
+  forced = np.asarray(
+      jax.jit(lambda v, x: model.apply(v, x)[0])(variables, tokens)
+  )
+  step = jax.jit(generation.decode_step(model), donate_argnums=(1,))
+  v, cache = generation.initial_state(model, variables, 2)
+  stepped = []
+  for t in range(tokens.shape[1]):
+    logits, cache = step(v, cache, tokens[:, t], t)
+    stepped.append(np.asarray(logits))
+  np.testing.assert_allclose(np.stack(stepped, 1), forced, atol=1e-5)
+
+  hlo = step.lower(v, cache, tokens[:, 0], 0).compile().as_text()
+  entry = hlo[hlo.index("ENTRY") :]
+  parameters = set(re.findall(r"%([\w.\-]+) = \S+ parameter\(", entry))
+  weights = {p for p in parameters if "params" in p or "kmeans" in p}
+  copied = set(re.findall(r"= \S+ copy\(%([\w.\-]+)\)", entry))
+  assert len(weights) > 5 and not weights & copied, weights & copied
 
 
 def test_sample_with_prefill_equals_sample_without():

@@ -105,14 +105,22 @@ def initial_state(model: TransformerLM, variables: Any, batch: int) -> Any:
 
 
 @functools.lru_cache(maxsize=None)
-def step_fn(model: TransformerLM):
-  """(state, tokens [b], index) -> (logits [b, vocab], state).
+def decode_step(model: TransformerLM):
+  """(variables, cache, tokens [b], index) -> (logits [b, vocab], cache).
 
-  One function object per model, so `generate` compiles once per model.
+  One cached decoding step, for a loop written in Python (a server that
+  streams tokens):
+
+    step = jax.jit(generation.decode_step(model), donate_argnums=1)
+    variables, cache = generation.initial_state(model, variables, batch)
+    logits, cache = step(variables, cache, tokens, index)
+
+  It returns the cache but not the variables: a jitted call that returns
+  its parameters makes XLA copy every one of them into new buffers on each
+  call (measured: 7 of the 10 ms of a 25M-parameter step on CPU).
   """
 
-  def step(state, tokens, index):
-    variables, cache = state
+  def step(variables, cache, tokens, index):
     b = tokens.shape[0]
     (logits, _), new = model.apply(
         dict(variables, cache=cache),
@@ -121,7 +129,26 @@ def step_fn(model: TransformerLM):
         positions=jnp.full((b,), index, jnp.int32),
         mutable=["cache"],
     )
-    return logits[:, 0], (variables, new["cache"])
+    return logits[:, 0], new["cache"]
+
+  return step
+
+
+@functools.lru_cache(maxsize=None)
+def step_fn(model: TransformerLM):
+  """(state, tokens [b], index) -> (logits [b, vocab], state), for `generate`.
+
+  The state (variables, cache) is the carry of generate's on-device loop,
+  where the unchanged variables cost nothing; to step from Python, use
+  `decode_step`. One function object per model, so `generate` compiles once
+  per model.
+  """
+  one = decode_step(model)
+
+  def step(state, tokens, index):
+    variables, cache = state
+    logits, cache = one(variables, cache, tokens, index)
+    return logits, (variables, cache)
 
   return step
 

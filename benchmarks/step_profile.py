@@ -1,0 +1,258 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Where one training step's time goes, from a jax.profiler trace.
+
+Builds the peer benchmark's model (peer_workers.ours_config: 6 layers,
+d_model 512, 8 causal routing heads, w = 128, k = n/128, GEGLU 2048 with
+biases, RoPE, pre-norm), compiles the library's train step (loss, grads,
+k-means update, Adam), times a few steps, then traces one under
+jax.profiler. Every XLA thunk in the trace is matched to its HLO
+instruction, whose metadata names the JAX operation and the Flax module
+path (`layer_3/ffn/wi_gate/dot_general`), and its time is summed by part of
+the model:
+
+  ffn              the feed-forward layers and their LayerNorm
+  projections      the attention's query/key/value/output matmuls
+  routing core     sort, permutations, blocked attention, rotary positions
+  k-means          centroid scores, assignments, statistics
+  attention norms  the attention LayerNorm and q/k normalisation
+  embed/loss       embedding, output layer, chunked loss
+  optimizer        Adam and the gradient sums (outside the model)
+  unnamed          fusions XLA made without a source operation (the
+                   weight-gradient matmuls of dense_dot's custom VJP, and
+                   layout copies)
+
+and by kind (matmul, transposing copy, gather, elementwise...). Thunks may
+run two at a time on 2 cores, so the sums can exceed the step time: the
+JSON gives both, and the span covered by at least one thunk.
+
+  python benchmarks/step_profile.py --n 8192 --out /tmp/prof8k
+  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot \\
+    python benchmarks/step_profile.py --n 8192 --raw-xla-flags
+
+By default the run uses the XLA flags the CLIs set (routing_jax/xla_flags);
+--raw-xla-flags leaves XLA_FLAGS as the environment has it. Writes
+<out>.json (totals, parts, kinds, top thunks) and prints a table.
+"""
+
+import argparse
+import collections
+import functools
+import glob
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+PARTS = (
+    ("ffn", r"/(ffn|ffn_norm)/"),
+    ("k-means", r"kmeans"),
+    ("routing core", r"_causal|_rotate|_attend|routing_core"),
+    ("projections", r"/(query|key|value|out)/"),
+    ("attention norms", r"/(routing|local|attn_norm)/"),
+    ("embed/loss", r"log_softmax|/embed/|/logits/|final_norm|loss|Dense"),
+)
+
+
+def parse_args(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--n", type=int, default=8192, help="sequence length")
+  p.add_argument("--layers", type=int, default=6)
+  p.add_argument("--d-model", type=int, default=512)
+  p.add_argument("--heads", type=int, default=8)
+  p.add_argument("--d-ff", type=int, default=0, help="0: 4·d_model")
+  p.add_argument("--steps", type=int, default=2, help="timed steps")
+  p.add_argument("--top", type=int, default=25, help="thunks listed")
+  p.add_argument(
+      "--raw-xla-flags",
+      action="store_true",
+      help="do not add the CLIs' XLA:CPU defaults",
+  )
+  p.add_argument("--out", default="", help="JSON path prefix")
+  return p.parse_args(argv)
+
+
+def hlo_index(hlo_text):
+  """Instruction name -> (shape, opcode, op_name metadata)."""
+  out = {}
+  pat = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ([\w\-]+)\(")
+  for line in hlo_text.splitlines():
+    m = pat.match(line)
+    if m:
+      op = re.search(r'op_name="([^"]*)"', line)
+      out[m.group(1)] = (m.group(2), m.group(3), op.group(1) if op else "")
+  return out
+
+
+def part_of(op_name):
+  if not op_name:
+    return "unnamed"
+  if "TransformerLM" not in op_name:
+    return "optimizer"
+  for name, pat in PARTS:
+    if re.search(pat, op_name):
+      return name
+  return "other model"
+
+
+def kind_of(thunk, opcode):
+  base = re.sub(r"[.\d]+$", "", thunk)
+  if base in ("dot", "ynn_fusion") or opcode == "dot":
+    return "matmul"
+  if base.startswith("copy") or base.endswith("transpose"):
+    return "copy/transpose"
+  if "gather" in base or "scatter" in base:
+    return "gather/scatter"
+  if "sort" in base:
+    return "sort"
+  if "reduce" in base:
+    return "reduce"
+  return "elementwise/other"
+
+
+def thunk_events(trace_dir):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  path = glob.glob(os.path.join(trace_dir, "**", "*.xplane.pb"), recursive=True)
+  data = jax.profiler.ProfileData.from_file(path[0])
+  events = []
+  for plane in data.planes:
+    for line in plane.lines:
+      if not line.name.startswith("tf_XLAEigen"):
+        continue
+      for ev in line.events:
+        if ev.name.startswith("ThunkExecutor") or "Await" in ev.name:
+          continue
+        events.append((ev.name, ev.start_ns, ev.duration_ns))
+  return events
+
+
+def covered_ns(events):
+  """Time covered by at least one event."""
+  spans = sorted((s, s + d) for _, s, d in events)
+  total, cur_s, cur_e = 0, *spans[0]
+  for s, e in spans[1:]:
+    if s > cur_e:
+      total += cur_e - cur_s
+      cur_s, cur_e = s, e
+    else:
+      cur_e = max(cur_e, e)
+  return total + cur_e - cur_s
+
+
+def main(argv=None):
+  args = parse_args(argv)
+  if not args.raw_xla_flags:
+    from routing_jax import xla_flags  # pylint: disable=g-import-not-at-top
+
+    xla_flags.apply_cpu_defaults()
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  import peer_workers  # pylint: disable=g-import-not-at-top
+  import routing_jax as rj  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
+
+  spec = {
+      "layers": args.layers,
+      "d_model": args.d_model,
+      "heads": args.heads,
+      "d_ff": args.d_ff or 4 * args.d_model,
+      "position": "rope",
+  }
+  n = args.n
+  model = rj.TransformerLM(peer_workers.ours_config(spec, n))
+  init = jax.jit(model.init)(
+      {"params": jax.random.key(0)}, jnp.zeros((1, n), jnp.int32)
+  )
+  variables = nn.unbox(init)
+  tx = optax.adam(1e-4)
+  state = train.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=variables["params"],
+      opt_state=tx.init(variables["params"]),
+      kmeans=variables["kmeans"],
+      rng=jax.random.key_data(jax.random.key(1)),
+  )
+  step = jax.jit(
+      functools.partial(
+          train.train_step, model=model, tx=tx, accum_steps=1, kmeans_weight=1.0
+      ),
+      donate_argnums=(0,),
+  )
+  x = jax.random.randint(jax.random.key(2), (1, n + 1), 0, 256)
+  batch = {
+      "inputs": x[:, :-1],
+      "targets": x[:, 1:],
+      "weights": jnp.ones((1, n), jnp.float32),
+  }
+  compiled = step.lower(state, batch).compile()
+  index = hlo_index(compiled.as_text())
+  state, _ = jax.block_until_ready(compiled(state, batch))
+  times = []
+  for _ in range(args.steps):
+    t0 = time.perf_counter()
+    state, _ = jax.block_until_ready(compiled(state, batch))
+    times.append(time.perf_counter() - t0)
+  with tempfile.TemporaryDirectory() as trace_dir:
+    t0 = time.perf_counter()
+    with jax.profiler.trace(trace_dir):
+      state, _ = jax.block_until_ready(compiled(state, batch))
+    traced_s = time.perf_counter() - t0
+    events = thunk_events(trace_dir)
+
+  parts, kinds, matrix = (collections.Counter() for _ in range(3))
+  top = []
+  for name, _, dur in events:
+    shape, opcode, op_name = index.get(name, ("?", "?", ""))
+    part, kind = part_of(op_name), kind_of(name, opcode)
+    backward = "transpose(" in op_name
+    parts[part] += dur
+    kinds[kind] += dur
+    matrix[(part, "bwd" if backward else "fwd", kind)] += dur
+    top.append(
+        (dur, name, shape, re.sub(r"^.*?TransformerLM\)*/", "", op_name))
+    )
+  total = sum(parts.values())
+  ms = lambda v: round(v / 1e6, 1)
+  result = {
+      "n": n,
+      "spec": spec,
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "step_s": times,
+      "traced_step_s": traced_s,
+      "thunk_sum_ms": ms(total),
+      "covered_ms": ms(covered_ns(events)),
+      "parts_ms": {k: ms(v) for k, v in parts.most_common()},
+      "kinds_ms": {k: ms(v) for k, v in kinds.most_common()},
+      "part_direction_kind_ms": {
+          " | ".join(k): ms(v) for k, v in matrix.most_common()
+      },
+      "top_thunks": [
+          {"ms": ms(d), "thunk": t, "shape": s, "op": o}
+          for d, t, s, o in sorted(top, reverse=True)[: args.top]
+      ],
+  }
+  print(
+      f"n={n} step {min(times):.3f} s (traced {traced_s:.3f} s); thunks sum"
+      f" {result['thunk_sum_ms']} ms, cover {result['covered_ms']} ms"
+  )
+  for k, v in parts.most_common():
+    print(f"  {k:16s} {ms(v):9.1f} ms  {100 * v / total:5.1f}%")
+  print("by kind:")
+  for k, v in kinds.most_common():
+    print(f"  {k:16s} {ms(v):9.1f} ms  {100 * v / total:5.1f}%")
+  if args.out:
+    with open(args.out + ".json", "w") as f:
+      json.dump(result, f, indent=1)
+  return result
+
+
+if __name__ == "__main__":
+  main()
