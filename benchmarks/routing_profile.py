@@ -23,16 +23,26 @@ semantics (checked against the library here) but
   * optionally uses query blocks of qb < w with a flange of w keys
     (`query_block`): [qb x (qb + w)] blocks instead of [w x 2w].
 
+A 2048² float32 matmul is timed in the same rounds (`matmul_2048`), and the
+core's GFLOP/s is printed as a fraction of it. The run uses the XLA flags
+the CLIs set (routing_jax/xla_flags.py).
+
   python benchmarks/routing_profile.py --n 8192 --reps 3
 """
 
 import argparse
 import json
+import os
 import statistics
 import time
 
-import jax
-import jax.numpy as jnp
+from routing_jax import xla_flags
+
+# The flags the CLIs run with; XLA reads them when jax starts a backend.
+xla_flags.apply_cpu_defaults()
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from routing_jax.nn import attention_core as core
 from routing_jax.nn import kmeans as km
@@ -217,7 +227,10 @@ def main():
   qt = jnp.swapaxes(q, 1, 2)
   take_loss = lambda a, pm: routing_core.take_along_length(a, pm)
   perm_loss = permute
+  big = jnp.ones((2048, 2048), jnp.float32)
   entries = {
+      # The f32 matmul peak the core is compared with, in the same rounds.
+      "matmul_2048": (jax.jit(jnp.dot), (big, big)),
       "module_fwd_bwd": (fwd_bwd(module_out, (0, 1)), (params, x)),
       "module_local_fwd_bwd": (fwd_bwd(local_out, (0, 1)), (local_params, x)),
       "projections_ln_fwd_bwd": (fwd_bwd(projections, (0, 1)), (params, x)),
@@ -310,6 +323,23 @@ def main():
         f"{name:28s} first {first:7.3f}  median {med:7.4f}  min {best:7.4f}",
         flush=True,
     )
+  got = results["entries"]
+  if "matmul_2048" in got and "core_lib_fwd_bwd" in got:
+    # Two matmuls of 2·d FLOPs per (query, key) pair computed, forward;
+    # forward and backward 3x that. Causal routing computes 1.5w keys per
+    # query (blocks of w/2 queries against w/2 + w keys).
+    core_flops = 3 * 2 * 2 * d * h * n * (w + routing_core.query_block_size(w))
+    peak = 2 * 2048**3 / got["matmul_2048"]["min_s"]
+    core = core_flops / got["core_lib_fwd_bwd"]["min_s"]
+    results["matmul_peak_gflops"] = peak / 1e9
+    results["core_gflops"] = core / 1e9
+    results["core_fraction_of_peak"] = core / peak
+    print(
+        f"core {core / 1e9:.1f} GFLOP/s = {100 * core / peak:.1f}% of the"
+        f" matmul peak {peak / 1e9:.1f} GFLOP/s (min times)",
+        flush=True,
+    )
+  results["xla_flags"] = os.environ.get("XLA_FLAGS", "")
   if args.out:
     with open(args.out, "w") as f:
       json.dump(results, f, indent=1)
