@@ -237,7 +237,13 @@ def _block(tree):
   return jax.block_until_ready(tree)
 
 
-def ours_train(spec):
+def ours_train_setup(spec, n, b):
+  """(cfg, jitted train step, initial TrainState, batch) of our side.
+
+  The library's train step (loss, grads, k-means EMA update, Adam) on the
+  model of ours_config, the state donated; shared with
+  step_profile.py.
+  """
   import functools  # pylint: disable=g-import-not-at-top
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -246,7 +252,6 @@ def ours_train(spec):
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
   from routing_jax.training import train  # pylint: disable=g-import-not-at-top
 
-  n, b = spec["n"], spec["batch"]
   cfg = ours_config(spec, n)
   model = rj.TransformerLM(cfg)
   variables = nn.unbox(
@@ -262,7 +267,6 @@ def ours_train(spec):
       kmeans=variables["kmeans"],
       rng=jax.random.key_data(jax.random.key(1)),
   )
-  # The library's train step: loss, grads, k-means EMA update, Adam.
   step = jax.jit(
       functools.partial(
           train.train_step, model=model, tx=tx, accum_steps=1, kmeans_weight=1.0
@@ -275,6 +279,14 @@ def ours_train(spec):
       "targets": x[:, 1:],
       "weights": jnp.ones((b, n), jnp.float32),
   }
+  return cfg, step, state, batch
+
+
+def ours_train(spec):
+  import jax  # pylint: disable=g-import-not-at-top
+
+  n, b = spec["n"], spec["batch"]
+  cfg, step, state, batch = ours_train_setup(spec, n, b)
   _block((state, batch))
   base = rss_mb()
   t0 = time.perf_counter()

@@ -41,7 +41,6 @@ By default the run uses the XLA flags the CLIs set (routing_jax/xla_flags);
 
 import argparse
 import collections
-import functools
 import glob
 import json
 import os
@@ -155,13 +154,8 @@ def main(argv=None):
     from routing_jax import xla_flags  # pylint: disable=g-import-not-at-top
 
     xla_flags.apply_cpu_defaults()
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
   import peer_workers  # pylint: disable=g-import-not-at-top
-  import routing_jax as rj  # pylint: disable=g-import-not-at-top
-  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
 
   spec = {
       "layers": args.layers,
@@ -171,31 +165,7 @@ def main(argv=None):
       "position": "rope",
   }
   n = args.n
-  model = rj.TransformerLM(peer_workers.ours_config(spec, n))
-  init = jax.jit(model.init)(
-      {"params": jax.random.key(0)}, jnp.zeros((1, n), jnp.int32)
-  )
-  variables = nn.unbox(init)
-  tx = optax.adam(1e-4)
-  state = train.TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=variables["params"],
-      opt_state=tx.init(variables["params"]),
-      kmeans=variables["kmeans"],
-      rng=jax.random.key_data(jax.random.key(1)),
-  )
-  step = jax.jit(
-      functools.partial(
-          train.train_step, model=model, tx=tx, accum_steps=1, kmeans_weight=1.0
-      ),
-      donate_argnums=(0,),
-  )
-  x = jax.random.randint(jax.random.key(2), (1, n + 1), 0, 256)
-  batch = {
-      "inputs": x[:, :-1],
-      "targets": x[:, 1:],
-      "weights": jnp.ones((1, n), jnp.float32),
-  }
+  _, step, state, batch = peer_workers.ours_train_setup(spec, n, 1)
   compiled = step.lower(state, batch).compile()
   index = hlo_index(compiled.as_text())
   state, _ = jax.block_until_ready(compiled(state, batch))

@@ -94,23 +94,16 @@ def _dense_dot_bwd(precision, preferred_element_type, residuals, dy):
       preferred_element_type=jnp.float32,
   )
   x2, dy2 = x.reshape(-1, a), dy.reshape(-1, b)
-  over_tokens = (((0,), (0,)), ((), ()))
-  if a <= b:
-    dkernel = lax.dot_general(
-        x2,
-        dy2,
-        over_tokens,
-        precision=precision,
-        preferred_element_type=jnp.float32,
-    )
-  else:
-    dkernel = lax.dot_general(
-        dy2,
-        x2,
-        over_tokens,
-        precision=precision,
-        preferred_element_type=jnp.float32,
-    ).T
+  # The left operand is the one XLA transposes: the narrower of the two.
+  narrow_input = a <= b
+  dkernel = lax.dot_general(
+      *((x2, dy2) if narrow_input else (dy2, x2)),
+      (((0,), (0,)), ((), ())),
+      precision=precision,
+      preferred_element_type=jnp.float32,
+  )
+  if not narrow_input:
+    dkernel = dkernel.T
   return dx.astype(x.dtype), dkernel.astype(kernel.dtype)
 
 
