@@ -71,7 +71,7 @@ def run(setting, seed, args):
     gb = sharding.make_global_batch(
         next(data.train), mesh, trainer.data_sharding
     )
-    state, m = train.run_step(trainer, trainer.train_step, state, gb)
+    state, m = train.run_step(trainer, trainer.train_step_at(step), state, gb)
     if step % args.every == 0 or step + 1 == args.steps:
       m = jax.device_get(m)
       curve.append({

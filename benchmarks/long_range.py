@@ -178,7 +178,9 @@ def train_task(c, task, task_args, *, eval_every, eval_batches):
     batch = make(rng)
     batch.pop("measured")
     gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
-    state, _ = train.run_step(trainer, trainer.train_step, state, gb)
+    state, _ = train.run_step(
+        trainer, trainer.train_step_at(step - 1), state, gb
+    )
     if step % eval_every == 0 or step == steps:
       variables = {"params": state.params, "kmeans": state.kmeans}
       scores = [

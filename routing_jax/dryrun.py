@@ -213,19 +213,28 @@ def report(config, devices, compile_step: bool = True, out=print) -> None:
             ("mask", jnp.bool_),
         )
     }
-    step, _ = train.jit_steps(config, model, tx, mesh, shardings)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      compiled = step.lower(abstract, batch).compile()
-    mem = compiled.memory_analysis()
-    if mem is not None:
-      used = (
+    phases = [("compiled train step", False)]
+    if train.warmup_steps(cfg):
+      # Compiled on its own: the routed step must not pay for it.
+      phases.append(("compiled warm-up step", True))
+    for label, warming_up in phases:
+      step, _ = train.jit_steps(
+          config, model, tx, mesh, shardings, warming_up=warming_up
+      )
+      with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        compiled = step.lower(abstract, batch).compile()
+      mem = compiled.memory_analysis()
+      if mem is None:
+        continue
+      step_used = (
           mem.argument_size_in_bytes
           + mem.temp_size_in_bytes
           + mem.output_size_in_bytes
           - mem.alias_size_in_bytes
       )
+      used = step_used if used is None else max(used, step_used)
       out(
-          "compiled train step per device: "
+          f"{label} per device: "
           f"arguments {mem.argument_size_in_bytes / _GIB:.3f} GiB, "
           f"temporaries {mem.temp_size_in_bytes / _GIB:.3f} GiB, "
           f"outputs {mem.output_size_in_bytes / _GIB:.3f} GiB, "

@@ -688,3 +688,27 @@ def test_bad_input_raises(kwargs, shape, mask_shape, pattern):
   mask = None if mask_shape is None else jnp.ones(mask_shape, bool)
   with pytest.raises(ValueError, match=pattern):
     module.init(jax.random.key(0), x, mask)
+
+
+def test_warmup_switch_reads_the_count_from_before_this_steps_update():
+  """One rule for both update paths: a call with "kmeans" mutable writes
+  its update before the attention runs, yet is dense exactly when the
+  count *before* the call is below warmup_steps, as when the train step
+  applies the statistics afterwards. warming_up=True / False compile one
+  branch each and equal the in-graph choice."""
+  n = 20
+  variables = _trained()  # 4 k-means updates
+  x = _normal(9, (B, n, F))
+  warm = _module(warmup_steps=5, position="relative")  # 4 < 5: dense
+  dense = _module(warmup_steps=5, position="relative", warming_up=True)
+  routed = _module(warmup_steps=5, position="relative", warming_up=False)
+  y_dense = dense.apply(variables, x)
+  y_routed = routed.apply(variables, x)
+  assert np.abs(y_dense - y_routed).max() > 1e-3
+  np.testing.assert_array_equal(warm.apply(variables, x), y_dense)
+  for mutable in (["kmeans_stats"], ["kmeans"]):
+    y, new = warm.apply(variables, x, train=True, mutable=mutable)
+    np.testing.assert_allclose(y, y_dense, atol=1e-6, err_msg=str(mutable))
+  # The update really was written during the call.
+  counts = new["kmeans"]["kmeans"]["num_updates"]
+  assert (np.asarray(counts) == 5).all(), counts

@@ -362,3 +362,48 @@ def test_bfloat16_policy_stays_close_to_float32():
       jaxpr, ("exp", "log", "reduce_max", "argmax", "rsqrt")
   ):
     assert set(dtypes) == {"float32"}, name
+
+
+def test_step_warmup_steps_is_the_first_routed_step():
+  """With model.routing_warmup_steps=W the trainer runs its dense warm-up
+  step for states that have taken < W updates and its routed step from
+  state W on; the k-means count agrees with the host's step, and the
+  routed step holds no memory for the dense branch."""
+  warm = 2
+  config = _config()
+  config.model.routing_warmup_steps = warm
+  mesh = _mesh(1, 1, 1)
+  model_cfg = train.validate_config(config)
+  trainer, state = train.build_trainer(
+      config, mesh, sharding.logical_rules(), model_cfg
+  )
+  assert trainer.warmup_steps == warm
+  copy = lambda s: jax.tree.map(jnp.copy, s)
+  for step, batch in enumerate(_batches(config, warm + 2)):
+    gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
+    counts = [
+        np.asarray(leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state.kmeans)
+        if "num_updates" in jax.tree_util.keystr(path)
+    ]
+    assert all((c == step).all() for c in counts), (step, counts)
+    _, dense = train.run_step(
+        trainer, trainer.warmup_train_step, copy(state), gb
+    )
+    _, routed = train.run_step(trainer, trainer.train_step, copy(state), gb)
+    assert abs(float(dense["loss"]) - float(routed["loss"])) > 1e-6
+    chosen = trainer.train_step_at(step)
+    state, m = train.run_step(trainer, chosen, state, gb)
+    expected = dense if step < warm else routed
+    assert float(m["loss"]) == float(expected["loss"]), step
+    assert trainer.eval_step_at(step) is (
+        trainer.warmup_eval_step if step < warm else trainer.eval_step
+    )
+  # Without a warm-up configured, both names are the one routed step.
+  plain, _ = train.build_trainer(
+      _config(),
+      mesh,
+      sharding.logical_rules(),
+      train.validate_config(_config()),
+  )
+  assert plain.train_step_at(0) is plain.train_step

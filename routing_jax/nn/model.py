@@ -88,6 +88,7 @@ class DecoderLayer(nn.Module):
 
   config: ModelConfig
   has_routing_heads: bool  # a routing layer (cfg.routing_mask())
+  warming_up: Optional[bool] = None  # RoutingAttention.warming_up
 
   @nn.compact
   def __call__(
@@ -135,7 +136,9 @@ class DecoderLayer(nn.Module):
           prefill=prefill,
       )
     if n_route:
-      y, raux = routing_attention(cfg, name="routing")(
+      y, raux = routing_attention(
+          cfg, name="routing", warming_up=self.warming_up
+      )(
           h,
           mask,
           train=train,
@@ -222,9 +225,15 @@ class TransformerLM(nn.Module):
   the k-means losses of all layers summed, and cluster-health stats averaged
   over routing layers}. The output layer has `padded_vocab_size` entries;
   the padding is sliced off here.
+
+  `warming_up` (RoutingAttention.warming_up): None decides the causal
+  routing warm-up in the graph from the k-means count; True / False build
+  only the dense warm-up / the routed attention, so that a step compiled
+  for either holds only its own memory (`model.clone(warming_up=...)`).
   """
 
   config: ModelConfig
+  warming_up: Optional[bool] = None
 
   @nn.compact
   def __call__(
@@ -296,15 +305,15 @@ class TransformerLM(nn.Module):
             length=count,
             metadata_params={nn.PARTITION_NAME: "layers"},
         )
-        x, aux = stack(cfg, has_routing, name=f"layers_{first}")(
-            x, mask, positions, train, decode, prefill
-        )
+        x, aux = stack(
+            cfg, has_routing, self.warming_up, name=f"layers_{first}"
+        )(x, mask, positions, train, decode, prefill)
         auxes.append(aux)
       else:
         for i in range(first, first + count):
-          x, aux = layer_cls(cfg, has_routing, name=f"layer_{i}")(
-              x, mask, positions, train, decode, prefill
-          )
+          x, aux = layer_cls(
+              cfg, has_routing, self.warming_up, name=f"layer_{i}"
+          )(x, mask, positions, train, decode, prefill)
           auxes.append(jax.tree.map(lambda a: a[None], aux))
     aux = jax.tree.map(lambda *a: jnp.concatenate(a), *auxes)
 

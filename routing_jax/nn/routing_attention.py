@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from routing_jax.common_types import Array
 from routing_jax.nn import attention_core as core
+from routing_jax.nn import chunked_attention
 from routing_jax.nn import kmeans as km
 from routing_jax.nn import kmeans_ops
 from routing_jax.nn import routing_core
@@ -69,6 +70,14 @@ class RoutingAttention(nn.Module):
       they see each other: clusters formed on random vectors keep them
       apart for good (docs/causal_routing.md, "Why warm up").
     warmup_window: the warm-up's sliding window; None: the whole sequence.
+    warming_up: which side of the warm-up this call is on. None decides in
+      the graph from the k-means update count taken before this call (both
+      branches compiled, so the dense branch's memory is reserved for every
+      step); True / False compile only the dense warm-up / the routed
+      attention. Training loops that know the step pass it (the project's
+      trainer compiles one step of each kind and switches on the host).
+      The dense warm-up runs in key chunks with an online softmax
+      (`chunked_attention`): O(n·d) memory, no [n, n] arrays.
     kmeans_decay, kmeans_epsilon, commitment_weight: KMeans settings.
     kmeans_prior_count: KMeans.prior_count; None means 0 (the reference) for
       topk and 1 for causal routing, whose argmax needs sane centroid norms.
@@ -106,6 +115,7 @@ class RoutingAttention(nn.Module):
   exclude_self: bool = False
   warmup_steps: int = 0
   warmup_window: Optional[int] = None
+  warming_up: Optional[bool] = None
   kmeans_decay: float = 0.999
   kmeans_epsilon: float = 1e-5
   commitment_weight: float = 1e-4
@@ -321,6 +331,10 @@ class RoutingAttention(nn.Module):
         dtype=self.dtype,
     )
     qr, kr = self._rotate(qn, kn, jnp.arange(n)[None])
+    # Read before `route_many` may write this step's update: a step taken
+    # with "kmeans" mutable and one whose statistics are applied later by
+    # the train step must see the same count.
+    updates_before = nn.unbox(kmeans.num_updates.value)[0]
     sets = (qn,) if self.share_qk else (qn, kn)
     routed = kmeans.route_many(
         sets,
@@ -330,7 +344,8 @@ class RoutingAttention(nn.Module):
     )
     aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
     if self.mode == "causal":
-      return self._causal(kmeans, routed, qr, kr, v, mask, common), aux
+      o = self._causal(updates_before, routed, qr, kr, v, mask, common)
+      return o, aux
     if self.window > n:
       raise ValueError(
           f'routing="topk" needs window <= length, got window={self.window} '
@@ -353,8 +368,12 @@ class RoutingAttention(nn.Module):
     )
     return o, aux
 
-  def _causal(self, kmeans, routed, qr, kr, v, mask, common):
-    """Causal routing (XLA or Pallas), dense while warming up."""
+  def _causal(self, updates_before, routed, qr, kr, v, mask, common):
+    """Causal routing (XLA or Pallas), dense while warming up.
+
+    updates_before: k-means updates taken before this step; the step is
+    part of the warm-up while it is below `warmup_steps`.
+    """
     n = qr.shape[1]
     key_clusters = routed[-1].assignments
     query_clusters = None if self.share_qk else routed[0].assignments
@@ -379,22 +398,22 @@ class RoutingAttention(nn.Module):
         )
       return routing_core.causal_routing_attention(*args, **routing, **common)
 
-    if not self.warmup_steps:
+    if not self.warmup_steps or self.warming_up is False:
       return routed_fn()
-    # One cluster: every earlier token (within the warm-up window).
-    dense_fn = lambda: routing_core.causal_routing_attention(
+    # As routing with one cluster: every earlier token (within the warm-up
+    # window), computed in chunks.
+    dense_fn = lambda: chunked_attention.dense_causal_attention(
         qr,
         kr,
         v,
-        jnp.zeros_like(key_clusters),
         mask,
-        num_clusters=1,
         window=min(self.warmup_window or n, n),
         exclude_self=self.exclude_self,
         **common,
     )
-    warm = nn.unbox(kmeans.num_updates.value)[0] < self.warmup_steps
-    return jax.lax.cond(warm, dense_fn, routed_fn)
+    if self.warming_up:
+      return dense_fn()
+    return jax.lax.cond(updates_before < self.warmup_steps, dense_fn, routed_fn)
 
   # ------------------------------------------------------------ decoding
 

@@ -21,6 +21,7 @@ import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from routing_jax.common_types import Array
@@ -370,9 +371,27 @@ def eval_step(
   return {"ce": ce, "weight": w, "kmeans_loss": aux["kmeans_loss"]}
 
 
+def warmup_steps(model_cfg: ModelConfig) -> int:
+  """Steps of the causal-routing dense warm-up (0: none, or no routing)."""
+  if model_cfg.routing != "causal" or not model_cfg.num_routing_heads:
+    return 0
+  if not any(model_cfg.routing_mask()):
+    return 0
+  return model_cfg.routing_warmup_steps
+
+
 @dataclasses.dataclass
 class Trainer:
-  """The model, optimizer, mesh and jitted steps of one configuration."""
+  """The model, optimizer, mesh and jitted steps of one configuration.
+
+  With a routing warm-up (`model.routing_warmup_steps`) there are two
+  compiled steps of each kind: `warmup_train_step` / `warmup_eval_step`
+  (routing heads dense, in chunks) for a state that has taken fewer than
+  `warmup_steps` updates, and `train_step` / `eval_step` (routed) after.
+  The host picks with `train_step_at(step)`, `step` being the updates the
+  state has taken (its `state.step`); the routed step then holds no memory
+  for the dense branch. Without a warm-up the two are the same.
+  """
 
   model: TransformerLM
   tx: optax.GradientTransformation
@@ -382,6 +401,21 @@ class Trainer:
   train_step: Any
   eval_step: Any
   data_sharding: Any
+  warmup_steps: int = 0
+  warmup_train_step: Any = None
+  warmup_eval_step: Any = None
+
+  def warming_up(self, step: int) -> bool:
+    """Whether a state that has taken `step` updates is still dense."""
+    return int(step) < self.warmup_steps
+
+  def train_step_at(self, step: int):
+    """The jitted train step for a state at `step` (its updates so far)."""
+    return self.warmup_train_step if self.warming_up(step) else self.train_step
+
+  def eval_step_at(self, step: int):
+    """The jitted eval step for a state at `step`."""
+    return self.warmup_eval_step if self.warming_up(step) else self.eval_step
 
 
 def build_trainer(
@@ -400,6 +434,12 @@ def build_trainer(
       init, mesh, rules, rng, max_replicated_bytes=MAX_REPLICATED_BYTES
   )
   step, ev = jit_steps(config, model, tx, mesh, shardings)
+  warm = warmup_steps(model_cfg)
+  warm_step, warm_ev = (
+      jit_steps(config, model, tx, mesh, shardings, warming_up=True)
+      if warm
+      else (step, ev)
+  )
   logging.info(
       "Parameters: %d", sum(x.size for x in jax.tree.leaves(state.params))
   )
@@ -413,6 +453,9 @@ def build_trainer(
           step,
           ev,
           sharding.data_sharding(mesh),
+          warmup_steps=warm,
+          warmup_train_step=warm_step,
+          warmup_eval_step=warm_ev,
       ),
       state,
   )
@@ -424,13 +467,17 @@ def jit_steps(
     tx: optax.GradientTransformation,
     mesh: Any,
     shardings: Any,
+    warming_up: bool = False,
 ) -> tuple[Any, Any]:
   """The jitted (train_step, eval_step) for state shardings `shardings`.
 
-  The training loop and the dry run compile exactly these.
+  warming_up: compile the routing warm-up's dense attention (True) or the
+  routed attention (False) only; see `Trainer`. The training loop and the
+  dry run compile exactly these.
   """
   from routing_jax.training import sharding  # pylint: disable=g-import-not-at-top
 
+  model = model.clone(warming_up=bool(warming_up))
   t = config.train
   replicas = mesh.shape[grad_accum.DATA_AXIS]
   rows = config.data.batch_size
@@ -468,3 +515,12 @@ def run_step(trainer: Trainer, fn, *args):
   """Runs a jitted step under the mesh and the logical axis rules."""
   with jax.set_mesh(trainer.mesh), nn.logical_axis_rules(trainer.rules):
     return fn(*args)
+
+
+def host_step(state: TrainState) -> int:
+  """`state.step` on the host (read from this process's first shard, so it
+  works when the state spans processes)."""
+  step = state.step
+  if isinstance(step, jax.Array):
+    return int(np.asarray(step.addressable_shards[0].data))
+  return int(step)

@@ -78,11 +78,12 @@ def evaluate(
   """Per-token loss (nats) over up to `max_batches` eval batches."""
   sums = {"ce": 0.0, "weight": 0.0, "kmeans_loss": 0.0}
   n = 0
+  eval_step = trainer.eval_step_at(train.host_step(state))
   for batch in datasets.eval:
     if n >= max_batches:
       break
     gb = sharding.make_global_batch(batch, mesh, trainer.data_sharding)
-    out = jax.device_get(train.run_step(trainer, trainer.eval_step, state, gb))
+    out = jax.device_get(train.run_step(trainer, eval_step, state, gb))
     for k in sums:
       sums[k] += float(out[k])
     n += 1
@@ -233,7 +234,9 @@ def train_and_evaluate(
       batch = sharding.make_global_batch(
           next(datasets.train), mesh, trainer.data_sharding
       )
-      state, m = train.run_step(trainer, trainer.train_step, state, batch)
+      state, m = train.run_step(
+          trainer, trainer.train_step_at(step), state, batch
+      )
       perf.add(step + 1, m)  # fetched at log and save points only
       done = step + 1
       if done % t.log_every == 0 or done == t.steps:
