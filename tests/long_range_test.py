@@ -16,11 +16,13 @@ broken cluster assignment all bring it back to chance.
 import os
 import sys
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import long_range  # pylint: disable=g-import-not-at-top,wrong-import-position
+from routing_jax.nn.model import TransformerLM  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 TASK_ARGS = dict(pairs=4, queries=8, gap=24, key_vocab=8, value_vocab=16)
 
@@ -40,7 +42,15 @@ def test_routing_heads_answer_lookups_beyond_the_local_span():
   )
   c.train.lr = 3e-3
   c.train.warmup_steps = 50
-  _, _, curve, _ = long_range.train_task(
+  model_cfg, variables, curve, batches = long_range.train_task(
       c, "lookup", TASK_ARGS, eval_every=500, eval_batches=4
   )
   assert curve[-1]["accuracy"] > 0.3, curve
+  # The accuracy came from routing: past the warm-up the model's outputs
+  # are the routed forward's, not the dense one's.
+  model = TransformerLM(model_cfg)
+  inputs = batches[0]["inputs"]
+  logits = lambda m: np.asarray(m.apply(variables, inputs)[0])
+  auto = logits(model)
+  np.testing.assert_array_equal(auto, logits(model.clone(warming_up=False)))
+  assert np.abs(auto - logits(model.clone(warming_up=True))).max() > 1e-2

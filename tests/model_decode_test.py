@@ -286,3 +286,39 @@ def test_decoding_a_model_still_warming_up_is_an_error():
       variables,
   )
   generation.initial_state(model, done, 1)
+
+
+def test_decoding_a_model_still_warming_up_inside_jit_gives_nan():
+  """Inside jit the k-means counters are traced and the host check cannot
+  run; the logits then say it (NaN) instead of looking plausible."""
+  cfg = rj.ModelConfig(**dict(TEXT, routing_warmup_steps=5))
+  model = rj.TransformerLM(cfg)
+  variables = model_variables.random_variables(model)  # num_updates = 1 < 5
+  cache = generation.init_cache(model, 1)
+  step = jax.jit(generation.decode_step(model))
+  tokens = jnp.zeros((1,), jnp.int32)
+  params = {k: variables[k] for k in ("params", "kmeans")}
+  logits, _ = step(params, cache, tokens, 0)
+  assert np.isnan(np.asarray(logits)).all()
+  done = jax.tree_util.tree_map_with_path(
+      lambda p, a: a + 4 if "num_updates" in jax.tree_util.keystr(p) else a,
+      params,
+  )
+  logits, _ = step(done, cache, tokens, 0)
+  assert np.isfinite(np.asarray(logits)).all()
+
+
+def test_exclude_self_is_refused_with_topk():
+  with pytest.raises(ValueError, match="exclude_self.*causal"):
+    rj.ModelConfig(**dict(TEXT, routing="topk", exclude_self=True)).validate()
+  module = rj.RoutingAttention(
+      num_heads=1,
+      head_dim=4,
+      num_clusters=2,
+      window=2,
+      routing="topk",
+      causal=False,
+      exclude_self=True,
+  )
+  with pytest.raises(ValueError, match="exclude_self"):
+    module.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4)))

@@ -58,7 +58,9 @@ class ModelConfig:
   # code) or to the keys only, each query going to the key cluster it
   # matches best (False); None: False for causal routing, True for topk.
   fit_queries: Optional[bool] = None
-  exclude_self: bool = False  # see itself only when nothing else is visible
+  # Causal routing: a query never sees its own key (a query with nothing
+  # else visible outputs 0). Not available with routing="topk".
+  exclude_self: bool = False
   # Causal routing attends to every earlier token (or the last
   # routing_warmup_window, 0: all) until the k-means has taken this many
   # updates: routing needs queries and keys that already agree.
@@ -225,6 +227,11 @@ class ModelConfig:
         not (self.routing_warmup_steps and self.routing == "topk"),
         "routing_warmup_steps",
         'applies to routing="causal" only',
+    )
+    need(
+        not (self.exclude_self and self.routing == "topk"),
+        "exclude_self",
+        'applies to routing="causal" only (top-k routing has no such mask)',
     )
     try:
       mask = self.routing_mask()

@@ -59,9 +59,11 @@ class RoutingAttention(nn.Module):
       query then goes to the key cluster its vector matches best, a maximum
       inner product search. None: False for causal routing (it retrieved
       better in benchmarks/long_range.py), True for topk.
-    exclude_self: a query never attends to its own token's key. Under shared
-      Q/K a token's own logit is the largest possible (LN(q)·LN(q) = d), so
-      without it routing heads tend to attend to themselves.
+    exclude_self: (causal routing) a query never attends to its own token's
+      key; a query with no other visible key outputs 0. Under shared Q/K a
+      token's own logit is the largest possible (LN(q)·LN(q) = d), so
+      without it routing heads tend to attend to themselves. Refused with
+      routing="topk", which has no such mask.
     warmup_steps: (causal routing) until the k-means state has taken this
       many updates, the heads attend to every earlier token (or to the last
       `warmup_window`) instead of their clusters, while the k-means runs as
@@ -144,6 +146,11 @@ class RoutingAttention(nn.Module):
     if self.routing is not None and self.routing not in ROUTINGS:
       raise ValueError(
           f"routing must be one of {ROUTINGS}, got {self.routing!r}"
+      )
+    if self.exclude_self and self.mode != "causal":
+      raise ValueError(
+          'exclude_self applies to routing="causal" only; top-k routing '
+          "would ignore it"
       )
     if self.mode == "causal" and not self.causal:
       raise ValueError(
@@ -283,12 +290,15 @@ class RoutingAttention(nn.Module):
     if decode and prefill:
       raise ValueError("decode and prefill exclude each other")
     if decode:
-      o = self._decode(kmeans, qn, kn, v, rel, positions)
+      o = self._poison_while_warming_up(
+          kmeans, self._decode(kmeans, qn, kn, v, rel, positions)
+      )
       aux = {"loss": jnp.zeros((), jnp.float32)}
     elif prefill:
       if mask is not None:
         raise ValueError("prefill takes an unpadded prompt (mask=None)")
       o, aux = self._prefill(kmeans, qn, kn, v, rel)
+      o = self._poison_while_warming_up(kmeans, o)
     else:
       o, aux = self._attend(kmeans, qn, kn, v, rel, mask, train)
     y = core.head_projection(
@@ -416,6 +426,26 @@ class RoutingAttention(nn.Module):
     return jax.lax.cond(updates_before < self.warmup_steps, dense_fn, routed_fn)
 
   # ------------------------------------------------------------ decoding
+
+  def _poison_while_warming_up(self, kmeans, o):
+    """NaN outputs when decoding a model still in its dense warm-up.
+
+    The per-cluster decode cache cannot reproduce the warm-up's dense
+    attention. `generation` refuses such a model on the host; inside jit the
+    count is traced and only the outputs can say so, as NaN logits rather
+    than plausible wrong ones.
+    """
+    if self.mode != "causal" or not self.warmup_steps:
+      return o
+    if self.warming_up:
+      raise ValueError(
+          "cannot decode with warming_up=True: the dense warm-up has no "
+          "per-cluster decode cache"
+      )
+    if self.warming_up is False or self.is_initializing():
+      return o
+    warm = nn.unbox(kmeans.num_updates.value)[0] < self.warmup_steps
+    return jnp.where(warm, jnp.nan, o).astype(o.dtype)
 
   def _ring_size(self) -> int:
     # With exclude_self the window is the w members before the query, so
