@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Metric writing: JSON lines, TensorBoard event files, a progress line.
 
-TensorBoard event files come from tensorboardX (no tensorflow needed). Only
+TensorBoard event files are written in the caller's thread (event_file.py:
+a failed write raises here instead of hanging a writer thread). Only
 process 0 writes.
 """
 
@@ -11,10 +12,8 @@ import math
 import time
 from typing import Mapping, Optional
 
-from etils import epath
-import tensorboardX
-from tensorboardX import record_writer
 
+from routing_jax.training import event_file
 from routing_jax.training import workdir as workdir_lib
 
 # Paper units: how a per-token loss in nats is reported.
@@ -38,21 +37,6 @@ def paper_metric(
   return name, fn(float(nats), tokens_per_word)
 
 
-class _EpathRecordWriterFactory:
-  """tensorboardX writer backend for URLs: files through etils.epath.
-
-  tensorboardX's own gs:// backend needs google-cloud-storage; this one uses
-  the same file layer as the rest of the workdir (and works for any scheme
-  epath knows).
-  """
-
-  def open(self, path: str) -> workdir_lib.AppendFile:
-    return workdir_lib.AppendFile(path)
-
-  def directory_check(self, path: str) -> None:
-    epath.Path(path).mkdir(parents=True, exist_ok=True)
-
-
 class MetricWriter:
   """Writes scalars to `metrics.jsonl` and a TensorBoard event file.
 
@@ -67,20 +51,13 @@ class MetricWriter:
     path = workdir_lib.resolve(workdir)
     path.mkdir(parents=True, exist_ok=True)
     # On object storage every flush rewrites a whole object: flush at most
-    # once a minute there, locally after every write (events: within 2 s,
-    # by tensorboardX's writer thread).
+    # once a minute there, locally after every write.
     remote = workdir_lib.is_url(path)
     self._flush_every_s = 60.0 if remote else 0.0
     self._last_flush = time.monotonic()
     self._jsonl = workdir_lib.AppendFile(path / "metrics.jsonl")
     tb = path / "tensorboard"
-    if remote:
-      record_writer.register_writer_factory(
-          str(tb).split("://", 1)[0], _EpathRecordWriterFactory()
-      )
-    self._events = tensorboardX.SummaryWriter(
-        str(tb), flush_secs=60 if remote else 2
-    )
+    self._events = event_file.EventFile(tb)
 
   def write(self, step: int, scalars: Mapping[str, float]) -> None:
     if not self.enabled:
@@ -93,6 +70,7 @@ class MetricWriter:
       self._events.add_scalar(tag, value, int(step))
     if time.monotonic() - self._last_flush >= self._flush_every_s:
       self._jsonl.flush()
+      self._events.flush()
       self._last_flush = time.monotonic()
 
   def close(self) -> None:
