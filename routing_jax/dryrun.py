@@ -28,9 +28,11 @@ import os
 import re
 import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from routing_jax import cli
+from routing_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file.", lock_config=True
@@ -40,6 +42,7 @@ _DEVICES = flags.DEFINE_integer(
     0,
     "Fake this many CPU devices (0: config.hardware's count, "
     "else the real devices).",
+    lower_bound=0,
 )
 _COMPILE = flags.DEFINE_bool(
     "compile", True, "Also compile the train step for its memory analysis."
@@ -112,23 +115,20 @@ def _devices(count: int, kind):
 def main(argv):
   del argv
   from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
-  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
-  try:
-    train.validate_config(config)
-  except ValueError as e:
-    sys.exit(f"Invalid config: {e}")
+  cli.validate_config(config)
   hw = hardware.parse(config.hardware) if config.hardware else None
   count = _DEVICES.value
   if hw and count and count != hw.num_devices:
-    sys.exit(
+    raise errors.UserInputError(
         f"--devices={count} contradicts hardware={hw.name!r} "
         f"({hw.num_devices} devices); drop one of them."
     )
   devices = _devices(
       count or (hw.num_devices if hw else 0), hw.kind if hw else None
   )
+  cli.check_mesh(config, len(devices))
   report(config, devices, compile_step=_COMPILE.value)
 
 
@@ -257,4 +257,4 @@ def report(config, devices, compile_step: bool = True, out=print) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

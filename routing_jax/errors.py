@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Errors in what the user gave us (data, workdir), as opposed to bugs.
 
-`routing_jax.main` reports a `UserInputError` as one line on stderr and a
-non-zero exit, like an invalid config; anything else keeps its traceback.
+Every command-line tool reports a `UserInputError` as one line on stderr and
+a non-zero exit (`routing_jax.cli`); anything else keeps its traceback.
 """
 
 
@@ -17,3 +17,10 @@ class DataError(UserInputError):
 
 class WorkdirError(UserInputError):
   """The workdir cannot be created or written."""
+
+
+class ConfigError(UserInputError, ValueError):
+  """The config does not fit what it meets: the devices, or the run it reads.
+
+  A ValueError too, as the checks that raise it raised before.
+  """

@@ -11,12 +11,12 @@ PG-19 subwords) over the whole split (or --max_batches batches).
 """
 
 import json
-import sys
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from routing_jax import cli
+from routing_jax import errors
 from routing_jax import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -27,7 +27,10 @@ _SPLIT = flags.DEFINE_string(
     "split", None, "Split to evaluate (default: data.eval_split)."
 )
 _MAX_BATCHES = flags.DEFINE_integer(
-    "max_batches", 0, "Stop after this many batches (0: all)."
+    "max_batches",
+    0,
+    "Stop after this many batches (0: all).",
+    lower_bound=0,
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -35,16 +38,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   del argv
   xla_flags.apply_cpu_defaults()  # before jax starts a backend
-  from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
   from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
 
+  # Everything the flags and config can get wrong, before any restore.
+  cli.validate_config(_CONFIG.value)
+  cli.check_model_config(_CONFIG.value, _WORKDIR.value)
+  cli.check_mesh(_CONFIG.value)
   try:
     trainer, state, datasets, step = inference.restore(
         _CONFIG.value, _WORKDIR.value, _SPLIT.value
     )
-  except (FileNotFoundError, ValueError, errors.UserInputError) as e:
-    sys.exit(str(e))
+  except FileNotFoundError as e:
+    raise errors.WorkdirError(str(e)) from e
   limit = _MAX_BATCHES.value or len(datasets.eval)
   ev = train_loop.evaluate(trainer, state, datasets, trainer.mesh, limit)
   out = {
@@ -56,4 +62,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -17,15 +17,14 @@ compiled programs across runs (a local path or a URL).
 """
 
 import os
-import re
-import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 from absl.logging import converter
 from ml_collections import config_flags
 
+from routing_jax import cli
+from routing_jax import errors
 from routing_jax import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -68,43 +67,6 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _parse_flags(argv):
-  """absl's flag parsing, but a misspelled --config.* field is one line.
-
-  ml_collections reports an override of a field that the locked config
-  lacks as a KeyError/AttributeError traceback; this names the flag.
-  """
-  try:
-    return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError) as e:
-    # The first error in the chain is KeyError(<the missing field>).
-    first = e
-    while first.__context__ is not None:
-      first = first.__context__
-    if not (
-        isinstance(first, KeyError)
-        and first.args
-        and isinstance(first.args[0], str)
-    ):
-      raise
-    key = first.args[0]
-    flag = next(
-        (
-            a.split("=")[0]
-            for a in argv[1:]
-            if a.startswith("--config.")
-            and key in a.split("=")[0].split(".")[1:]
-        ),
-        "--config",
-    )
-    hint = re.search(r'Did you mean "(\w+)"', str(e))
-    sys.exit(
-        f"Invalid config override {flag}: the config has no field {key!r}"
-        + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
-        + "."
-    )
-
-
 def _init_distributed():
   import jax  # pylint: disable=g-import-not-at-top
 
@@ -137,43 +99,35 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # progress lines are printed
   config = _CONFIG.value
   # Validate before jax starts compiling anything.
-  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
-  try:
-    train.validate_config(config)
-  except ValueError as e:
-    sys.exit(f"Invalid config: {e}")
+  cli.validate_config(config)
+  workdir_lib.check_reachable(_WORKDIR.value)
   _init_distributed()
   import jax  # pylint: disable=g-import-not-at-top
 
+  cli.check_mesh(config)
   if _COMPILATION_CACHE_DIR.value:
     jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE_DIR.value)
-  from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax.training import report as report_lib  # pylint: disable=g-import-not-at-top
   from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
 
   logging.info("Config:\n%s", config)
-  try:
+  # Before anything is written there (config.json included): a second run
+  # on the same workdir stops here.
+  with workdir_lib.lock(_WORKDIR.value):
     result = train_loop.train_and_evaluate(
         config,
         _WORKDIR.value,
         profile_steps=_PROFILE_STEPS.value if _PROFILE.value else 0,
     )
-  except train_loop.NonFiniteLossError as e:
-    sys.exit(f"Training stopped: {e}")
-  except errors.DataError as e:
-    sys.exit(f"Invalid data: {e}")
-  except errors.WorkdirError as e:
-    sys.exit(f"Invalid workdir: {e}")
-  except errors.UserInputError as e:
-    sys.exit(f"Error: {e}")
-  if result.preempted:
-    return
-  # Every process computes the report (sampling is a collective); only
-  # process 0 prints it, like the progress lines.
-  report = report_lib.final_report(
-      config, _WORKDIR.value, result, sample=_SAMPLE.value
-  )
+    if result.preempted:
+      return
+    # Every process computes the report (sampling is a collective); only
+    # process 0 prints it, like the progress lines.
+    report = report_lib.final_report(
+        config, _WORKDIR.value, result, sample=_SAMPLE.value
+    )
   if jax.process_index() == 0:
     print(report, flush=True)
   else:
@@ -182,4 +136,4 @@ def main(argv):
 
 if __name__ == "__main__":
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  app.run(main, flags_parser=_parse_flags)
+  cli.run(main)

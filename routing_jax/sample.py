@@ -11,12 +11,11 @@ Decoding uses the model's cache (constant memory per token with causal
 routing and relative or rotary positions).
 """
 
-import sys
-
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from routing_jax import cli
+from routing_jax import errors
 from routing_jax import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -24,16 +23,24 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
 _PROMPT = flags.DEFINE_string("prompt", "", "Text prompt (text models).")
-_LENGTH = flags.DEFINE_integer("length", 256, "Tokens to generate (text).")
-_NUM = flags.DEFINE_integer("num_samples", 1, "Samples (rows).")
-_TEMPERATURE = flags.DEFINE_float("temperature", 0.8, "0: greedy.")
-_TOP_K = flags.DEFINE_integer("top_k", 0, "0: off.")
-_TOP_P = flags.DEFINE_float("top_p", 0.95, "1: off.")
+# Bounds are checked when the flags are parsed, before anything loads.
+_LENGTH = flags.DEFINE_integer(
+    "length", 256, "Tokens to generate (text).", lower_bound=1
+)
+_NUM = flags.DEFINE_integer("num_samples", 1, "Samples (rows).", lower_bound=1)
+_TEMPERATURE = flags.DEFINE_float(
+    "temperature", 0.8, "0: greedy.", lower_bound=0.0
+)
+_TOP_K = flags.DEFINE_integer("top_k", 0, "0: off.", lower_bound=0)
+_TOP_P = flags.DEFINE_float("top_p", 0.95, "In (0, 1]; 1: off.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUTPUT = flags.DEFINE_string(
     "output", "", "Write text here (default stdout); images need a .png."
 )
 flags.mark_flags_as_required(["config", "workdir"])
+flags.register_validator(
+    "top_p", lambda p: 0.0 < p <= 1.0, "--top_p must be in (0, 1]"
+)
 
 
 def main(argv):
@@ -43,20 +50,28 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from routing_jax.nn import generation  # pylint: disable=g-import-not-at-top
   from routing_jax.data import images  # pylint: disable=g-import-not-at-top
-  from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
 
+  # Everything the flags and config can get wrong, before any restore.
+  cfg = cli.validate_config(_CONFIG.value)
+  cli.check_model_config(_CONFIG.value, _WORKDIR.value)
+  cli.prepare_output_file(_OUTPUT.value, cfg.is_image)
+  try:  # With the shortest prompt; the real one is checked below.
+    generation.check_decode_length(
+        cfg, cfg.max_len if cfg.is_image else 1 + _LENGTH.value
+    )
+  except ValueError as e:
+    raise errors.UserInputError(f"{e}; use a smaller --length") from e
+  cli.check_mesh(_CONFIG.value)
   try:
     trainer, state, datasets, _ = inference.restore(
         _CONFIG.value, _WORKDIR.value
     )
-  except (FileNotFoundError, ValueError, errors.UserInputError) as e:
-    sys.exit(str(e))
+  except FileNotFoundError as e:
+    raise errors.WorkdirError(str(e)) from e
   cfg = trainer.model.config
   b = _NUM.value
   if cfg.is_image:
-    if not _OUTPUT.value.endswith(".png"):
-      sys.exit("--output must name a .png file for image models")
     prompt = np.zeros((b, 1), np.int32)
     total = cfg.max_len + 1
   else:
@@ -70,7 +85,9 @@ def main(argv):
   try:
     generation.check_decode_length(cfg, total - 1 if cfg.is_image else total)
   except ValueError as e:
-    sys.exit(str(e))
+    raise errors.UserInputError(
+        f"{e}; use a shorter --prompt or --length"
+    ) from e
   variables = inference.host_variables(state)
   # The prompt (start token included) goes through one prefill pass.
   out = generation.sample(
@@ -92,11 +109,17 @@ def main(argv):
   texts = [datasets.decode(t) for t in tokens]
   text = "\n\n-----\n\n".join(texts)
   if _OUTPUT.value:
-    with open(_OUTPUT.value, "w", encoding="utf-8") as f:
-      f.write(text)
-  else:
-    print(text)
+    try:
+      with open(_OUTPUT.value, "w", encoding="utf-8") as f:
+        f.write(text)
+      return
+    except OSError as e:  # The generated text is not lost: it goes to stdout.
+      print(text, flush=True)
+      raise errors.UserInputError(
+          f"--output={_OUTPUT.value}: {e}; the text went to stdout instead"
+      ) from e
+  print(text)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -177,7 +177,7 @@ def train_and_evaluate(
     if saved not in (None, config_hash(config)):
       # Same shapes do not mean the same model (e.g. routing="topk").
       ckpt.close()
-      raise ValueError(
+      raise errors.ConfigError(
           f"{ckpt.directory}: checkpoint step {start} was trained with a "
           "different model config section (model hash "
           f"{saved} != {config_hash(config)}); use a new workdir."

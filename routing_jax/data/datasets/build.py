@@ -19,10 +19,11 @@ load it.
 import os
 import types
 
-from absl import app
 from absl import flags
 import tensorflow_datasets as tfds
 
+from routing_jax import cli
+from routing_jax import errors
 from routing_jax.data import datasets
 from routing_jax.data.datasets import opening
 from routing_jax.data.datasets import pg19
@@ -45,13 +46,22 @@ def main(argv):
   del argv
   data_dir = os.path.expanduser(_DATA_DIR.value) or None
   manual_dir = os.path.expanduser(_MANUAL_DIR.value) or None
-  builder = datasets.prepare(
-      _NAME.value,
-      data_dir=data_dir,
-      manual_dir=manual_dir,
-      allow_download=_ALLOW_DOWNLOAD.value,
-      pattern=_PATTERN.value or None,
-  )
+  try:
+    builder = datasets.prepare(
+        _NAME.value,
+        data_dir=data_dir,
+        manual_dir=manual_dir,
+        allow_download=_ALLOW_DOWNLOAD.value,
+        pattern=_PATTERN.value or None,
+    )
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise errors.UserInputError(
+        f"--name={_NAME.value}: no such dataset; use one of"
+        f" {', '.join([*datasets.OUR_BUILDERS, 'text_files'])} or a TFDS"
+        f" catalog name (e.g. {', '.join(datasets.CATALOG)})"
+    ) from e
+  except datasets.ArchiveError as e:
+    raise errors.DataError(" ".join(str(e).split())) from e
   print(f"prepared {builder.info.full_name} in {builder.data_dir}")
   for split, info in builder.info.splits.items():
     print(f"  {split}: {info.num_examples} records")
@@ -83,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -1,0 +1,242 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""How the command-line tools end: a mistake the user can fix is one line.
+
+Every tool (`python -m routing_jax.main | evaluate | sample | dryrun`,
+`python -m routing_jax.data.datasets.build`) starts through `run(main)`:
+absl's `app.run`, with a flag parser that reports a bad config file or
+override in one line, and a wrapper that turns the errors a user can fix
+into one line on stderr and exit status 1:
+
+  errors.UserInputError (bad data, workdir, config, flags), a checkpoint
+  that cannot be restored, a non-finite loss, and a full disk.
+
+Anything else is a bug and keeps its traceback.
+"""
+
+import errno
+import functools
+import os
+import re
+import sys
+from typing import Any, Callable, Optional
+
+from absl import app
+from absl import flags
+
+from routing_jax import errors
+
+# errno values that mean the storage is full, not that the program is wrong.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+# Tensorstore (Orbax's array writer) reports a full disk as a ValueError
+# whose text carries the OS message.
+_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def _first_key_error(error: BaseException) -> Optional[str]:
+  """The field name of the KeyError that starts `error`'s chain, if any."""
+  first = error
+  while first.__context__ is not None:
+    first = first.__context__
+  if (
+      isinstance(first, KeyError)
+      and first.args
+      and isinstance(first.args[0], str)
+  ):
+    return first.args[0]
+  return None
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with config-file mistakes as one line.
+
+  ml_collections reports an override of a field that the locked config
+  lacks as a KeyError/AttributeError traceback, and a config file that
+  rejects its argument (`:tinyy`) as a flag error holding a whole
+  traceback; both become one line naming the flag.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    inner = _config_file_error(str(e))
+    if inner is not None:
+      sys.exit(f"Invalid --config: {inner}")
+    # Other flag errors are one line already; worded as absl words them.
+    sys.stderr.write(f"FATAL Flags parsing error: {e}\n")
+    sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+  except (AttributeError, KeyError) as e:
+    key = _first_key_error(e)
+    if key is None:
+      raise
+    flag = next(
+        (
+            a.split("=")[0]
+            for a in argv[1:]
+            if a.startswith("--config.")
+            and key in a.split("=")[0].split(".")[1:]
+        ),
+        "--config",
+    )
+    hint = re.search(r'Did you mean "(\w+)"', str(e))
+    sys.exit(
+        f"Invalid config override {flag}: the config has no field {key!r}"
+        + (f" (did you mean {hint.group(1)!r}?)" if hint else "")
+        + "."
+    )
+
+
+def _config_file_error(text: str) -> Optional[str]:
+  """The exception line inside ml_collections' "Error whilst parsing" text."""
+  if "Error whilst parsing config file" not in text:
+    return None
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  return lines[-1] if lines else None
+
+
+def _load_config_flag() -> None:
+  """Loads --config now, so that a missing file is one line (not later)."""
+  if "config" not in flags.FLAGS or flags.FLAGS["config"].value is None:
+    return
+  try:
+    getattr(flags.FLAGS["config"].value, "keys")  # Forces the lazy load.
+  except (OSError, ImportError, SyntaxError, ValueError) as e:
+    raise errors.UserInputError(
+        f"cannot load --config={flags.FLAGS['config'].serialize()[9:]}:"
+        f" {str(e).splitlines()[0]}"
+    ) from e
+
+
+def _disk_full(error: BaseException) -> bool:
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in _FULL:
+      return True
+    if any(t in str(error) for t in _FULL_TEXT):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def _class(module: str, name: str) -> Optional[type]:
+  """A class of an already imported module (this module imports no jax)."""
+  return getattr(sys.modules.get(module), name, None)
+
+
+def describe(error: BaseException) -> Optional[str]:
+  """The one line to print for an error the user can act on, else None."""
+  restore_error = _class(
+      "routing_jax.training.checkpointing", "CheckpointRestoreError"
+  )
+  nonfinite = _class("routing_jax.training.train_loop", "NonFiniteLossError")
+  if isinstance(error, errors.DataError):
+    return f"Invalid data: {error}"
+  if isinstance(error, errors.WorkdirError):
+    return f"Invalid workdir: {error}"
+  if isinstance(error, errors.ConfigError):
+    return f"Invalid config: {error}"
+  if isinstance(error, errors.UserInputError):
+    return f"Error: {error}"
+  if restore_error is not None and isinstance(error, restore_error):
+    return f"Cannot restore: {error}"
+  if nonfinite is not None and isinstance(error, nonfinite):
+    return f"Training stopped: {error}"
+  if _disk_full(error):
+    where = getattr(error, "filename", None)
+    return (
+        "Disk full"
+        + (f" writing {where}" if where else "")
+        + f" ({' '.join(str(error).split())[:300]}). Free space (or choose"
+        " another --workdir) and rerun the same command: training resumes"
+        " from the newest committed checkpoint; committed checkpoints are"
+        " intact."
+    )
+  return None
+
+
+def _one_line_errors(main: Callable[[list[str]], Any]):
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      _load_config_flag()
+      return main(argv)
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      line = describe(e)
+      if line is None:
+        raise
+      sys.stdout.flush()
+    # Outside the except block: nothing chains onto the exit.
+    sys.exit(line)
+
+  return wrapped
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """`app.run(main)` with the user's mistakes as one line (module doc)."""
+  app.run(_one_line_errors(main), flags_parser=parse_flags)
+
+
+def check_mesh(config: Any, num_devices: Optional[int] = None) -> None:
+  """Refuses a mesh that does not fit the devices, naming the field.
+
+  Raises:
+    errors.ConfigError: the mesh sizes do not divide the device count.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import sharding  # pylint: disable=g-import-not-at-top
+
+  n = jax.device_count() if num_devices is None else num_devices
+  try:
+    sharding.mesh_shape(config.mesh, n)
+  except ValueError as e:
+    raise errors.ConfigError(
+        f"{e} Set --config.mesh.data/fsdp/tensor to sizes whose product is"
+        f" the {n} device(s) here (one of them may be -1)."
+    ) from e
+
+
+def check_model_config(config: Any, workdir: str) -> None:
+  """For read-only tools: the config's model section must be the run's."""
+  from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  workdir_lib.check_reachable(workdir)
+  workdir_lib.check_model_config(
+      workdir,
+      config,
+      ignore=train_loop._HASH_EXEMPT,  # pylint: disable=protected-access
+  )
+
+
+def validate_config(config: Any) -> Any:
+  """`train.validate_config`, its ValueError as a ConfigError (one line)."""
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
+
+  try:
+    return train.validate_config(config)
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from e
+
+
+def prepare_output_file(path: str, is_image: bool) -> None:
+  """Checks sample's --output and creates its folder, before any restore.
+
+  Sampling can take long: a name that cannot be written must fail first,
+  not after the text is generated.
+  """
+  if is_image and not path.endswith(".png"):
+    raise errors.UserInputError(
+        "--output must name a .png file for image models"
+    )
+  if not path:
+    return
+  folder = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    raise errors.UserInputError(
+        f"--output={path}: cannot create its folder: {e}"
+    ) from e
+  if os.path.isdir(path) or not os.access(folder, os.W_OK):
+    raise errors.UserInputError(f"--output={path}: cannot write a file there")
