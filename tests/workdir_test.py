@@ -11,11 +11,17 @@ directory or fails, instead of reaching the bucket's backing directory.
 import json
 import os
 import pathlib
+import socket
+import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from experiments import shakespeare
+from routing_jax import errors
+from routing_jax import multihost
 from routing_jax.training import report as report_lib
 from routing_jax.training import train_loop
 from routing_jax.training import workdir as workdir_lib
@@ -99,3 +105,129 @@ def test_train_resume_and_report_in_a_bucket(tmp_path, monkeypatch):
   assert (run / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
   traces = list((run / "profile").rglob("*.xplane.pb"))
   assert traces and traces[0].stat().st_size > 0
+
+
+def _owner(path):
+  return json.loads((path / workdir_lib.LOCK_FILE).read_text())
+
+
+def test_lock_refuses_a_second_run_and_is_released(tmp_path):
+  with workdir_lib.lock(tmp_path / "run") as lock_file:
+    owner = _owner(tmp_path / "run")
+    assert owner["pid"] == os.getpid() and owner["host"] == socket.gethostname()
+    with pytest.raises(errors.WorkdirError) as e:
+      with workdir_lib.lock(tmp_path / "run"):
+        pass
+    assert str(e.value) == (
+        f"{tmp_path / 'run'} is in use by pid {os.getpid()} on host"
+        f" {socket.gethostname()} since {owner['started']}. Wait for that run"
+        f" to end, or use another --workdir; if it is gone, delete {lock_file}."
+    )
+    assert _owner(tmp_path / "run") == owner  # The refused run changed nothing.
+  assert not lock_file.exists()
+  with workdir_lib.lock(tmp_path / "run"):  # Free again.
+    pass
+
+
+def test_stale_locks_are_replaced_only_when_the_owner_is_gone(tmp_path):
+  run = tmp_path / "run"
+  run.mkdir()
+  gone = subprocess.Popen(["true"])
+  gone.wait()
+  mine = workdir_lib._identity()  # pylint: disable=protected-access
+  cases = {
+      # A crashed run of this host: its pid has ended.
+      "crashed": (dict(mine, pid=gone.pid, start_ticks=None), True),
+      # The pid was reused (e.g. a container restart): another start time.
+      "pid_reused": (dict(mine, start_ticks=mine["start_ticks"] + 1), True),
+      "rebooted": (dict(mine, boot_id="another-boot"), True),
+      # Another host's process cannot be seen from here.
+      "other_host": (dict(mine, host="elsewhere", pid=gone.pid), False),
+      "alive": (mine, False),
+  }
+  for name, (owner, stale) in cases.items():
+    (run / workdir_lib.LOCK_FILE).write_text(json.dumps(owner))
+    if stale:
+      with workdir_lib.lock(run):
+        assert _owner(run)["token"] != owner["token"], name
+    else:
+      with pytest.raises(errors.WorkdirError, match="if it is gone, delete"):
+        with workdir_lib.lock(run):
+          pass
+      assert _owner(run) == owner, name
+
+
+def test_only_process_0_takes_the_lock(tmp_path, monkeypatch):
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  monkeypatch.setattr(multihost, "allgather", lambda x: np.array([x, x]))
+  with workdir_lib.lock(tmp_path / "run"):
+    assert not (tmp_path / "run" / workdir_lib.LOCK_FILE).exists()
+  # Process 0 failed to lock: every process stops.
+  monkeypatch.setattr(multihost, "allgather", lambda x: np.array([0, x]))
+  with pytest.raises(errors.WorkdirError, match="process 0 could not lock"):
+    with workdir_lib.lock(tmp_path / "run"):
+      pass
+
+
+def test_lock_object_in_a_bucket(tmp_path, monkeypatch):
+  fake_bucket.install(tmp_path / "bucket")
+  monkeypatch.setattr(workdir_lib, "_SETTLE_S", 0.0)
+  url = "fakegs://b/run"
+  with workdir_lib.lock(url):
+    owner = json.loads((tmp_path / "bucket/b/run/run.lock").read_text())
+    assert owner["pid"] == os.getpid() and owner["command"]
+    # A bucket is shared between hosts: a lock there is never judged stale
+    # from a pid on another host; the message says what to delete.
+    with pytest.raises(
+        errors.WorkdirError, match=f"if it is gone, delete {url}/run.lock"
+    ):
+      with workdir_lib.lock(url):
+        pass
+  assert not (tmp_path / "bucket/b/run/run.lock").exists()
+
+
+def test_second_cli_run_fails_in_one_line_and_changes_nothing(tmp_path):
+  run = workdir_lib.create(tmp_path / "run", _config(2))
+  saved = (run / "config.json").read_text()
+  with workdir_lib.lock(run):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "routing_jax.main",
+            "--config=experiments/shakespeare.py:tiny",
+            "--config.model.d_model=64",
+            f"--workdir={run}",
+        ],
+        cwd=pathlib.Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  assert result.stderr.splitlines()[-1].startswith(
+      f"Invalid workdir: {run} is in use by pid {os.getpid()}"
+  )
+  assert (run / "config.json").read_text() == saved
+  assert sorted(p.name for p in run.iterdir()) == ["config.json"]
+
+
+def test_model_config_must_match_the_runs(tmp_path):
+  run = workdir_lib.create(tmp_path / "run", _config(2))
+  workdir_lib.check_model_config(run, _config(2))
+  other = _config(2)
+  other.model.routing = "topk"
+  other.model.d_model = 64
+  other.model.routing_implementation = "xla"  # Same function: allowed.
+  with pytest.raises(errors.ConfigError) as e:
+    workdir_lib.check_model_config(
+        run, other, ignore=("routing_implementation",)
+    )
+  assert str(e.value) == (
+      f"the model config differs from the one in {run}/config.json:"
+      " model.d_model=64 (trained with 32), model.routing='topk' (trained"
+      " with 'causal'); drop those overrides or give the run's own config."
+  )
+  # A workdir without config.json (an older run) is not checked.
+  workdir_lib.check_model_config(tmp_path, other)
