@@ -8,7 +8,8 @@
 The config is locked, so a misspelled override fails; every field is
 validated before anything compiles. Multi-host: add --distributed (TPU pods,
 SLURM and Open MPI are auto-detected) or give --coordinator_address,
---num_processes and --process_id. A run in an existing workdir resumes.
+--num_processes and --process_id. A run in an existing workdir resumes;
+one run at a time: it holds <workdir>/run.lock (see training/workdir.py).
 
 The workdir may be a URL (gs://bucket/run). It receives config.json,
 checkpoints/, metrics.jsonl, tensorboard/, loss_curve.png and, with
