@@ -101,9 +101,7 @@ def dense_causal_attention(
       bounded_by_position=mask is None,
       dtype=jnp.dtype(dtype),
   )
-  tables = (
-      (rel[0].astype(jnp.float32), rel[1].astype(jnp.float32)) if rel else None
-  )
+  tables = tuple(jnp.asarray(t, jnp.float32) for t in rel) if rel else None
   seed = None
   if use_dropout:
     # Raw key data: custom_vjp residuals must be plain arrays.
@@ -128,8 +126,8 @@ def dense_causal_attention(
 def _tile(static: _Static, i, j, valid, rank):
   """Mask and one-hot distances of tile (query block i, key block j).
 
-  Returns allowed [b, 1, bs, bs] and onehot [b, bs, bs, 2R+1] float32 (None
-  without Shaw tables).
+  Returns allowed [b, 1, bs, bs] and the distances `back` [b, bs, bs] (valid
+  tokens from key to query; None without Shaw tables).
   """
   bs = static.block
   qpos = i * bs + jnp.arange(bs)
@@ -145,12 +143,62 @@ def _tile(static: _Static, i, j, valid, rank):
       allowed &= back <= static.window
   elif static.window:
     allowed &= back < static.window
-  onehot = None
-  if static.max_relative_position:
-    r = static.max_relative_position
-    idx = jnp.clip(-back, -r, r) + r
-    onehot = (idx[..., None] == jnp.arange(2 * r + 1)).astype(jnp.float32)
-  return allowed[:, None], onehot
+  return allowed[:, None], back if static.max_relative_position else None
+
+
+def _row_index(static: _Static, back):
+  """Table row of each pair's clipped key − query distance."""
+  r = static.max_relative_position
+  return jnp.clip(-back, -r, r) + r
+
+
+# A tile whose pairs are all more than R apart reads only the clipped row 0
+# of a Shaw table, so it needs no per-pair gather. With blocks wider than R
+# that is every tile but the diagonal one and its neighbour.
+
+
+def _far(static: _Static, back):
+  return jnp.min(back) > static.max_relative_position
+
+
+def _rel_logits(static: _Static, x, table, back):
+  """x [b, h, bs, d], table [2R+1, d] -> [b, h, bs, bs]: x_i · table[idx_ij]."""
+  x = x.astype(jnp.float32)
+  clipped = lambda: jnp.broadcast_to(
+      jnp.einsum("bhid,d->bhi", x, table[0])[..., None],
+      x.shape[:3] + back.shape[-1:],
+  )
+  exact = lambda: jnp.einsum(
+      "bhid,bijd->bhij", x, table[_row_index(static, back)]
+  )
+  return jax.lax.cond(_far(static, back), clipped, exact)
+
+
+def _rel_values(static: _Static, w, table, back):
+  """w [b, h, bs, bs], table [2R+1, d] -> [b, h, bs, d]: Σ_j w_ij table[idx_ij]."""
+  clipped = lambda: jnp.sum(w, -1)[..., None] * table[0]
+  exact = lambda: jnp.einsum(
+      "bhij,bijd->bhid", w, table[_row_index(static, back)]
+  )
+  return jax.lax.cond(_far(static, back), clipped, exact)
+
+
+def _rel_table_grad(static: _Static, w, x, back):
+  """w [b, h, bs, bs], x [b, h, bs, d] -> [2R+1, d]: Σ_ij w_ij x_i into
+  row idx_ij."""
+  x = x.astype(jnp.float32)
+  rows = 2 * static.max_relative_position + 1
+
+  def clipped():
+    first = jnp.einsum("bhij,bhid->d", w, x)
+    return jnp.zeros((rows, x.shape[-1]), jnp.float32).at[0].set(first)
+
+  def exact():
+    onehot = _row_index(static, back)[..., None] == jnp.arange(rows)
+    bins = jnp.einsum("bhij,bijr->bhir", w, onehot.astype(jnp.float32))
+    return jnp.einsum("bhir,bhid->rd", bins, x)
+
+  return jax.lax.cond(_far(static, back), clipped, exact)
 
 
 def _keep(static: _Static, seed, i, j, shape):
@@ -162,12 +210,11 @@ def _keep(static: _Static, seed, i, j, shape):
   return jax.random.bernoulli(key, 1.0 - static.dropout_rate, shape)
 
 
-def _logits(static: _Static, qb, kb, tables, allowed, onehot):
+def _logits(static: _Static, qb, kb, tables, allowed, back):
   """Scaled logits [b, h, bs, bs] float32, -inf where not allowed."""
   s = jnp.einsum("bhid,bhjd->bhij", qb, kb, preferred_element_type=jnp.float32)
-  if onehot is not None:
-    qrel = jnp.einsum("bhid,rd->bhir", qb.astype(jnp.float32), tables[0])
-    s += jnp.einsum("bhir,bijr->bhij", qrel, onehot)
+  if back is not None:
+    s += _rel_logits(static, qb, tables[0], back)
   return jnp.where(allowed, s * static.logit_scale, -jnp.inf)
 
 
@@ -218,8 +265,8 @@ def _forward(static, q, k, v, tables, valid, rank, seed):
 
     def step(j, carry):
       m, l, acc = carry
-      allowed, onehot = _tile(static, i, j, valid, rank)
-      s = _logits(static, qb, _slice(k, j, bs), tables, allowed, onehot)
+      allowed, back = _tile(static, i, j, valid, rank)
+      s = _logits(static, qb, _slice(k, j, bs), tables, allowed, back)
       m_new = jnp.maximum(m, jnp.max(s, -1))
       m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
       p = jnp.exp(s - m_safe[..., None])  # 0 where not allowed
@@ -234,12 +281,8 @@ def _forward(static, q, k, v, tables, valid, rank, seed):
           _slice(v, j, bs),
           preferred_element_type=jnp.float32,
       )
-      if onehot is not None:
-        pv += jnp.einsum(
-            "bhir,rd->bhid",
-            jnp.einsum("bhij,bijr->bhir", p, onehot),
-            tables[1],
-        )
+      if back is not None:
+        pv += _rel_values(static, p, tables[1], back)
       return m_new, l, acc * alpha[..., None] + pv
 
     lo, hi = _key_range(static, i, nb)
@@ -280,24 +323,23 @@ def _tile_grads(static, qb, kb, vb, dob, lse_b, delta_b, tables, tile):
   """Per-tile pieces of the gradient.
 
   Returns (p_dropped [b,h,bs,bs] f32, ds [b,h,bs,bs] f32: the gradient of
-  the unscaled logits, onehot).
+  the unscaled logits, back).
   """
-  allowed, onehot, keep = tile
-  s = _logits(static, qb, kb, tables, allowed, onehot)
+  allowed, back, keep = tile
+  s = _logits(static, qb, kb, tables, allowed, back)
   p = jnp.where(allowed, jnp.exp(s - lse_b[..., None]), 0.0)
   dp = jnp.einsum(
       "bhid,bhjd->bhij", dob, vb, preferred_element_type=jnp.float32
   )
-  if onehot is not None:
-    dorel = jnp.einsum("bhid,rd->bhir", dob.astype(jnp.float32), tables[1])
-    dp += jnp.einsum("bhir,bijr->bhij", dorel, onehot)
+  if back is not None:
+    dp += _rel_logits(static, dob, tables[1], back)
   pd = p
   if keep is not None:
     scale = 1.0 / (1.0 - static.dropout_rate)
     pd = jnp.where(keep, p * scale, 0.0)
     dp = jnp.where(keep, dp * scale, 0.0)
   ds = p * (dp - delta_b[..., None]) * static.logit_scale
-  return pd, ds, onehot
+  return pd, ds, back
 
 
 def _attention_bwd(static, res, g):
@@ -310,8 +352,8 @@ def _attention_bwd(static, res, g):
   rows = tables[0].shape[0] if tables is not None else 0
 
   def tile(i, j, shape):
-    allowed, onehot = _tile(static, i, j, valid, rank)
-    return allowed, onehot, _keep(static, seed, i, j, shape)
+    allowed, back = _tile(static, i, j, valid, rank)
+    return allowed, back, _keep(static, seed, i, j, shape)
 
   mm = lambda spec, a, c: jnp.einsum(
       spec, a.astype(dt), c, preferred_element_type=jnp.float32
@@ -323,7 +365,7 @@ def _attention_bwd(static, res, g):
     def step(j, carry):
       dq, drk, drv = carry
       kb, vb = _slice(k, j, bs), _slice(v, j, bs)
-      pd, ds, onehot = _tile_grads(
+      pd, ds, back = _tile_grads(
           static,
           qb,
           kb,
@@ -335,12 +377,10 @@ def _attention_bwd(static, res, g):
           tile(i, j, (b, h, bs, bs)),
       )
       dq += mm("bhij,bhjd->bhid", ds, kb)
-      if onehot is not None:
-        ds_bins = jnp.einsum("bhij,bijr->bhir", ds, onehot)
-        dq += jnp.einsum("bhir,rd->bhid", ds_bins, tables[0])
-        drk += jnp.einsum("bhir,bhid->rd", ds_bins, qb.astype(jnp.float32))
-        p_bins = jnp.einsum("bhij,bijr->bhir", pd, onehot)
-        drv += jnp.einsum("bhir,bhid->rd", p_bins, dob.astype(jnp.float32))
+      if back is not None:
+        dq += _rel_values(static, ds, tables[0], back)
+        drk += _rel_table_grad(static, ds, qb, back)
+        drv += _rel_table_grad(static, pd, dob, back)
       return dq, drk, drv
 
     lo, hi = _key_range(static, i, nb)
