@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tests for routing_jax.training.checkpointing on 8 fake CPU devices."""
 
+import functools
 import json
 import logging
 import os
@@ -18,7 +19,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 import pytest
 
+from helpers import checkpoint_faults as faults
+
+from routing_jax.training import checkpoint_reads
 from routing_jax.training import checkpointing
+from routing_jax.training import checksums
 from routing_jax.training import sharding
 
 
@@ -91,6 +96,12 @@ def _assert_bit_equal(a, b):
   for x, y in zip(la, lb):
     assert x.dtype == y.dtype
     np.testing.assert_array_equal(raw(x).view(np.uint8), raw(y).view(np.uint8))
+
+
+@pytest.fixture(autouse=True)
+def _short_retries(monkeypatch):
+  """Failed reads are tried again at once (the real delays are seconds)."""
+  monkeypatch.setattr(checkpoint_reads, "RETRY_DELAYS_S", (0.01, 0.01))
 
 
 @pytest.fixture(name="mesh8")
@@ -188,7 +199,20 @@ def _corrupt_json(step_dir):
 
 
 @pytest.mark.parametrize(
-    "damage", [_truncate, _delete_array_file, _delete_item, _corrupt_json]
+    "damage",
+    [
+        _truncate,
+        _delete_array_file,
+        _delete_item,
+        _corrupt_json,
+        # Orbax reports these with errors classify_error does not know.
+        faults.delete_state_metadata,
+        faults.corrupt_meta_item,
+        pytest.param(
+            functools.partial(faults.flip_bytes, every_file=True),
+            id="flip_bytes",
+        ),
+    ],
 )
 def test_damaged_newest_checkpoint_falls_back(tmp_path, mesh8, caplog, damage):
   spec = P("data", None)
@@ -206,10 +230,18 @@ def test_damaged_newest_checkpoint_falls_back(tmp_path, mesh8, caplog, damage):
         "step 3" in r.getMessage() and "cannot be restored" in r.getMessage()
         for r in caplog.records
     )
-    # The damaged step is moved aside, so the resumed run can save step 3.
+    # The damaged step is moved aside, so the resumed run can save step 3,
+    # and the log says how to move it back.
     assert ckpt.all_steps() == [1, 2]
     moved = list((tmp_path / checkpointing.CORRUPTED_SUBDIR).iterdir())
     assert [p.name.split("-")[0] for p in moved] == ["3"]
+    assert any(
+        str(moved[0]) in r.getMessage()
+        and f"move it back to {tmp_path / '3'}" in r.getMessage()
+        and r.levelno == logging.WARNING
+        for r in caplog.records
+    )
+    assert ckpt.read_meta(2)["step"] == 2  # The meta read with step 2.
     assert ckpt.save(3, restored, {"index": 3})
     ckpt.wait()
     assert ckpt.restore(_target(mesh8, spec, states[1]))[2] == 3
@@ -237,6 +269,187 @@ def test_nothing_restorable_raises_and_moves_nothing(tmp_path, mesh8):
       ckpt.restore(state, step=5)
     assert ckpt.all_steps() == [1, 2]
   assert not (tmp_path / checkpointing.CORRUPTED_SUBDIR).exists()
+
+
+def _save_steps(directory, mesh, spec, steps=(1, 2, 3)):
+  """Saves _state(seed=s) as step s; returns {step: state}."""
+  states = {s: _state(mesh, spec, seed=s) for s in steps}
+  with checkpointing.Checkpointer(directory, keep=10, save_every=1) as ckpt:
+    for s, st in states.items():
+      ckpt.save(s, st, {"index": s})
+  return states
+
+
+def test_every_checkpoint_damaged_is_one_line_with_advice(tmp_path, mesh8):
+  spec = P("data", None)
+  states = _save_steps(tmp_path, mesh8, spec, steps=(1, 2))
+  faults.corrupt_meta_item(tmp_path / "2")
+  faults.delete_state_metadata(tmp_path / "1")
+  with checkpointing.Checkpointer(tmp_path, keep=10, save_every=1) as ckpt:
+    with pytest.raises(checkpointing.CheckpointRestoreError) as e:
+      ckpt.restore(_target(mesh8, spec, states[1]))
+  message = str(e.value)
+  assert "\n" not in message and len(message) < 1200
+  assert "None of the 2 checkpoints" in message
+  assert "JSONDecodeError" in message  # step 2's meta item
+  assert f"{tmp_path / 'corrupted'}/" in message and "new workdir" in message
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
+def test_a_target_of_other_shapes_fails_at_once_and_moves_nothing(
+    tmp_path, mesh8, caplog
+):
+  """Another config (e.g. a wider model) is told from damage by the saved
+  shapes alone: no array is read, nothing is retried or moved."""
+  spec = P("data", None)
+  states = _save_steps(tmp_path, mesh8, spec, steps=(1, 2))
+  target = _target(mesh8, spec, states[1])
+  wide = jax.ShapeDtypeStruct(
+      (128, 32), jnp.float32, sharding=NamedSharding(mesh8, spec)
+  )
+  target = target.replace(params={**target.params, "kernel": wide})
+  with checkpointing.Checkpointer(tmp_path, keep=10, save_every=1) as ckpt:
+    with caplog.at_level(logging.WARNING):
+      with pytest.raises(
+          checkpointing.CheckpointRestoreError,
+          match=r"step 2 .* saved with other shapes .*"
+          r"\.params\['kernel'\] \(64, 32\) != \(128, 32\).*new workdir",
+      ):
+        ckpt.restore(target)
+  assert not [r for r in caplog.records if "trying again" in r.getMessage()]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2"]
+
+
+def test_save_replaces_an_existing_step_it_did_not_restore(tmp_path, mesh8):
+  """A step the restore could not use is never kept over newer work."""
+  spec = P("data", None)
+  states = _save_steps(tmp_path, mesh8, spec, steps=(1, 2))
+  newer = _state(mesh8, spec, seed=7)
+  with checkpointing.Checkpointer(tmp_path, keep=10, save_every=1) as ckpt:
+    # As after a restore that fell back past step 2 and left it in place.
+    restored, _, step = ckpt.restore(states[1], step=1)
+    assert not ckpt.save(1, restored, {"index": 1})  # the step it restored
+    assert ckpt.save(2, newer, {"index": 2})
+    assert not ckpt.save(2, newer, {"index": 2}, force=True)  # saved here
+    ckpt.wait()
+    got, data, _ = ckpt.restore(states[1], step=2)
+  assert (step, data) == (1, {"index": 2})
+  _assert_bit_equal(got, newer)
+  moved = list((tmp_path / checkpointing.CORRUPTED_SUBDIR).iterdir())
+  assert [p.name.split("-")[0] for p in moved] == ["2"]
+
+
+def _tree(directory):
+  """Every path under directory with its size and modification time."""
+  return {
+      str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns)
+      for p in sorted(pathlib.Path(directory).rglob("*"))
+  }
+
+
+def test_read_only_restore_changes_nothing(tmp_path, mesh8, caplog):
+  spec = P("data", None)
+  states = _save_steps(tmp_path, mesh8, spec)
+  faults.truncate_arrays(tmp_path / "3")
+  # A running job's save in progress.
+  tmp = tmp_path / "4.orbax-checkpoint-tmp" / "state.orbax-checkpoint-tmp"
+  tmp.mkdir(parents=True)
+  (tmp / "_METADATA").write_text("{")
+  before = _tree(tmp_path)
+  with checkpointing.Checkpointer(tmp_path, read_only=True) as ckpt:
+    with caplog.at_level(logging.WARNING):
+      restored, _, step = ckpt.restore(_target(mesh8, spec, states[1]))
+    with pytest.raises(RuntimeError, match="read-only"):
+      ckpt.save(5, restored, {}, force=True)
+  assert step == 2
+  _assert_bit_equal(restored, states[2])
+  assert any(
+      "left in place (read-only)" in r.getMessage() for r in caplog.records
+  )
+  assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FileNotFoundError("injected: object not yet listed"),
+        ValueError("OUT_OF_RANGE: injected short read"),
+        ConnectionResetError("injected: connection reset by peer"),
+    ],
+)
+def test_a_read_error_that_passes_costs_nothing(tmp_path, mesh8, error):
+  spec = P("data", None)
+  states = _save_steps(tmp_path, mesh8, spec)
+  with checkpointing.Checkpointer(tmp_path, keep=10, save_every=1) as ckpt:
+    with faults.failing_reads(3, times=2, error=error) as reads:
+      restored, _, step = ckpt.restore(_target(mesh8, spec, states[1]))
+  assert step == 3 and reads == [3, 3, 3]
+  _assert_bit_equal(restored, states[3])
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2", "3"]
+
+
+def test_a_persistent_network_error_stops_and_moves_nothing(tmp_path, mesh8):
+  spec = P("data", None)
+  states = _save_steps(tmp_path, mesh8, spec)
+  with checkpointing.Checkpointer(tmp_path, keep=10, save_every=1) as ckpt:
+    with faults.failing_reads(3, times=99) as reads:
+      with pytest.raises(
+          checkpointing.CheckpointRestoreError,
+          match=r"Cannot read checkpoint step 3 .* after 3 tries .*"
+          r"ConnectionResetError.*nothing was moved",
+      ):
+        ckpt.restore(_target(mesh8, spec, states[1]))
+  assert reads == [3, 3, 3]  # Step 2 is not an answer to a network error.
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2", "3"]
+
+
+def test_flipped_bits_fail_the_checksum(tmp_path, mesh8, caplog):
+  spec = P("data", None)
+  states = _save_steps(tmp_path, mesh8, spec, steps=(1, 2))
+  # A value changed on disk as bit rot would (the read itself succeeds).
+  real = checkpoint_reads.read_step
+
+  def rotten(directory, step, target):
+    state, data, meta = real(directory, step, target)
+    if step == 2:
+      mu = np.asarray(state.opt_state["mu"]).copy()
+      mu.view(np.uint32)[5, 3] ^= 1 << 30
+      state = state.replace(
+          opt_state={"mu": jax.device_put(mu, state.opt_state["mu"].sharding)}
+      )
+    return state, data, meta
+
+  with checkpointing.Checkpointer(tmp_path, keep=10, save_every=1) as ckpt:
+    with caplog.at_level(logging.WARNING):
+      checkpoint_reads.read_step = rotten
+      try:
+        restored, _, step = ckpt.restore(_target(mesh8, spec, states[1]))
+      finally:
+        checkpoint_reads.read_step = real
+  assert step == 1
+  _assert_bit_equal(restored, states[1])
+  assert any(
+      "ChecksumError" in r.getMessage() and ".opt_state['mu']" in r.getMessage()
+      for r in caplog.records
+  )
+
+
+def test_checksums_ignore_the_layout_and_see_one_bit(mesh8):
+  state = _state(mesh8, P("data", None), seed=5)
+  other = jax.tree.map(
+      lambda x, s: jax.device_put(x, s.sharding),
+      state,
+      _target(_mesh(2, 2, 1), P("fsdp", "data"), state),
+  )
+  sums = checksums.state_checksums(state)
+  assert checksums.state_checksums(other) == sums
+  assert set(sums) >= {".params['kernel']", ".params['half']", ".rng"}
+  kernel = np.asarray(state.params["kernel"]).copy()
+  kernel.view(np.uint32)[63, 31] ^= 1
+  flipped = state.replace(params={**state.params, "kernel": kernel})
+  assert checksums.mismatches(sums, checksums.state_checksums(flipped)) == [
+      ".params['kernel']"
+  ]
 
 
 def test_leftover_tmp_dir_is_ignored(tmp_path, mesh8):
@@ -338,10 +551,11 @@ def test_sigterm_sets_flag_and_close_restores_handler():
 def test_processes_agree_on_the_step_when_one_cannot_read_it(tmp_path):
   """2 processes; process 1 alone fails to read step 3 (see restore_worker).
 
-  Both must restore the same step. Damage that process 1 alone reads (its
-  own truncated shards) moves step 3 aside; a transient error (retried,
-  then still failing) makes both fall back without moving anything; a
-  transient error that passes on retry costs nothing.
+  Both must reach the same verdict, after the same tries. Damage that
+  process 1 alone reads (its own truncated shards, or a changed value that
+  only the checksums, computed by both, reveal) fails every try and moves
+  step 3 aside; a network error on every try stops the restore on both
+  with an error and moves nothing; one that passes on retry costs nothing.
   """
   root = pathlib.Path(__file__).resolve().parents[1]
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
@@ -359,7 +573,7 @@ def test_processes_agree_on_the_step_when_one_cannot_read_it(tmp_path):
           "2",
           f"--out_dir={tmp_path / 'out'}",
           f"--ckpt_dir={tmp_path / 'ckpt'}",
-          "--faults=transient,corrupt,flaky",
+          "--faults=transient,corrupt,flaky,bitflip",
       ],
       cwd=root,
       env=env,
@@ -370,9 +584,10 @@ def test_processes_agree_on_the_step_when_one_cannot_read_it(tmp_path):
   )
   assert result.returncode == 0, result.stderr
   expected = {  # fault: (restored step, steps left, moved aside)
-      "transient": (2, [1, 2, 3], []),
+      "transient": (None, [1, 2, 3], []),
       "corrupt": (2, [1, 2], ["3"]),
       "flaky": (3, [1, 2, 3], []),
+      "bitflip": (2, [1, 2], ["3"]),
   }
   for fault, (step, steps_after, corrupted) in expected.items():
     seen = [
@@ -380,19 +595,23 @@ def test_processes_agree_on_the_step_when_one_cannot_read_it(tmp_path):
         for i in range(2)
     ]
     for got in seen:
+      assert got["steps_after"] == steps_after, fault
+      if step is None:
+        assert "Cannot read checkpoint step 3" in got["error"], fault
+        assert "nothing was moved" in got["error"], fault
+        continue
       assert (got["step"], got["data"], got["step_leaf"]) == (
           step,
           {"index": step},
           step,
       ), fault
       assert got["shard_ok"], fault
-      assert got["steps_after"] == steps_after, fault
       assert got["corrupted"] == corrupted, fault
     assert seen[0]["reads_of_step_3"] == 0  # No fault injected there.
-    # Transient errors are retried twice.
+    # Every failure is tried twice more before a verdict.
     assert (
         seen[1]["reads_of_step_3"]
-        == {"transient": 3, "corrupt": 1, "flaky": 2}[fault]
+        == {"transient": 3, "corrupt": 3, "flaky": 2, "bitflip": 3}[fault]
     )
 
 
@@ -420,8 +639,8 @@ def _wrapped(cause):
 )
 def test_classify_error(error, outcome):
   codes = {
-      "corrupt": checkpointing._CORRUPT,  # pylint: disable=protected-access
-      "transient": checkpointing._TRANSIENT,  # pylint: disable=protected-access
-      "failed": checkpointing._FAILED,
-  }  # pylint: disable=protected-access
-  assert checkpointing.classify_error(error) == codes[outcome]
+      "corrupt": checkpoint_reads.CORRUPT,
+      "transient": checkpoint_reads.TRANSIENT,
+      "failed": checkpoint_reads.FAILED,
+  }
+  assert checkpoint_reads.classify_error(error) == codes[outcome]

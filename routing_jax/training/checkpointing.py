@@ -5,15 +5,28 @@
 A checkpoint step directory holds three items:
   state: the train-state pytree (StandardSave; any sharding, any mesh).
   data:  the data-iterator position, a small JSON dict.
-  meta:  a small JSON dict (config hash, step, wall time, ...).
+  meta:  a small JSON dict (config hash, step, wall time, and a checksum of
+         every array of the state: Orbax stores none; see checksums.py).
 
 Saves are atomic: Orbax writes `<step>.orbax-checkpoint-tmp` and renames it
 to `<step>` only once every item is complete, so a process killed mid-save
-leaves a tmp directory that listing and restore ignore (and the next manager
-cleans up). A *committed* step can still be damaged afterwards (a truncated or
-deleted file); `restore` then falls back to the previous step and moves the
-damaged one to `<directory>/corrupted/`. With several processes they agree
-on the step to restore; a transient read error never moves a checkpoint.
+leaves a tmp directory that listing and restore ignore (and the next
+writable Checkpointer cleans up).
+
+A *committed* step can still be damaged afterwards (a deleted, truncated or
+bit-flipped file). `restore` reads all three items of a step and checks the
+state against its checksums; a step that fails is read again after a delay
+(on object storage a missing or short read can pass), every process taking
+part in every try (checkpoint_reads.py). A step that fails every try is
+damaged, and the previous step is tried. Once one restores, the damaged
+newer steps are moved to `<directory>/corrupted/<step>-<time>` (logged as
+warnings that say how to move them back), so that the resumed run saves
+those step numbers again; `save` also moves aside any existing step it is asked to write that
+this Checkpointer neither restored nor saved, so a save is never skipped for
+a step that cannot be restored. Network errors (UNAVAILABLE, a reset
+connection, ...) that persist stop the restore with an error and move
+nothing. A Checkpointer opened with read_only=True (evaluation, sampling)
+changes nothing in the directory: no clean-up, no moves, no saves.
 
 Train-loop use:
 
@@ -48,58 +61,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from routing_jax import multihost
+from routing_jax.training import checkpoint_reads
+from routing_jax.training import checksums
 
 CORRUPTED_SUBDIR = "corrupted"
-# A read that fails with a transient error is retried after these delays.
-TRANSIENT_RETRY_DELAYS_S = (1.0, 4.0)
-# Outcomes of reading a step.
-_OK, _CORRUPT, _TRANSIENT, _FAILED = 0, 1, 2, 3
-# Tensorstore reports errors as ValueError("<STATUS>: ..."). These statuses
-# mean the stored bytes are missing or damaged; others (UNAVAILABLE,
-# DEADLINE_EXCEEDED, ...) may pass.
-_DAMAGE_STATUSES = ("NOT_FOUND", "OUT_OF_RANGE", "DATA_LOSS")
-_TRANSIENT_STATUSES = (
-    "UNAVAILABLE",
-    "DEADLINE_EXCEEDED",
-    "RESOURCE_EXHAUSTED",
-    "ABORTED",
-    "CANCELLED",
-)
 
 
 class CheckpointRestoreError(RuntimeError):
-  """No checkpoint in the directory could be restored."""
-
-
-def classify_error(error: BaseException) -> int:
-  """How a failed read of a committed step is treated.
-
-  _CORRUPT: recognised damage (a missing file or item, a truncated file,
-    invalid JSON): the step is moved aside once an older one restores.
-  _TRANSIENT: an I/O error that may pass (network, timeouts): retried, and
-    never a reason to move the step.
-  _FAILED: anything else (e.g. a target that does not fit): not retried,
-    not moved.
-
-  Orbax wraps tensorstore's errors (e.g. in a plain Exception naming the
-  array index), so the chain of causes is searched.
-  """
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    status = str(error).split(":", 1)[0].strip()
-    if isinstance(error, (json.JSONDecodeError, FileNotFoundError)):
-      return _CORRUPT
-    if isinstance(error, KeyError) and "not found in the checkpoint" in str(
-        error
-    ):
-      return _CORRUPT  # Orbax: a whole item is missing.
-    if isinstance(error, ValueError) and status in _DAMAGE_STATUSES:
-      return _CORRUPT
-    if isinstance(error, OSError) or status in _TRANSIENT_STATUSES:
-      return _TRANSIENT
-    error = error.__cause__ or error.__context__
-  return _FAILED
+  """No checkpoint could be restored; the message says what to do."""
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -164,6 +133,7 @@ class Checkpointer:
       save_every: int = 1000,
       async_save: bool = True,
       metadata: Mapping[str, Any] | None = None,
+      read_only: bool = False,
   ):
     """Opens (creating if needed) a checkpoint directory.
 
@@ -178,17 +148,30 @@ class Checkpointer:
         reading the files or exiting.
       metadata: small JSON dict stored in every checkpoint's "meta" item
         (e.g. a config hash), together with the step and the wall time.
+      read_only: change nothing in the directory, for tools that read a
+        running job's checkpoints: its in-progress save (a tmp directory)
+        is left alone, a damaged step is skipped but not moved, and `save`
+        raises.
     """
     self._keep = _positive_int("keep", keep)
     self._save_every = _positive_int("save_every", save_every)
     self._metadata = _json_dict("metadata", metadata)
+    self._read_only = bool(read_only)
+    # Steps this Checkpointer wrote or restored: a save of one of them is a
+    # duplicate; any other existing step is replaced (see `save`).
+    self._saved: set[int] = set()
+    self._restored: tuple[int, dict[str, Any]] | None = None
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=self._keep,
+        max_to_keep=None if read_only else self._keep,
+        # Orbax's own default (1) draws a warning when read-only.
+        save_interval_steps=0 if read_only else 1,
         enable_async_checkpointing=async_save,
-        create=True,
+        create=not read_only,
         # Removes `<step>.orbax-checkpoint-tmp` left by a process that died
-        # mid-save.
-        cleanup_tmp_directories=True,
+        # mid-save; never in a read-only tool, where the tmp directory may
+        # be a running job's save.
+        cleanup_tmp_directories=not read_only,
+        read_only=self._read_only,
     )
     directory = os.fspath(directory)
     if "://" not in directory:
@@ -222,6 +205,10 @@ class Checkpointer:
   ) -> bool:
     """Saves if step % save_every == 0 or force, unless step is saved already.
 
+    A step that exists but that this Checkpointer neither saved nor restored
+    (the restore fell back past it: it could not be read) is moved to
+    `corrupted/` and written again.
+
     Args:
       step: the training step (>= 0) the state belongs to.
       state: pytree of jax.Arrays (any sharding); only save finite states.
@@ -232,6 +219,8 @@ class Checkpointer:
     Returns:
       Whether a save was started.
     """
+    if self._read_only:
+      raise RuntimeError(f"{self.directory} was opened read-only.")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
       raise ValueError(f"step={step!r} must be an int.")
     if step < 0:
@@ -239,16 +228,21 @@ class Checkpointer:
     step = int(step)
     if not force and step % self._save_every:
       return False
-    if step in self._manager.all_steps():
+    if step in self._saved or (self._restored and self._restored[0] == step):
       # E.g. a preemption right after a regular save of the same step.
       logging.info("Checkpoint for step %d already exists; not saving.", step)
       return False
+    if step in self._manager.all_steps():
+      self._set_aside(
+          [step], "exists but was not restored, and this run saves it again"
+      )
     data_state = _json_dict("data_state", data_state)
     meta = {
         **self._metadata,
         **_json_dict("meta", meta),
         "step": step,
         "time": time.time(),
+        "checksums": checksums.state_checksums(state),
     }
     start = time.perf_counter()
     saved = self._manager.save(
@@ -260,6 +254,7 @@ class Checkpointer:
         ),
         force=True,  # We already decided; skip Orbax's interval policy.
     )
+    self._saved.add(step)
     logging.info(
         "Checkpoint save of step %d started in %.2fs (%s).",
         step,
@@ -283,114 +278,77 @@ class Checkpointer:
   def __exit__(self, *exc) -> None:
     self.close()
 
-  def _restore_step(self, step: int, target: Any) -> tuple[Any, dict[str, Any]]:
-    # The handler, not the manager: the manager's restore ends in a barrier
-    # across processes, which a process whose read failed never reaches.
-    # Processes agree on the outcome in `restore` instead.
-    handler = ocp.CompositeCheckpointHandler()
-    try:
-      restored = handler.restore(
-          self.directory / str(step),
-          args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(target),
-              data=ocp.args.JsonRestore(),
-          ),
-      )
-    finally:
-      handler.close()
-    return restored.state, restored.data
-
-  def _attempt(self, step: int, target: Any):
-    """(outcome, message, (state, data) or None) of restoring `step` here.
-
-    Transient errors are retried after TRANSIENT_RETRY_DELAYS_S.
-    """
-    delays = list(TRANSIENT_RETRY_DELAYS_S)
-    while True:
-      try:
-        return _OK, "", self._restore_step(step, target)
-      # Orbax/tensorstore raise many types (ValueError, KeyError, OSError,
-      # JSONDecodeError, plain Exception); `classify_error` sorts them.
-      except Exception as e:  # pylint: disable=broad-exception-caught
-        outcome = classify_error(e)
-        message = f"{type(e).__name__}: {str(e)[:500]}"
-        if outcome != _TRANSIENT or not delays:
-          return outcome, message, None
-        delay = delays.pop(0)
-        logging.warning(
-            "Reading checkpoint step %d failed (%s); retrying in %.1fs.",
-            step,
-            message,
-            delay,
-        )
-        time.sleep(delay)
-
   def restore(
-      self, target: Any, step: int | None = None
+      self, target: Any, step: int | None = None, before: int | None = None
   ) -> tuple[Any, dict[str, Any], int] | None:
     """Restores a checkpoint onto the shardings of target.
 
-    With step=None, tries the newest committed step first; a step that fails
-    to restore is logged as a warning and the previous one is tried. With
-    several processes every process tries the same step and they exchange
-    the outcome, so all of them restore the same step, or all fall back.
-    Once an older step restores, the newer steps that failed with
-    recognised damage (missing item or file, truncated file, bad JSON; see
-    `classify_error`) are moved to `<directory>/corrupted/` so that the
-    resumed run can save those step numbers again. A step that failed only
-    with transient read errors (retried first) or unrecognised ones is left
-    in place.
+    With step=None, tries the newest committed step first (older than
+    `before`, if given); a step that fails every try (see checkpoint_reads.py)
+    is logged as a warning and the previous one is tried. Once an older
+    step restores, the newer ones that failed are moved to
+    `<directory>/corrupted/` (unless read-only): the older step restoring
+    shows that the target fits, so the failure is the step's own.
 
     Args:
       target: pytree of jax.ShapeDtypeStruct with shardings (or jax.Arrays),
         shaped like the saved state. Its shardings may be on a different mesh
         than the one that saved.
       step: restore exactly this step (no fallback), or None.
+      before: with step=None, ignore steps >= before (a caller that found
+        the newest restorable step unusable).
 
     Returns:
       (state, data_state, step), or None if the directory has no committed
-      checkpoint at all (a fresh run).
+      checkpoint at all (a fresh run). `read_meta(step)` then returns the
+      meta item read with it.
 
     Raises:
-      CheckpointRestoreError: checkpoints exist but none could be restored
-        (nothing is moved in that case: the target may be what is wrong).
+      CheckpointRestoreError: checkpoints exist but none could be restored,
+        or the storage failed every try (nothing is moved in either case:
+        the target or the storage may be what is wrong).
     """
     self._manager.wait_until_finished()
     target = abstract_target(target)
     if step is not None:
-      outcome, message, result = self._attempt(step, target)
-      if (multihost.allgather(np.int32(outcome)) != _OK).any():
+      outcome, message, result = checkpoint_reads.read_agreed(
+          self.directory, step, target
+      )
+      if outcome != checkpoint_reads.OK:
         raise CheckpointRestoreError(
-            f"Cannot restore step {step} from {self.directory}:"
-            f" {message or 'it failed on another process'}"
+            f"Cannot restore step {step} from {self.directory}: {message}"
         )
+      self._restored = (step, result[2])
       return result[0], result[1], step
 
-    local = set(self._manager.all_steps())
-    newest = multihost.allgather(np.int64(max(local, default=-1)))
-    candidate = int(newest.max())
+    local = {
+        s for s in self._manager.all_steps() if before is None or s < before
+    }
+    candidate = int(multihost.allgather(np.int64(max(local, default=-1))).max())
     if candidate < 0:
       return None
-    failed = []  # (step, recognised damage, message)
+    failed = []  # (step, message)
     while candidate >= 0:
-      if candidate in local:
-        outcome, message, result = self._attempt(candidate, target)
-      else:  # Another process lists it: an inconsistent listing.
-        outcome, message, result = _TRANSIENT, "not listed here", None
-      older = max((s for s in local if s < candidate), default=-1)
-      # One exchange per step: every outcome, and the next step to try.
-      gathered = multihost.allgather(np.array([outcome, older], np.int64))
-      outcomes = gathered[:, 0]
-      if (outcomes == _OK).all():
-        damaged = [f for f, corrupt, _ in failed if corrupt]
-        if damaged:
-          self._quarantine(damaged)
-        logging.info(
-            "Restored checkpoint step %d from %s.", candidate, self.directory
+      outcome, message, result = checkpoint_reads.read_agreed(
+          self.directory, candidate, target
+      )
+      if outcome == checkpoint_reads.OK:
+        break
+      if outcome == checkpoint_reads.MISMATCH:
+        raise CheckpointRestoreError(
+            f"Checkpoint step {candidate} in {self.directory} holds another"
+            f" model or optimizer than this config builds ({message}); nothing"
+            " was moved. Rerun with the config the checkpoints were saved"
+            " with (the workdir's config.json), or use a new workdir."
         )
-        return result[0], result[1], candidate
-      bad = [int(i) for i in np.flatnonzero(outcomes != _OK)]
-      message = message or f"failed on process(es) {bad}"
+      if outcome == checkpoint_reads.TRANSIENT:
+        raise CheckpointRestoreError(
+            f"Cannot read checkpoint step {candidate} in {self.directory} after"
+            f" {len(checkpoint_reads.RETRY_DELAYS_S) + 1} tries ({message});"
+            " nothing was moved. Rerun once the storage is reachable; if the"
+            f" step itself is damaged, move {self.directory / str(candidate)}"
+            f" into {self.directory / CORRUPTED_SUBDIR}/ and rerun."
+        )
       logging.warning(
           "Checkpoint step %d in %s cannot be restored (%s); trying the"
           " previous one.",
@@ -398,36 +356,73 @@ class Checkpointer:
           self.directory,
           message,
       )
-      failed.append((candidate, bool((outcomes == _CORRUPT).any()), message))
-      candidate = int(gathered[:, 1].max())
-    raise CheckpointRestoreError(
-        f"None of the {len(failed)} checkpoints in {self.directory} could be"
-        " restored (if all fail alike, the target's structure or shapes"
-        " probably differ from the saved state): "
-        + "; ".join(f"step {s}: {m}" for s, _, m in failed)
+      failed.append((candidate, message))
+      older = max((s for s in local if s < candidate), default=-1)
+      candidate = int(multihost.allgather(np.int64(older)).max())
+    else:
+      raise CheckpointRestoreError(
+          f"None of the {len(failed)} checkpoints in {self.directory} could"
+          " be restored ("
+          + "; ".join(f"step {s}: {m}" for s, m in failed)
+          + "). If the config differs from the one they were saved with"
+          " (model size, routing, ...), rerun with that config; if they are"
+          f" damaged, move them into {self.directory / CORRUPTED_SUBDIR}/"
+          " to train from scratch here, or use a new workdir."
+      )
+    if failed:
+      self._set_aside([s for s, _ in failed], "could not be restored")
+    logging.info(
+        "Restored checkpoint step %d from %s.", candidate, self.directory
     )
+    self._restored = (candidate, result[2])
+    return result[0], result[1], candidate
 
   def read_meta(self, step: int | None = None) -> dict[str, Any]:
-    """The "meta" JSON dict of a step (default: the latest)."""
+    """The "meta" JSON dict of a step (default: the latest).
+
+    For the step `restore` returned, the meta item read (and checked) with
+    it.
+    """
     step = self.latest_step() if step is None else step
     if step is None:
       raise CheckpointRestoreError(f"No checkpoints in {self.directory}.")
+    if self._restored and self._restored[0] == step:
+      return self._restored[1]
     restored = self._manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
     )
     return restored.meta
 
-  def _quarantine(self, steps: list[int]) -> None:
-    """Moves damaged step directories aside (primary process only)."""
+  def _set_aside(self, steps: list[int], why: str) -> None:
+    """Moves step directories to corrupted/ (primary process only)."""
+    if self._read_only:
+      for s in steps:
+        logging.warning(
+            "Checkpoint step %d in %s %s; left in place (read-only).",
+            s,
+            self.directory,
+            why,
+        )
+      return
     if jax.process_index() == 0:
       dest_dir = self.directory / CORRUPTED_SUBDIR
       dest_dir.mkdir(parents=True, exist_ok=True)
       for s in steps:
         dest = dest_dir / f"{s}-{int(time.time())}"
+        n = 1
+        while dest.exists():
+          dest, n = dest_dir / f"{s}-{int(time.time())}-{n}", n + 1
         (self.directory / str(s)).rename(dest)
-        logging.warning("Moved damaged checkpoint step %d to %s.", s, dest)
+        logging.warning(
+            "Checkpoint step %d %s: moved it to %s. Nothing is deleted; to"
+            " use it again, move it back to %s.",
+            s,
+            why,
+            dest,
+            self.directory / str(s),
+        )
     if jax.process_count() > 1:
-      ocp.multihost.sync_global_processes("routing_jax_quarantine")
+      ocp.multihost.sync_global_processes("routing_jax_set_aside")
     self._manager.reload()
 
 

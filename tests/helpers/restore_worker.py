@@ -12,6 +12,10 @@ got to <out_dir>/<fault>/proc_<i>.json:
   flaky      only the first read does (the retry succeeds)
   corrupt    that process's shard files of step 3 are truncated: real
              damage that only it reads (the others' shards are intact)
+  bitflip    that process reads step 3 with one value of its shard changed
+             (silent damage: only the checksums, a collective, can tell)
+
+A restore that fails writes {"error": <message>} instead.
 """
 
 import argparse
@@ -43,7 +47,7 @@ def main():
   parser.add_argument(
       "--faults",
       required=True,
-      help="comma-separated: transient, flaky, corrupt",
+      help="comma-separated: transient, flaky, corrupt, bitflip",
   )
   parser.add_argument("--fault_process", type=int, default=1)
   args = parser.parse_args()
@@ -52,6 +56,7 @@ def main():
   import jax
   from jax.sharding import NamedSharding, PartitionSpec as P
   import numpy as np
+  from routing_jax.training import checkpoint_reads
   from routing_jax.training import checkpointing
   from routing_jax import multihost
   from routing_jax.training import sharding
@@ -73,8 +78,8 @@ def main():
         "step": jax.device_put(np.int32(step), NamedSharding(mesh, P())),
     }
 
-  checkpointing.TRANSIENT_RETRY_DELAYS_S = (0.1, 0.1)
-  real_restore_step = checkpointing.Checkpointer._restore_step  # pylint: disable=protected-access
+  checkpoint_reads.RETRY_DELAYS_S = (0.1, 0.1)
+  real_read_step = checkpoint_reads.read_step
   for fault in args.faults.split(","):
     directory = pathlib.Path(args.ckpt_dir) / fault
     with checkpointing.Checkpointer(directory, keep=3, save_every=1) as ckpt:
@@ -85,23 +90,47 @@ def main():
     reads = []
     if me == args.fault_process:
 
-      def faulty(self, step, target, fault=fault, reads=reads):
+      def faulty(directory, step, target, fault=fault, reads=reads):
         reads.append(step)
         if step == 3 and (
             fault == "transient" or (fault == "flaky" and reads.count(3) == 1)
         ):
           raise ConnectionResetError("injected: connection reset by peer")
-        return real_restore_step(self, step, target)
+        restored, data, meta = real_read_step(directory, step, target)
+        if step == 3 and fault == "bitflip":
+          w = restored["w"]
+          shards = [
+              jax.device_put(np.asarray(s.data) + 1, s.device)
+              for s in w.addressable_shards
+          ]
+          restored["w"] = jax.make_array_from_single_device_arrays(
+              w.shape, w.sharding, shards
+          )
+        return restored, data, meta
 
-      checkpointing.Checkpointer._restore_step = faulty  # pylint: disable=protected-access
+      checkpoint_reads.read_step = faulty
       if fault == "corrupt":
         assert _damage_own_shards(directory / "3", me) > 0
     multihost.barrier(f"faults_ready_{fault}")
 
+    out = pathlib.Path(args.out_dir) / fault
+    out.mkdir(parents=True, exist_ok=True)
     with checkpointing.Checkpointer(directory, keep=3, save_every=1) as ckpt:
-      restored, data, step = ckpt.restore(state(0))
+      try:
+        restored, data, step = ckpt.restore(state(0))
+      except checkpointing.CheckpointRestoreError as e:
+        restored = str(e)
       steps_after = ckpt.all_steps()
-    checkpointing.Checkpointer._restore_step = real_restore_step  # pylint: disable=protected-access
+    checkpoint_reads.read_step = real_read_step
+    if isinstance(restored, str):
+      (out / f"proc_{me}.json").write_text(
+          json.dumps({
+              "error": restored,
+              "steps_after": steps_after,
+              "reads_of_step_3": reads.count(3),
+          })
+      )
+      continue
     corrupted = directory / checkpointing.CORRUPTED_SUBDIR
     expected = state(step)["w"]
     result = {
@@ -122,8 +151,6 @@ def main():
         "step_leaf": int(np.asarray(restored["step"].addressable_data(0))),
         "reads_of_step_3": reads.count(3),
     }
-    out = pathlib.Path(args.out_dir) / fault
-    out.mkdir(parents=True, exist_ok=True)
     (out / f"proc_{me}.json").write_text(json.dumps(result))
   jax.distributed.shutdown()
 

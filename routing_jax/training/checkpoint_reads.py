@@ -1,0 +1,234 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""Reading one committed checkpoint step on every process, with retries.
+
+`read_agreed` is what `Checkpointer.restore` does for each step it tries:
+every process reads the step's three items (state, data, meta) and checks
+the state against the checksums in meta; the processes exchange outcomes,
+and any failure on any process is tried again after each of RETRY_DELAYS_S
+(on object storage a missing or short read can pass). Only a step that
+fails every try is judged, and all processes reach the same verdict:
+
+  OK         every process holds the step, checksums equal.
+  CORRUPT    it failed every try, and not only with storage errors: the
+             step is damaged (or the target does not fit it; the caller
+             tells the two apart by trying an older step).
+  TRANSIENT  only storage errors (network, timeouts): no verdict on the
+             step.
+  MISMATCH   the step's stored shapes differ from the target's (another
+             config): known from its metadata at once, so never retried and
+             no array is read.
+"""
+
+import json
+import time
+from typing import Any
+
+from absl import logging
+from etils import epath
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from routing_jax import multihost
+from routing_jax.training import checksums
+
+# A failed read of a step is tried again after these delays.
+RETRY_DELAYS_S = (1.0, 4.0)
+# Outcomes of reading a step (FAILED: an error classify_error does not
+# recognise; judged like CORRUPT once it persists).
+OK, CORRUPT, TRANSIENT, FAILED, MISMATCH = 0, 1, 2, 3, 4
+# Tensorstore reports errors as ValueError("<STATUS>: ..."). These statuses
+# mean the stored bytes are missing or damaged, unless a retry reads them;
+# others (UNAVAILABLE, DEADLINE_EXCEEDED, ...) mean the storage is not
+# reachable.
+_DAMAGE_STATUSES = ("NOT_FOUND", "OUT_OF_RANGE", "DATA_LOSS")
+_TRANSIENT_STATUSES = (
+    "UNAVAILABLE",
+    "DEADLINE_EXCEEDED",
+    "RESOURCE_EXHAUSTED",
+    "ABORTED",
+    "CANCELLED",
+)
+
+
+class ChecksumError(ValueError):
+  """A restored array differs from the checksum recorded when it was saved."""
+
+
+class TargetMismatchError(ValueError):
+  """The stored arrays have other shapes than the restore target's."""
+
+
+def classify_error(error: BaseException) -> int:
+  """What one failed read of a committed step says about the step.
+
+  CORRUPT: recognised damage (a missing file or item, a truncated file,
+    invalid JSON, a checksum mismatch).
+  TRANSIENT: an I/O error of the storage (network, timeouts).
+  FAILED: anything else (a damaged file Orbax misreads, e.g. a missing
+    _METADATA, or a target that does not fit).
+
+  Orbax wraps tensorstore's errors (e.g. in a plain Exception naming the
+  array index), so the chain of causes is searched.
+  """
+  if isinstance(error, TargetMismatchError):
+    return MISMATCH
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    status = str(error).split(":", 1)[0].strip()
+    if isinstance(
+        error, (json.JSONDecodeError, FileNotFoundError, ChecksumError)
+    ):
+      return CORRUPT
+    if isinstance(error, KeyError) and "not found in the checkpoint" in str(
+        error
+    ):
+      return CORRUPT  # Orbax: a whole item is missing.
+    if isinstance(error, ValueError) and status in _DAMAGE_STATUSES:
+      return CORRUPT
+    if isinstance(error, OSError) or status in _TRANSIENT_STATUSES:
+      return TRANSIENT
+    error = error.__cause__ or error.__context__
+  return FAILED
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+  """`Type: message` on one line (Orbax's messages span many)."""
+  text = " ".join(f"{type(error).__name__}: {error}".split())
+  return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _path_names(path) -> tuple[str, ...]:
+  """A key path as names: a dataclass field, dict key or index alike."""
+  return tuple(
+      str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k))))
+      for k in path
+  )
+
+
+def check_shapes(directory: epath.Path, step: int, target: Any) -> None:
+  """Raises TargetMismatchError if stored shapes differ from target's.
+
+  Reads only the step's small tree metadata. Metadata that cannot be read
+  (damage) is left to `read_step` to judge.
+  """
+  try:
+    stored = ocp.StandardCheckpointHandler().metadata(
+        directory / str(step) / "state"
+    )
+  # Damaged metadata fails in many ways; read_step reports it.
+  except Exception:  # pylint: disable=broad-exception-caught
+    return
+  shapes = {
+      _path_names(path): tuple(leaf.shape)
+      for path, leaf in jax.tree_util.tree_leaves_with_path(
+          getattr(stored, "tree", stored)
+      )
+      if hasattr(leaf, "shape")
+  }
+  diffs = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(target):
+    if jax.numpy.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      continue  # stored as its key data, with an extra axis
+    saved = shapes.get(_path_names(path))
+    if saved is not None and saved != tuple(leaf.shape):
+      diffs.append(f"{jax.tree_util.keystr(path)} {saved} != {leaf.shape}")
+  if diffs:
+    raise TargetMismatchError(
+        f"{len(diffs)} array(s) of step {step} were saved with other shapes"
+        f" than this config gives (saved != now): {'; '.join(diffs[:3])}"
+    )
+
+
+def read_step(directory: epath.Path, step: int, target: Any):
+  """(state, data, meta) of a step, read on this process only."""
+  # The handler, not the manager: the manager's restore ends in a barrier
+  # across processes, which a process whose read failed never reaches.
+  # Processes agree on the outcome in `read_agreed` instead.
+  handler = ocp.CompositeCheckpointHandler()
+  try:
+    restored = handler.restore(
+        directory / str(step),
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target),
+            data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
+  finally:
+    handler.close()
+  if not isinstance(restored.meta, dict):
+    raise json.JSONDecodeError("meta item is not a JSON dict", "", 0)
+  return restored.state, restored.data, restored.meta
+
+
+def _verify(step: int, result) -> str:
+  """Why the restored state differs from its checksums ("" if it does not).
+
+  A collective: every process calls it once all of them hold the step.
+  """
+  state, _, meta = result
+  expected = meta.get("checksums")
+  if expected is None:  # Saved before checksums were recorded.
+    return ""
+  bad = checksums.mismatches(expected, checksums.state_checksums(state))
+  if not bad:
+    return ""
+  return one_line(
+      ChecksumError(
+          f"step {step}: {len(bad)} array(s) differ from the checksums"
+          f" recorded at save time ({', '.join(bad[:5])})"
+      )
+  )
+
+
+def read_agreed(directory: epath.Path, step: int, target: Any):
+  """(outcome, message, (state, data, meta) or None), the same everywhere.
+
+  Every process must call it. A process that read the step keeps it while
+  another retries; a checksum mismatch makes all of them read again.
+
+  Args:
+    directory: the checkpoint directory.
+    step: the committed step to read.
+    target: abstract restore target (ShapeDtypeStructs with shardings).
+
+  Returns:
+    OK with the step's items, or CORRUPT, TRANSIENT or MISMATCH (see the
+    module docstring) with a one-line message and None.
+  """
+  delays = list(RETRY_DELAYS_S)
+  result, outcome, message = None, OK, ""
+  while True:
+    if result is None:
+      try:
+        check_shapes(directory, step, target)
+        outcome, message, result = OK, "", read_step(directory, step, target)
+      # Orbax/tensorstore raise many types (ValueError, KeyError, OSError,
+      # JSONDecodeError, plain Exception); classify_error sorts them.
+      except Exception as e:  # pylint: disable=broad-exception-caught
+        outcome, message, result = classify_error(e), one_line(e), None
+    outcomes = multihost.allgather(np.int32(outcome))
+    if (outcomes == OK).all():
+      message = _verify(step, result)
+      if not message:
+        return OK, "", result
+      outcomes, result = np.array([CORRUPT]), None
+    bad = [int(i) for i in np.flatnonzero(outcomes != OK)]
+    message = message or f"failed on process(es) {bad}"
+    if (outcomes == MISMATCH).any():
+      return MISMATCH, message, None
+    if not delays:
+      storage_only = ((outcomes == OK) | (outcomes == TRANSIENT)).all()
+      return (TRANSIENT if storage_only else CORRUPT), message, None
+    delay = delays.pop(0)
+    logging.warning(
+        "Reading checkpoint step %d in %s failed (%s); trying again in %.1fs.",
+        step,
+        directory,
+        message,
+        delay,
+    )
+    time.sleep(delay)
