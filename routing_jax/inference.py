@@ -39,7 +39,8 @@ def restore(config: Any, workdir: str, split: Optional[str] = None):
         f"no checkpoints in {directory}: train first "
         "(python -m routing_jax.main ...)"
     )
-  ckpt = checkpointing.Checkpointer(directory, async_save=False)
+  # Read-only: a training job may be saving into this directory right now.
+  ckpt = checkpointing.Checkpointer(directory, read_only=True)
   try:
     restored = ckpt.restore(state)
   finally:
