@@ -690,18 +690,25 @@ def test_bad_input_raises(kwargs, shape, mask_shape, pattern):
     module.init(jax.random.key(0), x, mask)
 
 
-def test_warmup_switch_reads_the_count_from_before_this_steps_update():
+@pytest.mark.parametrize("routing", ["causal", "topk"])
+def test_warmup_switch_reads_the_count_from_before_this_steps_update(routing):
   """One rule for both update paths: a call with "kmeans" mutable writes
   its update before the attention runs, yet is dense exactly when the
   count *before* the call is below warmup_steps, as when the train step
   applies the statistics afterwards. warming_up=True / False compile one
-  branch each and equal the in-graph choice."""
+  branch each and equal the in-graph choice. Both routing modes (top-k in
+  a decoder gets the same warm-up)."""
   n = 20
   variables = _trained()  # 4 k-means updates
   x = _normal(9, (B, n, F))
-  warm = _module(warmup_steps=5, position="relative")  # 4 < 5: dense
-  dense = _module(warmup_steps=5, position="relative", warming_up=True)
-  routed = _module(warmup_steps=5, position="relative", warming_up=False)
+  kw = dict(warmup_steps=5, position="relative", routing=routing)
+  warm = _module(**kw)  # 4 updates < 5: dense
+  dense = _module(**kw, warming_up=True)
+  routed = _module(**kw, warming_up=False)
+  plain = _module(position="relative", routing=routing)
+  np.testing.assert_array_equal(
+      routed.apply(variables, x), plain.apply(variables, x)
+  )
   y_dense = dense.apply(variables, x)
   y_routed = routed.apply(variables, x)
   assert np.abs(y_dense - y_routed).max() > 1e-3

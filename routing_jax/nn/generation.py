@@ -50,13 +50,13 @@ def check_decode_length(config: ModelConfig, total_length: int) -> None:
 
 
 def check_warmed_up(config: ModelConfig, variables: Any) -> None:
-  """Raises ValueError if causal routing is still in its dense warm-up.
+  """Raises ValueError if the routing heads are still in their dense warm-up.
 
   During `routing_warmup_steps` the routing heads attend densely, which
   the per-cluster decode cache cannot reproduce. Skipped when the counters
   are traced (inside jit).
   """
-  if not (config.routing_warmup_steps and config.routing == "causal"):
+  if not config.routing_warmup_steps or config.dense_routing_heads:
     return
   counters = [
       leaf
@@ -75,7 +75,7 @@ def check_warmed_up(config: ModelConfig, variables: Any) -> None:
     return
   if done < config.routing_warmup_steps:
     raise ValueError(
-        f"cannot decode: causal routing is still warming up ({done} of "
+        f"cannot decode: routing is still warming up ({done} of "
         f"model.routing_warmup_steps={config.routing_warmup_steps} k-means "
         "updates); its dense warm-up attention has no per-cluster cache"
     )

@@ -110,15 +110,16 @@ class DecoderLayer(nn.Module):
     attn = jnp.zeros_like(x)
     aux = {"loss": jnp.zeros((), jnp.float32), "routing": jnp.zeros(())}
     aux.update({k: jnp.zeros((), jnp.float32) for k in STAT_KEYS})
-    if n_local:
-      local_pos = {"relative": "relative", "rope": "rope"}.get(
-          cfg.position, "none"
-      )
-      attn += LocalAttention(
-          num_heads=n_local,
+    local_pos = {"relative": "relative", "rope": "rope"}.get(
+        cfg.position, "none"
+    )
+
+    def plain_heads(num_heads, query_block, memory_flange, name):
+      return LocalAttention(
+          num_heads=num_heads,
           head_dim=cfg.head_dim,
-          query_block=cfg.query_block,
-          memory_flange=cfg.memory_flange,
+          query_block=query_block,
+          memory_flange=memory_flange,
           causal=cfg.causal,
           position=local_pos,
           max_relative_position=cfg.max_relative_position,
@@ -126,7 +127,7 @@ class DecoderLayer(nn.Module):
           dtype=dt,
           param_dtype=pdt,
           kernel_init=init,
-          name="local",
+          name=name,
       )(
           h,
           mask,
@@ -135,7 +136,13 @@ class DecoderLayer(nn.Module):
           positions=positions,
           prefill=prefill,
       )
-    if n_route:
+
+    if n_local:
+      attn += plain_heads(n_local, cfg.query_block, cfg.memory_flange, "local")
+    if n_route and cfg.dense_routing_heads:
+      # One block over the whole sequence: dense (causal) attention.
+      attn += plain_heads(n_route, cfg.max_len, 0, "dense")
+    elif n_route:
       y, raux = routing_attention(
           cfg, name="routing", warming_up=self.warming_up
       )(

@@ -50,6 +50,11 @@ class ModelConfig:
   query_block: int = 64  # local attention query block q
   memory_flange: int = 64  # local attention memory flange m
   routing: str = "causal"  # "causal" (exactly causal) or "topk" (the paper's)
+  # The routing heads become plain attention heads over the whole sequence
+  # (one block of max_len, the local heads' positions): the same model with
+  # its sparse heads made dense, the baseline a routing model must be
+  # measured against. O(n^2); routing settings are then unused.
+  dense_routing_heads: bool = False
   causal: bool = True
   num_clusters: int = 4  # k
   window: int = 64  # w: keys a routing query may see in its cluster
@@ -61,9 +66,10 @@ class ModelConfig:
   # Causal routing: a query never sees its own key (a query with nothing
   # else visible outputs 0). Not available with routing="topk".
   exclude_self: bool = False
-  # Causal routing attends to every earlier token (or the last
+  # Routing heads attend to every earlier token (or the last
   # routing_warmup_window, 0: all) until the k-means has taken this many
-  # updates: routing needs queries and keys that already agree.
+  # updates: routing needs queries and keys that already agree. Causal
+  # models only (either routing mode).
   routing_warmup_steps: int = 0
   routing_warmup_window: int = 0
   routing_logit_scale: float = 1.0  # LN(q)·LN(k) scale; 1.0 is the paper's
@@ -224,9 +230,9 @@ class ModelConfig:
         "must be >= 0 (0: the whole sequence)",
     )
     need(
-        not (self.routing_warmup_steps and self.routing == "topk"),
+        not (self.routing_warmup_steps and not self.causal),
         "routing_warmup_steps",
-        'applies to routing="causal" only',
+        "needs causal=True (the warm-up is dense causal attention)",
     )
     need(
         not (self.exclude_self and self.routing == "topk"),

@@ -64,10 +64,10 @@ class RoutingAttention(nn.Module):
       token's own logit is the largest possible (LN(q)·LN(q) = d), so
       without it routing heads tend to attend to themselves. Refused with
       routing="topk", which has no such mask.
-    warmup_steps: (causal routing) until the k-means state has taken this
-      many updates, the heads attend to every earlier token (or to the last
-      `warmup_window`) instead of their clusters, while the k-means runs as
-      usual. Routing can only learn to bring a query and the key it needs
+    warmup_steps: (causal attention, either routing mode) until the k-means
+      state has taken this many updates, the heads attend to every earlier
+      token (or to the last `warmup_window`) instead of their clusters,
+      while the k-means runs as usual. Routing can only learn to bring a query and the key it needs
       together once their vectors agree, and they learn to agree only when
       they see each other: clusters formed on random vectors keep them
       apart for good (docs/causal_routing.md, "Why warm up").
@@ -146,6 +146,11 @@ class RoutingAttention(nn.Module):
     if self.routing is not None and self.routing not in ROUTINGS:
       raise ValueError(
           f"routing must be one of {ROUTINGS}, got {self.routing!r}"
+      )
+    if self.warmup_steps and not self.causal:
+      raise ValueError(
+          "warmup_steps needs causal=True: the dense warm-up is causal "
+          "attention"
       )
     if self.exclude_self and self.mode != "causal":
       raise ValueError(
@@ -354,8 +359,43 @@ class RoutingAttention(nn.Module):
     )
     aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
     if self.mode == "causal":
-      o = self._causal(updates_before, routed, qr, kr, v, mask, common)
-      return o, aux
+      routed_fn = lambda: (
+          self._causal(routed, qr, kr, v, mask, common),
+          jnp.zeros((), jnp.float32),
+      )
+    else:
+      routed_fn = lambda: self._topk(routed, qr, kr, v, mask, common)
+    if not self.warmup_steps or self.warming_up is False:
+      o, unselected = routed_fn()
+    else:
+      # As causal routing with one cluster: every earlier token (within the
+      # warm-up window), computed in chunks.
+      dense_fn = lambda: (
+          chunked_attention.dense_causal_attention(
+              qr,
+              kr,
+              v,
+              mask,
+              window=min(self.warmup_window or n, n),
+              exclude_self=self.exclude_self,
+              **common,
+          ),
+          jnp.zeros((), jnp.float32),
+      )
+      if self.warming_up:
+        o, unselected = dense_fn()
+      else:
+        o, unselected = jax.lax.cond(
+            updates_before < self.warmup_steps, dense_fn, routed_fn
+        )
+    if self.mode == "topk":
+      aux["unselected_fraction"] = unselected
+    return o, aux
+
+  def _topk(self, routed, qr, kr, v, mask, common):
+    """Balanced top-k routing: (out, share of valid tokens picked by no
+    centroid)."""
+    b, n = qr.shape[:2]
     if self.window > n:
       raise ValueError(
           f'routing="topk" needs window <= length, got window={self.window} '
@@ -373,57 +413,33 @@ class RoutingAttention(nn.Module):
         **common,
     )
     valid = (jnp.ones((b, n)) if mask is None else mask)[:, None, :]
-    aux["unselected_fraction"] = jnp.sum((count == 0) * valid) / jnp.maximum(
+    unselected = jnp.sum((count == 0) * valid) / jnp.maximum(
         jnp.sum(valid) * count.shape[1], 1.0
     )
-    return o, aux
+    return o, unselected.astype(jnp.float32)
 
-  def _causal(self, updates_before, routed, qr, kr, v, mask, common):
-    """Causal routing (XLA or Pallas), dense while warming up.
-
-    updates_before: k-means updates taken before this step; the step is
-    part of the warm-up while it is below `warmup_steps`.
-    """
-    n = qr.shape[1]
+  def _causal(self, routed, qr, kr, v, mask, common):
+    """Causal routing, on XLA or the Pallas kernels."""
     key_clusters = routed[-1].assignments
     query_clusters = None if self.share_qk else routed[0].assignments
-
-    def routed_fn():
-      args = (qr, kr, v, key_clusters, mask)
-      routing = dict(
-          query_clusters=query_clusters,
-          num_clusters=self.num_clusters,
-          window=self.window,
-          exclude_self=self.exclude_self,
-      )
-      if self.implementation == "pallas":
-        block_q, block_k = self.kernel_block_sizes
-        return routing_kernel.causal_routing_attention(
-            *args,
-            **routing,
-            logit_scale=self.logit_scale,
-            dtype=self.dtype,
-            block_q=block_q,
-            block_k=block_k,
-        )
-      return routing_core.causal_routing_attention(*args, **routing, **common)
-
-    if not self.warmup_steps or self.warming_up is False:
-      return routed_fn()
-    # As routing with one cluster: every earlier token (within the warm-up
-    # window), computed in chunks.
-    dense_fn = lambda: chunked_attention.dense_causal_attention(
-        qr,
-        kr,
-        v,
-        mask,
-        window=min(self.warmup_window or n, n),
+    args = (qr, kr, v, key_clusters, mask)
+    routing = dict(
+        query_clusters=query_clusters,
+        num_clusters=self.num_clusters,
+        window=self.window,
         exclude_self=self.exclude_self,
-        **common,
     )
-    if self.warming_up:
-      return dense_fn()
-    return jax.lax.cond(updates_before < self.warmup_steps, dense_fn, routed_fn)
+    if self.implementation == "pallas":
+      block_q, block_k = self.kernel_block_sizes
+      return routing_kernel.causal_routing_attention(
+          *args,
+          **routing,
+          logit_scale=self.logit_scale,
+          dtype=self.dtype,
+          block_q=block_q,
+          block_k=block_k,
+      )
+    return routing_core.causal_routing_attention(*args, **routing, **common)
 
   # ------------------------------------------------------------ decoding
 
@@ -435,7 +451,7 @@ class RoutingAttention(nn.Module):
     count is traced and only the outputs can say so, as NaN logits rather
     than plausible wrong ones.
     """
-    if self.mode != "causal" or not self.warmup_steps:
+    if not self.warmup_steps:
       return o
     if self.warming_up:
       raise ValueError(

@@ -372,8 +372,10 @@ def eval_step(
 
 
 def warmup_steps(model_cfg: ModelConfig) -> int:
-  """Steps of the causal-routing dense warm-up (0: none, or no routing)."""
-  if model_cfg.routing != "causal" or not model_cfg.num_routing_heads:
+  """Steps of the routing heads' dense warm-up (0: none, or no routing)."""
+  if not model_cfg.causal or not model_cfg.num_routing_heads:
+    return 0
+  if model_cfg.dense_routing_heads:
     return 0
   if not any(model_cfg.routing_mask()):
     return 0
