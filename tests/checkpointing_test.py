@@ -209,7 +209,7 @@ def _corrupt_json(step_dir):
         faults.delete_state_metadata,
         faults.corrupt_meta_item,
         pytest.param(
-            functools.partial(faults.flip_bytes, every_file=True),
+            functools.partial(faults.flip_bytes, merged_tree=True),
             id="flip_bytes",
         ),
     ],

@@ -39,20 +39,24 @@ def truncate_arrays(step_dir, process=None) -> None:
       fh.truncate(f.stat().st_size // 2)
 
 
-def flip_bytes(step_dir, count=8, seed=0, every_file=False) -> None:
-  """Inverts `count` bytes in the largest array file (or in every one).
+def flip_bytes(step_dir, count=1, seed=0, merged_tree=False) -> None:
+  """Inverts `count` bytes in the middle of each array data file.
 
-  The bytes lie in the middle half of a file, away from the b-tree node
-  headers. A few flips read back silently (Orbax checks nothing): only the
-  values change (on the tiny config, 1 flip in the largest file moved the
-  validation loss by 0.1%, 20 made it NaN); hundreds can also hit the
-  compression's block headers, which tensorstore then reports as a read
-  error. Small arrays are stored inline in the merged tree (state/d), which
-  is not the largest file: use every_file=True to reach them.
+  By default only the files the processes wrote (ocdbt.process_<i>/d),
+  where large chunks live: a flipped byte there reads back silently (Orbax
+  checks nothing), only the values change. On the tiny config, 1 flip in
+  the largest file moved the validation loss by 0.1%, 20 made it NaN;
+  hundreds also hit the compression's block headers, which tensorstore
+  reports as a read error. merged_tree=True also flips bytes of state/d,
+  whose b-tree nodes hold the small arrays inline under a CRC-32C that
+  tensorstore checks: a read error.
   """
-  files = array_files(step_dir)
-  if not every_file:
-    files = [max(files, key=lambda p: p.stat().st_size)]
+  files = [
+      f
+      for f in array_files(step_dir)
+      if merged_tree or f.parent.parent.name.startswith("ocdbt.process_")
+  ]
+  assert files
   rng = np.random.default_rng(seed)
   for f in files:
     data = bytearray(f.read_bytes())
