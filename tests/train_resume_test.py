@@ -10,6 +10,7 @@ fake CPU devices, so their results must be bitwise identical. A module
 fixture trains the straight reference run once.
 """
 
+import json
 import os
 import pathlib
 import re
@@ -25,6 +26,9 @@ import numpy as np
 import pytest
 
 from experiments import shakespeare
+from helpers import checkpoint_faults as faults
+from routing_jax import errors
+from routing_jax.training import checkpoint_reads
 from routing_jax.training import checkpointing
 from routing_jax.training import train
 from routing_jax.training import train_loop
@@ -329,3 +333,99 @@ def test_resume_with_a_different_model_config_fails(tmp_path, reference):
   with pytest.raises(ValueError, match="different model config section"):
     train_loop.train_and_evaluate(config, str(workdir))
   assert _committed_steps(workdir) == list(range(EVERY, STEPS + 1, EVERY))
+
+
+@pytest.fixture(autouse=True)
+def _short_retries(monkeypatch):
+  """Failed checkpoint reads are tried again at once (really: seconds)."""
+  monkeypatch.setattr(checkpoint_reads, "RETRY_DELAYS_S", (0.01, 0.01))
+
+
+def _copy(reference, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(reference[0], workdir)
+  return workdir
+
+
+@pytest.mark.parametrize(
+    "damage", [faults.delete_state_metadata, faults.flip_bytes]
+)
+def test_damage_of_the_final_step_costs_no_work(
+    tmp_path, reference, caplog, damage
+):
+  """Damage Orbax misreports (a missing _METADATA: a pytree error) or does
+  not see (flipped bytes: wrong values, caught by the checksums) moves the
+  step aside, and the resumed run saves the final state again."""
+  workdir = _copy(reference, tmp_path)
+  damage(workdir / "checkpoints" / str(STEPS))
+  with caplog.at_level("WARNING"):
+    result = _run(workdir)
+  assert (result.start_step, result.step) == (STEPS - EVERY, STEPS)
+  moved = list((workdir / "checkpoints" / "corrupted").iterdir())
+  assert [p.name.split("-")[0] for p in moved] == [str(STEPS)]
+  if damage is faults.flip_bytes:
+    assert any("ChecksumError" in r.getMessage() for r in caplog.records)
+  _assert_same_final_checkpoint(workdir, reference)
+
+
+def test_non_finite_loss_right_after_a_restore_falls_back(
+    tmp_path, reference, monkeypatch, caplog
+):
+  """A restored state that diverges at once is not trusted: the run goes
+  back to the checkpoint before it and replaces it with the replayed one."""
+  workdir = _copy(reference, tmp_path)
+  _nan_at(1, monkeypatch)  # the first step after the first restore only
+  with caplog.at_level("WARNING"):
+    result = _run(workdir, steps=STEPS + 1)
+  assert (result.start_step, result.step) == (STEPS - EVERY, STEPS + 1)
+  assert any(
+      f"after restoring step {STEPS}" in r.getMessage()
+      and "Falling back" in r.getMessage()
+      for r in caplog.records
+  )
+  moved = list((workdir / "checkpoints" / "corrupted").iterdir())
+  assert [p.name.split("-")[0] for p in moved] == [str(STEPS)]
+  _assert_same_final_checkpoint(workdir, reference)
+
+
+@pytest.mark.parametrize(
+    "change", [{"data.batch_size": 16}, {"model.d_model": 64}]
+)
+def test_rejected_resume_keeps_config_json(tmp_path, reference, change):
+  workdir = _copy(reference, tmp_path)
+  before = (workdir / "config.json").read_text()
+  with pytest.raises((ValueError, checkpointing.CheckpointRestoreError)):
+    train_loop.train_and_evaluate(_config(**change), str(workdir))
+  assert (workdir / "config.json").read_text() == before
+  assert _committed_steps(workdir) == [EVERY, STEPS]
+
+
+def test_steps_below_the_checkpoint_are_refused(tmp_path, reference):
+  workdir = _copy(reference, tmp_path)
+  before = (workdir / "config.json").read_text()
+  with pytest.raises(
+      errors.UserInputError,
+      match=rf"train.steps=12 is below step {STEPS} of the checkpoint",
+  ):
+    _run(workdir, steps=12)
+  assert _committed_steps(workdir) == [EVERY, STEPS]
+  assert not (workdir / "checkpoints" / "corrupted").exists()
+  assert (workdir / "config.json").read_text() == before
+
+
+def test_resume_drops_metrics_rows_past_the_checkpoint(tmp_path, reference):
+  """As after a SIGKILL between the checkpoint of step 8 and the end: the
+  rows of steps 9..16 were written, the checkpoint of step 16 was not."""
+  workdir = _copy(reference, tmp_path)
+  shutil.rmtree(workdir / "checkpoints" / str(STEPS))
+  with open(workdir / "metrics.jsonl", "a", encoding="utf-8") as f:
+    f.write('{"step": 17, "train/lo')  # a row cut short by the kill
+  _run(workdir)
+  rows = [
+      json.loads(line)
+      for line in (workdir / "metrics.jsonl").read_text().splitlines()
+  ]
+  train_steps = [r["step"] for r in rows if "train/loss_nats" in r]
+  assert train_steps == list(range(1, STEPS + 1))
+  eval_steps = [r["step"] for r in rows if "eval/loss_nats" in r]
+  assert eval_steps == [STEPS]

@@ -16,6 +16,8 @@ from typing import Mapping, Optional
 from routing_jax.training import event_file
 from routing_jax.training import workdir as workdir_lib
 
+JSONL_FILE = "metrics.jsonl"
+
 # Paper units: how a per-token loss in nats is reported.
 UNITS = {
     "byte": ("bits_per_byte", lambda nats, _: nats / math.log(2)),
@@ -55,7 +57,7 @@ class MetricWriter:
     remote = workdir_lib.is_url(path)
     self._flush_every_s = 60.0 if remote else 0.0
     self._last_flush = time.monotonic()
-    self._jsonl = workdir_lib.AppendFile(path / "metrics.jsonl")
+    self._jsonl = workdir_lib.AppendFile(path / JSONL_FILE)
     tb = path / "tensorboard"
     self._events = event_file.EventFile(tb)
 
@@ -78,6 +80,37 @@ class MetricWriter:
     if self.enabled:
       self._jsonl.close()
       self._events.close()
+
+
+def truncate_jsonl(path, step: int) -> None:
+  """Drops the rows of a metrics file past `step` (call on process 0).
+
+  A run killed after its last checkpoint wrote rows for steps that the
+  resumed run does again; without this, those steps appear twice. A row
+  cut short by the kill is dropped too. The file is replaced atomically (a
+  new file, then a rename), so a kill during this loses nothing.
+
+  Args:
+    path: the metrics.jsonl file (local path or URL); absent is fine.
+    step: the step the run resumes from (0 on a fresh start).
+  """
+  path = workdir_lib.resolve(path)
+  if not path.exists():
+    return
+  lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+  keep = []
+  for line in lines:
+    try:
+      row_step = json.loads(line)["step"]
+    except (ValueError, TypeError, KeyError):
+      continue  # a row cut short, or not a row
+    if isinstance(row_step, int) and row_step <= step:
+      keep.append(line + "\n")
+  if len(keep) == len(lines):
+    return
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_bytes("".join(keep).encode("utf-8"))
+  tmp.replace(path)
 
 
 def progress_line(

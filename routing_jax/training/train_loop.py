@@ -44,6 +44,19 @@ class NonFiniteLossError(FloatingPointError):
   """A step produced a non-finite loss or gradient norm; nothing was saved."""
 
 
+class _NonFiniteAfterRestore(NonFiniteLossError):
+  """The first metrics after restoring `step` are not finite.
+
+  Then the restored state is the likely culprit (damage its checksums
+  cannot show, e.g. in a step saved before they were recorded), so
+  `train_and_evaluate` tries once more from the step before it.
+  """
+
+  def __init__(self, message: str, step: int):
+    super().__init__(message)
+    self.step = step
+
+
 def _say(line: str) -> None:
   """Progress for the console (process 0 only) and the log."""
   logging.debug(line)
@@ -154,13 +167,36 @@ def train_and_evaluate(
     profile_steps: trace this many steps with jax.profiler into
       `<workdir>/profile` (0: no trace).
   """
+  try:
+    return _train_and_evaluate(config, workdir, profile_steps)
+  except _NonFiniteAfterRestore as e:
+    logging.warning(
+        "%s Falling back to the checkpoint before step %d (step %d is"
+        " replaced when the run reaches it again).",
+        e,
+        e.step,
+        e.step,
+    )
+    # Once only: if the older step diverges as fast, the error stands.
+    return _train_and_evaluate(
+        config, workdir, profile_steps, restore_before=e.step
+    )
+
+
+def _train_and_evaluate(
+    config: Any,
+    workdir: str,
+    profile_steps: int = 0,
+    restore_before: Optional[int] = None,
+) -> TrainResult:
+  """`train_and_evaluate`, resuming from a step before `restore_before`."""
   model_cfg = train.validate_config(config)  # before anything compiles
   t = config.train
   mesh = sharding.create_mesh(config.mesh)
   rules = sharding.logical_rules()
-  workdir = workdir_lib.create(
-      workdir, config, primary=jax.process_index() == 0
-  )
+  # config.json is written once the resume checks pass: a rejected run
+  # must not replace the config of the run that owns the checkpoints.
+  workdir = workdir_lib.create(workdir, primary=jax.process_index() == 0)
   datasets = create_datasets(config, mesh, model_cfg.vocab_size)
   trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
   ckpt = checkpointing.Checkpointer(
@@ -170,7 +206,7 @@ def train_and_evaluate(
       async_save=t.async_checkpointing,
       metadata={"model_hash": config_hash(config)},
   )
-  restored = ckpt.restore(state)
+  restored = ckpt.restore(state, before=restore_before)
   if restored is not None:
     state, data_state, start = restored
     saved = ckpt.read_meta(start).get("model_hash")
@@ -182,9 +218,29 @@ def train_and_evaluate(
           "different model config section (model hash "
           f"{saved} != {config_hash(config)}); use a new workdir."
       )
-    datasets.train.set_state(data_state)
+    try:
+      datasets.train.set_state(data_state)
+    except ValueError as e:  # e.g. another batch size
+      ckpt.close()
+      raise errors.ConfigError(
+          f"{ckpt.directory}: checkpoint step {start} cannot resume with this"
+          f" data config: {e}; rerun with the config it was saved with (the"
+          " workdir's config.json), or use a new workdir."
+      ) from e
+    if start > t.steps:
+      ckpt.close()
+      raise errors.UserInputError(
+          f"train.steps={t.steps} is below step {start} of the checkpoint"
+          f" in {ckpt.directory} (a save would give the later state the"
+          f" smaller step's name): give --config.train.steps={start} or more,"
+          " or use a new workdir."
+      )
     logging.info("Resumed from step %d", start)
+  workdir_lib.create(workdir, config, primary=jax.process_index() == 0)
   start = int(jax.device_get(state.step))
+  if jax.process_index() == 0:
+    # Rows a killed run wrote past its last checkpoint are redone now.
+    metrics_lib.truncate_jsonl(workdir / metrics_lib.JSONL_FILE, start)
   writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
   preempt = checkpointing.PreemptionHandler()
   profiler = profiling.StepProfiler(
@@ -203,15 +259,25 @@ def train_and_evaluate(
       learning_rate=optim.learning_rate_schedule(t),
   )
 
+  # The restored step, until the first metrics after it are found finite.
+  suspect = [start] if restored is not None and restore_before is None else []
+
   def checked():
     """The latest metrics; raises on a non-finite step since the last."""
     m, bad = perf.fetch(FINITE_KEYS)
+    if bad and suspect:
+      raise _NonFiniteAfterRestore(
+          f"non-finite {bad[1]}={bad[2]} at step {bad[0]}, the first"
+          f" metrics after restoring step {suspect[0]} from {ckpt.directory}.",
+          suspect[0],
+      )
     if bad:
       raise NonFiniteLossError(
           f"non-finite {bad[1]}={bad[2]} at step {bad[0]}; stopping without "
           f"saving. The last good checkpoint (step {ckpt.latest_step()}) in "
           f"{ckpt.directory} is intact."
       )
+    suspect.clear()
     return m
 
   t0 = time.time()
