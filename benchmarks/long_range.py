@@ -18,6 +18,22 @@ through the project's own `build_trainer` / `train_step`, at equal steps and
   routing_causal_nowarm the same without the warm-up
   routing_topk          2 local + 2 of the paper's balanced top-k routing
                         heads (shared Q/K, window 16 = n/k)
+  routing_topk_aided    the same with the aids causal routing gets where they
+                        apply: the dense warm-up, k-means decay 0.99, data-
+                        initialised centroids and dead-cluster revival
+  hybrid                2 local + 2 plain dense heads per layer
+                        (model.dense_routing_heads): the routing model with
+                        its sparse heads made dense, its upper bound
+  hybrid_routing_dense  routing_causal whose routing heads stay in their
+                        dense warm-up for the whole run (normalised Q/K,
+                        the routing heads' positions): with `hybrid`, tells
+                        what the routing heads' dense path lacks
+
+A model name may carry its own step count, `full@3000`, for baselines that
+are still learning when the default run ends. Top-k routing selects its
+members over the whole sequence, so its accuracy is also scored causally
+("causal accuracy": the answer at t from a forward over tokens 0..t only,
+what generation sees).
 
 Every routing model has k = 8 clusters. Reported per run: accuracy and bits
 on the measured answers (recall: first queries of a key only), and for
@@ -44,6 +60,9 @@ MODELS = (
     "routing_causal",
     "routing_causal_nowarm",
     "routing_topk",
+    "routing_topk_aided",
+    "hybrid",
+    "hybrid_routing_dense",
 )
 SEQ_LEN, BLOCK, CLUSTERS = 128, 16, 8
 TASK_ARGS = {
@@ -79,15 +98,28 @@ def build_config(
     if kind == "full":  # one block over everything, positions over all
       m.query_block, m.memory_flange = seq_len, 0
       m.max_relative_position = seq_len
-  elif kind == "routing_topk":
+  elif kind == "hybrid":
+    common.set_routing_heads(m, 2)
+    m.dense_routing_heads = True
+  elif kind.startswith("routing_topk"):
     common.set_routing_heads(m, 2)
     m.routing, m.window = "topk", seq_len // clusters
+    if kind.endswith("aided"):
+      m.routing_warmup_steps = warmup
+      m.kmeans_decay = 0.99
+      m.kmeans_data_init, m.kmeans_revive_threshold = True, 0.05
   else:
     common.set_routing_heads(m, 2)
     common.set_content_routing(
         m,
         window=window or 2 * block,
-        warmup_steps=0 if kind.endswith("nowarm") else warmup,
+        warmup_steps=(
+            0
+            if kind.endswith("nowarm")
+            else steps + 1
+            if kind == "hybrid_routing_dense"
+            else warmup
+        ),
     )
   common.set_data(c, "synthetic", seq_len, batch_size=16)
   t = c.train
@@ -200,10 +232,47 @@ def train_task(c, task, task_args, *, eval_every, eval_batches):
   )
 
 
-def run_one(task, kind, seed, args):
+def causal_accuracy(model_cfg, variables, batches):
+  """(accuracy, bits) on the measured answers, the answer at t predicted
+  from a forward over tokens 0..t only (later tokens masked out as
+  padding), as generation would see it."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from routing_jax.data import synthetic_tasks  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn.model import TransformerLM  # pylint: disable=g-import-not-at-top
+
+  model = TransformerLM(model_cfg)
+
+  @jax.jit
+  def logits_at(x, t):
+    mask = jnp.broadcast_to(jnp.arange(x.shape[1]) <= t, x.shape)
+    return model.apply(variables, x, mask=mask)[0][:, t]
+
+  scores = []
+  for batch in batches:
+    logits = np.zeros(batch["inputs"].shape + (model_cfg.vocab_size,))
+    for t in np.unique(np.nonzero(batch["measured"])[1]):
+      logits[:, t] = np.asarray(logits_at(batch["inputs"], t))
+    scores.append(synthetic_tasks.answer_accuracy(logits, batch))
+  return (
+      float(np.mean([a for a, _ in scores])),
+      float(np.mean([b for _, b in scores])),
+  )
+
+
+def parse_model(name, default_steps):
+  """ "full@3000" -> ("full", 3000); "full" -> ("full", default_steps)."""
+  kind, _, steps = name.partition("@")
+  if kind not in MODELS:
+    raise SystemExit(f"--models: unknown model {kind!r}; one of {MODELS}")
+  return kind, int(steps) if steps else default_steps
+
+
+def run_one(task, name, seed, args):
   import jax  # pylint: disable=g-import-not-at-top
 
-  c = build_config(kind, seed, args.steps, args.routing_warmup)
+  kind, steps = parse_model(name, args.steps)
+  c = build_config(kind, seed, steps, args.routing_warmup)
   t0 = time.time()
   model_cfg, variables, curve, eval_batches = train_task(
       c,
@@ -214,15 +283,19 @@ def run_one(task, kind, seed, args):
   )
   row = {
       "task": task,
-      "model": kind,
+      "model": name,
       "seed": seed,
-      "steps": args.steps,
+      "steps": steps,
       "params": int(sum(x.size for x in jax.tree.leaves(variables["params"]))),
       "accuracy": curve[-1]["accuracy"],
       "bits": curve[-1]["bits"],
       "curve": curve,
       "train_s": round(time.time() - t0, 1),
   }
+  if kind.startswith("routing_topk"):
+    row["causal_accuracy"], row["causal_bits"] = causal_accuracy(
+        model_cfg, variables, eval_batches
+    )
   if task == "recall" and kind.startswith("routing_causal"):
     row["visibility"] = routing_visibility(
         model_cfg, variables, eval_batches[0], TASK_ARGS[task]["pairs"]
@@ -231,36 +304,50 @@ def run_one(task, kind, seed, args):
 
 
 def table(rows):
-  """Mean over seeds per (task, model) and the ratio to full attention."""
+  """Mean over seeds per (task, model), as a fraction of the hybrid (the
+  routing model with its routing heads dense) and of full attention."""
   lines = [
       (
-          "| task | model | params | accuracy (seeds) | vs full | bits |"
-          " routing sees the answer's key (layer 1, 2) |"
+          "| task | model | steps | params | accuracy (seeds) | vs hybrid |"
+          " vs full | causal accuracy | bits | routing sees the answer's key"
+          " (layer 1, 2) |"
       ),
-      "|---|---|---|---|---|---|---|",
+      "|---|---|---|---|---|---|---|---|---|---|",
   ]
   for task in dict.fromkeys(r["task"] for r in rows):
-    mean = lambda model, key: np.mean(
-        [r[key] for r in rows if r["task"] == task and r["model"] == model]
+    runs_of = lambda model: [
+        r for r in rows if r["task"] == task and r["model"] == model
+    ]
+    mean = lambda model, key: float(np.mean([r[key] for r in runs_of(model)]))
+    best = lambda prefix: max(
+        (
+            mean(m, "accuracy")
+            for m in dict.fromkeys(r["model"] for r in rows)
+            if m.split("@")[0] == prefix and runs_of(m)
+        ),
+        default=float("nan"),
     )
-    full = (
-        mean("full", "accuracy")
-        if any(r["model"] == "full" for r in rows)
-        else float("nan")
-    )
+    ratio = lambda a, b: f"{a / b:.2f}" if b > 0 else "–"
+    hybrid, full = best("hybrid"), best("full")
     for model in dict.fromkeys(r["model"] for r in rows if r["task"] == task):
-      runs = [r for r in rows if r["task"] == task and r["model"] == model]
+      runs = runs_of(model)
       accs = ", ".join(f"{r['accuracy']:.3f}" for r in runs)
       vis = [r.get("visibility") for r in runs if r.get("visibility")]
       vis_text = (
           ", ".join("/".join(f"{v:.2f}" for v in x.values()) for x in vis)
           or "–"
       )
+      causal = (
+          f"{mean(model, 'causal_accuracy'):.3f}"
+          if all("causal_accuracy" in r for r in runs)
+          else "–"
+      )
       lines.append(
-          f"| {task} | {model} | {runs[0]['params']:,} | "
-          f"{mean(model, 'accuracy'):.3f} ({accs}) | "
-          f"{mean(model, 'accuracy') / full:.2f} | "
-          f"{mean(model, 'bits'):.2f} | {vis_text} |"
+          f"| {task} | {model} | {runs[0]['steps']} | {runs[0]['params']:,} |"
+          f" {mean(model, 'accuracy'):.3f} ({accs}) |"
+          f" {ratio(mean(model, 'accuracy'), hybrid)} |"
+          f" {ratio(mean(model, 'accuracy'), full)} | {causal} |"
+          f" {mean(model, 'bits'):.2f} | {vis_text} |"
       )
   return "\n".join(lines)
 
@@ -275,7 +362,7 @@ def plot(rows, path):
   fig, axes = plt.subplots(
       1, len(tasks), figsize=(6 * len(tasks), 4), squeeze=False
   )
-  colors = dict(zip(MODELS, ("C0", "C1", "C2", "C3", "C4")))
+  colors = {m: f"C{i}" for i, m in enumerate(MODELS)}
   for ax, task in zip(axes[0], tasks):
     for r in rows:
       if r["task"] != task:
@@ -283,7 +370,8 @@ def plot(rows, path):
       ax.plot(
           [p["step"] for p in r["curve"]],
           [p["accuracy"] for p in r["curve"]],
-          color=colors[r["model"]],
+          color=colors[r["model"].split("@")[0]],
+          linestyle="--" if "@" in r["model"] else "-",
           label=r["model"] if r["seed"] == rows[0]["seed"] else None,
       )
     ax.set_title(f"{task}: accuracy on far answers")
@@ -307,11 +395,30 @@ def main(argv=None):
   p.add_argument("--eval_batches", type=int, default=4)
   p.add_argument("--out", default="")
   p.add_argument(
+      "--merge",
+      default="",
+      help=(
+          "comma-separated result .json files of earlier sweeps: write "
+          "their union (later files win per task, model, seed) to OUT, run "
+          "nothing"
+      ),
+  )
+  p.add_argument(
       "--resume",
       action="store_true",
       help="keep the runs already in OUT.json and skip them",
   )
   args = p.parse_args(argv)
+  if args.merge:
+    merged = {}
+    for path in args.merge.split(","):
+      with open(path, encoding="utf-8") as f:
+        for r in json.load(f):
+          merged[(r["task"], r["model"], r["seed"])] = r
+    rows = list(merged.values())
+    write_results(rows, args.out)
+    print(table(rows))
+    return rows
   rows = []
   if args.resume and os.path.exists(args.out + ".json"):
     with open(args.out + ".json", encoding="utf-8") as f:
