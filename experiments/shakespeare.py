@@ -15,8 +15,9 @@ Run (from the repository root; the corpus ships inside the package):
   # About a minute on 2 cores (2 layers of 64, 200 steps):
   python -m routing_jax.main --config=experiments/shakespeare.py:small \
       --workdir=/tmp/shakespeare_small
-  # Sequences of 2048 bytes: routing, local or full attention at equal
-  # parameters (benchmarks/long_context_lm.py runs all three, 3 seeds):
+  # Sequences of 2048 bytes: routing, local, full attention or the hybrid
+  # (2 local + 2 dense heads) at equal parameters
+  # (benchmarks/long_context_lm.py runs them, 3 seeds):
   python -m routing_jax.main \
       --config=experiments/shakespeare.py:long,variant=full \
       --workdir=/tmp/shakespeare_long_full
@@ -43,7 +44,7 @@ Hardware and steps: 600 steps of 16 x 256 bytes on 2 CPU cores.
 
 from experiments import common
 
-VARIANTS = ("routing", "local", "full")
+VARIANTS = ("routing", "local", "full", "hybrid")
 
 
 def get_config(arg=None):
@@ -52,7 +53,8 @@ def get_config(arg=None):
   Args:
     arg: what follows ":" in `--config=experiments/shakespeare.py:ARG`, e.g.
       "variant=local" or "tiny"; None for the default.
-      Keys: variant=routing|local, routing=causal|topk, small, tiny.
+      Keys: variant=routing|local|full|hybrid (full and hybrid need long),
+      routing=causal|topk, small, tiny, long.
 
   Raises:
     ValueError: for an unknown key, a bad value, or small with tiny.
@@ -62,9 +64,9 @@ def get_config(arg=None):
   )
   if sum((arg.small, arg.tiny, arg.long)) > 1:
     raise ValueError("config arg: small, tiny and long exclude each other")
-  if arg.variant == "full" and not arg.long:
+  if arg.variant in ("full", "hybrid") and not arg.long:
     raise ValueError(
-        "config arg: variant=full needs long (sequences of "
+        f"config arg: variant={arg.variant} needs long (sequences of "
         "2048, where full attention differs from local)"
     )
 
@@ -80,7 +82,7 @@ def get_config(arg=None):
   # default window of 64 earlier same-cluster keys, k = 4.
   common.set_local_blocks(m, 64)
   m.routing = arg.routing
-  common.set_routing_heads(m, 2 if arg.variant == "routing" else 0)
+  common.set_routing_heads(m, 2 if arg.variant in ("routing", "hybrid") else 0)
   # About one epoch: too little data seen twice to need dropout.
   m.residual_dropout = 0.0
   common.set_data(c, "shakespeare", 256, batch_size=16)
@@ -120,7 +122,8 @@ def get_config(arg=None):
     # local. Local heads see up to 256 back. routing: 2 local + 2 content-
     # routing heads (16 clusters, windows of 256 members, dense for the
     # first 100 steps); local: 4 local heads; full: 4 heads over the whole
-    # past. No position parameters anywhere, so the three variants have
+    # past; hybrid: the routing variant with its routing heads made plain
+    # dense heads. No position parameters anywhere, so the variants have
     # exactly the same parameter count.
     common.set_data(c, "shakespeare", 2048, batch_size=1)
     m.num_layers = 2
@@ -131,6 +134,8 @@ def get_config(arg=None):
       common.set_content_routing(m, window=256, warmup_steps=100)
     if arg.variant == "full":
       m.query_block, m.memory_flange = 2048, 0
+    if arg.variant == "hybrid":  # the routing variant, routing heads dense
+      m.dense_routing_heads = True
     t.steps = 600
     t.eval_every = 300
     t.checkpoint_every = 300

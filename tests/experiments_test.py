@@ -320,9 +320,35 @@ def test_shakespeare_sizes_exclude_each_other(arg):
     load("shakespeare", arg)
 
 
-def test_shakespeare_full_needs_long():
-  with pytest.raises(ValueError, match="variant=full needs long"):
-    load("shakespeare", "variant=full")
+@pytest.mark.parametrize("variant", ["full", "hybrid"])
+def test_shakespeare_full_and_hybrid_need_long(variant):
+  with pytest.raises(ValueError, match=f"variant={variant} needs long"):
+    load("shakespeare", f"variant={variant}")
+
+
+def test_long_shakespeare_variants_have_equal_parameters():
+  """The long-context comparison is fair in size: every variant, the hybrid
+  (routing heads made dense) included, has the same parameters."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from routing_jax.nn import model as model_lib  # pylint: disable=g-import-not-at-top
+
+  counts = {}
+  for variant in ("routing", "local", "full", "hybrid"):
+    c = load("shakespeare", f"long,variant={variant}")
+    c.data.seq_len = c.model.max_len = 256  # the count does not depend on it
+    c.model.query_block = min(c.model.query_block, 256)
+    c.model.memory_flange = min(c.model.memory_flange, 256)
+    cfg = model_lib.ModelConfig.from_config(c.model)
+    shapes = jax.eval_shape(
+        lambda: model_lib.init_variables(
+            model_lib.TransformerLM(cfg), jax.random.PRNGKey(0)
+        )
+    )
+    counts[variant] = sum(x.size for x in jax.tree.leaves(shapes["params"]))
+    if variant == "hybrid":
+      assert cfg.dense_routing_heads and cfg.num_routing_heads == 2
+  assert len(set(counts.values())) == 1, counts
 
 
 # Reference tables (docs/paper.md §5.4), one row per (file, arg). Keys are
