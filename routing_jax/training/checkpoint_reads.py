@@ -21,6 +21,8 @@ fails every try is judged, and all processes reach the same verdict:
 """
 
 import json
+import logging as std_logging
+import sys
 import time
 from typing import Any
 
@@ -142,8 +144,45 @@ def check_shapes(directory: epath.Path, step: int, target: Any) -> None:
     )
 
 
+def _orbax_noise(record: std_logging.LogRecord) -> bool:
+  """Whether an asyncio log record is a failed read's leftover task."""
+  text = record.getMessage()
+  if "Task exception was never retrieved" not in text:
+    return False
+  error = record.exc_info[1] if record.exc_info else None
+  return "orbax" in text or (
+      error is not None and classify_error(error) in (CORRUPT, TRANSIENT)
+  )
+
+
+def _quiet_failed_reads() -> None:
+  """Silences what a failed Orbax read leaves behind, once per process.
+
+  When one array of a step cannot be read, Orbax abandons the reads of the
+  others: asyncio logs each abandoned task's error with its traceback (in
+  a truncated step, one per array), and tensorstore callbacks that finish
+  after Orbax closed its event loop print "Event loop is closed"
+  tracebacks. Hundreds of lines would bury the one-line verdict that
+  `read_agreed` and `Checkpointer.restore` give for the step.
+  """
+  if getattr(_quiet_failed_reads, "done", False):
+    return
+  _quiet_failed_reads.done = True
+  std_logging.getLogger("asyncio").addFilter(lambda r: not _orbax_noise(r))
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+
+
 def read_step(directory: epath.Path, step: int, target: Any):
   """(state, data, meta) of a step, read on this process only."""
+  _quiet_failed_reads()
   # The handler, not the manager: the manager's restore ends in a barrier
   # across processes, which a process whose read failed never reaches.
   # Processes agree on the outcome in `read_agreed` instead.
