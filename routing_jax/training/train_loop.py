@@ -3,12 +3,16 @@
 """The training loop: resume, train, evaluate, checkpoint.
 
 Resume order: the newest restorable checkpoint in `<workdir>/checkpoints`
-(a damaged newest one is skipped with a warning), else a fresh start. A
-SIGTERM (preemption) saves the current step and returns; a non-finite loss
-raises `NonFiniteLossError` before anything is saved, so the last good
-checkpoint stays the newest. The host fetches step metrics only at log and
-checkpoint points (step_metrics.py): a non-finite step between them stops
-the run at the next such point, naming the step, and is never saved.
+(a damaged newest one is moved aside with a warning), else a fresh start.
+config.json is written, and metrics.jsonl cut to the resumed step, only once
+the resume checks pass. A SIGTERM (preemption) saves the current step and
+returns; a non-finite loss raises `NonFiniteLossError` before anything is
+saved, so the last good checkpoint stays the newest; if it comes at the
+first check after a restore, the restored step is suspect and the run
+starts once more from the step before it. The host fetches step metrics
+only at log and checkpoint points (step_metrics.py): a non-finite step
+between them stops the run at the next such point, naming the step, and is
+never saved.
 
 What runs after the loop (final metric, sample, loss curve) is report.py.
 """
