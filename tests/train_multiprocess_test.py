@@ -45,6 +45,13 @@ OVERRIDES = {
     "train.checkpoint_every": 2,
     "train.eval_every": 1000,
     "train.log_every": 1,
+    # The dense warm-up ends mid-run: every process switches to the routed
+    # step at the same step, and sampling (tensor run: k-means counters
+    # sharded across the processes) checks that it has ended.
+    "model.routing_warmup_steps": 2,
+    # Two heads of each kind, so that mesh.tensor=2 splits whole heads.
+    "model.num_heads": 4,
+    "model.num_routing_heads": 2,
 }
 MESHES = {
     "fsdp": {"mesh.data": 1, "mesh.fsdp": 2},
@@ -96,7 +103,7 @@ def fixture_runs(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("multiprocess")
   procs = {
       "fsdp": _start(tmp_path, "fsdp", sample=True),
-      "tensor": _start(tmp_path, "tensor", sample=False),
+      "tensor": _start(tmp_path, "tensor", sample=True),
   }
   try:
     config = shakespeare.get_config("tiny")
@@ -184,3 +191,6 @@ def test_two_processes_with_sharded_params_train_and_sample_like_one(runs):
 def test_tensor_axis_across_processes_reads_the_whole_batch(runs):
   runs, single, _ = runs
   _check_losses_match(runs["tensor"], single)
+  _, _, logs, _ = runs["tensor"]
+  assert _sample(logs[0]).startswith("HAMLET:\n")
+  assert _sample(logs[1]) == _sample(logs[0])

@@ -67,7 +67,7 @@ def check_warmed_up(config: ModelConfig, variables: Any) -> None:
   ]
   try:
     done = (
-        min(int(np.min(np.asarray(c))) for c in counters)
+        min(_host_min(c) for c in counters)
         if counters
         else (config.routing_warmup_steps)
     )
@@ -79,6 +79,17 @@ def check_warmed_up(config: ModelConfig, variables: Any) -> None:
         f"model.routing_warmup_steps={config.routing_warmup_steps} k-means "
         "updates); its dense warm-up attention has no per-cluster cache"
     )
+
+
+def _host_min(counter: Any) -> int:
+  """The smallest update count this process holds. The counters are sharded
+  over heads and may span processes; every head takes every update, so any
+  addressable shard tells."""
+  if isinstance(counter, jax.Array) and not counter.is_fully_addressable:
+    return min(
+        int(np.min(np.asarray(s.data))) for s in counter.addressable_shards
+    )
+  return int(np.min(np.asarray(counter)))
 
 
 def init_cache(model: TransformerLM, batch: int) -> Any:
