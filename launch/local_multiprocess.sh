@@ -12,7 +12,7 @@
 #   launch/local_multiprocess.sh N [main args...]
 #
 # Example:
-#   launch/local_multiprocess.sh 2 --config=experiments/tiny.py \
+#   launch/local_multiprocess.sh 2 --config=experiments/shakespeare.py:tiny \
 #       --workdir=/tmp/rj_local --config.train.steps=20
 #
 # Environment:

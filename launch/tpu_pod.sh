@@ -11,7 +11,10 @@
 #   3. install on every worker: a venv with `pip install -e .[gcs]` (gcsfs,
 #      for a gs:// workdir) and jax[tpu];
 #   4. run `python -m routing_jax.main --distributed` on every worker at once
-#      (ssh --worker=all); jax.distributed auto-detects the slice topology.
+#      (ssh --worker=all), detached (nohup, log in REMOTE_DIR/train.log) so
+#      that it outlives your terminal; jax.distributed auto-detects the slice
+#      topology. A previous run on the workers is stopped first (a live one
+#      holds the TPU: "TPU in use").
 #
 # Usage:
 #   launch/tpu_pod.sh [options] [-- main args...]
@@ -27,10 +30,19 @@
 #   --name=NAME          TPU VM name [TPU_NAME] (required)
 #   --zone=ZONE          zone [TPU_ZONE] (required)
 #   --type=TYPE          accelerator type [TPU_TYPE] (default: v4-8)
-#   --version=VERSION    TPU VM runtime image [TPU_VERSION]
-#                        (default: tpu-ubuntu2204-base)
+#   --version=VERSION    TPU VM runtime image [TPU_VERSION] (default: by
+#                        accelerator type: v2/v3/v4 tpu-ubuntu2204-base,
+#                        v5litepod/v5e v2-alpha-tpuv5-lite, v5p
+#                        v2-alpha-tpuv5, v6e v2-alpha-tpuv6e)
 #   --project=PROJECT    GCP project [TPU_PROJECT] (default: gcloud's)
 #   --spot               create a spot VM [TPU_SPOT=1]
+#   --queued             create it through a queued resource (waits for
+#                        capacity; with --spot, the way to get spot pods)
+#                        [TPU_QUEUED=1]
+#   --restarts=N         rerun the trainer up to N times after it fails
+#                        (it resumes from the workdir's last checkpoint)
+#                        [RESTARTS] (default: 3)
+#   --restart-delay=S    seconds between restarts [RESTART_DELAY] (default: 30)
 #   --config=FILE[:ARG]  experiment config [CONFIG]
 #                        (default: experiments/enwik8.py)
 #   --workdir=DIR        checkpoints/logs, a gs:// path every worker shares
@@ -38,8 +50,9 @@
 #   --remote-dir=DIR     code directory on the workers, relative to home
 #                        [REMOTE_DIR] (default: routing-jax)
 #   --no-create --no-copy --no-install --no-run   skip a step
-#   --detach             run in the background on the workers (nohup, log in
-#                        REMOTE_DIR/train.log) and return at once
+#   --foreground         stay attached to the workers' output (the run then
+#                        dies with this terminal); default: detached
+#   --no-cleanup         do not stop a previous run on the workers
 #   --dry-run            print the commands instead of running them
 #   -h, --help           this text
 #
@@ -60,13 +73,16 @@ die() {
 NAME="${TPU_NAME:-}"
 ZONE="${TPU_ZONE:-}"
 TYPE="${TPU_TYPE:-v4-8}"
-VERSION="${TPU_VERSION:-tpu-ubuntu2204-base}"
+VERSION="${TPU_VERSION:-}"
 PROJECT="${TPU_PROJECT:-}"
 SPOT="${TPU_SPOT:-0}"
+QUEUED="${TPU_QUEUED:-0}"
+RESTARTS="${RESTARTS:-3}"
+RESTART_DELAY="${RESTART_DELAY:-30}"
 CONFIG="${CONFIG:-experiments/enwik8.py}"
 WORKDIR="${WORKDIR:-}"
 REMOTE_DIR="${REMOTE_DIR:-routing-jax}"
-DRY_RUN=0 DETACH=0 DO_CREATE=1 DO_COPY=1 DO_INSTALL=1 DO_RUN=1
+DRY_RUN=0 DETACH=1 CLEANUP=1 DO_CREATE=1 DO_COPY=1 DO_INSTALL=1 DO_RUN=1
 
 while (($# > 0)); do
   case "$1" in
@@ -74,6 +90,11 @@ while (($# > 0)); do
     --zone=*) ZONE="${1#*=}" ;;
     --type=*) TYPE="${1#*=}" ;;
     --version=*) VERSION="${1#*=}" ;;
+    --queued) QUEUED=1 ;;
+    --restarts=*) RESTARTS="${1#*=}" ;;
+    --restart-delay=*) RESTART_DELAY="${1#*=}" ;;
+    --foreground) DETACH=0 ;;
+    --no-cleanup) CLEANUP=0 ;;
     --project=*) PROJECT="${1#*=}" ;;
     --spot) SPOT=1 ;;
     --config=*) CONFIG="${1#*=}" ;;
@@ -92,6 +113,10 @@ while (($# > 0)); do
   shift
 done
 
+[[ "${RESTARTS}" =~ ^[0-9]+$ ]] ||
+  die "--restarts must be a non-negative integer, got '${RESTARTS}'"
+[[ "${RESTART_DELAY}" =~ ^[0-9]+$ ]] ||
+  die "--restart-delay must be a non-negative integer, got '${RESTART_DELAY}'"
 [[ -n "${NAME}" ]] || die "the TPU name is required: --name=NAME or TPU_NAME"
 [[ -n "${ZONE}" ]] || die "the zone is required: --zone=ZONE or TPU_ZONE"
 if ((DO_RUN)) && [[ -z "${WORKDIR}" ]]; then
@@ -99,6 +124,17 @@ if ((DO_RUN)) && [[ -z "${WORKDIR}" ]]; then
 fi
 [[ "${REMOTE_DIR}" =~ ^[A-Za-z0-9._/-]+$ && "${REMOTE_DIR}" != /* ]] ||
   die "--remote-dir must be a plain path relative to home, got '${REMOTE_DIR}'"
+
+# Each TPU generation boots its own runtime image; the Ubuntu base image
+# serves v2-v4 only.
+if [[ -z "${VERSION}" ]]; then
+  case "${TYPE}" in
+    v5litepod-*|v5e-*) VERSION=v2-alpha-tpuv5-lite ;;
+    v5p-*) VERSION=v2-alpha-tpuv5 ;;
+    v6e-*) VERSION=v2-alpha-tpuv6e ;;
+    *) VERSION=tpu-ubuntu2204-base ;;
+  esac
+fi
 
 gcloud_tpu=(gcloud compute tpus tpu-vm)
 common=(--zone="${ZONE}")
@@ -144,12 +180,30 @@ if ((DO_CREATE)); then
     if ((DRY_RUN)); then
       echo "# (skipped when ${NAME} already exists)"
     fi
-    create=(create "${NAME}" "${common[@]}" --accelerator-type="${TYPE}"
-            --version="${VERSION}")
-    if ((SPOT)); then
-      create+=(--spot)
+    if ((QUEUED)); then
+      # A queued resource waits for capacity instead of failing at once.
+      queued=(gcloud compute tpus queued-resources)
+      create=(create "${NAME}" --node-id="${NAME}" "${common[@]}"
+              --accelerator-type="${TYPE}" --runtime-version="${VERSION}")
+      if ((SPOT)); then
+        create+=(--spot)
+      fi
+      run "${queued[@]}" "${create[@]}"
+      if ((!DRY_RUN)); then
+        echo "# waiting for ${NAME} to become ACTIVE (capacity permitting)"
+        until [[ "$("${queued[@]}" describe "${NAME}" "${common[@]}" \
+                    --format='value(state.state)')" == ACTIVE ]]; do
+          sleep 60
+        done
+      fi
+    else
+      create=(create "${NAME}" "${common[@]}" --accelerator-type="${TYPE}"
+              --version="${VERSION}")
+      if ((SPOT)); then
+        create+=(--spot)
+      fi
+      run "${gcloud_tpu[@]}" "${create[@]}"
     fi
-    run "${gcloud_tpu[@]}" "${create[@]}"
   else
     echo "# ${NAME} exists in ${ZONE}; not creating it"
   fi
@@ -203,10 +257,35 @@ if ((DO_INSTALL)); then
 fi
 
 if ((DO_RUN)); then
-  cmd=". .venv/bin/activate && $(quote_words python -m routing_jax.main \
---config="${CONFIG}" --workdir="${WORKDIR}" --distributed "$@")"
+  main=$(quote_words python -m routing_jax.main --config="${CONFIG}" \
+    --workdir="${WORKDIR}" --distributed "$@")
+  cmd=". .venv/bin/activate && ${main}"
+  if ((RESTARTS > 0)); then
+    # A failed run resumes from the last checkpoint; every worker restarts
+    # and they meet again at the coordinator.
+    cmd=". .venv/bin/activate && for attempt in \$(seq 0 ${RESTARTS}); do"
+    cmd+=" ${main} && exit 0;"
+    cmd+=" echo \"tpu_pod: run failed (attempt \$attempt), restarting\" >&2;"
+    cmd+=" sleep ${RESTART_DELAY}; done; exit 1"
+  fi
   if ((DETACH)); then
-    cmd="nohup bash -c $(single_quote "${cmd}") > train.log 2>&1 < /dev/null &"
+    # Its own process group, recorded, so that the next launch can stop it.
+    cmd="setsid nohup bash -c $(single_quote "${cmd}") > train.log 2>&1"
+    cmd+=" < /dev/null & echo \$! > train.pid"
+  else
+    cmd="bash -c $(single_quote "${cmd}")"
+  fi
+  if ((CLEANUP)); then
+    # A live earlier run keeps the TPU open ("TPU in use"). SIGTERM first:
+    # the trainer saves a checkpoint and exits; KILL after two minutes.
+    cleanup="if [ -f train.pid ]; then pg=\$(cat train.pid);"
+    cleanup+=" kill -TERM -- -\$pg 2>/dev/null || true;"
+    cleanup+=" for i in \$(seq 120); do kill -0 -- -\$pg 2>/dev/null || break;"
+    cleanup+=" sleep 1; done; kill -KILL -- -\$pg 2>/dev/null || true;"
+    cleanup+=" rm -f train.pid; fi;"
+    cleanup+=" pkill -f '^[^ ]*python[0-9.]* -m routing_jax[.]main' || true;"
+    cleanup+=" sudo rm -f /tmp/libtpu_lockfile || true"
+    cmd="${cleanup}; ${cmd}"
   fi
   on_all_workers "cd ${REMOTE_DIR} && ${cmd}"
 fi

@@ -203,21 +203,87 @@ def test_gpu_slurm_runs_srun_with_distributed(tmp_path):
   assert outside.returncode != 0 and "SLURM_JOB_ID" in outside.stderr
 
 
-def test_tpu_pod_dry_run_prints_gcloud_commands():
+def test_gpu_slurm_shares_cpus_and_caps_preallocation(tmp_path):
+  srun = tmp_path / "srun"
+  srun.write_text(
+      '#!/bin/sh\necho "$XLA_PYTHON_CLIENT_MEM_FRACTION"; printf "[%s]" "$@"\n'
+  )
+  srun.chmod(0o755)
+  result = _run(
+      [LAUNCH / "gpu_slurm.sbatch"],
+      PATH=f"{tmp_path}:{os.environ['PATH']}",
+      SLURM_JOB_ID="42",
+      SLURM_SUBMIT_DIR=str(tmp_path),
+      SLURM_CPUS_ON_NODE="96",
+      SLURM_NTASKS_PER_NODE="8",
+  )
+  assert result.returncode == 0, result.stderr
+  fraction, args = result.stdout.split("\n", 1)
+  assert fraction == "0.9"
+  assert args.startswith("[--kill-on-bad-exit=1][--cpus-per-task=12][python]")
+
+
+def test_gpu_slurm_requeues_itself_when_signalled(tmp_path):
+  """SIGTERM (preemption, or the time limit ahead) reaches the trainer,
+  which saves and exits 0; the job then asks SLURM to requeue it."""
+  srun = tmp_path / "srun"
+  srun.write_text(
+      "#!/bin/bash\nsleep 60 & pid=$!\n"
+      f'trap "kill $pid; echo saved > {tmp_path}/saved; exit 0" TERM\n'
+      f"echo started > {tmp_path}/started\nwait\n"
+  )
+  scontrol = tmp_path / "scontrol"
+  scontrol.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/scontrol.log\n')
+  for p in (srun, scontrol):
+    p.chmod(0o755)
+  job = subprocess.Popen(
+      ["bash", str(LAUNCH / "gpu_slurm.sbatch")],
+      cwd=ROOT,
+      env=_env(
+          PATH=f"{tmp_path}:{os.environ['PATH']}",
+          SLURM_JOB_ID="42",
+          SLURM_SUBMIT_DIR=str(tmp_path),
+      ),
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+  assert _wait_for(lambda: (tmp_path / "started").exists())
+  job.send_signal(15)
+  _, stderr = job.communicate(timeout=30)
+  assert job.returncode == 0, stderr
+  assert (tmp_path / "saved").exists()
+  assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "42"]
+  assert "requeueing job 42" in stderr
+
+
+def _tpu_dry_run(*args):
   result = _run([
       LAUNCH / "tpu_pod.sh",
       "--dry-run",
       "--name=rj-pod",
       "--zone=us-central2-b",
-      "--type=v4-32",
-      "--spot",
       "--workdir=gs://bucket/run",
-      "--",
-      "--config.train.steps=5",
-      "--config.note=it's x",
+      *args,
   ])
   assert result.returncode == 0, result.stderr
-  lines = [l for l in result.stdout.splitlines() if l.startswith("gcloud")]
+  return [l for l in result.stdout.splitlines() if l.startswith("gcloud")]
+
+
+MAIN_ARGS = ["--config.train.steps=5", "--config.note=it's x"]
+PREFIX = [
+    "gcloud",
+    "compute",
+    "tpus",
+    "tpu-vm",
+    "ssh",
+    "rj-pod",
+    "--zone=us-central2-b",
+    "--worker=all",
+]
+
+
+def test_tpu_pod_dry_run_prints_gcloud_commands():
+  lines = _tpu_dry_run("--type=v4-32", "--spot", "--", *MAIN_ARGS)
   assert lines[0] == (
       "gcloud compute tpus tpu-vm create rj-pod --zone=us-central2-b"
       " --accelerator-type=v4-32 --version=tpu-ubuntu2204-base --spot"
@@ -227,35 +293,125 @@ def test_tpu_pod_dry_run_prints_gcloud_commands():
       f" rj-pod:./ --zone=us-central2-b --worker=all"
   )
   install, train = (shlex.split(l) for l in lines[2:])
-  prefix = [
-      "gcloud",
-      "compute",
-      "tpus",
-      "tpu-vm",
-      "ssh",
-      "rj-pod",
-      "--zone=us-central2-b",
-      "--worker=all",
-  ]
-  assert install[:-1] == prefix and train[:-1] == prefix
+  assert install[:-1] == PREFIX and train[:-1] == PREFIX
   assert 'pip install -q -e ".[gcs]" "jax[tpu]' in install[-1]
-  command = train[-1].removeprefix("--command=")
-  assert shlex.split(command) == [
-      "cd",
-      "routing-jax",
-      "&&",
-      ".",
-      ".venv/bin/activate",
-      "&&",
-      "python",
+
+
+@pytest.mark.parametrize(
+    "tpu_type, version",
+    [
+        ("v4-32", "tpu-ubuntu2204-base"),
+        ("v5litepod-16", "v2-alpha-tpuv5-lite"),
+        ("v5p-256", "v2-alpha-tpuv5"),
+        ("v6e-256", "v2-alpha-tpuv6e"),
+    ],
+)
+def test_tpu_pod_runtime_image_follows_the_accelerator(tpu_type, version):
+  create = _tpu_dry_run(f"--type={tpu_type}", "--no-copy", "--no-install")[0]
+  assert f"--version={version}" in create
+  queued = _tpu_dry_run(f"--type={tpu_type}", "--queued", "--spot")[0]
+  assert queued == (
+      "gcloud compute tpus queued-resources create rj-pod --node-id=rj-pod"
+      f" --zone=us-central2-b --accelerator-type={tpu_type}"
+      f" --runtime-version={version} --spot"
+  )
+
+
+def _worker(tmp_path, script):
+  """A stand-in TPU worker: ~/routing-jax with a venv whose `python` runs
+  `script` (bash), and stub pkill / sudo that only record their calls."""
+  home = tmp_path / "home"
+  bin_dir = tmp_path / "bin"
+  code = home / "routing-jax"
+  (code / ".venv" / "bin").mkdir(parents=True)
+  bin_dir.mkdir()
+  (code / ".venv" / "bin" / "activate").write_text(
+      f'export PATH="{bin_dir}:$PATH"\n'
+  )
+  for name, body in (
+      ("python", script),
+      ("pkill", f'echo "pkill $*" >> {tmp_path}/stubs; exit 1'),
+      ("sudo", f'echo "sudo $*" >> {tmp_path}/stubs'),
+  ):
+    path = bin_dir / name
+    path.write_text("#!/usr/bin/env bash\n" + body + "\n")
+    path.chmod(0o755)
+  env = dict(_env(), HOME=str(home), PATH=f"{bin_dir}:{os.environ['PATH']}")
+  return home, env
+
+
+def _remote_command(*args):
+  train = shlex.split(
+      _tpu_dry_run("--no-create", "--no-copy", "--no-install", *args)[-1]
+  )
+  assert train[:-1] == PREFIX
+  return train[-1].removeprefix("--command=")
+
+
+def _wait_for(predicate, timeout=30.0):
+  end = time.time() + timeout
+  while time.time() < end:
+    if predicate():
+      return True
+    time.sleep(0.1)
+  return False
+
+
+def test_tpu_pod_runs_detached_and_restarts_a_failed_run(tmp_path):
+  """The workers' command, run here: detached, the main args arrive intact
+  through two levels of quoting, and a failed run is restarted."""
+  calls = tmp_path / "calls"
+  script = (
+      f'printf "%s\\0" "$@" >> {calls}; echo >> {calls}.n;'
+      f' [ "$(wc -l < {calls}.n)" -ge 2 ]'  # fails on the first call
+  )
+  home, env = _worker(tmp_path, script)
+  command = _remote_command(
+      "--restarts=2", "--restart-delay=0", "--", *MAIN_ARGS
+  )
+  started = subprocess.run(
+      ["bash", "-c", command], cwd=home, env=env, timeout=30, check=False
+  )
+  assert started.returncode == 0  # returns at once: detached
+  log = home / "routing-jax" / "train.log"
+  assert _wait_for(
+      lambda: calls.with_suffix(".n").exists()
+      and len(calls.with_suffix(".n").read_text()) >= 2
+  )
+  assert _wait_for(lambda: "restarting" in log.read_text())
+  args = calls.read_bytes().split(b"\0")[:-1]
+  one = [
       "-m",
       "routing_jax.main",
       "--config=experiments/enwik8.py",
       "--workdir=gs://bucket/run",
       "--distributed",
-      "--config.train.steps=5",
-      "--config.note=it's x",
+      *MAIN_ARGS,
   ]
+  assert [a.decode() for a in args] == one + one
+  assert "attempt 0" in log.read_text() and "attempt 1" not in log.read_text()
+
+
+def test_tpu_pod_stops_the_previous_run_first(tmp_path):
+  """A second launch SIGTERMs the first run's process group (the trainer
+  saves and exits) before it starts, so the TPU is free."""
+  pids = tmp_path / "pids"
+  script = f'echo $$ >> {pids}; trap "exit 0" TERM; sleep 300 & wait'
+  home, env = _worker(tmp_path, script)
+  command = _remote_command("--restarts=0")
+  subprocess.run(["bash", "-c", command], cwd=home, env=env, check=True)
+  assert _wait_for(lambda: pids.exists() and pids.read_text().strip())
+  first = int(pids.read_text().split()[0])
+  subprocess.run(["bash", "-c", command], cwd=home, env=env, check=True)
+  assert _wait_for(lambda: len(pids.read_text().split()) == 2)
+  assert _wait_for(lambda: not pathlib.Path(f"/proc/{first}").exists())
+  second = int(pids.read_text().split()[1])
+  stubs = (tmp_path / "stubs").read_text()
+  assert "pkill -f" in stubs and "sudo rm -f /tmp/libtpu_lockfile" in stubs
+  # Leave nothing running: stop the second run the same way.
+  pg = int((home / "routing-jax" / "train.pid").read_text())
+  os.killpg(pg, 15)
+  assert _wait_for(lambda: not pathlib.Path(f"/proc/{second}").exists())
 
 
 @pytest.mark.parametrize(
