@@ -108,6 +108,9 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
 
   cli.check_mesh(config)
+  from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+
+  multihost.check_same_program(config.to_json(sort_keys=True))
   if _COMPILATION_CACHE_DIR.value:
     jax.config.update("jax_compilation_cache_dir", _COMPILATION_CACHE_DIR.value)
   from routing_jax.training import report as report_lib  # pylint: disable=g-import-not-at-top

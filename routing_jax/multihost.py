@@ -115,3 +115,28 @@ def check_same(data: bytes, what: str) -> None:
         f"{what} differs between processes (processes {bad} differ from"
         " process 0)"
     )
+
+
+def source_digest() -> bytes:
+  """A digest of the routing_jax sources this process runs (file names and
+  contents), to compare between hosts."""
+  import hashlib  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+
+  root = pathlib.Path(__file__).resolve().parent
+  h = hashlib.sha256()
+  for path in sorted(root.rglob("*.py")):
+    h.update(str(path.relative_to(root)).encode() + b"\0")
+    h.update(path.read_bytes())
+  return h.digest()
+
+
+def check_same_program(config_json: str) -> None:
+  """Raises unless every process runs the same code with the same config.
+
+  Hosts with a stale copy of the code or a different flag would otherwise
+  compile different programs and meet in mismatched collectives: a hang or
+  silent divergence instead of an error.
+  """
+  check_same(source_digest(), "the routing_jax source code")
+  check_same(config_json.encode(), "the config (flags included)")

@@ -108,6 +108,24 @@ def test_local_multiprocess_cross_process_psum(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("differs_on", [-1, 1])
+def test_processes_check_they_run_the_same_program(tmp_path, differs_on):
+  """main's start-up check (multihost.check_same_program): the same code
+  and config everywhere, or every process stops naming the odd one."""
+  result = _local(tmp_path, f"--config_differs_on={differs_on}", devices=1)
+  assert result.returncode == 0, result.stderr
+  for i in range(2):
+    seen = json.loads((tmp_path / "out" / f"proc_{i}.json").read_text())
+    if differs_on < 0:
+      assert seen["program_check"] == "same"
+    else:
+      assert seen["program_check"] == (
+          "the config (flags included) differs between processes "
+          "(processes [1] differ from process 0)"
+      )
+
+
+@pytest.mark.slow
 def test_local_multiprocess_failure_kills_the_rest(tmp_path):
   start = time.monotonic()
   # Process 2 exits at once; 0 and 1 would wait for it in initialize().

@@ -31,6 +31,15 @@ def main(argv=None):
       default=-1,
       help="this process exits with status 3 at once",
   )
+  parser.add_argument(
+      "--config_differs_on",
+      type=int,
+      default=-2,
+      help=(
+          "run multihost.check_same_program with a config that differs "
+          "on this process (-1: the same everywhere) and record the outcome"
+      ),
+  )
   args, passed_through = parser.parse_known_args(argv)
   if args.process_id == args.fail_process:
     sys.exit(3)
@@ -75,6 +84,17 @@ def main(argv=None):
       "sum": float(np.asarray(total.addressable_data(0))[0]),
       "passed_through": passed_through,
   }
+  if args.config_differs_on >= -1:
+    from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+
+    config = '{"steps": 3}'
+    if jax.process_index() == args.config_differs_on:
+      config = '{"steps": 4}'
+    try:
+      multihost.check_same_program(config)
+      result["program_check"] = "same"
+    except RuntimeError as e:
+      result["program_check"] = str(e)
   os.makedirs(args.out_dir, exist_ok=True)
   path = os.path.join(args.out_dir, f"proc_{jax.process_index()}.json")
   with open(path, "w") as f:
