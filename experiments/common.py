@@ -81,6 +81,10 @@ def base_config() -> ml_collections.ConfigDict:
   t.eval_every = 500
   t.eval_batches = 16
   t.checkpoint_every = 500
+  # Also save when this much wall time has passed since the last save
+  # (checked at log points; 0: off), so a lost host costs minutes, not
+  # checkpoint_every steps.
+  t.checkpoint_every_minutes = 0.0
   t.keep_checkpoints = 3
   t.async_checkpointing = True
   t.sample_length = 256  # characters sampled at the end of training
@@ -308,6 +312,7 @@ def set_paper_training(
   t.eval_every = eval_every
   t.eval_batches = eval_batches
   t.checkpoint_every = eval_every
+  t.checkpoint_every_minutes = 30.0
   t.sample_length = sample_length
 
 

@@ -101,6 +101,13 @@ def run_once(fn: Callable[[], Any], name: str) -> None:
     raise error
 
 
+def agree(flag: bool) -> bool:
+  """Process 0's `flag`, on every process (for decisions from a clock)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.bool_)))
+
+
 def check_same(data: bytes, what: str) -> None:
   """Raises if `data` differs between processes (compares a digest)."""
   if jax.process_count() == 1:

@@ -429,3 +429,14 @@ def test_resume_drops_metrics_rows_past_the_checkpoint(tmp_path, reference):
   assert train_steps == list(range(1, STEPS + 1))
   eval_steps = [r["step"] for r in rows if "eval/loss_nats" in r]
   assert eval_steps == [STEPS]
+
+
+def test_wall_clock_checkpoints_come_at_log_points(tmp_path, reference):
+  """train.checkpoint_every_minutes adds saves at log points once that much
+  wall time has passed (here: always), besides checkpoint_every; saving
+  changes nothing in the run."""
+  _run(tmp_path, checkpoint_every_minutes=1e-9, log_every=5)
+  assert _committed_steps(tmp_path) == [5, 8, 10, 15, 16]
+  _assert_same_final_checkpoint(tmp_path, reference)
+  with pytest.raises(ValueError, match="train.checkpoint_every_minutes"):
+    train.validate_config(_config(**_extra(checkpoint_every_minutes=-1)))

@@ -108,6 +108,13 @@ def validate_config(config: Any) -> ModelConfig:
       "eval_batches",
   ):
     need(t[f] >= 1, f"train.{f}", t[f], "must be >= 1")
+  minutes = t.get("checkpoint_every_minutes", 0.0)
+  need(
+      minutes >= 0,
+      "train.checkpoint_every_minutes",
+      minutes,
+      "must be >= 0 (0: no wall-clock saves)",
+  )
   need(d.seq_len >= 1, "data.seq_len", d.seq_len, "must be >= 1")
   need(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
   need(

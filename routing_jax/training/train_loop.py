@@ -298,6 +298,8 @@ def _train_and_evaluate(
         last_eval=last_eval,
     )
 
+  minutes = float(t.get("checkpoint_every_minutes", 0.0))
+  last_save = time.monotonic()
   try:
     for step in range(start, t.steps):
       profiler.update(step)
@@ -347,10 +349,18 @@ def _train_and_evaluate(
         last_eval = ev
         perf.exclude(time.perf_counter() - began)
       stop = preempt.should_stop(done)
-      if stop or done % ckpt.save_every == 0:
+      # Wall-clock saves, decided at log points by process 0's clock (the
+      # processes must agree: a save is collective).
+      timed = (
+          minutes > 0
+          and done % t.log_every == 0
+          and multihost.agree(time.monotonic() - last_save >= minutes * 60)
+      )
+      if stop or timed or done % ckpt.save_every == 0:
         checked()  # nothing non-finite is ever saved
         began = time.perf_counter()
-        ckpt.save(done, state, datasets.train.get_state(), force=stop)
+        ckpt.save(done, state, datasets.train.get_state(), force=stop or timed)
+        last_save = time.monotonic()
         if stop:
           ckpt.wait()
           logging.warning("Preempted: saved step %d, exiting.", done)
