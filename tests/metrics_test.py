@@ -266,9 +266,11 @@ def test_step_time_mfu_and_lr_exclude_eval_and_checkpoints(
         8 * 64 / r["train/step_time_s"]
     )
   # Steps 4-6 ran after a 0.5 s evaluation and a checkpoint at step 3;
-  # neither counts as step time.
+  # neither counts as step time. Nor does the first step, which compiled.
   assert train_rows[1]["train/step_time_s"] < 0.5 / 3
+  assert train_rows[0]["train/step_time_s"] < 0.5 / 3
   out = capsys.readouterr().out
+  assert out.count("compiling the train step...") == 1
   assert re.search(
       r"^step 6/6 \| .* TFLOP/s/device \| MFU \d+\.\d% \| lr ", out, re.M
   )
@@ -304,3 +306,16 @@ def test_loss_curve_after_a_resume(tmp_path, monkeypatch):
       [5.0 / ln2, 4.0 / ln2, 3.0 / ln2, 2.0 / ln2],
   )
   assert calls["validation"] == ([4], [2.5 / ln2])
+
+
+def test_a_step_that_compiled_is_left_out_of_the_rates(monkeypatch):
+  from routing_jax.training import step_metrics  # pylint: disable=g-import-not-at-top
+
+  clock = iter([0.0, 13.0])  # construction, rates()
+  monkeypatch.setattr(step_metrics.time, "perf_counter", lambda: next(clock))
+  perf = step_metrics.StepMetrics(0, 100, 1e9, 1, None, lambda s: 0.1)
+  perf.exclude_step(10.0)  # step 1 compiled for 10 s
+  perf.exclude(1.0)  # an evaluation
+  rates = perf.rates(3)  # steps 2 and 3 took the other 2 s
+  assert rates["step_time_s"] == pytest.approx(1.0)
+  assert rates["tokens_per_s"] == pytest.approx(100.0)

@@ -44,6 +44,7 @@ class StepMetrics:
     self._last_time = time.perf_counter()
     self._last_step = start_step
     self._excluded = 0.0
+    self._excluded_steps = 0
 
   def add(self, step: int, metrics: Any) -> None:
     """Keeps step's metrics (device arrays); nothing waits."""
@@ -52,6 +53,11 @@ class StepMetrics:
   def exclude(self, seconds: float) -> None:
     """Time (evaluation, checkpointing) that is not training."""
     self._excluded += seconds
+
+  def exclude_step(self, seconds: float) -> None:
+    """A whole step left out of the rates: one that compiled its program."""
+    self._excluded += seconds
+    self._excluded_steps += 1
 
   def fetch(
       self, finite_keys: tuple[str, ...]
@@ -77,9 +83,10 @@ class StepMetrics:
   def rates(self, step: int) -> dict[str, float]:
     """Throughput since the previous call (call after `fetch`)."""
     now = time.perf_counter()
-    steps = max(step - self._last_step, 1)
+    steps = max(step - self._last_step - self._excluded_steps, 1)
     seconds = max(now - self._last_time - self._excluded, 1e-9)
     self._last_time, self._last_step, self._excluded = now, step, 0.0
+    self._excluded_steps = 0
     step_time = seconds / steps
     flops_per_device = self._flops / step_time / self._devices
     out = {

@@ -298,6 +298,7 @@ def _train_and_evaluate(
         last_eval=last_eval,
     )
 
+  compiled = set()  # ids of the step functions run so far
   minutes = float(t.get("checkpoint_every_minutes", 0.0))
   last_save = time.monotonic()
   try:
@@ -306,9 +307,19 @@ def _train_and_evaluate(
       batch = sharding.make_global_batch(
           next(datasets.train), mesh, trainer.data_sharding
       )
-      state, m = train.run_step(
-          trainer, trainer.train_step_at(step), state, batch
-      )
+      step_fn = trainer.train_step_at(step)
+      compiling = id(step_fn) not in compiled
+      if compiling:
+        # The step that compiles stays out of step time and tokens/s.
+        jax.block_until_ready(state)
+        began = time.perf_counter()
+        warm = trainer.warming_up(step) and trainer.warmup_steps
+        _say(f"compiling the {'warm-up' if warm else 'train'} step...")
+      state, m = train.run_step(trainer, step_fn, state, batch)
+      if compiling:
+        jax.block_until_ready(m)
+        perf.exclude_step(time.perf_counter() - began)
+        compiled.add(id(step_fn))
       perf.add(step + 1, m)  # fetched at log and save points only
       done = step + 1
       if done % t.log_every == 0 or done == t.steps:
