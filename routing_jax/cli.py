@@ -188,12 +188,21 @@ def check_mesh(config: Any, num_devices: Optional[int] = None) -> None:
 
   n = jax.device_count() if num_devices is None else num_devices
   try:
-    sharding.mesh_shape(config.mesh, n)
+    tensor = sharding.mesh_shape(config.mesh, n)[2]
   except ValueError as e:
     raise errors.ConfigError(
         f"{e} Set --config.mesh.data/fsdp/tensor to sizes whose product is"
         f" the {n} device(s) here (one of them may be -1)."
     ) from e
+  from routing_jax.nn.model_config import ModelConfig  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
+
+  try:
+    train.check_tensor_divides_heads(
+        ModelConfig.from_config(config.model), tensor
+    )
+  except ValueError as e:
+    raise errors.ConfigError(str(e)) from e
 
 
 def check_model_config(config: Any, workdir: str) -> None:

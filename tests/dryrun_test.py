@@ -8,6 +8,7 @@ paper_configs_test.py).
 """
 
 import functools
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -22,6 +23,7 @@ from routing_jax.training import optim
 from routing_jax.training import sharding
 from routing_jax.training import train
 
+ROOT = pathlib.Path(__file__).parents[1]
 
 def test_hardware_specs_parse_and_device_kinds_match():
   hw = hardware.parse("tpu_v3_32")
@@ -41,6 +43,44 @@ def test_hardware_specs_parse_and_device_kinds_match():
   assert kind("NVIDIA H200") == "h200"
   assert kind("NVIDIA A100-SXM4-40GB") == "a100_40gb"
   assert kind("cpu") is None
+
+
+def test_tensor_axis_must_divide_every_modules_heads():
+  """enwik8 has 4 local + 4 routing heads per layer: tensor=8 would split
+  head_dim; refused in one line naming mesh.tensor, as set, as resolved
+  from the hardware, and as resolved from the devices (-1)."""
+  from routing_jax import cli  # pylint: disable=g-import-not-at-top
+  from routing_jax import errors  # pylint: disable=g-import-not-at-top
+  from experiments import enwik8  # pylint: disable=g-import-not-at-top
+
+  want = (
+      r"^mesh.tensor=8: must divide the heads of every attention module"
+      r" \(routing layers: 4 local \+ 4 routing heads\), else it splits"
+      r" head_dim$"
+  )
+  config = enwik8.get_config("variant=8k")
+  config.mesh.data, config.mesh.tensor = 4, 8
+  with pytest.raises(ValueError, match=want):
+    train.validate_config(config)  # hardware tpu_v3_32
+  config.hardware = ""  # checked once the devices are known
+  with pytest.raises(errors.ConfigError, match=want):
+    cli.check_mesh(config, 32)
+  config.mesh.data, config.mesh.tensor = 1, -1
+  with pytest.raises(errors.ConfigError, match=want):
+    cli.check_mesh(config, 8)
+  config.mesh.data, config.mesh.tensor = 8, 4
+  train.validate_config(config)
+  cli.check_mesh(config, 32)
+  # Layers without routing: all heads in one module.
+  local = enwik8.get_config("variant=local8k")
+  local.mesh.data, local.mesh.tensor = 2, 16
+  with pytest.raises(ValueError, match=r"\(all layers: 8 heads\)"):
+    train.validate_config(local)
+
+
+def test_sharding_doc_states_the_codes_replication_threshold():
+  doc = (ROOT / "docs" / "sharding.md").read_text()
+  assert f"{train.MAX_REPLICATED_BYTES // 2**20} MiB or more" in doc
 
 
 def test_config_hardware_and_mesh_are_checked_together():
