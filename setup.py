@@ -45,7 +45,13 @@ setuptools.setup(
         "importlib_resources>=6",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "pyink>=24.10,<27"],
+        # The TPU compiler without a TPU: `python -m routing_jax.dryrun`
+        # compiles for the config's TPU slice (jax[tpu] pins the libtpu
+        # that matches the jax installed).
+        "tpu": ["jax[tpu]>=0.10.2,<0.12"],
+        # With libtpu, so that the TPU-compiler tests run (it adds nothing
+        # to the CPU tests' time: JAX_PLATFORMS=cpu keeps it unloaded).
+        "test": ["pytest>=8,<10", "pyink>=24.10,<27", "jax[tpu]>=0.10.2,<0.12"],
         # gs:// workdirs: etils.epath reads and writes them through gcsfs.
         "gcs": ["gcsfs"],
     },

@@ -130,11 +130,20 @@ def test_dryrun_cli_fakes_the_hardwares_devices_and_says_it_fits():
   assert (
       "over 8 devices (cpu)" in out and "compiled train step per device" in out
   )
-  last = out.strip().splitlines()[-1]
+  assert (
+      "compiler: XLA:CPU (8 fake devices): the memory figures are a CPU"
+      " estimate for h100_80gb, not its compiler's; compiling for a GPU"
+      " needs the GPUs (benchmarks/gpu_all.sh)"
+  ) in out
+  lines = out.strip().splitlines()
+  assert lines[-2] == (
+      "usable per device: 59.74 GiB (75% of 79.6 GiB, what JAX preallocates"
+      " (XLA_PYTHON_CLIENT_MEM_FRACTION))"
+  )
   assert re.fullmatch(
-      r"fits 8xh100_80gb: yes \(\d+\.\d\d GiB of 79\.6 GiB " r"per device\)",
-      last,
-  ), last
+      r"fits 8xh100_80gb: yes \(\d+\.\d\d GiB of 59\.7 GiB per device\)",
+      lines[-1],
+  ), lines[-1]
 
 
 @pytest.mark.parametrize(
