@@ -81,12 +81,13 @@ def test_full_disk_ends_the_run_in_one_line(tmp_path, what, leave, args):
         check=False,
     )
     assert result.returncode == 1, result.stderr[-3000:]
-    # Orbax's save threads may still log while the interpreter exits (the
-    # checkpointer's shutdown): the message is the last line of ours.
     ours = [l for l in result.stderr.splitlines() if l.startswith("Disk full")]
     assert len(ours) == 1 and "rerun the same command" in ours[0]
-    if what == "metrics":  # (Orbax logs a failed save with its traceback.)
-      assert "Traceback" not in result.stderr
+    # Orbax's writer threads and tensorstore's late callbacks print no
+    # tracebacks of the failed save before that line (what may still come
+    # while the interpreter shuts down is not ours to silence reliably).
+    before = result.stderr.split(ours[0], 1)[0]
+    assert "Traceback" not in before, before[-3000:]
     assert not (disk / "run" / "run.lock").exists()  # Released.
     if what == "checkpoint":
       committed = sorted(

@@ -155,6 +155,24 @@ def _orbax_noise(record: std_logging.LogRecord) -> bool:
   )
 
 
+def _disk_full_noise(record: std_logging.LogRecord) -> bool:
+  """Whether a log record is Orbax reporting a write to a full disk."""
+  if "orbax" not in record.pathname:
+    return False
+  text = record.getMessage()
+  if record.exc_info and record.exc_info[1] is not None:
+    text += str(record.exc_info[1])
+  return any(
+      s in text
+      for s in ("No space left on device", "RESOURCE_EXHAUSTED", "ENOSPC")
+  )
+
+
+def quiet_orbax_leftovers() -> None:
+  """See `_quiet_failed_reads`; also used by saves."""
+  _quiet_failed_reads()
+
+
 def _quiet_failed_reads() -> None:
   """Silences what a failed Orbax read leaves behind, once per process.
 
@@ -169,15 +187,29 @@ def _quiet_failed_reads() -> None:
     return
   _quiet_failed_reads.done = True
   std_logging.getLogger("asyncio").addFilter(lambda r: not _orbax_noise(r))
+  # A save that fails on a full disk: Orbax logs the error with a traceback
+  # from each of its writer threads; the one line the CLIs print says it.
+  std_logging.getLogger("absl").addFilter(lambda r: not _disk_full_noise(r))
   previous = sys.unraisablehook
 
+  closed = lambda e: isinstance(e, RuntimeError) and (
+      str(e) == "Event loop is closed"
+  )
+
   def hook(unraisable):
-    error = unraisable.exc_value
-    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
-      return
-    previous(unraisable)
+    if not closed(unraisable.exc_value):
+      previous(unraisable)
 
   sys.unraisablehook = hook
+  # Tensorstore's callbacks report the same error through sys.excepthook
+  # (PyErr_Print), from its own threads.
+  previous_excepthook = sys.excepthook
+
+  def excepthook(kind, value, traceback):
+    if not closed(value):
+      previous_excepthook(kind, value, traceback)
+
+  sys.excepthook = excepthook
 
 
 def read_step(directory: epath.Path, step: int, target: Any):

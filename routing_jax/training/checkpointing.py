@@ -157,6 +157,7 @@ class Checkpointer:
     self._save_every = _positive_int("save_every", save_every)
     self._metadata = _json_dict("metadata", metadata)
     self._read_only = bool(read_only)
+    checkpoint_reads.quiet_orbax_leftovers()
     # Steps this Checkpointer wrote or restored: a save of one of them is a
     # duplicate; any other existing step is replaced (see `save`).
     self._saved: set[int] = set()
