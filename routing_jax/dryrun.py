@@ -42,6 +42,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from routing_jax import cli
+from routing_jax import cli_checks
 from routing_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -180,7 +181,7 @@ def main(argv):
   from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
-  cli.validate_config(config)
+  cli_checks.validate_config(config)
   hw = hardware.parse(config.hardware) if config.hardware else None
   count = _DEVICES.value
   if hw and count and count != hw.num_devices:
@@ -203,7 +204,7 @@ def main(argv):
     devices = _devices(
         count or (hw.num_devices if hw else 0), hw.kind if hw else None
     )
-  cli.check_mesh(config, len(devices))
+  cli_checks.check_mesh(config, len(devices))
   report(config, devices, compile_step=_COMPILE.value)
 
 

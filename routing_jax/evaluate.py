@@ -16,6 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from routing_jax import cli
+from routing_jax import cli_checks
 from routing_jax import errors
 from routing_jax import xla_flags
 
@@ -42,9 +43,9 @@ def main(argv):
   from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
 
   # Everything the flags and config can get wrong, before any restore.
-  cli.validate_config(_CONFIG.value)
-  cli.check_model_config(_CONFIG.value, _WORKDIR.value)
-  cli.check_mesh(_CONFIG.value)
+  cli_checks.validate_config(_CONFIG.value)
+  cli_checks.check_model_config(_CONFIG.value, _WORKDIR.value)
+  cli_checks.check_mesh(_CONFIG.value)
   try:
     trainer, state, datasets, step = inference.restore(
         _CONFIG.value, _WORKDIR.value, _SPLIT.value

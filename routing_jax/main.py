@@ -25,6 +25,7 @@ from absl.logging import converter
 from ml_collections import config_flags
 
 from routing_jax import cli
+from routing_jax import cli_checks
 from routing_jax import errors
 from routing_jax import xla_flags
 
@@ -102,12 +103,12 @@ def main(argv):
   # Validate before jax starts compiling anything.
   from routing_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
-  cli.validate_config(config)
+  cli_checks.validate_config(config)
   workdir_lib.check_reachable(_WORKDIR.value)
   _init_distributed()
   import jax  # pylint: disable=g-import-not-at-top
 
-  cli.check_mesh(config)
+  cli_checks.check_mesh(config)
   from routing_jax import multihost  # pylint: disable=g-import-not-at-top
 
   multihost.check_same_program(config.to_json(sort_keys=True))

@@ -15,6 +15,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from routing_jax import cli
+from routing_jax import cli_checks
 from routing_jax import errors
 from routing_jax import xla_flags
 
@@ -53,16 +54,16 @@ def main(argv):
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
 
   # Everything the flags and config can get wrong, before any restore.
-  cfg = cli.validate_config(_CONFIG.value)
-  cli.check_model_config(_CONFIG.value, _WORKDIR.value)
-  cli.prepare_output_file(_OUTPUT.value, cfg.is_image)
+  cfg = cli_checks.validate_config(_CONFIG.value)
+  cli_checks.check_model_config(_CONFIG.value, _WORKDIR.value)
+  cli_checks.prepare_output_file(_OUTPUT.value, cfg.is_image)
   try:  # With the shortest prompt; the real one is checked below.
     generation.check_decode_length(
         cfg, cfg.max_len if cfg.is_image else 1 + _LENGTH.value
     )
   except ValueError as e:
     raise errors.UserInputError(f"{e}; use a smaller --length") from e
-  cli.check_mesh(_CONFIG.value)
+  cli_checks.check_mesh(_CONFIG.value)
   try:
     trainer, state, datasets, _ = inference.restore(
         _CONFIG.value, _WORKDIR.value

@@ -19,6 +19,7 @@ import pytest
 
 from experiments import shakespeare
 from routing_jax import cli
+from routing_jax import cli_checks
 from routing_jax import errors
 from routing_jax.training import checkpointing
 from routing_jax.training import workdir as workdir_lib
@@ -198,13 +199,13 @@ def test_describe_gives_one_line_for_what_the_user_can_fix():
 
 def test_sample_output_folder_is_made_before_sampling(tmp_path):
   out = tmp_path / "new" / "deeper" / "sample.txt"
-  cli.prepare_output_file(str(out), is_image=False)
+  cli_checks.prepare_output_file(str(out), is_image=False)
   assert out.parent.is_dir() and not out.exists()
   with pytest.raises(errors.UserInputError, match="must name a .png"):
-    cli.prepare_output_file(str(tmp_path / "x.txt"), is_image=True)
+    cli_checks.prepare_output_file(str(tmp_path / "x.txt"), is_image=True)
   blocker = tmp_path / "file"
   blocker.write_text("")
   with pytest.raises(errors.UserInputError, match="cannot create its folder"):
-    cli.prepare_output_file(str(blocker / "x.txt"), is_image=False)
+    cli_checks.prepare_output_file(str(blocker / "x.txt"), is_image=False)
   with pytest.raises(errors.UserInputError, match="cannot write a file"):
-    cli.prepare_output_file(str(tmp_path), is_image=False)
+    cli_checks.prepare_output_file(str(tmp_path), is_image=False)

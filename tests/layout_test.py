@@ -3,14 +3,15 @@
 """The package layout: imports point one way and form no cycle.
 
 Layers, lowest first:
-  shared     routing_jax.{common_types, errors, multihost, xla_flags}:
-             import no other routing_jax module
+  shared     routing_jax.{cli, common_types, errors, multihost, xla_flags}:
+             import no other routing_jax module (cli: how every CLI,
+             datasets.build included, turns a user's mistake into one line)
   nn, data   routing_jax.nn.*, routing_jax.data.*: import only the shared
              modules and their own subpackage
   training   routing_jax.training.*: may also import nn and data
   programs   the command-line entry points at the top level (main, evaluate,
-             sample, dryrun) and their helper (inference): nothing imports
-             them but each other
+             sample, dryrun) and their helpers (inference, cli_checks):
+             nothing imports them but each other
 
 Reads the sources with `ast` (every import, also those inside functions);
 imports nothing, so it runs in well under a second.
@@ -25,12 +26,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "routing_jax"
 
 SHARED = {
+    "routing_jax.cli",
     "routing_jax.common_types",
     "routing_jax.errors",
     "routing_jax.multihost",
     "routing_jax.xla_flags",
 }
 PROGRAMS = {
+    "routing_jax.cli_checks",
     "routing_jax.main",
     "routing_jax.evaluate",
     "routing_jax.sample",
