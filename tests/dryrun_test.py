@@ -81,7 +81,7 @@ def test_tensor_axis_must_divide_every_modules_heads():
   """enwik8 has 4 local + 4 routing heads per layer: tensor=8 would split
   head_dim; refused in one line naming mesh.tensor, as set, as resolved
   from the hardware, and as resolved from the devices (-1)."""
-  from routing_jax import cli  # pylint: disable=g-import-not-at-top
+  from routing_jax import cli_checks  # pylint: disable=g-import-not-at-top
   from routing_jax import errors  # pylint: disable=g-import-not-at-top
   from experiments import enwik8  # pylint: disable=g-import-not-at-top
 
@@ -96,13 +96,13 @@ def test_tensor_axis_must_divide_every_modules_heads():
     train.validate_config(config)  # hardware tpu_v3_32
   config.hardware = ""  # checked once the devices are known
   with pytest.raises(errors.ConfigError, match=want):
-    cli.check_mesh(config, 32)
+    cli_checks.check_mesh(config, 32)
   config.mesh.data, config.mesh.tensor = 1, -1
   with pytest.raises(errors.ConfigError, match=want):
-    cli.check_mesh(config, 8)
+    cli_checks.check_mesh(config, 8)
   config.mesh.data, config.mesh.tensor = 8, 4
   train.validate_config(config)
-  cli.check_mesh(config, 32)
+  cli_checks.check_mesh(config, 32)
   # Layers without routing: all heads in one module.
   local = enwik8.get_config("variant=local8k")
   local.mesh.data, local.mesh.tensor = 2, 16

@@ -142,7 +142,7 @@ def validate_config(config: Any) -> ModelConfig:
       raise ValueError(
           f"mesh for hardware={spec!r} ({hw.num_devices} devices): {e}"
       ) from None
-    # Without hardware, cli.check_mesh checks it once the devices are known.
+    # Without hardware, cli_checks.check_mesh checks it once the devices are known.
     check_tensor_divides_heads(model_cfg, tensor)
   if model_cfg.routing == "topk" and any(model_cfg.routing_mask()):
     need(
