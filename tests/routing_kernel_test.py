@@ -264,7 +264,12 @@ def test_module_pallas_matches_xla():
             "support attention_dropout",
         ),
         (
-            dict(implementation="pallas", routing="topk", causal=False),
+            dict(
+                implementation="pallas",
+                routing="topk",
+                causal=False,
+                exclude_self=False,  # refused with topk on its own
+            ),
             'support routing="topk"',
         ),
         (dict(implementation="pallas", head_dim=6), "power-of-2 head_dim"),
