@@ -78,6 +78,19 @@ def prepare_output_file(path: str, is_image: bool) -> None:
     )
   if not path:
     return
+  from routing_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  if workdir_lib.is_url(path):  # object storage: through etils.epath
+    target = workdir_lib.resolve(path)
+    try:
+      target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise errors.UserInputError(
+          f"--output={path}: cannot create its folder: {e}"
+      ) from e
+    if target.is_dir():
+      raise errors.UserInputError(f"--output={path}: names a folder")
+    return
   folder = os.path.dirname(os.path.abspath(os.path.expanduser(path)))
   try:
     os.makedirs(folder, exist_ok=True)
@@ -87,3 +100,14 @@ def prepare_output_file(path: str, is_image: bool) -> None:
     ) from e
   if os.path.isdir(path) or not os.access(folder, os.W_OK):
     raise errors.UserInputError(f"--output={path}: cannot write a file there")
+
+
+def write_output_text(path: str, text: str) -> None:
+  """Writes sample's text to --output: a local file or an object (gs://)."""
+  from routing_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  if workdir_lib.is_url(path):
+    workdir_lib.resolve(path).write_text(text)
+    return
+  with open(os.path.expanduser(path), "w", encoding="utf-8") as f:
+    f.write(text)

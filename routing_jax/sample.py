@@ -111,8 +111,7 @@ def main(argv):
   text = "\n\n-----\n\n".join(texts)
   if _OUTPUT.value:
     try:
-      with open(_OUTPUT.value, "w", encoding="utf-8") as f:
-        f.write(text)
+      cli_checks.write_output_text(_OUTPUT.value, text)
       return
     except OSError as e:  # The generated text is not lost: it goes to stdout.
       print(text, flush=True)

@@ -231,3 +231,25 @@ def test_model_config_must_match_the_runs(tmp_path):
   )
   # A workdir without config.json (an older run) is not checked.
   workdir_lib.check_model_config(tmp_path, other)
+
+
+def test_sample_output_goes_to_the_bucket(tmp_path, monkeypatch):
+  """sample --output=gs://...: text and PNG grids are written through
+  etils.epath to the bucket, not to a local folder named after the URL."""
+  from routing_jax import cli_checks  # pylint: disable=g-import-not-at-top
+  from routing_jax.data import images  # pylint: disable=g-import-not-at-top
+
+  fake_bucket.install(tmp_path / "bucket")
+  monkeypatch.chdir(tmp_path)
+  text_url = "fakegs://b/samples/out.txt"
+  cli_checks.prepare_output_file(text_url, is_image=False)
+  cli_checks.write_output_text(text_url, "ROMEO:\nhi")
+  assert (tmp_path / "bucket/b/samples/out.txt").read_text() == "ROMEO:\nhi"
+  png_url = "fakegs://b/samples/grid.png"
+  cli_checks.prepare_output_file(png_url, is_image=True)
+  images.save_png_grid(np.zeros((2, 4, 4, 1), np.uint8), png_url)
+  png = (tmp_path / "bucket/b/samples/grid.png").read_bytes()
+  assert png.startswith(b"\x89PNG")
+  assert not (tmp_path / "fakegs:").exists()  # nothing local by mistake
+  with pytest.raises(errors.UserInputError, match="names a folder"):
+    cli_checks.prepare_output_file("fakegs://b/samples", is_image=False)

@@ -14,6 +14,7 @@ import os
 import struct
 import zlib
 
+from etils import epath
 import numpy as np
 
 
@@ -153,8 +154,8 @@ def save_png_grid(
     The grid written, uint8 [height, width, C].
   """
   grid = make_grid(images, ncols=ncols, padding=padding)
-  path = os.fspath(path)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "wb") as f:
-    f.write(encode_png(grid))
+  # Through etils.epath, so that a gs:// path reaches the bucket.
+  target = epath.Path(os.fspath(path))
+  target.parent.mkdir(parents=True, exist_ok=True)
+  target.write_bytes(encode_png(grid))
   return grid
