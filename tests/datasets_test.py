@@ -427,6 +427,10 @@ def test_pg19_is_prepared_once_and_other_processes_only_read(
       process["index"] = 1
 
   monkeypatch.setattr(multihost, "barrier", barrier)
+  # The processes share the data dir, so they agree on its readiness.
+  monkeypatch.setattr(
+      multihost, "allgather", lambda x: np.stack([np.asarray(x)] * 2)
+  )
 
   def as_data_source(self, split, **kwargs):
     del self, kwargs
@@ -483,3 +487,39 @@ def test_png_grid_decodes_to_the_same_pixels(tmp_path, channels):
   np.testing.assert_array_equal(decoded.reshape(grid.shape), grid)
   # Image 4 (row 1, column 1) sits at its padded slot.
   np.testing.assert_array_equal(grid[6:10, 8:14], imgs[4])
+
+
+def test_hosts_that_disagree_on_readiness_still_meet_at_the_barrier(
+    monkeypatch,
+):
+  """Readiness is decided together: a host that finds the data (its own
+  disk) while another does not still joins the barrier the other waits in,
+  instead of returning early and leaving it hanging."""
+  from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+  from routing_jax.data.datasets import opening  # pylint: disable=g-import-not-at-top
+
+  # Process 0 has the data, process 1 (a host-local disk) does not.
+  everyone = [True, False]
+  barriers, prepared = [], []
+
+  def as_process(index):
+    ready = {"now": everyone[index]}
+
+    def run_once(fn, name):
+      if index == 0:
+        fn()
+      barriers.append((index, name))
+
+    monkeypatch.setattr(multihost, "allgather", lambda x: np.asarray(everyone))
+    monkeypatch.setattr(multihost, "run_once", run_once)
+
+    def prepare():
+      prepared.append(index)
+      ready["now"] = True
+
+    opening._prepare_once(lambda: ready["now"], prepare, "x")  # pylint: disable=protected-access
+
+  as_process(0)
+  as_process(1)
+  assert barriers == [(0, "x"), (1, "x")]  # both took part
+  assert prepared == [1]  # only the host without the data built its copy

@@ -93,17 +93,21 @@ def _wikitext_codec(vocab: list[str]):
 
 
 def _prepare_once(is_ready, prepare, name: str) -> None:
-  """Runs `prepare` unless `is_ready()`: on process 0 only, the others wait.
+  """Runs `prepare` unless `is_ready()` on every process: on process 0 only,
+  the others wait.
 
   A process that still finds nothing afterwards does not share process 0's
   data dir (e.g. a host-local disk) and prepares its own copy; it also
   meets process 0's error, if that failed, as its own.
   """
-  if is_ready():
-    return
   from routing_jax import multihost  # pylint: disable=g-import-not-at-top
 
-  multihost.run_once(prepare, name)
+  # Decided together: a process that returned early on its own verdict
+  # would skip the barrier the others wait in (hosts with local disks can
+  # disagree), and the job would hang.
+  if multihost.allgather(bool(is_ready())).all():
+    return
+  multihost.run_once(lambda: None if is_ready() else prepare(), name)
   if not is_ready():
     try:
       prepare()
