@@ -644,3 +644,46 @@ def test_classify_error(error, outcome):
       "failed": checkpoint_reads.FAILED,
   }
   assert checkpoint_reads.classify_error(error) == codes[outcome]
+
+
+def test_set_aside_on_object_storage_copies_before_it_deletes(
+    tmp_path, monkeypatch
+):
+  """A step moved to corrupted/ on a bucket (no rename there): all of it is
+  copied first, so a move stopped half-way loses nothing."""
+  from etils import epath  # pylint: disable=g-import-not-at-top
+
+  sys.path.insert(0, str(pathlib.Path(__file__).parent / "helpers"))
+  import fake_bucket  # pylint: disable=g-import-not-at-top
+
+  fake_bucket.install(tmp_path / "bucket")
+  src = epath.Path("fakegs://b/ckpt/6")
+  files = {
+      "state/_METADATA": "m",
+      "state/d/0.0": "x" * 100,
+      "meta/m.json": "{}",
+  }
+  for name, text in files.items():
+    (src / name).parent.mkdir(parents=True, exist_ok=True)
+    (src / name).write_text(text)
+  dest = epath.Path("fakegs://b/ckpt/corrupted/6-1")
+  cls = type(src)  # the bucket's own path class
+  copy = cls.copy
+  copied = []
+
+  def failing_copy(self, target, *args, **kwargs):
+    if copied:
+      raise OSError("connection reset")
+    copied.append(self)
+    return copy(self, target, *args, **kwargs)
+
+  monkeypatch.setattr(cls, "copy", failing_copy)
+  with pytest.raises(OSError):
+    checkpointing.move_tree(src, dest)
+  for name, text in files.items():  # the source is whole
+    assert (tmp_path / "bucket/b/ckpt/6" / name).read_text() == text
+  monkeypatch.setattr(cls, "copy", copy)
+  checkpointing.move_tree(src, dest)
+  assert not (tmp_path / "bucket/b/ckpt/6").exists()
+  for name, text in files.items():
+    assert (tmp_path / "bucket/b/ckpt/corrupted/6-1" / name).read_text() == text

@@ -55,6 +55,7 @@ import time
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
@@ -413,7 +414,7 @@ class Checkpointer:
         n = 1
         while dest.exists():
           dest, n = dest_dir / f"{s}-{int(time.time())}-{n}", n + 1
-        (self.directory / str(s)).rename(dest)
+        move_tree(self.directory / str(s), dest)
         logging.warning(
             "Checkpoint step %d %s: moved it to %s. Nothing is deleted; to"
             " use it again, move it back to %s.",
@@ -423,8 +424,38 @@ class Checkpointer:
             self.directory / str(s),
         )
     if jax.process_count() > 1:
-      ocp.multihost.sync_global_processes("routing_jax_set_aside")
+      # A name of its own per set-aside (every process passes the same
+      # agreed steps), never one name reused across the run.
+      ocp.multihost.sync_global_processes(
+          "routing_jax_set_aside_" + "_".join(map(str, steps))
+      )
     self._manager.reload()
+
+
+def move_tree(src: Any, dest: Any) -> None:
+  """Moves a step directory: a rename where the store has one (a local
+  filesystem), else copy everything, then delete the source.
+
+  On object storage a "rename" is a copy and a delete per object; stopped
+  half-way it can leave neither a whole step nor a whole copy. Copying all
+  first keeps one complete version at every moment: the original until the
+  copy is complete, the copy after.
+  """
+  src, dest = epath.Path(src), epath.Path(dest)
+  if "://" not in str(src):
+    src.rename(dest)
+    return
+
+  def copy_dir(source: epath.Path, target: epath.Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.iterdir()):
+      if path.is_dir():
+        copy_dir(path, target / path.name)
+      else:
+        path.copy(target / path.name, overwrite=True)
+
+  copy_dir(src, dest)
+  src.rmtree()
 
 
 class PreemptionHandler:
