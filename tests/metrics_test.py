@@ -319,3 +319,33 @@ def test_a_step_that_compiled_is_left_out_of_the_rates(monkeypatch):
   rates = perf.rates(3)  # steps 2 and 3 took the other 2 s
   assert rates["step_time_s"] == pytest.approx(1.0)
   assert rates["tokens_per_s"] == pytest.approx(100.0)
+
+
+def test_profiler_waits_for_the_dispatched_steps(tmp_path, monkeypatch):
+  """Steps are dispatched ahead of the device: the trace starts and stops
+  only once the previous step's state is ready, so it holds exactly the
+  steps it names."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import profiling  # pylint: disable=g-import-not-at-top
+
+  events = []
+  monkeypatch.setattr(
+      profiling.jax, "block_until_ready", lambda s: events.append(("wait", s))
+  )
+  monkeypatch.setattr(
+      jax.profiler, "start_trace", lambda d: events.append(("start",))
+  )
+  monkeypatch.setattr(
+      jax.profiler, "stop_trace", lambda: events.append(("stop",))
+  )
+  prof = profiling.StepProfiler(epath.Path(tmp_path), 0, 10, num_steps=2)
+  for step in range(5):
+    prof.update(step, f"state after {step} steps")
+  prof.close("end")
+  assert events == [
+      ("wait", "state after 1 steps"),
+      ("start",),
+      ("wait", "state after 3 steps"),
+      ("stop",),
+  ]

@@ -23,9 +23,11 @@ PROFILE_DIR = "profile"
 class StepProfiler:
   """Traces steps [first, first + num_steps) of a training loop.
 
-  Call `update(step)` at the start of every step (before it is dispatched)
-  and `close()` after the loop; the previous step must be finished when
-  `update` is called (the loop fetches its metrics, so it is).
+  Call `update(step, state)` at the start of every step (before it is
+  dispatched) and `close(state)` after the loop. Steps are dispatched ahead
+  of the device, so before the trace starts or stops `update` waits for
+  `state` (the previous step's output): the trace then holds exactly the
+  steps it names.
   """
 
   def __init__(
@@ -44,10 +46,13 @@ class StepProfiler:
     self._local = None
     self._active = False
 
-  def update(self, step: int) -> None:
+  def update(self, step: int, state=None) -> None:
     if not self._enabled:
       return
-    if step == self._first and not self._active:
+    starts = step == self._first and not self._active
+    if starts or (step == self._stop and self._active):
+      jax.block_until_ready(state)
+    if starts:
       # The profiler writes through its own file layer: trace to a local
       # directory and copy, so that any epath workdir works.
       self._local = (
@@ -60,8 +65,9 @@ class StepProfiler:
     elif step == self._stop and self._active:
       self._finish()
 
-  def close(self) -> None:
+  def close(self, state=None) -> None:
     if self._active:
+      jax.block_until_ready(state)
       self._finish()
 
   def _finish(self) -> None:

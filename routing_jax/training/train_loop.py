@@ -303,7 +303,7 @@ def _train_and_evaluate(
   last_save = time.monotonic()
   try:
     for step in range(start, t.steps):
-      profiler.update(step)
+      profiler.update(step, state)
       batch = sharding.make_global_batch(
           next(datasets.train), mesh, trainer.data_sharding
       )
@@ -380,7 +380,7 @@ def _train_and_evaluate(
     checked()
     ckpt.save(t.steps, state, datasets.train.get_state(), force=True)
   finally:
-    profiler.close()
+    profiler.close(state)
     ckpt.close()
     preempt.close()
     writer.close()
