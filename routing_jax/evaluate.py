@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 from routing_jax import cli
 from routing_jax import cli_checks
+from routing_jax import distributed
 from routing_jax import errors
 from routing_jax import xla_flags
 
@@ -45,6 +46,7 @@ def main(argv):
   # Everything the flags and config can get wrong, before any restore.
   cli_checks.validate_config(_CONFIG.value)
   cli_checks.check_model_config(_CONFIG.value, _WORKDIR.value)
+  distributed.initialize()
   cli_checks.check_mesh(_CONFIG.value)
   try:
     trainer, state, datasets, step = inference.restore(
@@ -59,7 +61,8 @@ def main(argv):
       "split": _CONFIG.value.data.eval_split,
       **{k[5:]: v for k, v in ev.items()},
   }
-  print(json.dumps(out, indent=1))
+  if distributed.is_primary():
+    print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from ml_collections import config_flags
 
 from routing_jax import cli
 from routing_jax import cli_checks
+from routing_jax import distributed
 from routing_jax import errors
 from routing_jax import xla_flags
 
@@ -36,18 +37,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints and metrics.")
-_DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Call jax.distributed.initialize()."
-)
-_COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 (multi-host)."
-)
-_NUM_PROCESSES = flags.DEFINE_integer(
-    "num_processes", None, "Number of processes (multi-host)."
-)
-_PROCESS_ID = flags.DEFINE_integer(
-    "process_id", None, "This process's id (multi-host)."
-)
 _SAMPLE = flags.DEFINE_bool(
     "sample", True, "Print a text sample at the end of training."
 )
@@ -67,18 +56,6 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
     "(local or gs://); reruns and restarts skip compiling.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _init_distributed():
-  import jax  # pylint: disable=g-import-not-at-top
-
-  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  if any(v is not None for v in explicit) or _DISTRIBUTED.value:
-    jax.distributed.initialize(
-        coordinator_address=_COORDINATOR.value,
-        num_processes=_NUM_PROCESSES.value,
-        process_id=_PROCESS_ID.value,
-    )
 
 
 class _QuietOrbax:
@@ -105,7 +82,7 @@ def main(argv):
 
   cli_checks.validate_config(config)
   workdir_lib.check_reachable(_WORKDIR.value)
-  _init_distributed()
+  distributed.initialize()
   import jax  # pylint: disable=g-import-not-at-top
 
   cli_checks.check_mesh(config)

@@ -16,7 +16,9 @@ from ml_collections import config_flags
 
 from routing_jax import cli
 from routing_jax import cli_checks
+from routing_jax import distributed
 from routing_jax import errors
+from routing_jax import multihost
 from routing_jax import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -63,6 +65,7 @@ def main(argv):
     )
   except ValueError as e:
     raise errors.UserInputError(f"{e}; use a smaller --length") from e
+  distributed.initialize()
   cli_checks.check_mesh(_CONFIG.value)
   try:
     trainer, state, datasets, _ = inference.restore(
@@ -89,19 +92,28 @@ def main(argv):
     raise errors.UserInputError(
         f"{e}; use a shorter --prompt or --length"
     ) from e
-  variables = inference.host_variables(state)
+  if jax.process_count() > 1:
+    # Parameters sharded over the processes stay where they are: every
+    # process runs the sampler on the mesh (a collective).
+    variables = {"params": state.params, "kmeans": state.kmeans}
+  else:
+    variables = inference.host_variables(state)
   # The prompt (start token included) goes through one prefill pass.
-  out = generation.sample(
-      trainer.model,
-      variables,
-      prompt,
-      total,
-      rng=jax.random.PRNGKey(_SEED.value),
-      temperature=_TEMPERATURE.value,
-      top_k=_TOP_K.value,
-      top_p=_TOP_P.value,
-  )
-  tokens = np.asarray(out.tokens)[:, 1:]
+  with jax.set_mesh(trainer.mesh):
+    out = generation.sample(
+        trainer.model,
+        variables,
+        prompt,
+        total,
+        rng=jax.random.PRNGKey(_SEED.value),
+        temperature=_TEMPERATURE.value,
+        top_k=_TOP_K.value,
+        top_p=_TOP_P.value,
+    )
+  tokens = np.asarray(jax.device_get(out.tokens))[:, 1:]
+  multihost.check_same(tokens.tobytes(), "the sampled tokens")
+  if not distributed.is_primary():  # every process sampled; one writes
+    return
   if cfg.is_image:
     imgs = [images.sequence_to_image(t, cfg.image_shape) for t in tokens]
     images.save_png_grid(np.stack(imgs), _OUTPUT.value)

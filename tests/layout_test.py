@@ -10,7 +10,8 @@ Layers, lowest first:
              modules and their own subpackage
   training   routing_jax.training.*: may also import nn and data
   programs   the command-line entry points at the top level (main, evaluate,
-             sample, dryrun) and their helpers (inference, cli_checks):
+             sample, dryrun) and their helpers (inference, cli_checks,
+             distributed):
              nothing imports them but each other
 
 Reads the sources with `ast` (every import, also those inside functions);
@@ -34,6 +35,7 @@ SHARED = {
 }
 PROGRAMS = {
     "routing_jax.cli_checks",
+    "routing_jax.distributed",
     "routing_jax.main",
     "routing_jax.evaluate",
     "routing_jax.sample",

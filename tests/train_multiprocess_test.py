@@ -194,3 +194,75 @@ def test_tensor_axis_across_processes_reads_the_whole_batch(runs):
   _, _, logs, _ = runs["tensor"]
   assert _sample(logs[0]).startswith("HAMLET:\n")
   assert _sample(logs[1]) == _sample(logs[0])
+
+
+def _cli(tmp_path, name, module, workdir, *args, processes=2):
+  """`module` with 2 processes over the fsdp run's mesh (or 1 process)."""
+  overrides = {
+      k: v for k, v in {**OVERRIDES, **MESHES["fsdp"]}.items() if "model" in k
+  }
+  overrides.update({"mesh.data": 1, "mesh.fsdp": processes})
+  flags = [
+      "--config=experiments/shakespeare.py:tiny",
+      f"--workdir={workdir}",
+      *(f"--config.{k}={v}" for k, v in overrides.items()),
+      *args,
+  ]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(
+      PYTHON=sys.executable,
+      MODULE=module,
+      DEVICES_PER_PROCESS="1",
+      LOG_DIR=str(tmp_path / name),
+      JAX_PLATFORMS="cpu",
+  )
+  if processes == 1:
+    cmd = [sys.executable, "-m", module, *flags]
+  else:
+    cmd = ["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "2", *flags]
+  return subprocess.Popen(
+      cmd,
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+
+
+@pytest.mark.slow
+def test_evaluate_and_sample_run_with_two_processes(runs, tmp_path):
+  """A model trained with its parameters sharded over two processes is
+  evaluated and sampled the same way; process 0 alone prints."""
+  runs, _, _ = runs
+  workdir = runs["fsdp"][3]
+  procs = {
+      "eval2": _cli(tmp_path, "eval2", "routing_jax.evaluate", workdir),
+      "eval1": _cli(
+          tmp_path, "eval1", "routing_jax.evaluate", workdir, processes=1
+      ),
+      "sample2": _cli(
+          tmp_path,
+          "sample2",
+          "routing_jax.sample",
+          workdir,
+          "--prompt=HAMLET:",
+          "--length=8",
+      ),
+  }
+  out = {}
+  for name, proc in procs.items():
+    stdout, stderr = proc.communicate(timeout=400)
+    assert proc.returncode == 0, stderr[-3000:]
+    out[name] = stdout
+  logs = lambda name: [
+      (tmp_path / name / f"proc_{i}.log").read_text() for i in range(2)
+  ]
+  printed = lambda text: re.findall(r"^\{\n.*?^\}$", text, re.M | re.S)
+  (one,) = map(json.loads, printed(out["eval1"]))
+  (two,) = map(json.loads, printed(logs("eval2")[0]))
+  assert not printed(logs("eval2")[1])  # process 1 prints nothing
+  assert two["step"] == one["step"] == STEPS
+  np.testing.assert_allclose(two["loss_nats"], one["loss_nats"], rtol=1e-5)
+  first, second = logs("sample2")
+  assert "HAMLET:" in first and "HAMLET:" not in second
