@@ -198,6 +198,13 @@ def test_training_loop_writes_metrics(tmp_path, capsys):
       if k != "step"
   ]
   out = capsys.readouterr().out
+  # What a user sees by default: the model size and the mesh.
+  assert re.search(
+      r"^model: [\d,]+ parameters; mesh \{.*\} over \d+ cpu device\(s\),"
+      r" 1 process\(es\)$",
+      out,
+      re.M,
+  )
   assert re.findall(
       r"^step (\d)/2 \| bits_per_byte \d\.\d{4} \| [\d.]+k "
       r"tok/s \| [\d.]+ s/step \| \S+ TFLOP/s/device \| lr "

@@ -148,13 +148,14 @@ def _assert_same_final_checkpoint(workdir, reference):
   assert data == ref_data and data["step"] == STEPS
 
 
-def test_resume_is_bitwise_the_straight_run(tmp_path, reference):
+def test_resume_is_bitwise_the_straight_run(tmp_path, reference, capsys):
   # Synchronous saves in the first run, asynchronous ones in the second
   # (the reference run saved asynchronously).
   first = _run(tmp_path, steps=EVERY, async_checkpointing=False)
   assert first.step == EVERY and _committed_steps(tmp_path) == [EVERY]
   second = _run(tmp_path, async_checkpointing=True)
   assert (second.start_step, second.step) == (EVERY, STEPS)
+  assert f"resumed from step {EVERY} (" in capsys.readouterr().out
   _assert_same_final_checkpoint(tmp_path, reference)
 
 

@@ -239,8 +239,14 @@ def _train_and_evaluate(
           f" smaller step's name): give --config.train.steps={start} or more,"
           " or use a new workdir."
       )
-    logging.info("Resumed from step %d", start)
+    _say(f"resumed from step {start} ({ckpt.directory})")
   workdir_lib.create(workdir, config, primary=jax.process_index() == 0)
+  params = sum(x.size for x in jax.tree.leaves(state.params))
+  _say(
+      f"model: {params:,} parameters; mesh {dict(mesh.shape)} over"
+      f" {mesh.size} {jax.devices()[0].platform} device(s),"
+      f" {jax.process_count()} process(es)"
+  )
   start = int(jax.device_get(state.step))
   if jax.process_index() == 0:
     # Rows a killed run wrote past its last checkpoint are redone now.
