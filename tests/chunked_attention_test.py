@@ -54,6 +54,21 @@ def _plain(q, k, v, rel, valid, window, exclude_self):
   return jnp.einsum("bhts,btshd->bthd", p, vals)
 
 
+def _chunked(mask, window, exclude_self, block):
+  """(q, k, v, rel) -> the chunked attention with these settings."""
+  return lambda q, k, v, rel: ca.dense_causal_attention(
+      q,
+      k,
+      v,
+      mask,
+      window=window,
+      exclude_self=exclude_self,
+      rel=rel,
+      max_relative_position=R,
+      block_size=block,
+  )
+
+
 CASES = [  # (window, exclude_self, relative, mask kind, block)
     (None, False, False, "none", 8),
     (None, True, True, "holes", 8),
@@ -72,17 +87,7 @@ def test_equals_one_cluster_causal_routing_reference(
   mask = ref.masks(kind, B, N)
   valid = ref.valid_of(mask, B, N)
   rel = rel if relative else None
-  got = ca.dense_causal_attention(
-      q,
-      k,
-      v,
-      mask,
-      window=window,
-      exclude_self=exclude_self,
-      rel=rel,
-      max_relative_position=R,
-      block_size=block,
-  )
+  got = _chunked(mask, window, exclude_self, block)(q, k, v, rel)
   want = ref.causal_routing(
       q,
       k,
@@ -107,17 +112,7 @@ def test_gradients_equal_autodiff_of_plain_attention(
   rel = rel if relative else None
   cot = ref.normal(20, (B, N, H, D))
   loss = lambda fn: lambda *a: jnp.sum(fn(*a) * cot)
-  chunked = lambda q, k, v, rel: ca.dense_causal_attention(
-      q,
-      k,
-      v,
-      mask,
-      window=window,
-      exclude_self=exclude_self,
-      rel=rel,
-      max_relative_position=R,
-      block_size=block,
-  )
+  chunked = _chunked(mask, window, exclude_self, block)
   plain = lambda q, k, v, rel: _plain(q, k, v, rel, valid, window, exclude_self)
   args = (q, k, v, rel)
   got = jax.grad(loss(chunked), argnums=(0, 1, 2, 3))(*args)

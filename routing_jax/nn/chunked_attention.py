@@ -351,31 +351,34 @@ def _attention_bwd(static, res, g):
   delta = jnp.sum(g.astype(jnp.float32) * out.astype(jnp.float32), -1)
   rows = tables[0].shape[0] if tables is not None else 0
 
-  def tile(i, j, shape):
+  def grads(i, j, qb, kb, vb, dob):
+    """_tile_grads of tile (i, j), the query block's saved rows sliced."""
     allowed, back = _tile(static, i, j, valid, rank)
-    return allowed, back, _keep(static, seed, i, j, shape)
+    keep = _keep(static, seed, i, j, (b, h, bs, bs))
+    rows_of = lambda a: jax.lax.dynamic_slice_in_dim(a, i * bs, bs, 2)
+    return _tile_grads(
+        static,
+        qb,
+        kb,
+        vb,
+        dob,
+        rows_of(lse),
+        rows_of(delta),
+        tables,
+        (allowed, back, keep),
+    )
 
   mm = lambda spec, a, c: jnp.einsum(
       spec, a.astype(dt), c, preferred_element_type=jnp.float32
   )
 
   def dq_block(args):
-    qb, dob, lse_b, delta_b, i = args
+    qb, dob, i = args
 
     def step(j, carry):
       dq, drk, drv = carry
       kb, vb = _slice(k, j, bs), _slice(v, j, bs)
-      pd, ds, back = _tile_grads(
-          static,
-          qb,
-          kb,
-          vb,
-          dob,
-          lse_b,
-          delta_b,
-          tables,
-          tile(i, j, (b, h, bs, bs)),
-      )
+      pd, ds, back = grads(i, j, qb, kb, vb, dob)
       dq += mm("bhij,bhjd->bhid", ds, kb)
       if back is not None:
         dq += _rel_values(static, ds, tables[0], back)
@@ -392,14 +395,7 @@ def _attention_bwd(static, res, g):
     return jax.lax.fori_loop(lo, hi, step, init)
 
   dq, drk, drv = jax.lax.map(
-      dq_block,
-      (
-          _blocks(q, bs),
-          _blocks(do, bs),
-          _blocks(lse, bs),
-          _blocks(delta, bs),
-          jnp.arange(nb),
-      ),
+      dq_block, (_blocks(q, bs), _blocks(do, bs), jnp.arange(nb))
   )
 
   def dkv_block(args):
@@ -408,19 +404,7 @@ def _attention_bwd(static, res, g):
     def step(i, carry):
       dk, dv = carry
       qb, dob = _slice(q, i, bs), _slice(do, i, bs)
-      lse_b = jax.lax.dynamic_slice_in_dim(lse, i * bs, bs, 2)
-      delta_b = jax.lax.dynamic_slice_in_dim(delta, i * bs, bs, 2)
-      pd, ds, _ = _tile_grads(
-          static,
-          qb,
-          kb,
-          vb,
-          dob,
-          lse_b,
-          delta_b,
-          tables,
-          tile(i, j, (b, h, bs, bs)),
-      )
+      pd, ds, _ = grads(i, j, qb, kb, vb, dob)
       dv += mm("bhij,bhid->bhjd", pd, dob)
       dk += mm("bhij,bhid->bhjd", ds, qb)
       return dk, dv
