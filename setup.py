@@ -16,7 +16,7 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=setuptools.find_packages(
-        include=["routing_jax", "routing_jax.*", "experiments"]
+        include=["routing_jax", "routing_jax.*"]
     ),
     package_data={
         "routing_jax.data": ["*.xz"],

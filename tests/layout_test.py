@@ -177,3 +177,20 @@ def test_imports_are_found(tmp_path, source, expected):
 def test_a_cycle_is_found():
   graph = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set()}
   assert _find_cycles(graph) == ["a -> b -> c -> a"]
+
+
+def test_experiments_is_not_installed_as_a_top_level_package(tmp_path):
+  """The configs run from a checkout; installing them as a package named
+  `experiments` would shadow any user's own module of that name."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  outside = subprocess.run(
+      [sys.executable, "-c", "import experiments"],
+      cwd=tmp_path,
+      capture_output=True,
+      text=True,
+      check=False,
+  )
+  assert outside.returncode != 0
+  assert "No module named 'experiments'" in outside.stderr
