@@ -22,6 +22,8 @@ from typing import Any, Callable, Optional
 
 from absl import app
 from absl import flags
+from absl import logging
+from absl.logging import converter
 
 from routing_jax import errors
 
@@ -154,10 +156,33 @@ def describe(error: BaseException) -> Optional[str]:
   return None
 
 
+class _QuietOrbax:
+  """Drops Orbax's per-save and per-restore INFO chatter; its warnings
+  still show. A filter of the absl logger (records carry the standard
+  levels)."""
+
+  def filter(self, record):
+    if "/orbax/" not in record.pathname:
+      return True
+    # evaluate and sample open checkpoints read-only on purpose.
+    if record.getMessage().startswith("Given directory is read only"):
+      return False
+    return record.levelno >= converter.STANDARD_WARNING
+
+
+def _quiet_defaults() -> None:
+  """What the tools print by default: their own lines and warnings (INFO
+  logs with --verbosity=0)."""
+  logging.get_absl_logger().addFilter(_QuietOrbax())
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+
+
 def _one_line_errors(main: Callable[[list[str]], Any]):
   @functools.wraps(main)
   def wrapped(argv):
     try:
+      _quiet_defaults()
       _load_config_flag()
       return main(argv)
     except Exception as e:  # pylint: disable=broad-exception-caught

@@ -26,6 +26,13 @@ def restore(config: Any, workdir: str, split: Optional[str] = None):
     errors.DataError: the data cannot be opened.
   """
   model_cfg = train.validate_config(config)
+  # Before the data and the model are built: a wrong workdir fails at once.
+  directory = workdir_lib.resolve(workdir) / "checkpoints"
+  if not directory.is_dir():
+    raise FileNotFoundError(
+        f"no checkpoints in {directory}: train first "
+        "(python -m routing_jax.main ...)"
+    )
   if split is not None:
     with config.unlocked():
       config.data.eval_split = split
@@ -33,12 +40,6 @@ def restore(config: Any, workdir: str, split: Optional[str] = None):
   rules = sharding.logical_rules()
   datasets = train_loop.create_datasets(config, mesh, model_cfg.vocab_size)
   trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
-  directory = workdir_lib.resolve(workdir) / "checkpoints"
-  if not directory.is_dir():
-    raise FileNotFoundError(
-        f"no checkpoints in {directory}: train first "
-        "(python -m routing_jax.main ...)"
-    )
   # Read-only: a training job may be saving into this directory right now.
   ckpt = checkpointing.Checkpointer(directory, read_only=True)
   try:

@@ -21,7 +21,6 @@ import os
 
 from absl import flags
 from absl import logging
-from absl.logging import converter
 from ml_collections import config_flags
 
 from routing_jax import cli
@@ -58,24 +57,9 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-class _QuietOrbax:
-  """Drops Orbax's per-save INFO chatter; its warnings still show.
-
-  A filter of the absl logger (records carry the standard levels).
-  """
-
-  def filter(self, record):
-    return record.levelno >= converter.STANDARD_WARNING or (
-        "/orbax/" not in record.pathname
-    )
-
-
 def main(argv):
   del argv
   xla_flags.apply_cpu_defaults()  # before jax starts a backend
-  logging.get_absl_logger().addFilter(_QuietOrbax())
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # progress lines are printed
   config = _CONFIG.value
   # Validate before jax starts compiling anything.
   from routing_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top

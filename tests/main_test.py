@@ -145,6 +145,26 @@ def test_tiny_run_prints_progress_report_and_sample(tmp_path):
   assert out.split("sample:\n", 1)[1].startswith("HAMLET:\n")
   assert (tmp_path / "checkpoints" / "3").is_dir()  # The final save.
   assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 4
+  # evaluate on the finished run prints its JSON and nothing else: no
+  # Orbax chatter about the read-only restore.
+  ev = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "routing_jax.evaluate",
+          TINY,
+          f"--workdir={tmp_path}",
+          "--config.train.schedule=rsqrt",
+          "--config.train.warmup_steps=2",
+      ],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      check=False,
+  )
+  assert ev.returncode == 0 and ev.stderr == "", ev.stderr[-2000:]
+  assert json.loads(ev.stdout)["step"] == 3
 
 
 def _write(path, data: bytes):
