@@ -15,9 +15,7 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(
-        include=["routing_jax", "routing_jax.*"]
-    ),
+    packages=setuptools.find_packages(include=["routing_jax", "routing_jax.*"]),
     package_data={
         "routing_jax.data": ["*.xz"],
         "routing_jax.data.datasets": ["checksums.tsv"],
