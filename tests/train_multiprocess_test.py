@@ -65,6 +65,17 @@ def _rows(workdir):
   return [json.loads(line) for line in lines]
 
 
+def _popen(cmd, env):
+  return subprocess.Popen(
+      cmd,
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+
+
 def _start(tmp_path, name, sample):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(
@@ -87,14 +98,7 @@ def _start(tmp_path, name, sample):
       "--verbosity=0",
       *(f"--config.{k}={v}" for k, v in overrides.items()),
   ]
-  return subprocess.Popen(
-      cmd,
-      cwd=ROOT,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-  )
+  return _popen(cmd, env)
 
 
 @pytest.fixture(name="runs", scope="module")
@@ -220,14 +224,7 @@ def _cli(tmp_path, name, module, workdir, *args, processes=2):
     cmd = [sys.executable, "-m", module, *flags]
   else:
     cmd = ["bash", str(ROOT / "launch" / "local_multiprocess.sh"), "2", *flags]
-  return subprocess.Popen(
-      cmd,
-      cwd=ROOT,
-      env=env,
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-  )
+  return _popen(cmd, env)
 
 
 @pytest.mark.slow
