@@ -92,12 +92,9 @@ def main(argv):
     raise errors.UserInputError(
         f"{e}; use a shorter --prompt or --length"
     ) from e
-  if jax.process_count() > 1:
-    # Parameters sharded over the processes stay where they are: every
-    # process runs the sampler on the mesh (a collective).
-    variables = {"params": state.params, "kmeans": state.kmeans}
-  else:
-    variables = inference.host_variables(state)
+  # The variables stay where the mesh put them (with several processes,
+  # sharded over them): every process runs the sampler (a collective).
+  variables = {"params": state.params, "kmeans": state.kmeans}
   # The prompt (start token included) goes through one prefill pass.
   with jax.set_mesh(trainer.mesh):
     out = generation.sample(

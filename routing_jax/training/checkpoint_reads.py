@@ -169,12 +169,8 @@ def _disk_full_noise(record: std_logging.LogRecord) -> bool:
 
 
 def quiet_orbax_leftovers() -> None:
-  """See `_quiet_failed_reads`; also used by saves."""
-  _quiet_failed_reads()
-
-
-def _quiet_failed_reads() -> None:
-  """Silences what a failed Orbax read leaves behind, once per process.
+  """Silences what a failed Orbax read or save leaves behind, once per
+  process (the Checkpointer calls it when it opens).
 
   When one array of a step cannot be read, Orbax abandons the reads of the
   others: asyncio logs each abandoned task's error with its traceback (in
@@ -183,9 +179,9 @@ def _quiet_failed_reads() -> None:
   tracebacks. Hundreds of lines would bury the one-line verdict that
   `read_agreed` and `Checkpointer.restore` give for the step.
   """
-  if getattr(_quiet_failed_reads, "done", False):
+  if getattr(quiet_orbax_leftovers, "done", False):
     return
-  _quiet_failed_reads.done = True
+  quiet_orbax_leftovers.done = True
   std_logging.getLogger("asyncio").addFilter(lambda r: not _orbax_noise(r))
   # A save that fails on a full disk: Orbax logs the error with a traceback
   # from each of its writer threads; the one line the CLIs print says it.
@@ -214,7 +210,7 @@ def _quiet_failed_reads() -> None:
 
 def read_step(directory: epath.Path, step: int, target: Any):
   """(state, data, meta) of a step, read on this process only."""
-  _quiet_failed_reads()
+  quiet_orbax_leftovers()
   # The handler, not the manager: the manager's restore ends in a barrier
   # across processes, which a process whose read failed never reaches.
   # Processes agree on the outcome in `read_agreed` instead.

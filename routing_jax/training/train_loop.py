@@ -319,8 +319,8 @@ def _train_and_evaluate(
         # The step that compiles stays out of step time and tokens/s.
         jax.block_until_ready(state)
         began = time.perf_counter()
-        warm = trainer.warming_up(step) and trainer.warmup_steps
-        _say(f"compiling the {'warm-up' if warm else 'train'} step...")
+        kind = "warm-up" if trainer.warming_up(step) else "train"
+        _say(f"compiling the {kind} step...")
       state, m = train.run_step(trainer, step_fn, state, batch)
       if compiling:
         jax.block_until_ready(m)
