@@ -95,6 +95,9 @@ def test_full_disk_ends_the_run_in_one_line(tmp_path, what, leave, args):
           for p in (disk / "run" / "checkpoints").iterdir()
           if p.name.isdigit()
       )
-      assert committed and committed[0] == 5
+      assert committed and committed[0] == 5, (
+          sorted(str(p) for p in (disk / "run").rglob("*")),
+          result.stderr[-3000:],
+      )
       for step in committed:
         assert (disk / "run/checkpoints" / str(step) / "state").is_dir()

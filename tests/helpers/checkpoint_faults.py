@@ -16,7 +16,9 @@ wrote (small chunks are inline in the b-tree nodes).
 import contextlib
 import pathlib
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from routing_jax.training import checkpoint_reads
 
@@ -39,33 +41,56 @@ def truncate_arrays(step_dir, process=None) -> None:
       fh.truncate(f.stat().st_size // 2)
 
 
-def flip_bytes(step_dir, count=1, seed=0, merged_tree=False) -> None:
-  """Inverts `count` bytes in the middle of each array data file.
+def flip_bytes(step_dir, merged_tree=False, seed=0) -> None:
+  """Damages array data so that it reads back, with wrong values or not.
 
-  By default only the files the processes wrote (ocdbt.process_<i>/d),
-  where large chunks live: a flipped byte there reads back silently (Orbax
-  checks nothing), only the values change. On the tiny config, 1 flip in
-  the largest file moved the validation loss by 0.1%, 20 made it NaN;
-  hundreds also hit the compression's block headers, which tensorstore
-  reports as a read error. merged_tree=True also flips bytes of state/d,
-  whose b-tree nodes hold the small arrays inline under a CRC-32C that
-  tensorstore checks: a read error.
+  By default one byte of the files the processes wrote (ocdbt.process_<i>/d)
+  such that the step still reads back but one array's value changes (Orbax
+  checks nothing there; on the tiny config 1 flip moved the validation loss
+  by 0.1%, 20 made it NaN). Those files also hold per-process b-tree nodes
+  that restore never reads and compressed blocks whose damage is a read
+  error, so a byte flipped blindly may change nothing (which made a test
+  flaky): candidates are tried, from a fixed seed, until one reads back
+  changed. merged_tree=True flips bytes in the middle of every data file,
+  state/d included, whose b-tree nodes hold the small arrays inline under
+  a CRC-32C that tensorstore checks: a read error.
   """
+  if merged_tree:
+    for f in array_files(step_dir):
+      data = bytearray(f.read_bytes())
+      for i in range(len(data) // 4, 3 * len(data) // 4, 97):
+        data[i] ^= 0xFF
+      f.write_bytes(bytes(data))
+    return
+  state = pathlib.Path(step_dir) / "state"
+  before = _read_leaves(state)
   files = [
       f
       for f in array_files(step_dir)
-      if merged_tree or f.parent.parent.name.startswith("ocdbt.process_")
+      if f.parent.parent.name.startswith("ocdbt.process_")
   ]
-  assert files
   rng = np.random.default_rng(seed)
-  for f in files:
-    data = bytearray(f.read_bytes())
-    lo, hi = len(data) // 4, 3 * len(data) // 4
-    for i in rng.choice(
-        np.arange(lo, hi), size=min(count, hi - lo), replace=False
-    ):
-      data[i] ^= 0xFF
+  for _ in range(50):
+    f = files[rng.integers(len(files))]
+    original = f.read_bytes()
+    data = bytearray(original)
+    data[rng.integers(len(data))] ^= 0xFF
     f.write_bytes(bytes(data))
+    try:
+      after = _read_leaves(state)
+    except Exception:  # pylint: disable=broad-except
+      after = None  # a read error: not the damage wanted here
+    if after is not None and any(
+        x.tobytes() != y.tobytes() for x, y in zip(before, after)
+    ):
+      return
+    f.write_bytes(original)
+  raise AssertionError(f"no byte of {state} changed a value silently")
+
+
+def _read_leaves(state_dir) -> list[np.ndarray]:
+  tree = ocp.PyTreeCheckpointer().restore(state_dir)
+  return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
 
 
 def delete_state_metadata(step_dir) -> None:

@@ -24,12 +24,17 @@ from routing_jax.training import workdir as workdir_lib
 def small_tmpfs(path, size: int):
   """Mounts a tmpfs of `size` bytes at `path` (skips the test if it can't)."""
   os.makedirs(path, exist_ok=True)
-  mount = subprocess.run(
-      ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", os.fspath(path)],
-      capture_output=True,
-      text=True,
-      check=False,
-  )
+  # huge=never: where the kernel backs tmpfs with 2 MiB pages by default,
+  # three small files would fill the disk and the test would measure that.
+  for options in (f"size={size},huge=never", f"size={size}"):
+    mount = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", options, "tmpfs", os.fspath(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if not mount.returncode:
+      break
   if mount.returncode:
     pytest.skip(f"cannot mount a tmpfs here: {mount.stderr.strip()}")
   try:
