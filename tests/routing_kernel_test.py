@@ -311,3 +311,14 @@ def test_implementation_does_not_change_the_checkpoint_hash():
   assert train_loop.config_hash(config) == before
   config.model.window += 1
   assert train_loop.config_hash(config) != before
+
+
+def test_fields_added_later_keep_older_checkpoints_hash():
+  """A field added with a default that computes what older runs computed
+  leaves their hash alone (they resume); another value changes it."""
+  config = common.base_config()
+  now = train_loop.config_hash(config)
+  del config.model["routing_warmup"]  # a config from before the field
+  assert train_loop.config_hash(config) == now
+  config.model.routing_warmup = "random"
+  assert train_loop.config_hash(config) != now

@@ -72,6 +72,10 @@ def _say(line: str) -> None:
 # under either value (and older checkpoints, saved before the field existed,
 # keep their hash).
 _HASH_EXEMPT = ("routing_implementation",)
+# Fields added after checkpoints existed, with the value that computes what
+# runs from before the field computed: left out of the hash at that value,
+# so those runs still resume.
+_HASH_NEUTRAL = {"routing_warmup": "dense"}
 
 
 def config_hash(config: Any) -> str:
@@ -80,6 +84,7 @@ def config_hash(config: Any) -> str:
       key: value
       for key, value in config.model.to_dict().items()
       if key not in _HASH_EXEMPT
+      and not (key in _HASH_NEUTRAL and value == _HASH_NEUTRAL[key])
   }
   text = json.dumps(model, sort_keys=True, default=str)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
