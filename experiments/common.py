@@ -265,7 +265,7 @@ def set_routing_heads(m, num_routing_heads, routing_layers="all"):
   m.routing_layers = routing_layers if num_routing_heads else "none"
 
 
-def set_content_routing(m, *, window, warmup_steps, decay=0.99):
+def set_content_routing(m, *, window, warmup_steps, decay=0.99, warmup="dense"):
   """Causal routing set up to learn far content retrieval.
 
   Separate Q/K, centroids fitted to the keys with each query routed to the
@@ -282,6 +282,7 @@ def set_content_routing(m, *, window, warmup_steps, decay=0.99):
   m.window = window
   m.kmeans_decay = decay
   m.routing_warmup_steps = warmup_steps
+  m.routing_warmup = warmup
 
 
 def set_data(c, name, seq_len, *, batch_size=32, eval_split="validation"):

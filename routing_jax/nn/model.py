@@ -57,6 +57,7 @@ def routing_attention(cfg: ModelConfig, **kw) -> RoutingAttention:
       exclude_self=cfg.exclude_self,
       warmup_steps=cfg.routing_warmup_steps,
       warmup_window=cfg.routing_warmup_window or None,
+      warmup=cfg.routing_warmup,
       kmeans_decay=cfg.kmeans_decay,
       commitment_weight=cfg.commitment_weight,
       kmeans_data_init=cfg.kmeans_data_init,

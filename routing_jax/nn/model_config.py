@@ -19,6 +19,7 @@ from routing_jax.nn.modes import (
     REMAT_POLICIES,
     ROUTING_IMPLEMENTATIONS,
     ROUTINGS,
+    WARMUPS,
 )
 
 
@@ -72,6 +73,9 @@ class ModelConfig:
   # models only (either routing mode).
   routing_warmup_steps: int = 0
   routing_warmup_window: int = 0
+  # "dense" (as above) or "random": causal routing over random clusters of
+  # about `window` tokens, drawn afresh each step, at a routed step's cost.
+  routing_warmup: str = "dense"
   routing_logit_scale: float = 1.0  # LN(q)·LN(k) scale; 1.0 is the paper's
   # Causal routing core: "xla" or "pallas" (fused GPU kernels; no relative
   # positions or attention dropout; docs/kernels.md).
@@ -228,6 +232,21 @@ class ModelConfig:
         self.routing_warmup_window >= 0,
         "routing_warmup_window",
         "must be >= 0 (0: the whole sequence)",
+    )
+    need(
+        self.routing_warmup in WARMUPS,
+        "routing_warmup",
+        f"must be one of {WARMUPS}",
+    )
+    need(
+        self.routing_warmup == "dense" or self.routing == "causal",
+        "routing_warmup",
+        '"random" needs routing="causal"',
+    )
+    need(
+        self.routing_warmup == "dense" or not self.routing_warmup_window,
+        "routing_warmup_window",
+        'applies to routing_warmup="dense" only',
     )
     need(
         not (self.routing_warmup_steps and not self.causal),

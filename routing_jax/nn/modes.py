@@ -9,6 +9,8 @@ configs all check against these tuples.
 # Routing: "causal" is exactly causal (docs/causal_routing.md), "topk" the
 # paper's balanced selection (docs/paper.md §1.3).
 ROUTINGS = ("causal", "topk")
+# What routing heads do during their warm-up (docs/causal_routing.md).
+WARMUPS = ("dense", "random")
 # Causal-routing core: the XLA path or the fused Pallas kernel.
 ROUTING_IMPLEMENTATIONS = ("xla", "pallas")
 # Position encodings an attention module applies to its heads.

@@ -24,6 +24,7 @@ implementation="pallas" runs the causal core as fused GPU kernels
 """
 
 from typing import Any, Callable, Optional
+import zlib
 
 import flax.linen as nn
 import jax
@@ -36,7 +37,7 @@ from routing_jax.nn import kmeans as km
 from routing_jax.nn import kmeans_ops
 from routing_jax.nn import routing_core
 from routing_jax.nn import routing_kernel
-from routing_jax.nn.modes import ROUTING_IMPLEMENTATIONS, ROUTINGS
+from routing_jax.nn.modes import ROUTING_IMPLEMENTATIONS, ROUTINGS, WARMUPS
 
 
 class RoutingAttention(nn.Module):
@@ -71,7 +72,16 @@ class RoutingAttention(nn.Module):
       together once their vectors agree, and they learn to agree only when
       they see each other: clusters formed on random vectors keep them
       apart for good (docs/causal_routing.md, "Why warm up").
-    warmup_window: the warm-up's sliding window; None: the whole sequence.
+    warmup_window: the dense warm-up's sliding window; None: the whole
+      sequence.
+    warmup: what the heads do during the warm-up. "dense": attend to every
+      earlier token (O(n·d) memory, O(n²·d) compute). "random": causal
+      routing with cluster assignments drawn uniformly at random each step
+      (the same for a token's query and key, about one cluster per
+      `window` tokens), so each query sees a fresh random subset of about
+      `window` earlier tokens: no content bias keeps it from the key it
+      needs, and the step costs what a routed step costs (causal routing
+      only).
     warming_up: which side of the warm-up this call is on. None decides in
       the graph from the k-means update count taken before this call (both
       branches compiled, so the dense branch's memory is reserved for every
@@ -117,6 +127,7 @@ class RoutingAttention(nn.Module):
   exclude_self: bool = False
   warmup_steps: int = 0
   warmup_window: Optional[int] = None
+  warmup: str = "dense"
   warming_up: Optional[bool] = None
   kmeans_decay: float = 0.999
   kmeans_epsilon: float = 1e-5
@@ -151,6 +162,15 @@ class RoutingAttention(nn.Module):
       raise ValueError(
           "warmup_steps needs causal=True: the dense warm-up is causal "
           "attention"
+      )
+    if self.warmup not in WARMUPS:
+      raise ValueError(f"warmup must be one of {WARMUPS}, got {self.warmup!r}")
+    if self.warmup == "random" and self.mode != "causal":
+      raise ValueError('warmup="random" needs routing="causal"')
+    if self.warmup == "random" and self.warmup_window:
+      raise ValueError(
+          'warmup_window applies to warmup="dense"; a random warm-up '
+          "sees about `window` tokens"
       )
     if self.exclude_self and self.mode != "causal":
       raise ValueError(
@@ -367,6 +387,18 @@ class RoutingAttention(nn.Module):
       routed_fn = lambda: self._topk(routed, qr, kr, v, mask, common)
     if not self.warmup_steps or self.warming_up is False:
       o, unselected = routed_fn()
+    elif self.warmup == "random":
+      random = self._random_routing(routed, updates_before, b, n)
+      random_fn = lambda: (
+          self._causal(random, qr, kr, v, mask, common),
+          jnp.zeros((), jnp.float32),
+      )
+      if self.warming_up:
+        o, unselected = random_fn()
+      else:
+        o, unselected = jax.lax.cond(
+            updates_before < self.warmup_steps, random_fn, routed_fn
+        )
     else:
       # As causal routing with one cluster: every earlier token (within the
       # warm-up window), computed in chunks.
@@ -391,6 +423,24 @@ class RoutingAttention(nn.Module):
     if self.mode == "topk":
       aux["unselected_fraction"] = unselected
     return o, aux
+
+  def _random_routing(self, routed, count, b, n):
+    """`routed` with uniformly random clusters (one per token, for its query
+    and key), drawn afresh for every k-means count.
+
+    About n / window clusters, so that a cluster's members fit in the
+    window and a query sees a random ~1/k of the earlier tokens. The draw
+    depends on the module's path and the count only (no rng stream to
+    thread through every caller; layers and heads differ), never on
+    content, so the warm-up stays exactly causal.
+    """
+    k = min(self.num_clusters, max(1, -(-n // self.window)))
+    path = "/".join(str(p) for p in self.scope.path)
+    key = jax.random.fold_in(
+        jax.random.PRNGKey(zlib.crc32(path.encode()) % 2**31), count
+    )
+    clusters = jax.random.randint(key, (b, self.num_heads, n), 0, k)
+    return [r._replace(assignments=clusters) for r in routed]
 
   def _topk(self, routed, qr, kr, v, mask, common):
     """Balanced top-k routing: (out, share of valid tokens picked by no
