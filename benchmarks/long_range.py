@@ -3,7 +3,8 @@
 r"""Long-range retrieval: does an attention kind fetch content beyond its window?
 
 Trains small byte models on `routing_jax.data.synthetic_tasks` (recall: multi-
-query associative recall; lookup: one-hop recall of single-token pairs),
+query associative recall; lookup: one-hop recall of single-token pairs;
+copy: a 48-token span repeated 64 tokens later, chance 6 bits),
 through the project's own `build_trainer` / `train_step`, at equal steps and
 (nearly) equal parameters, 2 layers of 4 heads, d_model 64, sequences of
 128 whose measured answers lie 50-100 tokens back, local span 32:
@@ -16,6 +17,13 @@ through the project's own `build_trainer` / `train_step`, at equal steps and
                         members, k-means decay 0.99, and a dense warm-up of
                         the routing heads for the first 500 steps
   routing_causal_nowarm the same without the warm-up
+  routing_causal_random the same whose warm-up is itself sparse: causal
+                        routing over random clusters drawn afresh each
+                        step (each query sees a random ~window of earlier
+                        tokens), at a routed step's cost
+  routing_causal_warm64 the same with a dense warm-up over the last 64
+                        tokens only (O(n·64)): does matching learned at
+                        short range carry to farther answers?
   routing_topk          2 local + 2 of the paper's balanced top-k routing
                         heads (shared Q/K, window 16 = n/k)
   routing_topk_aided    the same with the aids causal routing gets where they
@@ -59,6 +67,8 @@ MODELS = (
     "full",
     "routing_causal",
     "routing_causal_nowarm",
+    "routing_causal_random",
+    "routing_causal_warm64",
     "routing_topk",
     "routing_topk_aided",
     "hybrid",
@@ -68,6 +78,8 @@ SEQ_LEN, BLOCK, CLUSTERS = 128, 16, 8
 TASK_ARGS = {
     "recall": dict(pairs=8, queries=16, gap=48, key_vocab=16, value_vocab=16),
     "lookup": dict(pairs=8, queries=16, gap=48, key_vocab=8, value_vocab=16),
+    # The repeat lies 64 tokens after the span, twice the local reach.
+    "copy": dict(span=48, gap=16, vocab=64),
 }
 
 
@@ -120,7 +132,10 @@ def build_config(
             if kind == "hybrid_routing_dense"
             else warmup
         ),
+        warmup="random" if kind.endswith("random") else "dense",
     )
+    if kind.endswith("warm64"):
+      m.routing_warmup_window = 64
   common.set_data(c, "synthetic", seq_len, batch_size=16)
   t = c.train
   t.optimizer, t.lr, t.schedule = "adamw", 1e-3, "cosine"

@@ -19,13 +19,19 @@ recall   multi-query associative recall: P key/value pairs ("k v", keys from
 lookup   one-hop recall: each pair is one token naming its key and value
          (128 + key·V + value); queries are 1 + key, answers 32 + value,
          filler 64..127. A query finds its pair by content alone.
+copy     a random span of `span` tokens (ids 64..64+vocab), `gap` random
+         tokens, then the span again: every token of the repeat after its
+         first is trained and measured. Predicting one means finding the
+         previous token's earlier occurrence, `span + gap` back, and
+         reading its successor (an induction head), at chance
+         log2(vocab) bits for any head that cannot reach that far.
 """
 
 from typing import Optional
 
 import numpy as np
 
-TASKS = ("recall", "lookup")
+TASKS = ("recall", "lookup", "copy")
 
 
 def _batch(tokens, weights, measured):
@@ -125,13 +131,39 @@ def lookup(
   return _batch(tokens, weights, measured)
 
 
+def copy(
+    rng: np.random.Generator,
+    batch: int,
+    seq_len: int,
+    *,
+    span: int = 48,
+    gap: int = 16,
+    vocab: int = 64,
+) -> dict:
+  """A span repeated `span + gap` tokens later (see the module docstring)."""
+  if span < 2 or gap < 0 or not 2 <= vocab <= 192:
+    raise ValueError("copy needs span >= 2, gap >= 0 and 2 <= vocab <= 192")
+  need = 1 + 2 * span + gap
+  if need > seq_len + 1:
+    raise ValueError(f"copy needs seq_len >= {need - 1}, got {seq_len}")
+  tokens = rng.integers(64, 64 + vocab, (batch, seq_len + 1)).astype(np.int32)
+  tokens[:, 0] = 0
+  s = 1 + span + gap
+  tokens[:, s : s + span] = tokens[:, 1 : 1 + span]
+  weights = np.zeros((batch, seq_len), np.float32)
+  # Target t is token t + 1: the repeat's tokens after its first.
+  weights[:, s : s + span - 1] = 1.0
+  return _batch(tokens, weights, weights > 0)
+
+
 def make_batch(
     task: str, rng: np.random.Generator, batch: int, seq_len: int, **kw
 ) -> dict:
-  """A batch of `task` ("recall" or "lookup")."""
+  """A batch of `task` (one of TASKS)."""
   if task not in TASKS:
     raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-  return (recall if task == "recall" else lookup)(rng, batch, seq_len, **kw)
+  make = {"recall": recall, "lookup": lookup, "copy": copy}[task]
+  return make(rng, batch, seq_len, **kw)
 
 
 def answer_accuracy(
