@@ -14,6 +14,7 @@ Public API:
   ModelConfig       frozen dataclass of every model hyperparameter
   TransformerLM     decoder-only model over tokens and image sub-pixels
   generate          sampling with a cache: temperature, top-k, top-p, EOS
+  load              (model, variables) of a training run's workdir
 
 The names load on first use, so that jax-free modules (the config defaults
 and mode names the experiment files read) import without jax.
@@ -28,6 +29,7 @@ _EXPORTS = {
     "ModelConfig": "routing_jax.nn.model_config",
     "TransformerLM": "routing_jax.nn.model",
     "generate": "routing_jax.nn.decoding",
+    "load": "routing_jax.inference",
 }
 
 __all__ = list(_EXPORTS)

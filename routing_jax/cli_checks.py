@@ -43,6 +43,42 @@ def check_mesh(config: Any, num_devices: Optional[int] = None) -> None:
     raise errors.ConfigError(str(e)) from e
 
 
+def mesh_for_here(config: Any, saved: bool) -> None:
+  """`check_mesh`; a mesh read from the run's own config.json that does not
+  fit the devices here becomes data-parallel over all of them (a checkpoint
+  restores onto any mesh), with a warning."""
+  try:
+    check_mesh(config)
+  except errors.ConfigError:
+    if not saved:
+      raise
+    from absl import logging  # pylint: disable=g-import-not-at-top
+
+    logging.warning(
+        "The run's mesh (%s) does not fit the devices here; using"
+        " data-parallel over all of them.",
+        ", ".join(f"{k}={v}" for k, v in config.mesh.items()),
+    )
+    config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+
+
+def run_config(config: Any, workdir: str) -> tuple[Any, Any]:
+  """(config, ModelConfig) for the read-only tools, checked.
+
+  `config` from --config (its model section must be the run's), or None:
+  the run's own, from config.json in the workdir.
+  """
+  from routing_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+
+  if config is None:
+    workdir_lib.check_reachable(workdir)
+    config = workdir_lib.load_config(workdir)
+    return config, validate_config(config)
+  model_cfg = validate_config(config)
+  check_model_config(config, workdir)
+  return config, model_cfg
+
+
 def check_model_config(config: Any, workdir: str) -> None:
   """For read-only tools: the config's model section must be the run's."""
   from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top

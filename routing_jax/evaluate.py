@@ -2,8 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """Evaluate a trained run in the paper's unit on a chosen split.
 
-  python -m routing_jax.evaluate --config=experiments/shakespeare.py \
-      --workdir=/tmp/shakespeare --split=test
+  python -m routing_jax.evaluate --workdir=/tmp/shakespeare --split=test
+
+The run's config is read from its workdir (config.json); --config gives
+it explicitly instead (its model section must be the run's).
 
 Prints the per-token loss in nats and the paper's metric (bits/byte for
 bytes, bits/dim for images, perplexity for words, word-level perplexity for
@@ -22,7 +24,10 @@ from routing_jax import errors
 from routing_jax import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file.", lock_config=True
+    "config",
+    None,
+    "Config file (default: the run's own, config.json in --workdir).",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
 _SPLIT = flags.DEFINE_string(
@@ -34,7 +39,7 @@ _MAX_BATCHES = flags.DEFINE_integer(
     "Stop after this many batches (0: all).",
     lower_bound=0,
 )
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
@@ -44,13 +49,12 @@ def main(argv):
   from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
 
   # Everything the flags and config can get wrong, before any restore.
-  cli_checks.validate_config(_CONFIG.value)
-  cli_checks.check_model_config(_CONFIG.value, _WORKDIR.value)
+  config, _ = cli_checks.run_config(_CONFIG.value, _WORKDIR.value)
   distributed.initialize()
-  cli_checks.check_mesh(_CONFIG.value)
+  cli_checks.mesh_for_here(config, saved=_CONFIG.value is None)
   try:
     trainer, state, datasets, step = inference.restore(
-        _CONFIG.value, _WORKDIR.value, _SPLIT.value
+        config, _WORKDIR.value, _SPLIT.value
     )
   except FileNotFoundError as e:
     raise errors.WorkdirError(str(e)) from e
@@ -58,7 +62,7 @@ def main(argv):
   ev = train_loop.evaluate(trainer, state, datasets, trainer.mesh, limit)
   out = {
       "step": step,
-      "split": _CONFIG.value.data.eval_split,
+      "split": config.data.eval_split,
       **{k[5:]: v for k, v in ev.items()},
   }
   if distributed.is_primary():

@@ -2,10 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """Sample from a trained run: text to stdout or a file, images as a PNG grid.
 
-  python -m routing_jax.sample --config=experiments/shakespeare.py \
-      --workdir=/tmp/shakespeare --prompt="ROMEO:" --length=400
-  python -m routing_jax.sample --config=experiments/fashion_mnist.py:small \
-      --workdir=/tmp/fmnist --num_samples=16 --output=/tmp/samples.png
+  python -m routing_jax.sample --workdir=/tmp/shakespeare \
+      --prompt="ROMEO:" --length=400
+  python -m routing_jax.sample --workdir=/tmp/fmnist --num_samples=16 \
+      --output=/tmp/samples.png
+
+The run's config is read from its workdir (config.json); --config gives
+it explicitly instead (its model section must be the run's).
 
 Decoding uses the model's cache (constant memory per token with causal
 routing and relative or rotary positions).
@@ -22,7 +25,10 @@ from routing_jax import multihost
 from routing_jax import xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file.", lock_config=True
+    "config",
+    None,
+    "Config file (default: the run's own, config.json in --workdir).",
+    lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir.")
 _PROMPT = flags.DEFINE_string("prompt", "", "Text prompt (text models).")
@@ -40,7 +46,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _OUTPUT = flags.DEFINE_string(
     "output", "", "Write text here (default stdout); images need a .png."
 )
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["workdir"])
 flags.register_validator(
     "top_p", lambda p: 0.0 < p <= 1.0, "--top_p must be in (0, 1]"
 )
@@ -56,8 +62,7 @@ def main(argv):
   from routing_jax import inference  # pylint: disable=g-import-not-at-top
 
   # Everything the flags and config can get wrong, before any restore.
-  cfg = cli_checks.validate_config(_CONFIG.value)
-  cli_checks.check_model_config(_CONFIG.value, _WORKDIR.value)
+  config, cfg = cli_checks.run_config(_CONFIG.value, _WORKDIR.value)
   cli_checks.prepare_output_file(_OUTPUT.value, cfg.is_image)
   try:  # With the shortest prompt; the real one is checked below.
     generation.check_decode_length(
@@ -66,11 +71,9 @@ def main(argv):
   except ValueError as e:
     raise errors.UserInputError(f"{e}; use a smaller --length") from e
   distributed.initialize()
-  cli_checks.check_mesh(_CONFIG.value)
+  cli_checks.mesh_for_here(config, saved=_CONFIG.value is None)
   try:
-    trainer, state, datasets, _ = inference.restore(
-        _CONFIG.value, _WORKDIR.value
-    )
+    trainer, state, datasets, _ = inference.restore(config, _WORKDIR.value)
   except FileNotFoundError as e:
     raise errors.WorkdirError(str(e)) from e
   cfg = trainer.model.config

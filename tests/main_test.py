@@ -145,26 +145,23 @@ def test_tiny_run_prints_progress_report_and_sample(tmp_path):
   assert out.split("sample:\n", 1)[1].startswith("HAMLET:\n")
   assert (tmp_path / "checkpoints" / "3").is_dir()  # The final save.
   assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 4
-  # evaluate on the finished run prints its JSON and nothing else: no
-  # Orbax chatter about the read-only restore.
-  ev = subprocess.run(
-      [
-          sys.executable,
-          "-m",
-          "routing_jax.evaluate",
-          TINY,
-          f"--workdir={tmp_path}",
-          "--config.train.schedule=rsqrt",
-          "--config.train.warmup_steps=2",
-      ],
+  # evaluate and sample need the workdir alone (the run's config.json);
+  # evaluate prints its JSON and nothing else: no Orbax chatter about the
+  # read-only restore.
+  tool = lambda module, *args: subprocess.run(
+      [sys.executable, "-m", module, f"--workdir={tmp_path}", *args],
       cwd=ROOT,
       capture_output=True,
       text=True,
       timeout=300,
       check=False,
   )
+  ev = tool("routing_jax.evaluate")
   assert ev.returncode == 0 and ev.stderr == "", ev.stderr[-2000:]
   assert json.loads(ev.stdout)["step"] == 3
+  sample = tool("routing_jax.sample", "--prompt=ROMEO:", "--length=5")
+  assert sample.returncode == 0, sample.stderr[-2000:]
+  assert sample.stdout.startswith("ROMEO:") and len(sample.stdout) >= 11
 
 
 def _write(path, data: bytes):

@@ -25,6 +25,24 @@ def test_readme_example_runs():
   assert np.isfinite(float(namespace["loss"]))
 
 
+def test_readme_load_example_runs_on_a_trained_run(tmp_path, capsys):
+  from experiments import shakespeare  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
+
+  c = shakespeare.get_config("tiny")
+  c.train.steps, c.train.eval_every = 2, 100
+  train_loop.train_and_evaluate(c, str(tmp_path))
+  capsys.readouterr()
+  code = _block("readme-load-example")
+  assert '"workdir/shakespeare"' in code
+  code = code.replace('"workdir/shakespeare"', repr(str(tmp_path)))
+  namespace = {}
+  exec(compile(code, "README load example", "exec"), namespace)
+  printed = capsys.readouterr().out
+  assert printed.startswith("ROMEO:") and len(printed) > 40
+  assert namespace["out"].tokens.shape == (1, 64)
+
+
 def test_ci_runs_the_readme_test_command():
   root = pathlib.Path(__file__).parents[1]
   cmd = _block("test-command").strip()

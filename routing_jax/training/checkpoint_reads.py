@@ -20,6 +20,7 @@ fails every try is judged, and all processes reach the same verdict:
              no array is read.
 """
 
+import dataclasses
 import json
 import logging as std_logging
 import sys
@@ -208,9 +209,30 @@ def quiet_orbax_leftovers() -> None:
   sys.excepthook = excepthook
 
 
-def read_step(directory: epath.Path, step: int, target: Any):
-  """(state, data, meta) of a step, read on this process only."""
+def read_step(
+    directory: epath.Path, step: int, target: Any, partial: bool = False
+):
+  """(state, data, meta) of a step, read on this process only.
+
+  partial: `target` is a state dataclass whose None fields are not read
+  (e.g. the optimizer state, for inference); they stay None.
+  """
   quiet_orbax_leftovers()
+  if partial:
+    fields = {
+        f.name: getattr(target, f.name)
+        for f in dataclasses.fields(target)
+        if getattr(target, f.name) is not None
+    }
+    state_args = ocp.args.PyTreeRestore(
+        item=fields,
+        restore_args=jax.tree.map(
+            lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), fields
+        ),
+        partial_restore=True,
+    )
+  else:
+    state_args = ocp.args.StandardRestore(target)
   # The handler, not the manager: the manager's restore ends in a barrier
   # across processes, which a process whose read failed never reaches.
   # Processes agree on the outcome in `read_agreed` instead.
@@ -219,7 +241,7 @@ def read_step(directory: epath.Path, step: int, target: Any):
     restored = handler.restore(
         directory / str(step),
         args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(target),
+            state=state_args,
             data=ocp.args.JsonRestore(),
             meta=ocp.args.JsonRestore(),
         ),
@@ -228,10 +250,11 @@ def read_step(directory: epath.Path, step: int, target: Any):
     handler.close()
   if not isinstance(restored.meta, dict):
     raise json.JSONDecodeError("meta item is not a JSON dict", "", 0)
-  return restored.state, restored.data, restored.meta
+  state = target.replace(**restored.state) if partial else restored.state
+  return state, restored.data, restored.meta
 
 
-def _verify(step: int, result) -> str:
+def _verify(step: int, result, partial: bool = False) -> str:
   """Why the restored state differs from its checksums ("" if it does not).
 
   A collective: every process calls it once all of them hold the step.
@@ -240,7 +263,10 @@ def _verify(step: int, result) -> str:
   expected = meta.get("checksums")
   if expected is None:  # Saved before checksums were recorded.
     return ""
-  bad = checksums.mismatches(expected, checksums.state_checksums(state))
+  actual = checksums.state_checksums(state)
+  if partial:  # only the arrays read
+    expected = {k: v for k, v in expected.items() if k in actual}
+  bad = checksums.mismatches(expected, actual)
   if not bad:
     return ""
   return one_line(
@@ -251,7 +277,9 @@ def _verify(step: int, result) -> str:
   )
 
 
-def read_agreed(directory: epath.Path, step: int, target: Any):
+def read_agreed(
+    directory: epath.Path, step: int, target: Any, partial: bool = False
+):
   """(outcome, message, (state, data, meta) or None), the same everywhere.
 
   Every process must call it. A process that read the step keeps it while
@@ -261,6 +289,7 @@ def read_agreed(directory: epath.Path, step: int, target: Any):
     directory: the checkpoint directory.
     step: the committed step to read.
     target: abstract restore target (ShapeDtypeStructs with shardings).
+    partial: read only the target's non-None fields (see `read_step`).
 
   Returns:
     OK with the step's items, or CORRUPT, TRANSIENT or MISMATCH (see the
@@ -272,14 +301,18 @@ def read_agreed(directory: epath.Path, step: int, target: Any):
     if result is None:
       try:
         check_shapes(directory, step, target)
-        outcome, message, result = OK, "", read_step(directory, step, target)
+        outcome, message, result = (
+            OK,
+            "",
+            read_step(directory, step, target, partial),
+        )
       # Orbax/tensorstore raise many types (ValueError, KeyError, OSError,
       # JSONDecodeError, plain Exception); classify_error sorts them.
       except Exception as e:  # pylint: disable=broad-exception-caught
         outcome, message, result = classify_error(e), one_line(e), None
     outcomes = multihost.allgather(np.int32(outcome))
     if (outcomes == OK).all():
-      message = _verify(step, result)
+      message = _verify(step, result, partial)
       if not message:
         return OK, "", result
       outcomes, result = np.array([CORRUPT]), None

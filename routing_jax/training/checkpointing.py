@@ -281,7 +281,11 @@ class Checkpointer:
     self.close()
 
   def restore(
-      self, target: Any, step: int | None = None, before: int | None = None
+      self,
+      target: Any,
+      step: int | None = None,
+      before: int | None = None,
+      partial: bool = False,
   ) -> tuple[Any, dict[str, Any], int] | None:
     """Restores a checkpoint onto the shardings of target.
 
@@ -299,6 +303,8 @@ class Checkpointer:
       step: restore exactly this step (no fallback), or None.
       before: with step=None, ignore steps >= before (a caller that found
         the newest restorable step unusable).
+      partial: `target` is a state dataclass whose None fields (e.g. the
+        optimizer state) are neither read nor checked; they stay None.
 
     Returns:
       (state, data_state, step), or None if the directory has no committed
@@ -314,7 +320,7 @@ class Checkpointer:
     target = abstract_target(target)
     if step is not None:
       outcome, message, result = checkpoint_reads.read_agreed(
-          self.directory, step, target
+          self.directory, step, target, partial
       )
       if outcome != checkpoint_reads.OK:
         raise CheckpointRestoreError(
@@ -332,7 +338,7 @@ class Checkpointer:
     failed = []  # (step, message)
     while candidate >= 0:
       outcome, message, result = checkpoint_reads.read_agreed(
-          self.directory, candidate, target
+          self.directory, candidate, target, partial
       )
       if outcome == checkpoint_reads.OK:
         break

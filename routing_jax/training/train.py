@@ -228,6 +228,13 @@ def attention_mask(batch: dict) -> Optional[Array]:
   return None if mask is None else mask.astype(bool)
 
 
+def init_length(model_cfg: ModelConfig, seq_len: int) -> int:
+  """The input length a model is initialised with (images: all pixels)."""
+  if model_cfg.is_image:
+    return model_cfg.max_len
+  return min(seq_len, model_cfg.max_len)
+
+
 def init_state(
     model: TransformerLM,
     tx: optax.GradientTransformation,
@@ -235,11 +242,7 @@ def init_state(
     seq_len: int,
 ) -> TrainState:
   """Boxed initial state: optimizer state inherits the param annotations."""
-  init_len = (
-      min(seq_len, model.config.max_len)
-      if not model.config.is_image
-      else model.config.max_len
-  )
+  init_len = init_length(model.config, seq_len)
   variables = model.init({"params": rng}, jnp.zeros((1, init_len), jnp.int32))
   params = variables["params"]
   return TrainState(

@@ -107,6 +107,35 @@ def create(
   return path
 
 
+def load_config(workdir: Any) -> Any:
+  """The config a training run saved in its workdir (`config.json`).
+
+  Lists come back as tuples, as the experiment configs write them.
+
+  Raises:
+    errors.WorkdirError: no readable config.json there.
+  """
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  path = resolve(workdir) / CONFIG_FILE
+  try:
+    saved = json.loads(path.read_text())
+  except FileNotFoundError as e:
+    raise errors.WorkdirError(
+        f"no {CONFIG_FILE} in {workdir}: not a training run's workdir"
+        " (or pass --config)"
+    ) from e
+  except (OSError, ValueError) as e:
+    raise errors.WorkdirError(f"cannot read {path}: {e}") from e
+
+  def tuples(x):
+    if isinstance(x, dict):
+      return {k: tuples(v) for k, v in x.items()}
+    return tuple(tuples(v) for v in x) if isinstance(x, list) else x
+
+  return ml_collections.ConfigDict(tuples(saved))
+
+
 def check_model_config(
     workdir: Any, config: Any, ignore: tuple[str, ...] = ()
 ) -> None:

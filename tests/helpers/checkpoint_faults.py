@@ -126,11 +126,11 @@ def failing_reads(step, times, error=None):
   real = checkpoint_reads.read_step
   reads = []
 
-  def read_step(directory, s, target):
+  def read_step(directory, s, target, partial=False):
     reads.append(s)
     if s == step and reads.count(step) <= times:
       raise error
-    return real(directory, s, target)
+    return real(directory, s, target, partial)
 
   checkpoint_reads.read_step = read_step
   try:

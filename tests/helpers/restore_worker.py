@@ -90,13 +90,15 @@ def main():
     reads = []
     if me == args.fault_process:
 
-      def faulty(directory, step, target, fault=fault, reads=reads):
+      def faulty(
+          directory, step, target, partial=False, fault=fault, reads=reads
+      ):
         reads.append(step)
         if step == 3 and (
             fault == "transient" or (fault == "flaky" and reads.count(3) == 1)
         ):
           raise ConnectionResetError("injected: connection reset by peer")
-        restored, data, meta = real_read_step(directory, step, target)
+        restored, data, meta = real_read_step(directory, step, target, partial)
         if step == 3 and fault == "bitflip":
           w = restored["w"]
           shards = [
