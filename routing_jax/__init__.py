@@ -29,7 +29,7 @@ _EXPORTS = {
     "ModelConfig": "routing_jax.nn.model_config",
     "TransformerLM": "routing_jax.nn.model",
     "generate": "routing_jax.nn.decoding",
-    "load": "routing_jax.inference",
+    "load": "routing_jax.training.loading",
 }
 
 __all__ = list(_EXPORTS)

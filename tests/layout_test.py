@@ -3,7 +3,8 @@
 """The package layout: imports point one way and form no cycle.
 
 Layers, lowest first:
-  shared     routing_jax.{cli, common_types, errors, multihost, xla_flags}:
+  shared     routing_jax.{cli, common_types, errors, multihost,
+             storage_errors, xla_flags}:
              import no other routing_jax module (cli: how every CLI,
              datasets.build included, turns a user's mistake into one line)
   nn, data   routing_jax.nn.*, routing_jax.data.*: import only the shared
@@ -31,6 +32,7 @@ SHARED = {
     "routing_jax.common_types",
     "routing_jax.errors",
     "routing_jax.multihost",
+    "routing_jax.storage_errors",
     "routing_jax.xla_flags",
 }
 PROGRAMS = {
@@ -49,7 +51,8 @@ ALLOWED = {
     "data": {"shared"},
     "training": {"shared", "nn", "data"},
     "programs": {"shared", "nn", "data", "training", "package"},
-    "package": {"nn"},  # routing_jax/__init__.py re-exports the model.
+    # routing_jax/__init__.py re-exports the model and `load`.
+    "package": {"nn", "training"},
 }
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from routing_jax import multihost
+from routing_jax import storage_errors
 from routing_jax.training import checksums
 
 # A failed read of a step is tried again after these delays.
@@ -41,18 +42,11 @@ RETRY_DELAYS_S = (1.0, 4.0)
 # Outcomes of reading a step (FAILED: an error classify_error does not
 # recognise; judged like CORRUPT once it persists).
 OK, CORRUPT, TRANSIENT, FAILED, MISMATCH = 0, 1, 2, 3, 4
-# Tensorstore reports errors as ValueError("<STATUS>: ..."). These statuses
-# mean the stored bytes are missing or damaged, unless a retry reads them;
-# others (UNAVAILABLE, DEADLINE_EXCEEDED, ...) mean the storage is not
-# reachable.
-_DAMAGE_STATUSES = ("NOT_FOUND", "OUT_OF_RANGE", "DATA_LOSS")
-_TRANSIENT_STATUSES = (
-    "UNAVAILABLE",
-    "DEADLINE_EXCEEDED",
-    "RESOURCE_EXHAUSTED",
-    "ABORTED",
-    "CANCELLED",
-)
+# Tensorstore reports errors as ValueError("<STATUS>: ..."): the damage
+# statuses mean the stored bytes are missing or damaged, unless a retry
+# reads them; the transient ones mean the storage is not reachable.
+_DAMAGE_STATUSES = storage_errors.DAMAGE_STATUSES
+_TRANSIENT_STATUSES = storage_errors.TRANSIENT_STATUSES
 
 
 class ChecksumError(ValueError):

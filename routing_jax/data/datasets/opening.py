@@ -15,6 +15,8 @@ import os
 import numpy as np
 import tensorflow_datasets as tfds
 
+from routing_jax import storage_errors
+
 # Imported for their side effect too: they register our TFDS builders.
 from routing_jax.data.datasets import enwik8  # pylint: disable=unused-import
 from routing_jax.data.datasets import idx
@@ -32,13 +34,14 @@ def data_dir_of(cfg) -> str | None:
 
 
 def tfds_source(name: str, split: str, data_dir: str | None):
-  """`tfds.data_source` of a prepared array_record dataset, offline.
+  """`tfds.data_source` of a prepared array_record dataset, offline, its
+  reads retried on transient storage errors.
 
   Raises:
     FileNotFoundError: the dataset is not prepared in `data_dir`.
   """
   try:
-    return tfds.data_source(
+    source = tfds.data_source(
         name, split=split, data_dir=data_dir, download=False, try_gcs=False
     )
   except (
@@ -55,6 +58,8 @@ def tfds_source(name: str, split: str, data_dir: str | None):
         f" python -m routing_jax.data.datasets.build --name={name}"
         f" --data_dir=... [--manual_dir=...]  ({type(e).__name__}: {e})"
     ) from e
+  # Object storage drops a read now and then: those are retried.
+  return storage_errors.RetryingSource(source, f"{name}/{split}")
 
 
 def _byte_extra() -> dict:
@@ -190,7 +195,9 @@ def open_split(cfg, split: str) -> tuple[sources.Documents, dict]:
         "text_files",
     )
     # A new builder reads the dataset info that the build wrote.
-    source = builder().as_data_source(split)
+    source = storage_errors.RetryingSource(
+        builder().as_data_source(split), f"text_files/{split}"
+    )
     docs = [source[i]["bytes"] for i in range(len(source))]
     return sources.ArrayDocuments(docs, 256), _byte_extra()
   if name == "pg19":
