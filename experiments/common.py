@@ -53,6 +53,10 @@ def base_config() -> ml_collections.ConfigDict:
   d.name = "shakespeare"
   d.seq_len = 256
   d.batch_size = 8  # global batch, in sequences
+  # > 0: the global batch is this many rows per device along the batch axes
+  # (data x fsdp), and train.lr_batch_scaling says how lr follows
+  # (docs/sharding.md, "Scaling to N devices").
+  d.per_device_batch_size = 0
   d.data_dir = ""  # TFDS data dir ("" = ~/tensorflow_datasets)
   d.manual_dir = ""  # where a user put downloaded archives
   d.text_files = ""  # glob, for name="text_files"
@@ -65,6 +69,7 @@ def base_config() -> ml_collections.ConfigDict:
   t.steps = 1000
   t.optimizer = "adafactor"  # "adafactor" (the paper's) or "adamw"
   t.lr = 0.01
+  t.lr_batch_scaling = "none"  # "none", "sqrt" or "linear" (batch_scaling.py)
   t.schedule = "rsqrt"  # "rsqrt" (the paper's), "cosine", "constant"
   t.warmup_steps = 10000
   t.b1 = 0.9  # adamw

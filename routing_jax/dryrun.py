@@ -259,6 +259,7 @@ def report(config, devices, compile_step: bool = True, out=print) -> None:
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import batch_scaling  # pylint: disable=g-import-not-at-top
   from routing_jax.training import flops  # pylint: disable=g-import-not-at-top
   from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
   from routing_jax.training import optim  # pylint: disable=g-import-not-at-top
@@ -271,6 +272,9 @@ def report(config, devices, compile_step: bool = True, out=print) -> None:
   model = TransformerLM(cfg)
   tx = optim.create_optimizer(config.train)
   mesh = sharding.create_mesh(config.mesh, devices)
+  scaled = batch_scaling.resolve(
+      config, math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+  )
   rules = sharding.logical_rules()
   init = functools.partial(
       train.init_state, model, tx, seq_len=config.data.seq_len
@@ -286,6 +290,8 @@ def report(config, devices, compile_step: bool = True, out=print) -> None:
       f"{sum(cfg.routing_mask())} layers), seq_len {config.data.seq_len}, "
       f"activations {cfg.dtype}"
   )
+  if scaled:
+    out(scaled)
   out(f"parameters: {total:,}")
   for k in sorted(groups):
     out(f"  {k:20s} {groups[k]:>15,}")

@@ -2,10 +2,12 @@
 # SPDX-License-Identifier: Apache-2.0
 """Restoring a trained model from a workdir, for evaluation and sampling."""
 
+import math
 from typing import Any, Optional
 
 import jax
 
+from routing_jax.training import batch_scaling
 from routing_jax.training import checkpointing
 from routing_jax.training import sharding
 from routing_jax.training import train
@@ -37,6 +39,9 @@ def restore(config: Any, workdir: str, split: Optional[str] = None):
     with config.unlocked():
       config.data.eval_split = split
   mesh = sharding.create_mesh(config.mesh)
+  batch_scaling.resolve(
+      config, math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+  )
   rules = sharding.logical_rules()
   datasets = train_loop.create_datasets(config, mesh, model_cfg.vocab_size)
   trainer, state = train.build_trainer(config, mesh, rules, model_cfg)

@@ -134,9 +134,10 @@ def test_a_step_that_cannot_fit_says_no():
   """pg19:small with 8192 sequences per device on 8 GiB TPU v2 cores."""
   config = pg19.get_config("small")
   config.hardware = "tpu_v2_8"
-  config.data.batch_size = 8 * 8192
+  config.data.per_device_batch_size = 8192
   lines = []
   dryrun.report(config, jax.devices()[:8], out=lines.append)
+  assert f"global batch {8 * 8192} (8192 per device x 8;" in "\n".join(lines)
   assert lines[-1].startswith("fits tpu_v2_8: no (")
   assert lines[-1].endswith(" GiB of 7.5 GiB per device)")
   used = float(lines[-1].split("(")[1].split(" GiB")[0])

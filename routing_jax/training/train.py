@@ -31,6 +31,7 @@ from routing_jax.nn import loss as loss_lib
 from routing_jax.nn import model as model_lib
 from routing_jax.nn.model import TransformerLM
 from routing_jax.nn.model_config import ModelConfig
+from routing_jax.training import batch_scaling
 from routing_jax.training import grad_accum
 from routing_jax.training import optim
 
@@ -117,6 +118,7 @@ def validate_config(config: Any) -> ModelConfig:
   )
   need(d.seq_len >= 1, "data.seq_len", d.seq_len, "must be >= 1")
   need(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
+  batch_scaling.check(config)
   need(
       d.seq_len <= model_cfg.max_len,
       "data.seq_len",

@@ -20,6 +20,7 @@ What runs after the loop (final metric, sample, loss curve) is report.py.
 import dataclasses
 import hashlib
 import json
+import math
 import time
 from typing import Any, Optional
 
@@ -29,6 +30,7 @@ import jax
 from routing_jax import errors
 from routing_jax import multihost
 from routing_jax.data import input_pipeline
+from routing_jax.training import batch_scaling
 from routing_jax.training import checkpointing
 from routing_jax.training import flops
 from routing_jax.training import hardware
@@ -202,6 +204,11 @@ def _train_and_evaluate(
   model_cfg = train.validate_config(config)  # before anything compiles
   t = config.train
   mesh = sharding.create_mesh(config.mesh)
+  scaled = batch_scaling.resolve(
+      config, math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
+  )
+  if scaled:
+    _say(scaled)
   rules = sharding.logical_rules()
   # config.json is written once the resume checks pass: a rejected run
   # must not replace the config of the run that owns the checkpoints.
