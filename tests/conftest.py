@@ -27,3 +27,19 @@ jax.config.update(
     os.path.join(os.path.dirname(os.path.abspath(__file__)), ".jax_cache"),
 )
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+@pytest.fixture(name="tiny_run", scope="session")
+def fixture_tiny_run(tmp_path_factory):
+  """A finished run of `helpers.tiny_run.config()` (4 steps, checkpoints at
+  2 and 4): (workdir, final state). Tests that change the workdir copy it
+  first."""
+  from helpers import tiny_run  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
+
+  workdir = tmp_path_factory.mktemp("tiny_run")
+  result = train_loop.train_and_evaluate(tiny_run.config(), str(workdir))
+  return workdir, result.state

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Tests for routing_jax.load: a trained run's workdir as (model, variables).
 
-A module fixture trains the tiny Shakespeare config for 4 steps with
-checkpoints at 2 and 4; the reference for every comparison is the full
+The session's tiny run (conftest: 4 steps, checkpoints at 2 and 4) is
+loaded; the reference for every comparison is the full
 training state restored the way a resumed run restores it.
 """
 
@@ -15,30 +15,22 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import shakespeare
 from helpers import checkpoint_faults as faults
+from helpers import tiny_run
 import routing_jax as rj
 from routing_jax import cli_checks
 from routing_jax import errors
 from routing_jax.training import checkpoint_reads
 from routing_jax.training import checkpointing
-from routing_jax.training import train_loop
 
 
 def _config(**model):
-  c = shakespeare.get_config("tiny")
-  c.train.steps, c.train.checkpoint_every = 4, 2
-  c.train.eval_every = c.train.keep_checkpoints = 100
-  for key, value in model.items():
-    c.model[key] = value
-  return c
+  return tiny_run.config(**model)
 
 
-@pytest.fixture(name="run", scope="module")
-def fixture_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("run")
-  result = train_loop.train_and_evaluate(_config(), str(workdir))
-  return workdir, result.state
+@pytest.fixture(name="run")
+def fixture_run(tiny_run):
+  return tiny_run
 
 
 def _full_state(workdir, like, step):
@@ -81,7 +73,7 @@ def test_load_falls_back_past_a_damaged_step_and_moves_nothing(
 ):
   workdir = tmp_path / "run"
   shutil.copytree(run[0], workdir)
-  faults.flip_bytes(workdir / "checkpoints" / "4")
+  faults.flip_bytes(workdir / "checkpoints" / "4", only="params")
   with caplog.at_level(logging.WARNING):
     _, variables = rj.load(str(workdir))
   assert any("ChecksumError" in r.getMessage() for r in caplog.records)

@@ -25,17 +25,12 @@ def test_readme_example_runs():
   assert np.isfinite(float(namespace["loss"]))
 
 
-def test_readme_load_example_runs_on_a_trained_run(tmp_path, capsys):
-  from experiments import shakespeare  # pylint: disable=g-import-not-at-top
-  from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
-
-  c = shakespeare.get_config("tiny")
-  c.train.steps, c.train.eval_every = 2, 100
-  train_loop.train_and_evaluate(c, str(tmp_path))
+def test_readme_load_example_runs_on_a_trained_run(tiny_run, capsys):
+  workdir = tiny_run[0]
   capsys.readouterr()
   code = _block("readme-load-example")
   assert '"workdir/shakespeare"' in code
-  code = code.replace('"workdir/shakespeare"', repr(str(tmp_path)))
+  code = code.replace('"workdir/shakespeare"', repr(str(workdir)))
   namespace = {}
   exec(compile(code, "README load example", "exec"), namespace)
   printed = capsys.readouterr().out

@@ -41,7 +41,7 @@ def truncate_arrays(step_dir, process=None) -> None:
       fh.truncate(f.stat().st_size // 2)
 
 
-def flip_bytes(step_dir, merged_tree=False, seed=0) -> None:
+def flip_bytes(step_dir, merged_tree=False, seed=0, only=None) -> None:
   """Damages array data so that it reads back, with wrong values or not.
 
   By default one byte of the files the processes wrote (ocdbt.process_<i>/d)
@@ -51,7 +51,8 @@ def flip_bytes(step_dir, merged_tree=False, seed=0) -> None:
   that restore never reads and compressed blocks whose damage is a read
   error, so a byte flipped blindly may change nothing (which made a test
   flaky): candidates are tried, from a fixed seed, until one reads back
-  changed. merged_tree=True flips bytes in the middle of every data file,
+  changed (with `only`, e.g. "params": changed an array under that
+  top-level key). merged_tree=True flips bytes in the middle of every data file,
   state/d included, whose b-tree nodes hold the small arrays inline under
   a CRC-32C that tensorstore checks: a read error.
   """
@@ -81,16 +82,21 @@ def flip_bytes(step_dir, merged_tree=False, seed=0) -> None:
     except Exception:  # pylint: disable=broad-except
       after = None  # a read error: not the damage wanted here
     if after is not None and any(
-        x.tobytes() != y.tobytes() for x, y in zip(before, after)
+        before[k].tobytes() != after[k].tobytes()
+        for k in before
+        if only is None or k.startswith(f"['{only}']")
     ):
       return
     f.write_bytes(original)
   raise AssertionError(f"no byte of {state} changed a value silently")
 
 
-def _read_leaves(state_dir) -> list[np.ndarray]:
+def _read_leaves(state_dir) -> dict[str, np.ndarray]:
   tree = ocp.PyTreeCheckpointer().restore(state_dir)
-  return [np.asarray(x) for x in jax.tree_util.tree_leaves(tree)]
+  return {
+      jax.tree_util.keystr(path): np.asarray(x)
+      for path, x in jax.tree_util.tree_leaves_with_path(tree)
+  }
 
 
 def delete_state_metadata(step_dir) -> None:
