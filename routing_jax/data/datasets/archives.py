@@ -21,6 +21,7 @@ import zipfile
 from typing import IO, Iterator
 
 from etils import epath
+import numpy as np
 import tensorflow_datasets as tfds
 
 
@@ -38,6 +39,24 @@ class LocalCodePath:
   @classmethod
   def code_path(cls) -> epath.Path:
     return epath.Path(inspect.getfile(cls))
+
+
+def stream_info(
+    builder, description: str, key: str, dtype, homepage: str, **extra
+):
+  """DatasetInfo of a token stream stored as chunks: `key` holds a chunk's
+  tokens, "offset" its start; records come back in stream order."""
+  return tfds.core.DatasetInfo(
+      builder=builder,
+      description=description,
+      features=tfds.features.FeaturesDict({
+          key: tfds.features.Tensor(shape=(None,), dtype=dtype),
+          "offset": tfds.features.Scalar(dtype=np.int64),
+      }),
+      homepage=homepage,
+      disable_shuffling=True,
+      **extra,
+  )
 
 
 class ArchiveBuilder(LocalCodePath):

@@ -55,19 +55,13 @@ class Enwik8(archives.ArchiveBuilder, tfds.core.GeneratorBasedBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            "The first 10^8 bytes of the English Wikipedia XML dump of"
-            " 2006-03-03 (Hutter prize), byte level."
-        ),
-        features=tfds.features.FeaturesDict({
-            "bytes": tfds.features.Tensor(shape=(None,), dtype=np.uint8),
-            "offset": tfds.features.Scalar(dtype=np.int64),
-        }),
-        homepage="http://mattmahoney.net/dc/textdata.html",
-        # Records must come back in stream order.
-        disable_shuffling=True,
+    return archives.stream_info(
+        self,
+        "The first 10^8 bytes of the English Wikipedia XML dump of"
+        " 2006-03-03 (Hutter prize), byte level.",
+        "bytes",
+        np.uint8,
+        "http://mattmahoney.net/dc/textdata.html",
     )
 
   def _split_generators(self, dl_manager):

@@ -73,19 +73,14 @@ class Wikitext103(archives.ArchiveBuilder, tfds.core.GeneratorBasedBuilder):
   )
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=(
-            "WikiText-103: 28,475 Good and Featured Wikipedia articles,"
-            " word level, <eos> per line."
-        ),
-        features=tfds.features.FeaturesDict({
-            "ids": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-            "offset": tfds.features.Scalar(dtype=np.int64),
-        }),
+    return archives.stream_info(
+        self,
+        "WikiText-103: 28,475 Good and Featured Wikipedia articles,"
+        " word level, <eos> per line.",
+        "ids",
+        np.int32,
+        "https://wikitext.smerity.com/",
         metadata=tfds.core.MetadataDict(),
-        homepage="https://wikitext.smerity.com/",
-        disable_shuffling=True,
     )
 
   def _split_generators(self, dl_manager):
