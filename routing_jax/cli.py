@@ -18,6 +18,7 @@ import errno
 import functools
 import re
 import sys
+import traceback
 from typing import Any, Callable, Optional
 
 from absl import app
@@ -178,6 +179,22 @@ def _quiet_defaults() -> None:
     logging.set_verbosity(logging.WARNING)
 
 
+def _end_multi_process_job(line: Optional[str], error: Exception) -> None:
+  """In a multi-process job: prints this process's error, tells the other
+  processes (they end too, naming it) and ends now; else returns."""
+  if "jax" not in sys.modules:  # no job was joined
+    return
+  from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+
+  if not multihost._multi_process():  # pylint: disable=protected-access
+    return
+  if line is None:
+    traceback.print_exc()
+  else:
+    print(line, file=sys.stderr)
+  multihost.end_job(line or f"{type(error).__name__}: {error}")
+
+
 def _one_line_errors(main: Callable[[list[str]], Any]):
   @functools.wraps(main)
   def wrapped(argv):
@@ -187,6 +204,7 @@ def _one_line_errors(main: Callable[[list[str]], Any]):
       return main(argv)
     except Exception as e:  # pylint: disable=broad-exception-caught
       line = describe(e)
+      _end_multi_process_job(line, e)
       if line is None:
         raise
       sys.stdout.flush()

@@ -39,6 +39,10 @@ def initialize() -> None:
         num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value,
     )
+    from routing_jax import multihost  # pylint: disable=g-import-not-at-top
+
+    # One process's failure ends the job, with the reason in every log.
+    multihost.watch_for_failures()
 
 
 def is_primary() -> bool:

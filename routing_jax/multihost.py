@@ -13,8 +13,19 @@ devices hold: the union of their batch slices (as in MaxText's multi-host
 loading). When a "tensor" group spans processes, those processes load the
 same rows; a "1/process_count of the batch" rule would give them different
 rows and a wrong global batch.
+
+Failures. A process that raises would leave the others waiting in the next
+collective until the runtime's heartbeat or shutdown timeouts (minutes), and
+its reason would stay in its own log. `end_job` publishes the reason in the
+coordination service's key-value store and ends the process at once;
+every process runs `watch_for_failures`, which ends it too, printing whose
+failure and why (so host 0's log says it).
 """
 
+import os
+import sys
+import threading
+import time
 from typing import Any, Callable
 
 import jax
@@ -147,3 +158,88 @@ def check_same_program(config_json: str) -> None:
   """
   check_same(source_digest(), "the routing_jax source code")
   check_same(config_json.encode(), "the config (flags included)")
+
+
+_FAILED_DIR = "routing_jax/failed/"
+_WATCH_POLL_S = 2.0
+# Run before a process ends because another one failed (e.g. releasing the
+# workdir lock); registered and removed by their owners.
+_on_job_end: list[Callable[[], None]] = []
+
+
+def _client():
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+
+  return distributed.global_state.client
+
+
+def _multi_process() -> bool:
+  return jax.process_count() > 1 and _client() is not None
+
+
+def at_job_end(fn: Callable[[], None]) -> Callable[[], None]:
+  """Runs `fn` if this process is ended by another's failure; returns a
+  function that unregisters it."""
+  _on_job_end.append(fn)
+  return lambda: _on_job_end.remove(fn) if fn in _on_job_end else None
+
+
+def _run_job_end_hooks() -> None:
+  for fn in list(_on_job_end):
+    try:
+      fn()
+    except Exception:  # pylint: disable=broad-exception-caught
+      pass  # ending anyway
+
+
+def end_job(reason: str, exit_code: int = 1) -> None:
+  """Ends this process of a multi-process job after telling the others why
+  (they end within a few seconds, see `watch_for_failures`). No-op with
+  one process. Never returns otherwise: `os._exit` skips the runtime's
+  shutdown barrier, which would wait for processes blocked in a collective.
+  """
+  if not _multi_process():
+    return
+  me = jax.process_index()
+  try:
+    _client().key_value_set(f"{_FAILED_DIR}{me}", reason[:4000])
+  except Exception:  # pylint: disable=broad-exception-caught
+    pass  # the coordinator may be gone; the runtime then ends the others
+  sys.stdout.flush()
+  sys.stderr.flush()
+  if me == 0:  # the key-value store lives here: let the others read it
+    time.sleep(2.5 * _WATCH_POLL_S)
+  os._exit(exit_code)  # pylint: disable=protected-access
+
+
+def watch_for_failures(poll_s: float = _WATCH_POLL_S) -> None:
+  """Starts a daemon thread that ends this process when another process of
+  the job reports a failure (`end_job`), printing which and why."""
+  if not _multi_process():
+    return
+  client, me = _client(), jax.process_index()
+
+  def watch():
+    while True:
+      time.sleep(poll_s)
+      try:
+        failed = client.key_value_dir_get(_FAILED_DIR)
+      except Exception:  # pylint: disable=broad-exception-caught
+        continue  # the coordinator is gone: the runtime ends this process
+      others = sorted(
+          (int(key.rsplit("/", 1)[1]), reason)
+          for key, reason in failed
+          if key.rsplit("/", 1)[1] != str(me)
+      )
+      if others:
+        who, reason = others[0]
+        sys.stdout.flush()
+        sys.stderr.write(
+            f"Process {who} of {jax.process_count()} failed: {reason}\n"
+            f"Ending process {me} too (the job cannot go on without it).\n"
+        )
+        sys.stderr.flush()
+        _run_job_end_hooks()
+        os._exit(1)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name="failure-watch", daemon=True).start()

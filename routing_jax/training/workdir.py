@@ -375,11 +375,18 @@ def lock(workdir: Any) -> Iterator[epath.Path]:
     raise errors.WorkdirError(
         f"process 0 could not lock {path} (its log says why)"
     )
-  try:
-    yield path
-  finally:
+
+  def release():
     if (
         mine is not None
         and (_read_owner(path) or {}).get("token") == mine["token"]
     ):
       path.unlink(missing_ok=True)
+
+  # Also when another process's failure ends this one (no finally runs).
+  forget = multihost.at_job_end(release)
+  try:
+    yield path
+  finally:
+    forget()
+    release()
