@@ -94,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
   t.async_checkpointing = True
   t.sample_length = 256  # characters sampled at the end of training
   t.sample_prompt = ""
+  # Tokens sampled (from sample_prompt) into TensorBoard at each evaluation
+  # (0: none; text models only).
+  t.eval_sample_length = 128
 
   # The accelerator the setting is sized for, e.g. "tpu_v3_32" (32 TPU v3
   # cores) or "8xh100_80gb" (routing_jax/training/hardware.py); "" for none. The

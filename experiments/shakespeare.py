@@ -164,4 +164,5 @@ def get_config(arg=None):
         eval_batches=1,
         sample_length=16,
     )
+    t.eval_sample_length = 0  # a decoder compile per test run otherwise
   return c

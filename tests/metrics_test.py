@@ -41,7 +41,21 @@ def read_event_records(data: bytes) -> list[dict]:
         "wall_time": ev.wall_time,
         "step": ev.step,
         "file_version": ev.file_version,
-        "scalars": {v.tag: v.simple_value for v in ev.summary.value},
+        "scalars": {
+            v.tag: v.simple_value
+            for v in ev.summary.value
+            if v.WhichOneof("value") == "simple_value"
+        },
+        "texts": {
+            v.tag: v.tensor.string_val[0].decode()
+            for v in ev.summary.value
+            if v.metadata.plugin_data.plugin_name == "text"
+        },
+        "hparams": b"".join(
+            v.metadata.plugin_data.content
+            for v in ev.summary.value
+            if v.metadata.plugin_data.plugin_name == "hparams"
+        ),
     })
   return events
 
@@ -153,6 +167,8 @@ def test_training_loop_writes_metrics(tmp_path, capsys):
   config.train.steps = 2
   config.train.eval_every = 2
   config.train.checkpoint_every = 8
+  config.train.eval_sample_length = 8
+  config.train.sample_prompt = "KING"
   train_loop.train_and_evaluate(config, str(tmp_path))
   rows = [
       json.loads(line)
@@ -191,7 +207,17 @@ def test_training_loop_writes_metrics(tmp_path, capsys):
     assert 0.0 <= r["train/kmeans/entropy"] <= math.log(2) + 1e-6
   assert rows[2]["eval/tokens"] == 512  # eval_batches=1 of 8 x 64 bytes.
 
-  assert _scalars(_read_events(tmp_path)) == [
+  events = _read_events(tmp_path)
+  # A sample at the evaluation (TensorBoard's Text tab) and the config as
+  # hparams.
+  texts = [(e["step"], t) for e in events for t in e["texts"].items()]
+  assert len(texts) == 1 and texts[0][0] == 2
+  tag, text = texts[0][1]
+  assert tag.startswith("samples") and text.startswith("```\nKING")
+  assert len(text) >= len("```\nKING") + 8
+  hparams = b"".join(e["hparams"] for e in events)
+  assert b"model.d_model" in hparams and b"train.lr" in hparams
+  assert _scalars(events) == [
       (r["step"], k, np.float32(v))
       for r in rows
       for k, v in r.items()

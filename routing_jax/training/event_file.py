@@ -14,7 +14,7 @@ TFRecord framing with masked CRC32C around serialized `Event` protos.
 import socket
 import struct
 import time
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from tensorboardX import summary
 from tensorboardX.proto import event_pb2
@@ -58,6 +58,24 @@ class EventFile:
             summary=summary.scalar(tag, float(value)),
         )
     )
+
+  def add_text(self, tag: str, text: str, step: int) -> None:
+    """Text under TensorBoard's Text tab (markdown)."""
+    self._write(
+        event_pb2.Event(
+            wall_time=time.time(),
+            step=int(step),
+            summary=summary.text(tag, text),
+        )
+    )
+
+  def add_hparams(
+      self, hparams: Mapping[str, Any], metrics: Sequence[str]
+  ) -> None:
+    """The run's hyperparameters for TensorBoard's HParams tab, with the
+    scalar tags it should show next to them."""
+    for part in summary.hparams(dict(hparams), {m: 0.0 for m in metrics}):
+      self._write(event_pb2.Event(wall_time=time.time(), summary=part))
 
   def flush(self) -> None:
     self._file.flush()

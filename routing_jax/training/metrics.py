@@ -10,7 +10,7 @@ process 0 writes.
 import json
 import math
 import time
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 
 from routing_jax.training import event_file
@@ -74,6 +74,30 @@ class MetricWriter:
       self._jsonl.flush()
       self._events.flush()
       self._last_flush = time.monotonic()
+
+  def write_text(self, step: int, tag: str, text: str) -> None:
+    """Text (e.g. a sample) for TensorBoard's Text tab, as a code block."""
+    if self.enabled:
+      fence = "`" * 3
+      body = text.replace(fence, "'" * 3)
+      self._events.add_text(tag, f"{fence}\n{body}\n{fence}", step)
+
+  def write_hparams(self, config: Mapping[str, Any]) -> None:
+    """The config as TensorBoard hparams ("section.field": value)."""
+    if not self.enabled:
+      return
+    flat = {}
+    for section, fields in config.items():
+      if not isinstance(fields, Mapping):
+        flat[section] = fields
+        continue
+      for name, value in fields.items():
+        flat[f"{section}.{name}"] = value
+    simple = {
+        k: v if isinstance(v, (bool, int, float, str)) else str(v)
+        for k, v in flat.items()
+    }
+    self._events.add_hparams(simple, ["eval/loss_nats", "train/loss_nats"])
 
   def close(self) -> None:
     """Writes everything out (call it, or metrics may be lost)."""

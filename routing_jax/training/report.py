@@ -3,55 +3,16 @@
 """The end of the main job: final metric, baseline, text sample, loss curve.
 
 `final_report` builds what `python -m routing_jax.main` prints after the
-training loop (train_loop.py) returns; `sample_text` is its cached sampling.
+training loop (train_loop.py) returns.
 """
 
 from typing import Any
 
 import jax
-import numpy as np
 
-from routing_jax import multihost
-from routing_jax.nn import generation
 from routing_jax.training import plots
-from routing_jax.training import train
+from routing_jax.training import text_samples
 from routing_jax.training import train_loop
-
-
-def sample_text(
-    trainer: train.Trainer,
-    state: train.TrainState,
-    datasets,
-    prompt: str,
-    length: int,
-    seed: int = 0,
-    temperature: float = 0.8,
-    top_p: float = 0.95,
-) -> str:
-  """Cached sampling from the trained model (text datasets only)."""
-  ids = (
-      np.asarray(datasets.encode(prompt), np.int32)
-      if prompt
-      else (np.zeros((0,), np.int32))
-  )
-  # Position 0 holds the start token 0, as in training.
-  prompt_ids = np.concatenate([[0], ids]).astype(np.int32)[None]
-  total = prompt_ids.shape[1] + length
-  variables = {"params": state.params, "kmeans": state.kmeans}
-  with jax.set_mesh(trainer.mesh):
-    out = generation.sample(
-        trainer.model,
-        variables,
-        prompt_ids,
-        total,
-        rng=jax.random.PRNGKey(seed),
-        temperature=temperature,
-        top_p=top_p,
-    )
-  tokens = np.asarray(jax.device_get(out.tokens)[0, 1:])
-  # Every process decodes; a difference would mean diverged collectives.
-  multihost.check_same(tokens.tobytes(), "the sampled text")
-  return datasets.decode(tokens)
 
 
 def final_report(
@@ -88,7 +49,7 @@ def final_report(
   if png:
     lines.append(f"loss curve: {png}")
   if sample and datasets.decode is not None:
-    text = sample_text(
+    text = text_samples.sample_text(
         trainer,
         state,
         datasets,

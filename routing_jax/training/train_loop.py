@@ -39,6 +39,7 @@ from routing_jax.training import optim
 from routing_jax.training import profiling
 from routing_jax.training import sharding
 from routing_jax.training import step_metrics
+from routing_jax.training import text_samples
 from routing_jax.training import train
 from routing_jax.training import workdir as workdir_lib
 
@@ -194,6 +195,19 @@ def train_and_evaluate(
     )
 
 
+def _write_sample(writer, trainer, state, datasets, t, step: int) -> None:
+  """A text sample to TensorBoard at an evaluation (every process samples:
+  a collective), unless off, an image model, or still in the warm-up
+  (whose dense attention the decoder cannot reproduce)."""
+  length = t.get("eval_sample_length", 0)
+  if not length or datasets.decode is None or trainer.warming_up(step):
+    return
+  text = text_samples.sample_text(
+      trainer, state, datasets, t.sample_prompt, length, seed=t.seed + step
+  )
+  writer.write_text(step, "samples", text)
+
+
 def _train_and_evaluate(
     config: Any,
     workdir: str,
@@ -264,6 +278,7 @@ def _train_and_evaluate(
     # Rows a killed run wrote past its last checkpoint are redone now.
     metrics_lib.truncate_jsonl(workdir / metrics_lib.JSONL_FILE, start)
   writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer.write_hparams(config.to_dict())
   preempt = checkpointing.PreemptionHandler()
   profiler = profiling.StepProfiler(
       workdir, start, t.steps, profile_steps, enabled=jax.process_index() == 0
@@ -369,6 +384,7 @@ def _train_and_evaluate(
         began = time.perf_counter()
         ev = evaluate(trainer, state, datasets, mesh, t.eval_batches)
         writer.write(done, ev)
+        _write_sample(writer, trainer, state, datasets, t, done)
         _say(
             f"eval at step {done}: "
             + ", ".join(
