@@ -449,5 +449,10 @@ def _lower_decode(model, abstract, devices):
   )
 
 
-if __name__ == "__main__":
+def run():
+  """The `routing-jax-dryrun` console script."""
   cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -69,5 +69,10 @@ def main(argv):
     print(json.dumps(out, indent=1))
 
 
-if __name__ == "__main__":
+def run():
+  """The `routing-jax-evaluate` console script."""
   cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

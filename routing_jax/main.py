@@ -100,6 +100,11 @@ def main(argv):
     logging.info("Final report (printed by process 0):\n%s", report)
 
 
-if __name__ == "__main__":
+def run():
+  """The `routing-jax-train` console script."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -133,5 +133,10 @@ def main(argv):
   print(text)
 
 
-if __name__ == "__main__":
+def run():
+  """The `routing-jax-sample` console script."""
   cli.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -213,7 +213,7 @@ def _fixed_generate(seed, **kwargs):
       jnp.ones((4,)),
       max_length=24,
       rng=jax.random.key(seed),
-      **kwargs
+      **kwargs,
   ).tokens
 
 
@@ -287,7 +287,7 @@ def test_cache_threaded_and_prefill_matches_steps():
       prompts,
       lengths,
       temperature=0.0,
-      **common
+      **common,
   )
   np.testing.assert_array_equal(
       greedy.tokens,
@@ -301,7 +301,7 @@ def test_cache_threaded_and_prefill_matches_steps():
           prompts,
           lengths,
           temperature=temperature,
-          **common
+          **common,
       )
       prefilled = decoding.generate(
           history_step,
@@ -311,7 +311,7 @@ def test_cache_threaded_and_prefill_matches_steps():
           temperature=temperature,
           prefill_fn=history_prefill,
           prefill_length=prefill_length,
-          **common
+          **common,
       )
       np.testing.assert_array_equal(prefilled.tokens, stepped.tokens)
 

@@ -62,7 +62,7 @@ def _module(prior_count=0.0, **kw):
       decay=DECAY,
       epsilon=EPS,
       prior_count=prior_count,
-      **kw
+      **kw,
   )
 
 

@@ -145,7 +145,7 @@ def test_window_covering_sequence_is_dense_attention(causal):
       *(jnp.asarray(a) for a in (q, k, v)),
       query_block=qb,
       memory_flange=m,
-      causal=causal
+      causal=causal,
   )
   full = np.tril(np.ones((n, n), bool)) if causal else np.ones((n, n), bool)
   np.testing.assert_allclose(
@@ -175,7 +175,7 @@ def test_core_relative_matches_shaw(n, qb, m, max_rel, causal):
       memory_flange=m,
       causal=causal,
       rel=(jnp.asarray(rel_k), jnp.asarray(rel_v)),
-      max_relative_position=max_rel
+      max_relative_position=max_rel,
   )
   want = _dense(q, k, v, _band(n, qb, m, causal), mask, rel_k, rel_v, max_rel)
   np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
@@ -204,7 +204,7 @@ def _module_reference(module, params, x, mask):
       v,
       _band(n, module.query_block, module.memory_flange, module.causal),
       _check(mask, n),
-      **rel
+      **rel,
   )
   return o.reshape(b, n, -1) @ w("out")
 

@@ -45,7 +45,7 @@ def chunked_cross_entropy(
     weights: Array,
     *,
     vocab_size: int,
-    chunk_len: int
+    chunk_len: int,
 ) -> tuple[Array, Array]:
   """`cross_entropy(project(hidden), ...)` without materialising all logits.
 

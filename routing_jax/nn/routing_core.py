@@ -92,7 +92,7 @@ def sort_events(
     query_clusters: Optional[Array],
     *,
     num_clusters: int,
-    multiple: int
+    multiple: int,
 ) -> RoutedEvents:
   """Builds and sorts the membership events of causal routing.
 
@@ -155,7 +155,7 @@ def causal_routing_attention(
     logit_scale: float = 1.0,
     dropout_rate: float = 0.0,
     dropout_rng: Optional[Array] = None,
-    dtype: Any = jnp.float32
+    dtype: Any = jnp.float32,
 ) -> Array:
   """Exactly causal routing: attention among a cluster's recent members.
 
@@ -293,7 +293,7 @@ def topk_routing_attention(
     logit_scale: float = 1.0,
     dropout_rate: float = 0.0,
     dropout_rng: Optional[Array] = None,
-    dtype: Any = jnp.float32
+    dtype: Any = jnp.float32,
 ) -> tuple[Array, Array]:
   """The paper's balanced routing: per-centroid top-w queries and keys.
 
@@ -380,7 +380,7 @@ def fill_rings(
     query_clusters: Optional[Array],
     *,
     num_clusters: int,
-    size: int
+    size: int,
 ) -> dict[str, Array]:
   """The causal-routing decode rings after a whole prompt, in one pass.
 
