@@ -19,7 +19,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import signal
 import statistics
@@ -27,6 +26,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 IMPLS = ("dense", "local", "local_half", "routing_causal", "routing_topk")
 DESCRIPTIONS = {
@@ -589,9 +591,7 @@ def driver_main(args):
       "device": mm.get("device"),
       "device_label": args.device_label,
       "jax": jax.__version__,
-      "python": platform.python_version(),
-      "cpu_count": os.cpu_count(),
-      "machine": platform.machine(),
+      **machine.describe(),
       "load_average_at_start": os.getloadavg(),
       "config": {
           k: getattr(args, k)

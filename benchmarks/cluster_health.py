@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SETTINGS = {
     "random": dict(kmeans_data_init=False, kmeans_revive_threshold=0.0),
@@ -199,6 +200,7 @@ def main(argv=None):
       print(
           json.dumps({k: v for k, v in row.items() if k != "curve"}), flush=True
       )
+      row["cpu"] = machine.cpu_model()
       rows.append(row)
   print(table(rows))
   if args.out:

@@ -48,11 +48,13 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import textwrap
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 import flax.linen as nn
 import jax
@@ -376,8 +378,7 @@ def main(argv=None):
           "device": {"platform": dev.platform, "kind": dev.device_kind},
           "device_label": args.device_label,
           "jax": jax.__version__,
-          "python": platform.python_version(),
-          "cpu_count": os.cpu_count(),
+          **machine.describe(),
           "load_average_at_start": load,
           "load_average_at_end": os.getloadavg(),
           "model": dict(model_config.as_mapping(cfg)),

@@ -35,6 +35,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FINAL = re.compile(r"final validation bits_per_byte: ([0-9.]+)")
 PARAMS = re.compile(r"parameters: ([0-9,]+)")
 
+sys.path.insert(0, ROOT)
+from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def run_one(variant, seed, args, workdir):
   cmd = [
@@ -74,6 +77,7 @@ def run_one(variant, seed, args, workdir):
       "bits_per_byte": float(found[-1]),
       **split,
       "wall_s": round(wall, 1),
+      "cpu": machine.cpu_model(),
       "eval_curve": curve,
       "command": " ".join(cmd[1:]),
   }

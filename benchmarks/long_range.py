@@ -61,6 +61,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MODELS = (
     "local",
@@ -306,6 +307,7 @@ def run_one(task, name, seed, args):
       "bits": curve[-1]["bits"],
       "curve": curve,
       "train_s": round(time.time() - t0, 1),
+      "cpu": machine.cpu_model(),
   }
   if kind.startswith("routing_topk"):
     row["causal_accuracy"], row["causal_bits"] = causal_accuracy(
