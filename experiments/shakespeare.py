@@ -44,7 +44,7 @@ Hardware and steps: 600 steps of 16 x 256 bytes on 2 CPU cores.
 
 from experiments import common
 
-VARIANTS = ("routing", "local", "full", "hybrid")
+VARIANTS = ("routing", "local", "full", "hybrid", "routing_default")
 
 
 def get_config(arg=None):
@@ -53,7 +53,8 @@ def get_config(arg=None):
   Args:
     arg: what follows ":" in `--config=experiments/shakespeare.py:ARG`, e.g.
       "variant=local" or "tiny"; None for the default.
-      Keys: variant=routing|local|full|hybrid (full and hybrid need long),
+      Keys: variant=routing|local|full|hybrid|routing_default (all but
+      routing and local need long),
       routing=causal|topk, small, tiny, long.
 
   Raises:
@@ -64,7 +65,7 @@ def get_config(arg=None):
   )
   if sum((arg.small, arg.tiny, arg.long)) > 1:
     raise ValueError("config arg: small, tiny and long exclude each other")
-  if arg.variant in ("full", "hybrid") and not arg.long:
+  if arg.variant in ("full", "hybrid", "routing_default") and not arg.long:
     raise ValueError(
         f"config arg: variant={arg.variant} needs long (sequences of "
         "2048, where full attention differs from local)"
@@ -82,7 +83,8 @@ def get_config(arg=None):
   # default window of 64 earlier same-cluster keys, k = 4.
   common.set_local_blocks(m, 64)
   m.routing = arg.routing
-  common.set_routing_heads(m, 2 if arg.variant in ("routing", "hybrid") else 0)
+  routed = ("routing", "hybrid", "routing_default")
+  common.set_routing_heads(m, 2 if arg.variant in routed else 0)
   # About one epoch: too little data seen twice to need dropout.
   m.residual_dropout = 0.0
   common.set_data(c, "shakespeare", 256, batch_size=16)
@@ -123,8 +125,12 @@ def get_config(arg=None):
     # routing heads (16 clusters, windows of 256 members, dense for the
     # first 100 steps); local: 4 local heads; full: 4 heads over the whole
     # past; hybrid: the routing variant with its routing heads made plain
-    # dense heads. No position parameters anywhere, so the variants have
-    # exactly the same parameter count.
+    # dense heads; routing_default: 2 local + 2 routing heads with the
+    # library's defaults (shared Q/K, windows of 64, no warm-up), to
+    # measure what the content preset costs or gains on text. No position
+    # parameters anywhere: routing, local, full and hybrid have exactly the
+    # same parameter count (routing_default's shared Q/K has no key
+    # projection, so fewer).
     common.set_data(c, "shakespeare", 2048, batch_size=1)
     m.num_layers = 2
     m.position = "rope"
