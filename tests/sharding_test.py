@@ -386,3 +386,39 @@ def test_make_global_batch_round_trips():
     assert shard.data.shape == (BATCH // 4, LENGTH)
   with pytest.raises(ValueError, match=r"local_batch\['inputs'\] has 6 rows"):
     sharding.make_global_batch({"inputs": local["inputs"][:6]}, mesh)
+
+
+def test_attention_and_ffn_activations_follow_the_tensor_axis():
+  """Head activations [batch, length, heads, head_dim] and the FFN hidden
+  layer carry sharding constraints: batch over (data, fsdp), heads / mlp
+  over tensor, as their kernels are (MaxText's activation rules)."""
+  import re  # pylint: disable=g-import-not-at-top
+
+  from experiments import shakespeare  # pylint: disable=g-import-not-at-top
+  from routing_jax.nn.model import TransformerLM  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
+
+  c = shakespeare.get_config("tiny")
+  c.model.num_heads, c.model.num_routing_heads = 4, 2
+  model = TransformerLM(train.validate_config(c))
+  mesh = sharding.create_mesh(dict(data=4, fsdp=1, tensor=2))
+  x = jnp.zeros((8, 64), jnp.int32)
+  with jax.set_mesh(mesh), nn.logical_axis_rules(sharding.logical_rules()):
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x))
+    text = (
+        jax.jit(lambda v, x: model.apply(v, x)[0]).lower(variables, x).as_text()
+    )
+  constraints = re.findall(
+      r"sharding_constraint \S+ <@mesh, (.*?)> : (\S+)", text
+  )
+  heads = '[{"data", "fsdp"}, {}, {"tensor"}, {}]'
+  # Per layer: q, k, v of the 2 local heads and q, v of the 2 routing
+  # heads (shared Q/K in this config).
+  assert (
+      sum(s == heads and t == "tensor<8x64x2x8xf32>" for s, t in constraints)
+      == 10
+  )
+  ffn = '[{"data", "fsdp"}, {}, {"tensor"}]'
+  assert (
+      sum(s == ffn and t == "tensor<8x64x64xf32>" for s, t in constraints) == 2
+  )

@@ -158,9 +158,23 @@ def _relative_values(probs: Array, rel_v: Array) -> Array:
   return jnp.sum(probs[..., None] * rel_v, axis=-2)
 
 
+# Attention activations [batch, length, heads, head_dim]: heads follow the
+# "tensor" mesh axis like the projection kernels, so that XLA keeps each
+# head's attention on the devices holding its weights instead of choosing
+# a layout that needs all-gathers (a no-op without logical axis rules).
+HEAD_ACTIVATION_AXES = (
+    "activation_batch",
+    "activation_length",
+    "activation_heads",
+    "activation_kv",
+)
+
+
 def split_heads(x: Array, num_heads: int) -> Array:
-  """[batch, length, heads·d] -> [batch, length, heads, d]."""
-  return x.reshape(x.shape[:-1] + (num_heads, x.shape[-1] // num_heads))
+  """[batch, length, heads·d] -> [batch, length, heads, d], constrained to
+  HEAD_ACTIVATION_AXES."""
+  y = x.reshape(x.shape[:-1] + (num_heads, x.shape[-1] // num_heads))
+  return nn.with_logical_constraint(y, HEAD_ACTIVATION_AXES)
 
 
 def check_input(x: Array, name: str = "x") -> None:

@@ -99,6 +99,11 @@ class FeedForward(nn.Module):
       h = nn.relu(make_dense(self.d_ff, ("embed", "mlp"), bias, "wi")(x))
     else:
       raise ValueError(f"ffn must be 'geglu' or 'relu', got {self.kind!r}")
+    # The hidden layer follows the "mlp" kernels' sharding (see
+    # attention_core.HEAD_ACTIVATION_AXES).
+    h = nn.with_logical_constraint(
+        h, ("activation_batch", "activation_length", "activation_mlp")
+    )
     h = nn.Dropout(self.dropout)(h, deterministic=not train)
     return make_dense(d, ("mlp", "embed"), bias, "wo")(h)
 
