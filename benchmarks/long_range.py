@@ -24,6 +24,9 @@ through the project's own `build_trainer` / `train_step`, at equal steps and
   routing_causal_warm64 the same with a dense warm-up over the last 64
                         tokens only (O(n·64)): does matching learned at
                         short range carry to farther answers?
+  routing_causal_long_warm the dense warm-up for 2/3 of the steps (1,000 of
+                        1,500): does what the dense phase learned late
+                        survive the switch?
   routing_topk          2 local + 2 of the paper's balanced top-k routing
                         heads (shared Q/K, window 16 = n/k)
   routing_topk_aided    the same with the aids causal routing gets where they
@@ -70,6 +73,7 @@ MODELS = (
     "routing_causal_nowarm",
     "routing_causal_random",
     "routing_causal_warm64",
+    "routing_causal_long_warm",
     "routing_topk",
     "routing_topk_aided",
     "hybrid",
@@ -131,6 +135,8 @@ def build_config(
             if kind.endswith("nowarm")
             else steps + 1
             if kind == "hybrid_routing_dense"
+            else 2 * steps // 3
+            if kind.endswith("long_warm")
             else warmup
         ),
         warmup="random" if kind.endswith("random") else "dense",
