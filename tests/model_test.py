@@ -612,3 +612,37 @@ def test_embedding_dropout_acts_before_the_projection():
   zeroed = np.isclose(dropped[0], 0.0, atol=1e-4)
   assert (kept | zeroed).all() and 0.3 < zeroed.mean() < 0.7
   np.testing.assert_array_equal(embed.apply(variables, tokens)[0] != 0, True)
+
+
+def test_routing_heads_positions_and_logit_scale_are_their_own():
+  """routing_position gives the routing heads another position encoding
+  than the local heads (e.g. RoPE, which rotates by token position, with
+  Shaw tables for the local heads); routing_logit_scale multiplies their
+  LN(q)·LN(k) logits."""
+  cfg = rj.ModelConfig(
+      vocab_size=32,
+      d_model=32,
+      num_heads=4,
+      num_routing_heads=2,
+      num_layers=1,
+      num_clusters=2,
+      window=8,
+      query_block=8,
+      memory_flange=8,
+      max_len=32,
+      position="relative",
+      routing_position="rope",
+  )
+  assert M.routing_attention(cfg).position == "rope"
+  assert M.routing_attention(cfg.replace(routing_position=None)).position == (
+      "relative"
+  )
+  tokens = jnp.arange(24, dtype=jnp.int32)[None] % 32
+  model = M.TransformerLM(cfg)
+  variables = model.init(jax.random.key(0), tokens)
+  # RoPE routing heads have no relative tables; the local heads keep theirs.
+  layer = variables["params"]["layer_0"]
+  assert "rel_key" not in layer["routing"] and "rel_key" in layer["local"]
+  logits = lambda c: M.TransformerLM(c).apply(variables, tokens)[0]
+  scaled = logits(cfg.replace(routing_logit_scale=4.0))
+  assert np.abs(np.asarray(scaled) - np.asarray(logits(cfg))).max() > 1e-4
