@@ -3,11 +3,12 @@
 r"""Long-context language modelling on the embedded corpus, several seeds.
 
 Trains `experiments/shakespeare.py:long,variant=V` (sequences of 2048
-bytes) for each attention variant V (routing, local, full; equal parameter
-counts) and each seed, through the main entry point, one process per run,
-and reports the final validation bits/byte as mean ± spread per variant.
+bytes) for each attention variant V (below) and each seed, through the
+main entry point, one process per run, and reports the final validation
+bits/byte as mean ± spread per variant.
 
-  python benchmarks/long_context_lm.py --variants=routing,local,full,hybrid \
+  python benchmarks/long_context_lm.py \
+      --variants=routing,local,hybrid,full,routing_default \
       --seeds=0,1,2 --out=benchmarks/results/long_context_lm
 
 Single runs mislead here: differences between variants are of the same
@@ -17,8 +18,9 @@ Overall bits/byte hides where routing can help, so each run's final model
 is also scored on the same validation windows split by where the
 information is: "long-range" bytes, whose preceding 8 bytes last occurred
 in the same sequence farther back than the local heads reach (256 bytes),
-and all other bytes. Variants: routing, local, full, hybrid (the routing
-variant with its routing heads made plain dense heads).
+and all other bytes. Variants: routing (the content preset), local, full,
+hybrid (the routing variant with its routing heads made plain dense heads)
+and routing_default (routing heads with the library's defaults).
 """
 
 import argparse
