@@ -387,38 +387,28 @@ class RoutingAttention(nn.Module):
       routed_fn = lambda: self._topk(routed, qr, kr, v, mask, common)
     if not self.warmup_steps or self.warming_up is False:
       o, unselected = routed_fn()
-    elif self.warmup == "random":
-      random = self._random_routing(routed, updates_before, b, n)
-      random_fn = lambda: (
-          self._causal(random, qr, kr, v, mask, common),
-          jnp.zeros((), jnp.float32),
-      )
-      if self.warming_up:
-        o, unselected = random_fn()
-      else:
-        o, unselected = jax.lax.cond(
-            updates_before < self.warmup_steps, random_fn, routed_fn
-        )
     else:
-      # As causal routing with one cluster: every earlier token (within the
-      # warm-up window), computed in chunks.
-      dense_fn = lambda: (
-          chunked_attention.dense_causal_attention(
-              qr,
-              kr,
-              v,
-              mask,
-              window=min(self.warmup_window or n, n),
-              exclude_self=self.exclude_self,
-              **common,
-          ),
-          jnp.zeros((), jnp.float32),
-      )
+      if self.warmup == "random":
+        random = self._random_routing(routed, updates_before, b, n)
+        warm = lambda: self._causal(random, qr, kr, v, mask, common)
+      else:
+        # As causal routing with one cluster: every earlier token (within
+        # the warm-up window), computed in chunks.
+        warm = lambda: chunked_attention.dense_causal_attention(
+            qr,
+            kr,
+            v,
+            mask,
+            window=min(self.warmup_window or n, n),
+            exclude_self=self.exclude_self,
+            **common,
+        )
+      warm_fn = lambda: (warm(), jnp.zeros((), jnp.float32))
       if self.warming_up:
-        o, unselected = dense_fn()
+        o, unselected = warm_fn()
       else:
         o, unselected = jax.lax.cond(
-            updates_before < self.warmup_steps, dense_fn, routed_fn
+            updates_before < self.warmup_steps, warm_fn, routed_fn
         )
     if self.mode == "topk":
       aux["unselected_fraction"] = unselected
