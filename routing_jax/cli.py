@@ -186,7 +186,7 @@ def _end_multi_process_job(line: Optional[str], error: Exception) -> None:
     return
   from routing_jax import multihost  # pylint: disable=g-import-not-at-top
 
-  if not multihost._multi_process():  # pylint: disable=protected-access
+  if not multihost.is_multi_process():
     return
   if line is None:
     traceback.print_exc()

@@ -272,9 +272,7 @@ def report(config, devices, compile_step: bool = True, out=print) -> None:
   model = TransformerLM(cfg)
   tx = optim.create_optimizer(config.train)
   mesh = sharding.create_mesh(config.mesh, devices)
-  scaled = batch_scaling.resolve(
-      config, math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
-  )
+  scaled = batch_scaling.resolve(config, sharding.batch_devices(mesh))
   rules = sharding.logical_rules()
   init = functools.partial(
       train.init_state, model, tx, seq_len=config.data.seq_len

@@ -2,17 +2,17 @@
 # SPDX-License-Identifier: Apache-2.0
 """Restoring a trained model from a workdir, for evaluation and sampling."""
 
-import math
 from typing import Any, Optional
 
 import jax
 
 from routing_jax.training import batch_scaling
+from routing_jax import errors
 from routing_jax.training import checkpointing
+from routing_jax.training import loading
 from routing_jax.training import sharding
 from routing_jax.training import train
 from routing_jax.training import train_loop
-from routing_jax.training import workdir as workdir_lib
 
 
 def restore(config: Any, workdir: str, split: Optional[str] = None):
@@ -24,24 +24,17 @@ def restore(config: Any, workdir: str, split: Optional[str] = None):
     split: evaluation split (default: config.data.eval_split).
 
   Raises:
-    FileNotFoundError: the workdir has no checkpoint.
+    errors.WorkdirError: the workdir has no checkpoint.
     errors.DataError: the data cannot be opened.
   """
   model_cfg = train.validate_config(config)
   # Before the data and the model are built: a wrong workdir fails at once.
-  directory = workdir_lib.resolve(workdir) / "checkpoints"
-  if not directory.is_dir():
-    raise FileNotFoundError(
-        f"no checkpoints in {directory}: train first "
-        "(python -m routing_jax.main ...)"
-    )
+  directory = loading.checkpoint_dir(workdir)
   if split is not None:
     with config.unlocked():
       config.data.eval_split = split
   mesh = sharding.create_mesh(config.mesh)
-  batch_scaling.resolve(
-      config, math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
-  )
+  batch_scaling.resolve(config, sharding.batch_devices(mesh))
   rules = sharding.logical_rules()
   datasets = train_loop.create_datasets(config, mesh, model_cfg.vocab_size)
   trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
@@ -52,7 +45,7 @@ def restore(config: Any, workdir: str, split: Optional[str] = None):
   finally:
     ckpt.close()
   if restored is None:
-    raise FileNotFoundError(f"no checkpoints in {directory}")
+    raise errors.WorkdirError(f"no checkpoints in {directory}")
   state, _, step = restored
   return trainer, state, datasets, int(step)
 

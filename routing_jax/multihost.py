@@ -173,7 +173,8 @@ def _client():
   return distributed.global_state.client
 
 
-def _multi_process() -> bool:
+def is_multi_process() -> bool:
+  """Several processes joined through jax.distributed."""
   return jax.process_count() > 1 and _client() is not None
 
 
@@ -198,7 +199,7 @@ def end_job(reason: str, exit_code: int = 1) -> None:
   one process. Never returns otherwise: `os._exit` skips the runtime's
   shutdown barrier, which would wait for processes blocked in a collective.
   """
-  if not _multi_process():
+  if not is_multi_process():
     return
   me = jax.process_index()
   try:
@@ -215,7 +216,7 @@ def end_job(reason: str, exit_code: int = 1) -> None:
 def watch_for_failures(poll_s: float = _WATCH_POLL_S) -> None:
   """Starts a daemon thread that ends this process when another process of
   the job reports a failure (`end_job`), printing which and why."""
-  if not _multi_process():
+  if not is_multi_process():
     return
   client, me = _client(), jax.process_index()
 

@@ -10,7 +10,7 @@ that say the data itself is missing or damaged are never retried.
 """
 
 import time
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from absl import logging
 
@@ -41,17 +41,24 @@ def status_of(error: BaseException) -> str:
   return str(error).split(":", 1)[0].strip()
 
 
-def is_transient(error: BaseException) -> bool:
-  """Whether `error` (or an error it was raised from) may pass on a retry."""
+def causes(error: BaseException) -> Iterator[BaseException]:
+  """`error`, then what it was raised from, and so on (libraries wrap the
+  storage's error, e.g. Orbax in a plain Exception naming the array)."""
   seen = set()
   while error is not None and id(error) not in seen:
     seen.add(id(error))
-    status = status_of(error)
-    if isinstance(error, _PERMANENT_OS_ERRORS) or status in DAMAGE_STATUSES:
-      return False
-    if isinstance(error, OSError) or status in TRANSIENT_STATUSES:
-      return True
+    yield error
     error = error.__cause__ or error.__context__
+
+
+def is_transient(error: BaseException) -> bool:
+  """Whether `error` (or an error it was raised from) may pass on a retry."""
+  for e in causes(error):
+    status = status_of(e)
+    if isinstance(e, _PERMANENT_OS_ERRORS) or status in DAMAGE_STATUSES:
+      return False
+    if isinstance(e, OSError) or status in TRANSIENT_STATUSES:
+      return True
   return False
 
 

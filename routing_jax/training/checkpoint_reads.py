@@ -42,11 +42,6 @@ RETRY_DELAYS_S = (1.0, 4.0)
 # Outcomes of reading a step (FAILED: an error classify_error does not
 # recognise; judged like CORRUPT once it persists).
 OK, CORRUPT, TRANSIENT, FAILED, MISMATCH = 0, 1, 2, 3, 4
-# Tensorstore reports errors as ValueError("<STATUS>: ..."): the damage
-# statuses mean the stored bytes are missing or damaged, unless a retry
-# reads them; the transient ones mean the storage is not reachable.
-_DAMAGE_STATUSES = storage_errors.DAMAGE_STATUSES
-_TRANSIENT_STATUSES = storage_errors.TRANSIENT_STATUSES
 
 
 class ChecksumError(ValueError):
@@ -71,23 +66,19 @@ def classify_error(error: BaseException) -> int:
   """
   if isinstance(error, TargetMismatchError):
     return MISMATCH
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    status = str(error).split(":", 1)[0].strip()
-    if isinstance(
-        error, (json.JSONDecodeError, FileNotFoundError, ChecksumError)
-    ):
+  # Tensorstore reports errors as ValueError("<STATUS>: ..."): a damage
+  # status means the stored bytes are missing or damaged (unless a retry
+  # reads them), a transient one that the storage is not reachable.
+  for e in storage_errors.causes(error):
+    status = storage_errors.status_of(e)
+    if isinstance(e, (json.JSONDecodeError, FileNotFoundError, ChecksumError)):
       return CORRUPT
-    if isinstance(error, KeyError) and "not found in the checkpoint" in str(
-        error
-    ):
+    if isinstance(e, KeyError) and "not found in the checkpoint" in str(e):
       return CORRUPT  # Orbax: a whole item is missing.
-    if isinstance(error, ValueError) and status in _DAMAGE_STATUSES:
+    if isinstance(e, ValueError) and status in storage_errors.DAMAGE_STATUSES:
       return CORRUPT
-    if isinstance(error, OSError) or status in _TRANSIENT_STATUSES:
+    if isinstance(e, OSError) or status in storage_errors.TRANSIENT_STATUSES:
       return TRANSIENT
-    error = error.__cause__ or error.__context__
   return FAILED
 
 

@@ -46,7 +46,7 @@ def load(workdir: str, config: Optional[Any] = None):
     model_cfg = train.validate_config(config)
   except ValueError as e:
     raise errors.ConfigError(str(e)) from e
-  directory = _checkpoints(workdir)
+  directory = checkpoint_dir(workdir)
   model = TransformerLM(model_cfg)
   shape = (1, train.init_length(model_cfg, config.data.seq_len))
   abstract = jax.eval_shape(
@@ -84,7 +84,9 @@ def load(workdir: str, config: Optional[Any] = None):
   return model, {"params": state.params, "kmeans": state.kmeans}
 
 
-def _checkpoints(workdir: str):
+def checkpoint_dir(workdir: str):
+  """`<workdir>/checkpoints`; WorkdirError (before anything is built) if
+  the run has saved nothing."""
   directory = workdir_lib.resolve(workdir) / "checkpoints"
   if not directory.is_dir():
     raise errors.WorkdirError(

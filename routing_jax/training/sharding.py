@@ -41,6 +41,12 @@ MESH_AXES = ("data", "fsdp", "tensor")
 # The mesh axes a global batch is split over (data parallel + FSDP).
 BATCH_AXES = ("data", "fsdp")
 
+
+def batch_devices(mesh: Mesh) -> int:
+  """How many ways a global batch is split: the size of BATCH_AXES."""
+  return math.prod(mesh.shape[a] for a in BATCH_AXES)
+
+
 # Rules are matched in order and a mesh axis is used at most once per array,
 # so "batch" must come before "embed": activations [batch, length, embed] get
 # batch on (data, fsdp) and leave embed replicated.

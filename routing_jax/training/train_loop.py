@@ -20,7 +20,6 @@ What runs after the loop (final metric, sample, loss curve) is report.py.
 import dataclasses
 import hashlib
 import json
-import math
 import time
 from typing import Any, Optional
 
@@ -218,9 +217,7 @@ def _train_and_evaluate(
   model_cfg = train.validate_config(config)  # before anything compiles
   t = config.train
   mesh = sharding.create_mesh(config.mesh)
-  scaled = batch_scaling.resolve(
-      config, math.prod(mesh.shape[a] for a in sharding.BATCH_AXES)
-  )
+  scaled = batch_scaling.resolve(config, sharding.batch_devices(mesh))
   if scaled:
     _say(scaled)
   rules = sharding.logical_rules()
