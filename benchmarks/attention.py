@@ -41,8 +41,8 @@ DESCRIPTIONS = {
         "LocalAttention query_block=w/2, memory_flange=w/2 (sees "
         "w/2..w-1 keys, never more than routing's w)"
     ),
-    "routing_causal": 'RoutingAttention(routing="causal"), k=n/w',
-    "routing_topk": 'RoutingAttention(routing="topk"), k=n/w',
+    "routing_causal": 'RoutingAttention(mode="causal"), k=n/w',
+    "routing_topk": 'RoutingAttention(mode="topk"), k=n/w',
 }
 # Fwd+bwd = 3x the forward matmul FLOPs; fwd = 2 matmuls (logits, PV) of
 # 2·d FLOPs per (query, key) pair. XLA's dense path computes the masked half.
@@ -261,9 +261,11 @@ def build_module(impl, n, args):
     return rj.RoutingAttention(
         h,
         d,
-        num_clusters=max(1, n // w),
-        window=w,
-        routing=impl[len("routing_") :],
+        config=rj.RoutingConfig(
+            num_clusters=max(1, n // w),
+            window=w,
+            mode=impl[len("routing_") :],
+        ),
         dtype=dt,
     )
   raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")

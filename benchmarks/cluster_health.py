@@ -32,8 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SETTINGS = {
-    "random": dict(kmeans_data_init=False, kmeans_revive_threshold=0.0),
-    "data+revive": dict(kmeans_data_init=True, kmeans_revive_threshold=0.05),
+    "random": dict(data_init=False, revive_threshold=0.0),
+    "data+revive": dict(data_init=True, revive_threshold=0.05),
 }
 
 
@@ -53,9 +53,8 @@ def run(setting, seed, args):
   from routing_jax.nn import kmeans as km  # pylint: disable=g-import-not-at-top
 
   c = shakespeare.get_config()
-  c.model.num_clusters = args.clusters
-  for k, v in SETTINGS[setting].items():
-    c.model[k] = v
+  c.model.routing.num_clusters = args.clusters
+  c.model.routing.kmeans.update(SETTINGS[setting])
   c.train.seed = seed
   c.train.steps = args.steps
   model_cfg = train.validate_config(c)

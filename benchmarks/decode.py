@@ -140,9 +140,9 @@ def bench_config(args):
       ffn="geglu",
       query_block=args.block,
       memory_flange=args.block,
-      routing="causal",
-      num_clusters=args.clusters,
-      window=args.window,
+      routing=rj.RoutingConfig(
+          mode="causal", num_clusters=args.clusters, window=args.window
+      ),
       position="relative",
       max_relative_position=256,
       max_len=max(args.contexts),

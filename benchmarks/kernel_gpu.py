@@ -200,12 +200,14 @@ def layer_point(impl, n, args):
   module = rj.RoutingAttention(
       args.heads,
       args.head_dim,
-      num_clusters=max(1, n // args.window),
-      window=args.window,
-      position="none",
-      implementation=impl,
+      config=rj.RoutingConfig(
+          num_clusters=max(1, n // args.window),
+          window=args.window,
+          position="none",
+          implementation=impl,
+          kernel_block_sizes=(args.block_q, args.block_k),
+      ),
       dtype=dt,
-      kernel_block_sizes=(args.block_q, args.block_k),
   )
   x = jax.random.normal(
       jax.random.key(0), (args.batch, n, args.heads * args.head_dim), dt

@@ -109,7 +109,7 @@ def build_config(
   m.num_layers, m.d_model, m.num_heads, m.d_ff = 2, d_model, 4, 4 * d_model
   m.norm, m.position, m.residual_dropout = "pre", "relative", 0.0
   common.set_local_blocks(m, block)
-  m.num_clusters = clusters
+  m.routing.num_clusters = clusters
   if kind in ("local", "full"):
     common.set_routing_heads(m, 0)
     if kind == "full":  # one block over everything, positions over all
@@ -120,11 +120,11 @@ def build_config(
     m.dense_routing_heads = True
   elif kind.startswith("routing_topk"):
     common.set_routing_heads(m, 2)
-    m.routing, m.window = "topk", seq_len // clusters
+    m.routing.mode, m.routing.window = "topk", seq_len // clusters
     if kind.endswith("aided"):
-      m.routing_warmup_steps = warmup
-      m.kmeans_decay = 0.99
-      m.kmeans_data_init, m.kmeans_revive_threshold = True, 0.05
+      m.routing.warmup_steps = warmup
+      k = m.routing.kmeans
+      k.decay, k.data_init, k.revive_threshold = 0.99, True, 0.05
   else:
     common.set_routing_heads(m, 2)
     common.set_content_routing(
@@ -142,7 +142,7 @@ def build_config(
         warmup="random" if kind.endswith("random") else "dense",
     )
     if kind.endswith("warm64"):
-      m.routing_warmup_window = 64
+      m.routing.warmup_window = 64
   common.set_data(c, "synthetic", seq_len, batch_size=16)
   t = c.train
   t.optimizer, t.lr, t.schedule = "adamw", 1e-3, "cosine"
@@ -170,7 +170,7 @@ def routing_visibility(model_cfg, variables, batch, pairs):
       )[1]["intermediates"]
   )
   sources = synthetic_tasks.recall_sources(batch, pairs)
-  h, w = model_cfg.num_routing_heads, model_cfg.window
+  h, w = model_cfg.num_routing_heads, model_cfg.routing.window
   out = {}
   for layer in sorted(inter, key=lambda s: int(s.split("_")[-1])):
     proj = inter[layer]["routing"]
@@ -195,7 +195,8 @@ def routing_visibility(model_cfg, variables, batch, pairs):
             (kc[b, head, s : t + 1] == c) | (qc[b, head, s : t + 1] == c)
         )
         seen.append(
-            kc[b, head, s] == c and members <= w + int(model_cfg.exclude_self)
+            kc[b, head, s] == c
+            and members <= w + int(model_cfg.routing.exclude_self)
         )
     out[layer] = float(np.mean(seen))
   return out

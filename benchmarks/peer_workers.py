@@ -206,9 +206,9 @@ def ours_config(spec, n, max_len=None):
       d_model=spec["d_model"],
       num_heads=spec["heads"],
       num_routing_heads=spec["heads"],
-      window=WINDOW,
-      num_clusters=n // WINDOW,
-      routing="causal",
+      routing=rj.RoutingConfig(
+          window=WINDOW, num_clusters=n // WINDOW, mode="causal"
+      ),
       max_len=max_len or n,
       query_block=128,
       memory_flange=128,
@@ -312,7 +312,7 @@ def ours_train(spec):
       peak_rss_mb=rss_mb(),
       params=int(sum(a.size for a in jax.tree.leaves(state.params))),
       ffn_params_per_layer=int(sum(a.size for a in jax.tree.leaves(layer))),
-      num_clusters=cfg.num_clusters,
+      num_clusters=cfg.routing.num_clusters,
       versions=ours_versions(),
   )
 

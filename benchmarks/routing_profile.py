@@ -4,7 +4,7 @@
 
 Times, in one process (timings only; peak memory is attention.py's job;
 reps interleaved round-robin so contention hits every entry alike),
-forward+backward of the pieces of `RoutingAttention(routing="causal")`:
+forward+backward of the pieces of `RoutingAttention` (mode="causal"):
 the whole module (and LocalAttention q=m=w for reference), its
 projections, its k-means scoring, the attention core of routing_jax
 (`causal_routing_attention`), the blocked local core with the same
@@ -49,6 +49,7 @@ from routing_jax.nn import kmeans as km
 from routing_jax.nn import local_attention as la
 from routing_jax.nn import routing_attention as ra
 from routing_jax.nn import routing_core
+from routing_jax.nn.routing_config import RoutingConfig
 
 permute = routing_core.permute
 
@@ -170,7 +171,9 @@ def main():
   )
   mu = km.init_centroids(keys[4], h, k, d)
   clusters = km.assign(q, mu)
-  module = ra.RoutingAttention(h, d, num_clusters=k, window=w, routing="causal")
+  module = ra.RoutingAttention(
+      h, d, config=RoutingConfig(num_clusters=k, window=w, mode="causal")
+  )
   variables = module.init(keys[5], x[:, : 2 * w])
   params, state = variables["params"], {"kmeans": variables["kmeans"]}
 

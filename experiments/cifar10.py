@@ -93,8 +93,8 @@ def get_config(arg=None):
       routing=arg.routing,
   )
   m.num_heads = 8
-  m.num_clusters = 6
-  m.window = 512
+  m.routing.num_clusters = 6
+  m.routing.window = 512
   common.set_local_blocks(m, 256)
   seq_len = SEQ_LEN
   # cifar10 has no validation split.
@@ -137,8 +137,8 @@ def get_config(arg=None):
           f"{seq_len}, and half of it must divide the sequence length "
           f"{seq_len}"
       )
-    m.window = arg.window
+    m.routing.window = arg.window
     common.set_local_blocks(m, q)
   if arg.clusters:
-    m.num_clusters = arg.clusters
+    m.routing.num_clusters = arg.clusters
   return c

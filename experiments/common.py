@@ -28,19 +28,29 @@ import ml_collections
 
 from routing_jax.nn import modes
 from routing_jax.nn.model_config import ModelConfig
+from routing_jax.training.train_config import TrainConfig
 
 
-def model_section() -> ml_collections.ConfigDict:
-  """The `model` section: every ModelConfig field with its default (the
-  field comments in routing_jax/nn/model_config.py document them)."""
+def _section(cls) -> ml_collections.ConfigDict:
+  """A ConfigDict of a config dataclass's fields and defaults, nested
+  dataclasses as nested sections."""
   m = ml_collections.ConfigDict()
-  for field in dataclasses.fields(ModelConfig):
+  for field in dataclasses.fields(cls):
     default = field.default
-    if default is None:  # Optional[T]: a typed placeholder, settable to T
+    if dataclasses.is_dataclass(default):
+      default = _section(type(default))
+    elif default is None:  # Optional[T]: a typed placeholder, settable to T
       inner = [t for t in typing.get_args(field.type) if t is not type(None)]
       default = ml_collections.FieldReference(None, field_type=inner[0])
     m[field.name] = default
   return m
+
+
+def model_section() -> ml_collections.ConfigDict:
+  """The `model` section: every ModelConfig field with its default, the
+  routing fields in `model.routing` (documented in
+  routing_jax/nn/model_config.py and routing_config.py)."""
+  return _section(ModelConfig)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -65,38 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
   d.seed = 0
   d.num_workers = 0  # grain worker processes (0: in-process)
 
-  t = c.train = ml_collections.ConfigDict()
-  t.steps = 1000
-  t.optimizer = "adafactor"  # "adafactor" (the paper's) or "adamw"
-  t.lr = 0.01
-  t.lr_batch_scaling = "none"  # "none", "sqrt" or "linear" (batch_scaling.py)
-  t.schedule = "rsqrt"  # "rsqrt" (the paper's), "cosine", "constant"
-  t.warmup_steps = 10000
-  t.b1 = 0.9  # adamw
-  t.b2 = 0.98  # adamw
-  t.weight_decay = 0.0
-  t.grad_clip = 0.0  # global norm; 0 disables
-  t.grad_accum_steps = 1
-  # Sequence positions per chunk of the output projection + loss: the
-  # [batch, length, vocab] logits never exist whole (0: one chunk).
-  t.loss_chunk_len = 512
-  t.kmeans_loss_weight = 1.0
-  t.seed = 0
-  t.log_every = 50
-  t.eval_every = 500
-  t.eval_batches = 16
-  t.checkpoint_every = 500
-  # Also save when this much wall time has passed since the last save
-  # (checked at log points; 0: off), so a lost host costs minutes, not
-  # checkpoint_every steps.
-  t.checkpoint_every_minutes = 0.0
-  t.keep_checkpoints = 3
-  t.async_checkpointing = True
-  t.sample_length = 256  # characters sampled at the end of training
-  t.sample_prompt = ""
-  # Tokens sampled (from sample_prompt) into TensorBoard at each evaluation
-  # (0: none; text models only).
-  t.eval_sample_length = 128
+  # Fields and defaults: routing_jax/training/train_config.py.
+  c.train = _section(TrainConfig)
 
   # The accelerator the setting is sized for, e.g. "tpu_v3_32" (32 TPU v3
   # cores) or "8xh100_80gb" (routing_jax/training/hardware.py); "" for none. The
@@ -223,7 +203,7 @@ def set_paper_text_model(
   m.embedding_dropout = embedding_dropout
   m.target_dropout = 0.0
   m.init_scale = 0.2
-  m.routing = routing
+  m.routing.mode = routing
   m.dtype = "bfloat16"
 
 
@@ -250,7 +230,7 @@ def set_paper_image_model(
   m.embedding_dropout = 0.0
   m.target_dropout = 0.0
   m.init_scale = 0.2
-  m.routing = routing
+  m.routing.mode = routing
   m.dtype = "bfloat16"
 
 
@@ -284,13 +264,13 @@ def set_content_routing(m, *, window, warmup_steps, decay=0.99, warmup="dense"):
   token can be a member twice (as key and as query), so about twice the
   shared-Q/K window sees as many keys.
   """
-  m.routing = "causal"
-  m.share_qk = False
-  m.fit_queries = False
-  m.window = window
-  m.kmeans_decay = decay
-  m.routing_warmup_steps = warmup_steps
-  m.routing_warmup = warmup
+  m.routing.mode = "causal"
+  m.routing.share_qk = False
+  m.routing.fit_queries = False
+  m.routing.window = window
+  m.routing.kmeans.decay = decay
+  m.routing.warmup_steps = warmup_steps
+  m.routing.warmup = warmup
 
 
 def set_data(c, name, seq_len, *, batch_size=32, eval_split="validation"):
@@ -381,7 +361,7 @@ def shrink_for_cpu(
   m.d_model = d_model
   m.d_ff = d_ff
   m.num_heads = num_heads
-  m.window = window
+  m.routing.window = window
   set_local_blocks(m, block)
   m.remat_policy = "none"
   m.scan_layers = False

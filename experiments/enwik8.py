@@ -50,8 +50,7 @@ _ROUTING_8K = dict(
     num_heads=8,
     num_routing_heads=4,
     routing_layers="all",
-    num_clusters=16,
-    window=512,
+    routing=dict(num_clusters=16, window=512),
     query_block=256,
     memory_flange=256,
     max_relative_position=513,
@@ -63,8 +62,7 @@ _ROUTING_12K = dict(
     num_heads=8,
     num_routing_heads=4,
     routing_layers="all",
-    num_clusters=48,
-    window=256,
+    routing=dict(num_clusters=48, window=256),
     query_block=128,
     memory_flange=128,
     max_relative_position=257,
@@ -138,6 +136,6 @@ def get_config(arg=None):
     # bytes since enwik8 needs a download. q + m = w as in the 8k set.
     common.shrink_for_cpu(c, seq_len=256)
     m.num_routing_heads = 2 if m.num_routing_heads else 0
-    m.num_clusters = 4
+    m.routing.num_clusters = 4
     common.set_smoke_training(c.train, sample_length=64)
   return c

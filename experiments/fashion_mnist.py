@@ -71,8 +71,8 @@ def get_config(arg=None):
       routing=arg.routing,
   )
   m.num_heads = 4
-  m.num_clusters = 7
-  m.window = 112
+  m.routing.num_clusters = 7
+  m.routing.window = 112
   common.set_local_blocks(m, 56)
   common.set_routing_heads(m, 2 if arg.variant == "routing" else 0)
   if arg.variant == "full":

@@ -45,8 +45,7 @@ _ROUTING = dict(
     num_heads=16,
     num_routing_heads=4,
     routing_layers="all",
-    num_clusters=8,
-    window=2048,
+    routing=dict(num_clusters=8, window=2048),
 )
 _LOCAL = dict(num_heads=16, num_routing_heads=0, routing_layers="none")
 
@@ -93,6 +92,6 @@ def get_config(arg=None):
     m.image_shape = (8, 8, 3)
     common.shrink_for_cpu(c, seq_len=192)
     m.num_routing_heads = 1 if arg.variant == "routing" else 0
-    m.num_clusters = 4
+    m.routing.num_clusters = 4
     common.set_smoke_training(c.train, sample_length=192)
   return c

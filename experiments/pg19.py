@@ -54,8 +54,7 @@ _ROUTING = dict(
     num_heads=8,
     num_routing_heads=2,
     routing_layers="skip_first:21",
-    num_clusters=16,
-    window=512,
+    routing=dict(num_clusters=16, window=512),
 )
 _LOCAL = dict(
     num_layers=24, num_heads=8, num_routing_heads=0, routing_layers="none"
@@ -103,7 +102,7 @@ def get_config(arg=None):
     if arg.variant == "routing":
       m.num_routing_heads = 1
       m.routing_layers = "skip_first:1"
-    m.num_clusters = 4
+    m.routing.num_clusters = 4
     common.set_mesh(c)
     common.set_smoke_training(c.train, sample_length=64)
   return c

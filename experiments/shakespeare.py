@@ -82,7 +82,7 @@ def get_config(arg=None):
   # relative table has 129 entries. Each routing query sees up to the
   # default window of 64 earlier same-cluster keys, k = 4.
   common.set_local_blocks(m, 64)
-  m.routing = arg.routing
+  m.routing.mode = arg.routing
   routed = ("routing", "hybrid", "routing_default")
   common.set_routing_heads(m, 2 if arg.variant in routed else 0)
   # About one epoch: too little data seen twice to need dropout.
@@ -135,7 +135,7 @@ def get_config(arg=None):
     m.num_layers = 2
     m.position = "rope"
     common.set_local_blocks(m, 128)
-    m.num_clusters = 16
+    m.routing.num_clusters = 16
     if arg.variant == "routing":
       common.set_content_routing(m, window=256, warmup_steps=100)
     if arg.variant == "full":
@@ -160,7 +160,7 @@ def get_config(arg=None):
         data_name=None,
     )
     m.num_routing_heads = 1 if arg.variant == "routing" else 0
-    m.num_clusters = 2
+    m.routing.num_clusters = 2
     common.set_smoke_training(
         t,
         steps=3,

@@ -61,8 +61,7 @@ _ROUTING_4K = dict(
     num_heads=16,
     num_routing_heads=8,
     routing_layers="all",
-    num_clusters=8,
-    window=512,
+    routing=dict(num_clusters=8, window=512),
     target_dropout=0.25,
 )
 _LOCAL_4K = dict(
@@ -77,8 +76,7 @@ _ROUTING_1K = dict(
     num_heads=16,
     num_routing_heads=8,
     routing_layers="all",
-    num_clusters=2,
-    window=512,
+    routing=dict(num_clusters=2, window=512),
     target_dropout=0.2,
 )
 
@@ -138,6 +136,6 @@ def get_config(arg=None):
     m.vocab_size = 512
     m.emb_dim = 32
     m.num_routing_heads = 2 if m.num_routing_heads else 0
-    m.num_clusters = 2 if arg.variant == "1k" else 4
+    m.routing.num_clusters = 2 if arg.variant == "1k" else 4
     common.set_smoke_training(c.train, sample_length=64)
   return c

@@ -9,7 +9,10 @@ the top level.
 
 Public API:
   LocalAttention    blocked local attention (query block, memory flange)
-  RoutingAttention  k-means routing attention, routing="causal" | "topk"
+  RoutingAttention  k-means routing attention (mode "causal" | "topk")
+  RoutingConfig     what routing heads do: RoutingAttention's `config` and
+                    ModelConfig's `routing`
+  KMeansConfig      the k-means settings (RoutingConfig's `kmeans`)
   KMeans            centroid state and its EMA update (collection "kmeans")
   ModelConfig       frozen dataclass of every model hyperparameter
   TransformerLM     decoder-only model over tokens and image sub-pixels
@@ -26,6 +29,8 @@ _EXPORTS = {
     "KMeans": "routing_jax.nn.kmeans",
     "LocalAttention": "routing_jax.nn.local_attention",
     "RoutingAttention": "routing_jax.nn.routing_attention",
+    "RoutingConfig": "routing_jax.nn.routing_config",
+    "KMeansConfig": "routing_jax.nn.routing_config",
     "ModelConfig": "routing_jax.nn.model_config",
     "TransformerLM": "routing_jax.nn.model",
     "generate": "routing_jax.nn.decoding",

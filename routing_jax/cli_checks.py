@@ -81,14 +81,14 @@ def run_config(config: Any, workdir: str) -> tuple[Any, Any]:
 
 def check_model_config(config: Any, workdir: str) -> None:
   """For read-only tools: the config's model section must be the run's."""
-  from routing_jax.training import train_loop  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import resume  # pylint: disable=g-import-not-at-top
   from routing_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
 
   workdir_lib.check_reachable(workdir)
   workdir_lib.check_model_config(
       workdir,
       config,
-      ignore=train_loop._HASH_EXEMPT,  # pylint: disable=protected-access
+      ignore=resume.HASH_EXEMPT,
   )
 
 

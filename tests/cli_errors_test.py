@@ -69,12 +69,17 @@ def _cases(tmp_path):
           "flag --top_k=-1: -1 is not a non-negative integer",
       ),
       "sample_other_model": (
-          (*sample, "--config.model.routing=topk"),
-          "model.routing='topk' (trained with 'causal')",
+          (*sample, "--config.model.routing.mode=topk"),
+          "model.routing.mode='topk' (trained with 'causal')",
       ),
       "evaluate_other_model": (
-          ("evaluate", TINY, f"--workdir={run}", "--config.model.routing=topk"),
-          "model.routing='topk' (trained with 'causal')",
+          (
+              "evaluate",
+              TINY,
+              f"--workdir={run}",
+              "--config.model.routing.mode=topk",
+          ),
+          "model.routing.mode='topk' (trained with 'causal')",
       ),
       "negative_max_batches": (
           ("evaluate", TINY, f"--workdir={run}", "--max_batches=-1"),

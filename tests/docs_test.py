@@ -17,7 +17,7 @@ def _defaults_table():
   section = text.split("### k-means defaults by routing mode", 1)[1]
   rows = {}
   for line in section.splitlines():
-    m = re.match(r"\| `(\w+)`[^|]*\| (\S+) \| (\S+) \|", line)
+    m = re.match(r"\| `([\w.]+)`[^|]*\| (\S+) \| (\S+) \|", line)
     if m:
       rows[m.group(1)] = {"causal": m.group(2), "topk": m.group(3)}
   return rows
@@ -26,21 +26,16 @@ def _defaults_table():
 @pytest.mark.parametrize("mode", ["causal", "topk"])
 def test_kmeans_defaults_table_matches_the_code(mode):
   rows = _defaults_table()
+  config = rj.RoutingConfig(mode=mode, share_qk=False)
   module = rj.RoutingAttention(
-      num_heads=1,
-      head_dim=4,
-      num_clusters=2,
-      window=2,
-      routing=mode,
-      causal=mode == "causal",
-      share_qk=False,
+      num_heads=1, head_dim=4, config=config, causal=mode == "causal"
   )
-  settings = module.kmeans_settings()
+  settings = module.kmeans_settings()  # what the module's k-means gets
   code = {
-      "kmeans_prior_count": settings.prior_count,
-      "kmeans_data_init": settings.data_init,
-      "kmeans_revive_threshold": settings.revive_threshold,
-      "fit_queries": module._fit_queries(),  # pylint: disable=protected-access
+      "kmeans.prior_count": settings.prior_count,
+      "kmeans.data_init": settings.data_init,
+      "kmeans.revive_threshold": settings.revive_threshold,
+      "fit_queries": config.fits_queries,
   }
   assert set(rows) == set(code)
   for name, value in code.items():

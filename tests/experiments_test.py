@@ -219,11 +219,11 @@ def test_config_obeys_model_rules(name, arg):
   assert m.query_block >= 1 and d.seq_len % m.query_block == 0
   assert 0 <= m.memory_flange <= d.seq_len
   # Routing: the window fits in the sequence.
-  assert 1 <= m.window <= d.seq_len
-  assert m.num_clusters >= 1
+  assert 1 <= m.routing.window <= d.seq_len
+  assert m.routing.num_clusters >= 1
   assert m.max_len == d.seq_len
   assert m.ffn in modes.FFNS and m.norm in modes.NORMS
-  assert m.routing in modes.ROUTINGS
+  assert m.routing.mode in modes.ROUTINGS
   assert m.position in modes.POSITIONS
   if m.position == "relative":
     # The relative table covers the whole local span (q + m keys).
@@ -448,8 +448,8 @@ PAPER = [
                 "model.num_layers": 12,
                 "heads": (4, 4),
                 "layers": ALL12,
-                "model.num_clusters": 16,
-                "model.window": 512,
+                "model.routing.num_clusters": 16,
+                "model.routing.window": 512,
                 "qm": (256, 256),
                 "data.seq_len": 8192,
                 "model.max_relative_position": 513,
@@ -467,8 +467,8 @@ PAPER = [
                 "model.num_layers": 12,
                 "heads": (4, 4),
                 "layers": ALL12,
-                "model.num_clusters": 48,
-                "model.window": 256,
+                "model.routing.num_clusters": 48,
+                "model.routing.window": 256,
                 "qm": (128, 128),
                 "data.seq_len": 12288,
                 "model.max_relative_position": 257,
@@ -520,8 +520,8 @@ PAPER = [
                 "model.num_layers": 14,
                 "heads": (8, 8),
                 "layers": ALL14,
-                "model.num_clusters": 8,
-                "model.window": 512,
+                "model.routing.num_clusters": 8,
+                "model.routing.window": 512,
                 "data.seq_len": 4096,
                 "drop": (0.4, 0.4, 0.4, 0.25),
             },
@@ -552,8 +552,8 @@ PAPER = [
                 "model.num_layers": 20,
                 "heads": (8, 8),
                 "layers": ALL20,
-                "model.num_clusters": 2,
-                "model.window": 512,
+                "model.routing.num_clusters": 2,
+                "model.routing.window": 512,
                 "data.seq_len": 1024,
                 "drop": (0.4, 0.4, 0.4, 0.2),
             },
@@ -569,8 +569,8 @@ PAPER = [
                 "model.num_layers": 22,
                 "heads": (6, 2),
                 "layers": {21},
-                "model.num_clusters": 16,
-                "model.window": 512,
+                "model.routing.num_clusters": 16,
+                "model.routing.window": 512,
             },
         ),
     ),
@@ -591,8 +591,8 @@ PAPER = [
             **{
                 "heads": (4, 4),
                 "layers": ALL12,
-                "model.num_clusters": 6,
-                "model.window": 512,
+                "model.routing.num_clusters": 6,
+                "model.routing.window": 512,
                 "qm": (256, 256),
             },
         ),
@@ -618,8 +618,8 @@ PAPER = [
             **{
                 "heads": (4, 4),
                 "layers": {10, 11},
-                "model.num_clusters": 6,
-                "model.window": 512,
+                "model.routing.num_clusters": 6,
+                "model.routing.window": 512,
                 "qm": (256, 256),
             },
         ),
@@ -633,8 +633,8 @@ PAPER = [
             **{
                 "heads": (12, 4),
                 "layers": set(range(24)),
-                "model.num_clusters": 8,
-                "model.window": 2048,
+                "model.routing.num_clusters": 8,
+                "model.routing.window": 2048,
             },
         ),
     ),
@@ -653,8 +653,8 @@ PAPER = [
             **{
                 "heads": (2, 2),
                 "layers": ALL12,
-                "model.num_clusters": 7,
-                "model.window": 112,
+                "model.routing.num_clusters": 7,
+                "model.routing.window": 112,
                 "qm": (56, 56),
             },
         ),
@@ -683,8 +683,9 @@ def _observed(c, key):
         m.embedding_dropout,
         m.target_dropout,
     )
-  section, field = key.split(".")
-  value = c[section][field]
+  value = c
+  for part in key.split("."):
+    value = value[part]
   return tuple(value) if isinstance(value, (tuple, list)) else value
 
 
@@ -697,8 +698,11 @@ def test_paper_hyperparameters_match_reference_tables(name, arg, expected):
     assert _observed(c, key) == value, key
   # Shared by every paper set (docs/paper.md §3.4, §5.4).
   assert c.model.norm == "post"
-  assert c.model.init_scale == 0.2 and c.model.share_qk
-  assert c.model.kmeans_decay == 0.999 and c.model.commitment_weight == 1e-4
+  assert c.model.init_scale == 0.2 and c.model.routing.share_qk
+  assert (
+      c.model.routing.kmeans.decay == 0.999
+      and c.model.routing.kmeans.commitment_weight == 1e-4
+  )
   assert c.model.max_len == c.data.seq_len
   t = c.train
   assert (t.optimizer, t.lr, t.schedule, t.warmup_steps) == (
@@ -708,17 +712,19 @@ def test_paper_hyperparameters_match_reference_tables(name, arg, expected):
       10000,
   )
   assert t.grad_clip == 0.0
-  assert c.model.routing == "causal"  # ours by default; routing=topk: paper
+  assert (
+      c.model.routing.mode == "causal"
+  )  # ours by default; routing=topk: paper
 
 
 def test_cifar10_window_and_cluster_args():
   c = load("cifar10", "variant=routing_last2,window=1024,clusters=3")
   m = c.model
-  assert (m.window, m.query_block, m.memory_flange) == (1024, 512, 512)
-  assert m.num_clusters == 3 and m.routing_layers == "last:2"
+  assert (m.routing.window, m.query_block, m.memory_flange) == (1024, 512, 512)
+  assert m.routing.num_clusters == 3 and m.routing_layers == "last:2"
   c = load("cifar10", "variant=local,window=128")
   assert (c.model.query_block, c.model.memory_flange) == (64, 64)
-  assert load("cifar10", "routing=topk").model.routing == "topk"
+  assert load("cifar10", "routing=topk").model.routing.mode == "topk"
   c = load("cifar10", "small,variant=full")
   assert (c.model.query_block, c.model.memory_flange) == (c.data.seq_len, 0)
 

@@ -85,7 +85,7 @@ def _config():
   k-means on. Without data-initialised centroids, whose random picks depend
   on how a batch is split, accumulation can be compared exactly."""
   config = train_test._config()  # pylint: disable=protected-access
-  config.model.kmeans_data_init = False
+  config.model.routing.kmeans.data_init = False
   return config
 
 

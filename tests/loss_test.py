@@ -30,8 +30,7 @@ TINY = dict(
     d_ff=64,
     query_block=8,
     memory_flange=8,
-    window=8,
-    num_clusters=2,
+    routing=dict(window=8, num_clusters=2),
     max_len=40,
     residual_dropout=0.0,
 )

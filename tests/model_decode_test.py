@@ -88,7 +88,9 @@ CASES = {
     "routing_only": dict(TEXT, num_routing_heads=4, routing_layers="all"),
     "mixed_rope_scan": dict(TEXT, position="rope", scan_layers=True),
     "mixed_relative_scan": dict(TEXT, scan_layers=True),
-    "separate_qk_exclude_self": dict(TEXT, share_qk=False, exclude_self=True),
+    "separate_qk_exclude_self": model_variables.merged(
+        TEXT, routing=dict(share_qk=False, exclude_self=True)
+    ),
 }
 SLOW = ("local_only", "routing_only", "mixed_rope_scan", "mixed_relative_scan")
 
@@ -158,7 +160,9 @@ def test_decode_length_limits():
     generation.check_decode_length(
         rj.ModelConfig(**dict(TEXT, position=position)), 10**6
     )
-  topk = rj.ModelConfig(**dict(TEXT, routing="topk"))
+  topk = rj.ModelConfig(
+      **model_variables.merged(TEXT, routing=dict(mode="topk"))
+  )
   generation.check_decode_length(topk, 32)
   with pytest.raises(ValueError, match=r"topk.*max_len=32"):
     generation.check_decode_length(topk, 33)
@@ -179,7 +183,12 @@ def test_prefill_then_decode_matches_token_by_token(name, prefill):
   reference's fast decode (re-selecting among the tokens so far), which
   teacher forcing does not reproduce; prefill must still equal stepping.
   """
-  cases = dict(CASES, topk=dict(TEXT, routing="topk", max_len=64, window=8))
+  cases = dict(
+      CASES,
+      topk=model_variables.merged(
+          TEXT, max_len=64, routing=dict(mode="topk", window=8)
+      ),
+  )
   cfg = rj.ModelConfig(**cases[name])
   n = 64
   _, _, forced, stepped, cache = _run(cfg, n=n)
@@ -255,7 +264,9 @@ def test_python_loop_of_decode_step_matches_teacher_forcing():
 
 
 def test_sample_with_prefill_equals_sample_without():
-  cfg = rj.ModelConfig(**dict(TEXT, share_qk=False))
+  cfg = rj.ModelConfig(
+      **model_variables.merged(TEXT, routing=dict(share_qk=False))
+  )
   model = rj.TransformerLM(cfg)
   variables = model_variables.random_variables(model, seed=6)
   prompts = np.asarray(_tokens(2, 9, cfg.vocab_size, seed=6))
@@ -276,7 +287,9 @@ def test_sample_with_prefill_equals_sample_without():
 
 
 def test_decoding_a_model_still_warming_up_is_an_error():
-  cfg = rj.ModelConfig(**dict(TEXT, routing_warmup_steps=5))
+  cfg = rj.ModelConfig(
+      **model_variables.merged(TEXT, routing=dict(warmup_steps=5))
+  )
   model = rj.TransformerLM(cfg)
   variables = model_variables.random_variables(model)  # num_updates = 1 < 5
   with pytest.raises(ValueError, match="still warming up.*1 of.*=5"):
@@ -291,7 +304,9 @@ def test_decoding_a_model_still_warming_up_is_an_error():
 def test_decoding_a_model_still_warming_up_inside_jit_gives_nan():
   """Inside jit the k-means counters are traced and the host check cannot
   run; the logits then say it (NaN) instead of looking plausible."""
-  cfg = rj.ModelConfig(**dict(TEXT, routing_warmup_steps=5))
+  cfg = rj.ModelConfig(
+      **model_variables.merged(TEXT, routing=dict(warmup_steps=5))
+  )
   model = rj.TransformerLM(cfg)
   variables = model_variables.random_variables(model)  # num_updates = 1 < 5
   cache = generation.init_cache(model, 1)
@@ -309,16 +324,11 @@ def test_decoding_a_model_still_warming_up_inside_jit_gives_nan():
 
 
 def test_exclude_self_is_refused_with_topk():
-  with pytest.raises(ValueError, match="exclude_self.*causal"):
-    rj.ModelConfig(**dict(TEXT, routing="topk", exclude_self=True)).validate()
-  module = rj.RoutingAttention(
-      num_heads=1,
-      head_dim=4,
-      num_clusters=2,
-      window=2,
-      routing="topk",
-      causal=False,
-      exclude_self=True,
-  )
-  with pytest.raises(ValueError, match="exclude_self"):
-    module.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4)))
+  with pytest.raises(ValueError, match=r"model\.routing\.exclude_self.*causal"):
+    rj.ModelConfig(
+        **model_variables.merged(
+            TEXT, routing=dict(mode="topk", exclude_self=True)
+        )
+    )
+  with pytest.raises(ValueError, match=r"routing\.exclude_self.*causal"):
+    rj.RoutingConfig(mode="topk", exclude_self=True)

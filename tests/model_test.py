@@ -46,7 +46,7 @@ GOLDEN_CFG = dict(TEXT, routing_layers="1", emb_dim=16)
 
 
 def _cfg(base, **kw):
-  return rj.ModelConfig(**dict(base, **kw))
+  return rj.ModelConfig(**model_variables.merged(base, **kw))
 
 
 @functools.lru_cache(maxsize=None)
@@ -126,7 +126,7 @@ def test_topk_routing_leaks_the_future():
   The same probe as above must see it, so it would also catch a leak in the
   causal mode.
   """
-  cfg = _cfg(TEXT, routing="topk", num_clusters=2, window=8)
+  cfg = _cfg(TEXT, routing=dict(mode="topk", num_clusters=2, window=8))
   past, _ = _causality_gaps(cfg, 32)
   assert past.max() > 1e-3, past
 
@@ -389,13 +389,14 @@ def test_image_size_mismatch_is_an_error():
         (dict(routing_layers="0,7"), "routing_layers"),
         (dict(routing_layers="last:9"), "routing_layers"),
         (dict(routing_layers="1;2"), "routing_layers"),
-        (dict(window=0), "window"),
-        (dict(num_clusters=0), "num_clusters"),
+        (dict(routing=dict(window=0)), r"routing\.window"),
+        (dict(routing=dict(num_clusters=0)), r"routing\.num_clusters"),
+        (dict(routing=dict(kmeans=dict(decay=1.0))), r"routing\.kmeans\.decay"),
         (dict(ffn="swiglu"), "ffn"),
         (dict(norm="sandwich"), "norm"),
         (dict(position="alibi"), "position"),
-        (dict(routing="lsh"), "routing"),
-        (dict(routing="causal", causal=False), "routing"),
+        (dict(routing=dict(mode="lsh")), r"routing\.mode"),
+        (dict(routing=dict(mode="causal"), causal=False), r"routing\.mode"),
         (dict(memory_flange=12), "memory_flange"),
         (dict(image_shape=(4, 4, 2)), "image_shape"),
         (dict(IMAGE, image_shape=(4, 4, 2)), "image_shape"),
@@ -405,6 +406,13 @@ def test_image_size_mismatch_is_an_error():
 def test_bad_config_names_the_field(kw, field):
   with pytest.raises(ValueError, match=rf"model\.{field}\b"):
     _cfg(TEXT, **kw)
+
+
+def test_routing_fields_under_their_old_names_say_where_they_went():
+  with pytest.raises(ValueError, match=r"window -> model\.routing\.window"):
+    rj.ModelConfig.from_config(dict(TEXT, window=8))
+  with pytest.raises(ValueError, match=r"kmeans_decay -> model\.routing"):
+    rj.ModelConfig.from_config(dict(TEXT, kmeans_decay=0.9))
 
 
 def test_from_config_rejects_unknown_fields_and_accepts_configdict():
@@ -432,8 +440,11 @@ def test_config_is_frozen_and_routing_mask_parses():
       True,
       True,
   )
-  # Routing settings are not checked when nothing routes.
-  assert _cfg(TEXT, routing_layers="none", window=0).window == 0
+  # The routing section is a RoutingConfig, validated on its own.
+  assert isinstance(cfg.routing, rj.RoutingConfig)
+  assert cfg.routing.kmeans == rj.KMeansConfig(decay=0.9)
+  with pytest.raises(ValueError, match=r"model\.routing\.window=0"):
+    _cfg(TEXT, routing_layers="none", routing=dict(window=0))
 
 
 # -------------------------------------------------------------- aux losses
@@ -463,7 +474,7 @@ def test_kmeans_loss_is_the_sum_of_per_layer_losses():
     return aux, inter["intermediates"]
 
   aux, inter = run(variables, tokens)
-  h, k, d = cfg.num_routing_heads, cfg.num_clusters, cfg.head_dim
+  h, k, d = cfg.num_routing_heads, cfg.routing.num_clusters, cfg.head_dim
   losses, stats = [], []
   for layer in ("layer_1", "layer_2"):
     q = np.asarray(inter[layer]["routing"]["query"]["__call__"][0])
@@ -473,7 +484,9 @@ def test_kmeans_loss_is_the_sum_of_per_layer_losses():
     )  # [h, k, d]
     assign = np.einsum("bnhd,hkd->bnhk", x, mu).argmax(-1)  # [b, n, h]
     picked = mu[np.arange(h)[None, None], assign]
-    losses.append(cfg.commitment_weight * np.mean((x - picked) ** 2))
+    losses.append(
+        cfg.routing.kmeans.commitment_weight * np.mean((x - picked) ** 2)
+    )
     counts = np.stack(
         [(assign[..., i, None] == np.arange(k)).sum((0, 1)) for i in range(h)]
     )  # [h, k]
@@ -615,9 +628,9 @@ def test_embedding_dropout_acts_before_the_projection():
 
 
 def test_routing_heads_positions_and_logit_scale_are_their_own():
-  """routing_position gives the routing heads another position encoding
+  """routing.position gives the routing heads another position encoding
   than the local heads (e.g. RoPE, which rotates by token position, with
-  Shaw tables for the local heads); routing_logit_scale multiplies their
+  Shaw tables for the local heads); routing.logit_scale multiplies their
   LN(q)·LN(k) logits."""
   cfg = rj.ModelConfig(
       vocab_size=32,
@@ -625,18 +638,15 @@ def test_routing_heads_positions_and_logit_scale_are_their_own():
       num_heads=4,
       num_routing_heads=2,
       num_layers=1,
-      num_clusters=2,
-      window=8,
+      routing=rj.RoutingConfig(num_clusters=2, window=8, position="rope"),
       query_block=8,
       memory_flange=8,
       max_len=32,
       position="relative",
-      routing_position="rope",
   )
-  assert M.routing_attention(cfg).position == "rope"
-  assert M.routing_attention(cfg.replace(routing_position=None)).position == (
-      "relative"
-  )
+  assert M.routing_attention(cfg).position_kind == "rope"
+  follow = cfg.replace(routing=cfg.routing.replace(position=None))
+  assert M.routing_attention(follow).position_kind == "relative"
   tokens = jnp.arange(24, dtype=jnp.int32)[None] % 32
   model = M.TransformerLM(cfg)
   variables = model.init(jax.random.key(0), tokens)
@@ -644,5 +654,5 @@ def test_routing_heads_positions_and_logit_scale_are_their_own():
   layer = variables["params"]["layer_0"]
   assert "rel_key" not in layer["routing"] and "rel_key" in layer["local"]
   logits = lambda c: M.TransformerLM(c).apply(variables, tokens)[0]
-  scaled = logits(cfg.replace(routing_logit_scale=4.0))
+  scaled = logits(cfg.replace(routing=cfg.routing.replace(logit_scale=4.0)))
   assert np.abs(np.asarray(scaled) - np.asarray(logits(cfg))).max() > 1e-4

@@ -104,8 +104,7 @@ def _boxed_params():
       query_block=16,
       memory_flange=16,
       max_relative_position=33,
-      window=16,
-      num_clusters=2,
+      routing=dict(window=16, num_clusters=2),
       max_len=64,
   )
   # Shapes only: the mask needs the tree, not values (no compile).

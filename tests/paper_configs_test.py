@@ -49,7 +49,7 @@ def expected_params(c: model_config.ModelConfig) -> int:
       if c.position == "relative":
         total += 2 * (2 * c.max_relative_position + 1) * d
     if r:
-      total += (3 if c.share_qk else 4) * hd * r * d
+      total += (3 if c.routing.share_qk else 4) * hd * r * d
       if c.position == "relative":  # cluster-relative tables
         total += 2 * (2 * c.max_relative_position + 1) * d
     total += 2 * 2 * hd  # two LayerNorms
@@ -98,7 +98,7 @@ def test_paper_config_param_count(name, arg):
   )
   if cfg.num_routing_heads:
     km = sum(x.size for x in jax.tree.leaves(shapes.get("kmeans", {})))
-    r, k, d = cfg.num_routing_heads, cfg.num_clusters, cfg.head_dim
+    r, k, d = cfg.num_routing_heads, cfg.routing.num_clusters, cfg.head_dim
     assert km == routed * (2 * r * k * d + r * k + r)
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import modules
 from helpers import references as ref
 import routing_jax as rj
 
@@ -35,7 +36,7 @@ def _module(**kw):
       share_qk=False,
   )
   settings.update(kw)
-  return rj.RoutingAttention(**settings)
+  return modules.routing_attention(**settings)
 
 
 def _variables(module, count):
@@ -163,9 +164,9 @@ def test_host_switch_and_in_graph_switch_agree():
 @pytest.mark.parametrize(
     "kw, message",
     [
-        (dict(routing="topk", causal=False), "causal"),
-        (dict(warmup_window=4), "warmup_window"),
-        (dict(warmup="sparse"), "warmup must be one of"),
+        (dict(mode="topk", causal=False), r'warmup=\'random\': "random" needs'),
+        (dict(warmup_window=4), r"routing\.warmup_window=4"),
+        (dict(warmup="sparse"), r"routing\.warmup='sparse': must be one of"),
     ],
 )
 def test_bad_settings_are_refused(kw, message):
@@ -176,13 +177,11 @@ def test_bad_settings_are_refused(kw, message):
 @pytest.mark.parametrize(
     "fields, message",
     [
-        (dict(routing="topk"), 'needs routing="causal"'),
-        (dict(routing_warmup_window=16), "routing_warmup_window"),
-        (dict(routing_warmup="sparse"), "routing_warmup"),
+        (dict(mode="topk"), r'model\.routing\.warmup=.*needs mode="causal"'),
+        (dict(warmup_window=16), r"model\.routing\.warmup_window=16"),
+        (dict(warmup="sparse"), r"model\.routing\.warmup='sparse'"),
     ],
 )
 def test_model_config_names_the_field(fields, message):
   with pytest.raises(ValueError, match=message):
-    rj.ModelConfig(
-        **{"routing_warmup": "random", "routing_warmup_steps": 10, **fields}
-    ).validate()
+    rj.ModelConfig(routing={"warmup": "random", "warmup_steps": 10, **fields})

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import modules
 from helpers import references as ref
 import routing_jax as rj
 
@@ -42,11 +43,11 @@ def _module(**kw):
       head_dim=D,
       num_clusters=3,
       window=4,
-      kmeans_decay=0.5,
+      kmeans=dict(decay=0.5),
       max_relative_position=3,
   )
   settings.update(kw)
-  return rj.RoutingAttention(**settings)
+  return modules.routing_attention(**settings)
 
 
 @functools.cache
@@ -86,18 +87,20 @@ def _module_reference(module, variables, x, mask):
   w = lambda name: np.asarray(params[name]["kernel"], np.float64)
   heads = lambda a: a.reshape(b, n, module.num_heads, module.head_dim)
   qn = ref.ln(heads(x @ w("query")))
-  kn = qn if module.share_qk else ref.ln(heads(x @ w("key")))
+  kn = qn if module.config.share_qk else ref.ln(heads(x @ w("key")))
   v = heads(x @ w("value"))
   qr, kr = (
-      (ref.rope(qn), ref.rope(kn)) if module.position == "rope" else (qn, kn)
+      (ref.rope(qn), ref.rope(kn))
+      if module.position_kind == "rope"
+      else (qn, kn)
   )
   rel = None
-  if module.position == "relative":
+  if module.position_kind == "relative":
     rel = (params["rel_key"], params["rel_value"])
   valid = _valid(mask, n)
   qs = np.einsum("bnhd,hkd->bhnk", qn, mu)
   ks = np.einsum("bnhd,hkd->bhnk", kn, mu)
-  if module.mode == "causal":
+  if module.config.mode == "causal":
     _check_margin(ks, valid)
     _check_margin(qs, valid)
     o = ref.causal_routing(
@@ -106,10 +109,10 @@ def _module_reference(module, variables, x, mask):
         v,
         ks.argmax(-1),
         valid,
-        module.window,
-        module.logit_scale,
-        None if module.share_qk else qs.argmax(-1),
-        module.exclude_self,
+        module.config.window,
+        module.config.logit_scale,
+        None if module.config.share_qk else qs.argmax(-1),
+        module.config.exclude_self,
         rel,
         module.max_relative_position,
     )
@@ -122,9 +125,9 @@ def _module_reference(module, variables, x, mask):
         qs,
         ks,
         valid,
-        module.window,
+        module.config.window,
         module.causal,
-        module.logit_scale,
+        module.config.logit_scale,
         rel,
         module.max_relative_position,
     )
@@ -190,7 +193,7 @@ def test_causal_module_matches_reference(
 def test_topk_module_matches_reference(share_qk, causal, mask_kind, position):
   n = 24
   module = _module(
-      routing="topk",
+      mode="topk",
       causal=causal,
       share_qk=share_qk,
       window=6,
@@ -339,10 +342,10 @@ def test_causal_routing_gradient_receptive_field():
 def test_topk_routing_leaks_the_future(record_property):
   """Documents the paper-faithful mode's future dependence (ref. §4.3).
 
-  The same inputs through routing="causal" show no leak.
+  The same inputs through mode="causal" show no leak.
   """
   n = 32
-  topk = _module(routing="topk", window=8)
+  topk = _module(mode="topk", window=8)
   causal = _module(window=8)
   variables = _trained()
   apply = jax.jit(
@@ -381,7 +384,10 @@ def _transformed(routing):
   """
   n = 16
   module = _module(
-      routing=routing, share_qk=False, window=4, commitment_weight=1.0
+      mode=routing,
+      share_qk=False,
+      window=4,
+      kmeans=dict(decay=0.5, commitment_weight=1.0),
   )
   variables = _trained()
   x = _normal(13, (3, B, n, F))
@@ -489,7 +495,7 @@ def test_bfloat16_close_to_float32(routing):
   n = 24
   x = _normal(11, (B, n, F))
   variables = _trained()
-  module = _module(routing=routing, window=6, dtype=jnp.bfloat16)
+  module = _module(mode=routing, window=6, dtype=jnp.bfloat16)
   got, new = jax.jit(
       functools.partial(module.apply, train=True, mutable=["kmeans"])
   )(variables, x)
@@ -608,7 +614,7 @@ def _topk_fast_decode_reference(module, variables, x):
   w = lambda name: np.asarray(params[name]["kernel"], np.float64)
   heads = lambda a: a.reshape(b, n, module.num_heads, module.head_dim)
   qn = ref.ln(heads(x @ w("query")))
-  kn = qn if module.share_qk else ref.ln(heads(x @ w("key")))
+  kn = qn if module.config.share_qk else ref.ln(heads(x @ w("key")))
   v = heads(x @ w("value"))
   qs = np.einsum("bnhd,hkd->bhnk", qn, mu)
   ks = np.einsum("bnhd,hkd->bhnk", kn, mu)
@@ -616,7 +622,7 @@ def _topk_fast_decode_reference(module, variables, x):
   for t in range(n):
     written = np.broadcast_to(np.arange(n) <= t, (b, n))
     o, _ = ref.topk_routing(
-        qn, kn, v, qs, ks, written, module.window, module.causal
+        qn, kn, v, qs, ks, written, module.config.window, module.causal
     )
     out[:, t] = o[:, t]
   return out.reshape(b, n, -1) @ w("out")
@@ -629,7 +635,7 @@ def test_topk_decode_is_the_references_fast_decode(share_qk):
   teacher-forced outputs, which select over the whole sequence."""
   n, prefill = 14, 9
   module = _module(
-      routing="topk", share_qk=share_qk, window=4, max_decode_length=n
+      mode="topk", share_qk=share_qk, window=4, max_decode_length=n
   )
   variables = _trained()
   x = _normal(22, (B, n, F))
@@ -651,14 +657,24 @@ def test_topk_decode_is_the_references_fast_decode(share_qk):
 @pytest.mark.parametrize(
     "kwargs, shape, mask_shape, pattern",
     [
-        (dict(window=0), (2, 8, F), None, "window must be >= 1"),
-        (dict(num_clusters=0), (2, 8, F), None, "num_clusters must be >= 1"),
-        (dict(routing="lsh"), (2, 8, F), None, "routing must be one of"),
+        (dict(window=0), (2, 8, F), None, r"routing\.window=0: must be >= 1"),
         (
-            dict(routing="causal", causal=False),
+            dict(num_clusters=0),
             (2, 8, F),
             None,
-            'routing="causal" requires causal=True',
+            r"routing\.num_clusters=0: must be >= 1",
+        ),
+        (
+            dict(mode="lsh"),
+            (2, 8, F),
+            None,
+            r"routing\.mode='lsh': must be one of",
+        ),
+        (
+            dict(mode="causal", causal=False),
+            (2, 8, F),
+            None,
+            r'RoutingAttention\.config\.mode=\'causal\': "causal" needs causal',
         ),
         (
             dict(),
@@ -675,19 +691,18 @@ def test_topk_decode_is_the_references_fast_decode(share_qk):
             r"mask must have shape \[batch, length\]",
         ),
         (
-            dict(routing="topk", window=9),
+            dict(mode="topk", window=9),
             (2, 8, F),
             None,
-            r'routing="topk" needs window <= length',
+            r'mode="topk" needs window <= length',
         ),
     ],
 )
 def test_bad_input_raises(kwargs, shape, mask_shape, pattern):
-  module = _module(**kwargs)
   x = jnp.ones(shape)
   mask = None if mask_shape is None else jnp.ones(mask_shape, bool)
   with pytest.raises(ValueError, match=pattern):
-    module.init(jax.random.key(0), x, mask)
+    _module(**kwargs).init(jax.random.key(0), x, mask)
 
 
 @pytest.mark.parametrize("routing", ["causal", "topk"])
@@ -701,11 +716,11 @@ def test_warmup_switch_reads_the_count_from_before_this_steps_update(routing):
   n = 20
   variables = _trained()  # 4 k-means updates
   x = _normal(9, (B, n, F))
-  kw = dict(warmup_steps=5, position="relative", routing=routing)
+  kw = dict(warmup_steps=5, position="relative", mode=routing)
   warm = _module(**kw)  # 4 updates < 5: dense
   dense = _module(**kw, warming_up=True)
   routed = _module(**kw, warming_up=False)
-  plain = _module(position="relative", routing=routing)
+  plain = _module(position="relative", mode=routing)
   np.testing.assert_array_equal(
       routed.apply(variables, x), plain.apply(variables, x)
   )

@@ -23,11 +23,12 @@ import numpy as np
 import pytest
 
 from experiments import common
+from helpers import modules
 from helpers import references as ref
 import routing_jax as rj
 from routing_jax.nn import routing_core
 from routing_jax.nn import routing_kernel
-from routing_jax.training import train_loop
+from routing_jax.training import resume
 
 B, H, D = 2, 2, 8
 
@@ -199,14 +200,14 @@ def _module(**kw):
       head_dim=D,
       num_clusters=3,
       window=5,
-      kmeans_decay=0.5,
+      kmeans=dict(decay=0.5),
       share_qk=False,
       exclude_self=True,
       position="rope",
       kernel_block_sizes=(4, 8),
   )
   settings.update(kw)
-  return rj.RoutingAttention(**settings)
+  return modules.routing_attention(**settings)
 
 
 def _variables(module, x, seed=0):
@@ -254,7 +255,7 @@ def test_module_pallas_matches_xla():
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
-        (dict(implementation="triton"), "implementation must be one of"),
+        (dict(implementation="triton"), r"implementation='triton': must be"),
         (
             dict(implementation="pallas", position="relative"),
             'support position="relative"',
@@ -266,11 +267,11 @@ def test_module_pallas_matches_xla():
         (
             dict(
                 implementation="pallas",
-                routing="topk",
+                mode="topk",
                 causal=False,
                 exclude_self=False,  # refused with topk on its own
             ),
-            'support routing="topk"',
+            r'routing\.mode=\'topk\': .*"pallas".* needs mode="causal"',
         ),
         (dict(implementation="pallas", head_dim=6), "power-of-2 head_dim"),
         (
@@ -287,38 +288,39 @@ def test_module_refuses_what_the_kernel_does_not_cover(kwargs, pattern):
 
 def test_model_config_field():
   base = common.base_config().model
-  assert base.routing_implementation == "xla"
-  assert rj.ModelConfig().routing_implementation == "xla"
-  ok = rj.ModelConfig(routing_implementation="pallas", position="rope")
-  assert ok.routing_implementation == "pallas"
-  with pytest.raises(ValueError, match="routing_implementation"):
-    rj.ModelConfig(routing_implementation="cuda")
+  assert base.routing.implementation == "xla"
+  assert rj.ModelConfig().routing.implementation == "xla"
+  pallas = rj.RoutingConfig(implementation="pallas")
+  ok = rj.ModelConfig(routing=pallas, position="rope")
+  assert ok.routing.implementation == "pallas"
+  with pytest.raises(ValueError, match=r"model\.routing\.implementation"):
+    rj.ModelConfig(routing=dict(implementation="cuda"))
   with pytest.raises(ValueError, match="no relative position tables"):
-    rj.ModelConfig(routing_implementation="pallas", position="relative")
+    rj.ModelConfig(routing=pallas, position="relative")
+  # Relative tables for the local heads only: allowed.
+  rj.ModelConfig(routing=pallas.replace(position="rope"), position="relative")
   with pytest.raises(ValueError, match="no attention dropout"):
-    rj.ModelConfig(
-        routing_implementation="pallas", position="none", attention_dropout=0.1
-    )
+    rj.ModelConfig(routing=pallas, position="none", attention_dropout=0.1)
   # Local-only models ignore the field.
-  rj.ModelConfig(routing_implementation="pallas", num_routing_heads=0)
+  rj.ModelConfig(routing=pallas, num_routing_heads=0)
 
 
 def test_implementation_does_not_change_the_checkpoint_hash():
   """Resuming an XLA-path run on the kernel (or back) is allowed."""
   config = common.base_config()
-  before = train_loop.config_hash(config)
-  config.model.routing_implementation = "pallas"
-  assert train_loop.config_hash(config) == before
-  config.model.window += 1
-  assert train_loop.config_hash(config) != before
+  before = resume.config_hash(config)
+  config.model.routing.implementation = "pallas"
+  assert resume.config_hash(config) == before
+  config.model.routing.window += 1
+  assert resume.config_hash(config) != before
 
 
 def test_fields_added_later_keep_older_checkpoints_hash():
   """A field added with a default that computes what older runs computed
   leaves their hash alone (they resume); another value changes it."""
   config = common.base_config()
-  now = train_loop.config_hash(config)
-  del config.model["routing_warmup"]  # a config from before the field
-  assert train_loop.config_hash(config) == now
-  config.model.routing_warmup = "random"
-  assert train_loop.config_hash(config) != now
+  now = resume.config_hash(config)
+  del config.model.routing["warmup"]  # a config from before the field
+  assert resume.config_hash(config) == now
+  config.model.routing.warmup = "random"
+  assert resume.config_hash(config) != now

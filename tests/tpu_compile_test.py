@@ -63,7 +63,7 @@ def test_dryrun_compiles_every_step_with_the_tpu_compiler():
   result = _dryrun(
       "--config=experiments/shakespeare.py:tiny",
       "--config.hardware=tpu_v3_8",
-      "--config.model.routing_warmup_steps=10",
+      "--config.model.routing.warmup_steps=10",
   )
   lines = result.stdout.strip().splitlines()
   version = dryrun.libtpu_version()

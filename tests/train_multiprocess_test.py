@@ -48,7 +48,7 @@ OVERRIDES = {
     # The dense warm-up ends mid-run: every process switches to the routed
     # step at the same step, and sampling (tensor run: k-means counters
     # sharded across the processes) checks that it has ended.
-    "model.routing_warmup_steps": 2,
+    "model.routing.warmup_steps": 2,
     # Two heads of each kind, so that mesh.tensor=2 splits whole heads.
     "model.num_heads": 4,
     "model.num_routing_heads": 2,

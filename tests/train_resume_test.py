@@ -330,7 +330,7 @@ def test_resume_with_a_different_model_config_fails(tmp_path, reference):
   workdir = tmp_path / "run"
   shutil.copytree(reference[0], workdir)
   config = _config()
-  config.model.routing = "topk"
+  config.model.routing.mode = "topk"
   with pytest.raises(ValueError, match="different model config section"):
     train_loop.train_and_evaluate(config, str(workdir))
   assert _committed_steps(workdir) == list(range(EVERY, STEPS + 1, EVERY))

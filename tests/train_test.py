@@ -260,7 +260,9 @@ def test_invalid_config_names_the_field(section, key, value, message):
 def test_topk_window_must_fit_the_sequence():
   config = shakespeare.get_config("tiny,routing=topk")
   config.data.seq_len = 8
-  with pytest.raises(ValueError, match="model.window=16: .*data.seq_len=8"):
+  with pytest.raises(
+      ValueError, match="model.routing.window=16: .*data.seq_len=8"
+  ):
     train.validate_config(config)
 
 
@@ -365,13 +367,13 @@ def test_bfloat16_policy_stays_close_to_float32():
 
 
 def test_step_warmup_steps_is_the_first_routed_step():
-  """With model.routing_warmup_steps=W the trainer runs its dense warm-up
+  """With model.routing.warmup_steps=W the trainer runs its dense warm-up
   step for states that have taken < W updates and its routed step from
   state W on; the k-means count agrees with the host's step, and the
   routed step holds no memory for the dense branch."""
   warm = 2
   config = _config()
-  config.model.routing_warmup_steps = warm
+  config.model.routing.warmup_steps = warm
   mesh = _mesh(1, 1, 1)
   model_cfg = train.validate_config(config)
   trainer, state = train.build_trainer(

@@ -20,7 +20,7 @@ def _temporaries(warmup_steps):
   config = shakespeare.get_config("long")
   config.data.seq_len = config.model.max_len = 2048
   config.model.position = "relative"
-  config.model.routing_warmup_steps = warmup_steps
+  config.model.routing.warmup_steps = warmup_steps
   lines = []
   dryrun.report(config, jax.devices()[:1], out=lines.append)
   found = {}

@@ -217,20 +217,47 @@ def test_model_config_must_match_the_runs(tmp_path):
   run = workdir_lib.create(tmp_path / "run", _config(2))
   workdir_lib.check_model_config(run, _config(2))
   other = _config(2)
-  other.model.routing = "topk"
+  other.model.routing.mode = "topk"
   other.model.d_model = 64
-  other.model.routing_implementation = "xla"  # Same function: allowed.
+  other.model.routing.implementation = "pallas"  # Same function: allowed.
   with pytest.raises(errors.ConfigError) as e:
     workdir_lib.check_model_config(
-        run, other, ignore=("routing_implementation",)
+        run, other, ignore=("routing.implementation",)
     )
   assert str(e.value) == (
       f"the model config differs from the one in {run}/config.json:"
-      " model.d_model=64 (trained with 32), model.routing='topk' (trained"
+      " model.d_model=64 (trained with 32), model.routing.mode='topk' (trained"
       " with 'causal'); drop those overrides or give the run's own config."
   )
   # A workdir without config.json (an older run) is not checked.
   workdir_lib.check_model_config(tmp_path, other)
+
+
+def test_a_config_json_from_before_model_routing_still_reads(tmp_path):
+  """Runs saved with the flat routing names (model.window, model.routing=
+  "causal", model.kmeans_decay, ...) load nested, compare field by field
+  and keep their checkpoint hash."""
+  from routing_jax.nn import model_config  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import resume  # pylint: disable=g-import-not-at-top
+
+  config = _config(2)
+  nested = config.to_dict()
+  old = dict(nested)
+  old["model"] = model_config.legacy_flat(nested["model"])
+  for key in [k for k in old["model"] if "." in k]:  # fields added since
+    del old["model"][key]
+  assert old["model"]["routing"] == "causal" and "kmeans_decay" in old["model"]
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text(json.dumps(old))
+  loaded = workdir_lib.load_config(run)
+  assert loaded.model.routing.mode == "causal"
+  assert loaded.model.routing.kmeans.decay == config.model.routing.kmeans.decay
+  assert resume.config_hash(loaded) == resume.config_hash(config)
+  workdir_lib.check_model_config(run, config)
+  config.model.routing.window += 1
+  with pytest.raises(errors.ConfigError, match=r"model\.routing\.window="):
+    workdir_lib.check_model_config(run, config)
 
 
 def test_sample_output_goes_to_the_bucket(tmp_path, monkeypatch):
@@ -253,3 +280,25 @@ def test_sample_output_goes_to_the_bucket(tmp_path, monkeypatch):
   assert not (tmp_path / "fakegs:").exists()  # nothing local by mistake
   with pytest.raises(errors.UserInputError, match="names a folder"):
     cli_checks.prepare_output_file("fakegs://b/samples", is_image=False)
+
+
+@pytest.mark.parametrize(
+    "name, arg, digest",
+    [
+        ("shakespeare", None, "ca35a1f200af3877"),
+        ("shakespeare", "long,variant=routing", "d970416cb1383f6d"),
+        ("shakespeare", "routing=topk", "ca919f1764194b44"),
+        ("enwik8", "variant=12k", "7038e637d22d5944"),
+        ("cifar10", "variant=routing_last2", "7b68089f7d1dd359"),
+        ("imagenet64", None, "999b86d9f0e7c353"),
+    ],
+)
+def test_checkpoint_hashes_of_existing_runs_do_not_move(name, arg, digest):
+  """The model hash each checkpoint records, as computed before the routing
+  fields moved into model.routing: a changed value would refuse to resume
+  every run saved until now."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import resume  # pylint: disable=g-import-not-at-top
+
+  config = importlib.import_module(f"experiments.{name}").get_config(arg)
+  assert resume.config_hash(config) == digest

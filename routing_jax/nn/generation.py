@@ -38,10 +38,9 @@ def check_decode_length(config: ModelConfig, total_length: int) -> None:
         f"{config.max_len} only"
     )
   if (
-      config.routing == "topk"
+      config.routing.mode == "topk"
       and total_length > config.max_len
-      and any(config.routing_mask())
-      and config.num_routing_heads
+      and config.routes
   ):
     raise ValueError(
         f"cannot decode {total_length} positions: topk routing decodes over "
@@ -52,11 +51,11 @@ def check_decode_length(config: ModelConfig, total_length: int) -> None:
 def check_warmed_up(config: ModelConfig, variables: Any) -> None:
   """Raises ValueError if the routing heads are still in their dense warm-up.
 
-  During `routing_warmup_steps` the routing heads attend densely, which
+  During `routing.warmup_steps` the routing heads attend densely, which
   the per-cluster decode cache cannot reproduce. Skipped when the counters
   are traced (inside jit).
   """
-  if not config.routing_warmup_steps or config.dense_routing_heads:
+  if not config.routing.warmup_steps or config.dense_routing_heads:
     return
   counters = [
       leaf
@@ -69,14 +68,14 @@ def check_warmed_up(config: ModelConfig, variables: Any) -> None:
     done = (
         min(_host_min(c) for c in counters)
         if counters
-        else (config.routing_warmup_steps)
+        else (config.routing.warmup_steps)
     )
   except jax.errors.JAXTypeError:
     return
-  if done < config.routing_warmup_steps:
+  if done < config.routing.warmup_steps:
     raise ValueError(
         f"cannot decode: routing is still warming up ({done} of "
-        f"model.routing_warmup_steps={config.routing_warmup_steps} k-means "
+        f"model.routing.warmup_steps={config.routing.warmup_steps} k-means "
         "updates); its dense warm-up attention has no per-cluster cache"
     )
 

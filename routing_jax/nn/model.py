@@ -31,43 +31,19 @@ from routing_jax.nn.model_config import ModelConfig  # re-exported
 from routing_jax.nn.routing_attention import RoutingAttention
 
 STAT_KEYS = ("entropy", "empty_fraction", "max_share")
-# What the model's `position` means for routing heads: relative positions
-# become distances between members of a cluster (the paper's
-# cluster-relative positions); image models' learned absolute positions are
-# added to the input, so their routing heads need none of their own.
-ROUTING_POSITION = {
-    "relative": "relative",
-    "rope": "rope",
-    "none": "none",
-    "learned2d": "none",
-}
 
 
 def routing_attention(cfg: ModelConfig, **kw) -> RoutingAttention:
-  """The routing heads of a routing layer of `cfg`."""
+  """The routing heads of a routing layer of `cfg`: its `routing` config
+  with the heads' positions resolved (ModelConfig.routing_heads_position)."""
   return RoutingAttention(
       num_heads=cfg.num_routing_heads,
       head_dim=cfg.head_dim,
-      num_clusters=cfg.num_clusters,
-      window=cfg.window,
-      routing=cfg.routing,
+      config=cfg.routing.replace(position=cfg.routing_heads_position),
       causal=cfg.causal,
-      share_qk=cfg.share_qk,
-      fit_queries=cfg.fit_queries,
-      exclude_self=cfg.exclude_self,
-      warmup_steps=cfg.routing_warmup_steps,
-      warmup_window=cfg.routing_warmup_window or None,
-      warmup=cfg.routing_warmup,
-      kmeans_decay=cfg.kmeans_decay,
-      commitment_weight=cfg.commitment_weight,
-      kmeans_data_init=cfg.kmeans_data_init,
-      kmeans_revive_threshold=cfg.kmeans_revive_threshold,
-      logit_scale=cfg.routing_logit_scale,
-      position=cfg.routing_position or ROUTING_POSITION[cfg.position],
       max_relative_position=cfg.max_relative_position,
       attention_dropout=cfg.attention_dropout,
       max_decode_length=cfg.max_len,
-      implementation=cfg.routing_implementation,
       dtype=cfg.jnp_dtype,
       param_dtype=cfg.jnp_param_dtype,
       kernel_init=core.default_kernel_init(cfg.init_scale),

@@ -11,16 +11,13 @@ import dataclasses
 from typing import Any, Mapping, Optional
 
 from routing_jax.nn.modes import (
-    ATTENTION_POSITIONS,
     DTYPE_NAMES,
     FFNS,
     NORMS,
     POSITIONS,
     REMAT_POLICIES,
-    ROUTING_IMPLEMENTATIONS,
-    ROUTINGS,
-    WARMUPS,
 )
+from routing_jax.nn.routing_config import RoutingConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,48 +47,18 @@ class ModelConfig:
   tie_embeddings: bool = False  # the paper's output layer is untied
   query_block: int = 64  # local attention query block q
   memory_flange: int = 64  # local attention memory flange m
-  routing: str = "causal"  # "causal" (exactly causal) or "topk" (the paper's)
   # The routing heads become plain attention heads over the whole sequence
   # (one block of max_len, the local heads' positions): the same model with
   # its sparse heads made dense, the baseline a routing model must be
   # measured against. O(n^2); routing settings are then unused.
   dense_routing_heads: bool = False
   causal: bool = True
-  num_clusters: int = 4  # k
-  window: int = 64  # w: keys a routing query may see in its cluster
-  share_qk: bool = True
-  # Separate Q/K: centroids fitted to queries and keys (True, the paper's
-  # code) or to the keys only, each query going to the key cluster it
-  # matches best (False); None: False for causal routing, True for topk.
-  fit_queries: Optional[bool] = None
-  # Causal routing: a query never sees its own key (a query with nothing
-  # else visible outputs 0). Not available with routing="topk".
-  exclude_self: bool = False
-  # Routing heads attend to every earlier token (or the last
-  # routing_warmup_window, 0: all) until the k-means has taken this many
-  # updates: routing needs queries and keys that already agree. Causal
-  # models only (either routing mode).
-  routing_warmup_steps: int = 0
-  routing_warmup_window: int = 0
-  # "dense" (as above) or "random": causal routing over random clusters of
-  # about `window` tokens, drawn afresh each step, at a routed step's cost.
-  routing_warmup: str = "dense"
-  routing_logit_scale: float = 1.0  # LN(q)·LN(k) scale; 1.0 is the paper's
-  # Causal routing core: "xla" or "pallas" (fused GPU kernels; no relative
-  # positions or attention dropout; docs/kernels.md).
-  routing_implementation: str = "xla"
-  kmeans_decay: float = 0.999
-  commitment_weight: float = 1e-4  # beta
-  # Centroids from the first batch's vectors, and revival of clusters whose
-  # share falls under the threshold; None: the routing mode's default.
-  kmeans_data_init: Optional[bool] = None
-  kmeans_revive_threshold: Optional[float] = None
+  # What the routing heads do (clusters, window, mode, warm-up, k-means):
+  # the object `RoutingAttention` takes, fields documented there.
+  routing: RoutingConfig = RoutingConfig()
   # "relative" (Shaw, the paper's text models), "rope", "none", or
   # "learned2d" (row/column tables, the paper's image models).
   position: str = "relative"
-  # Positions of the routing heads; None follows `position` (relative:
-  # distances between members of a cluster; learned2d: none).
-  routing_position: Optional[str] = None
   max_relative_position: int = 65
   image_shape: tuple[int, int, int] = (0, 0, 0)  # (H, W, C); zeros for text
   max_len: int = 1024  # longest sequence (learned positions, decode cache)
@@ -111,12 +78,29 @@ class ModelConfig:
 
   def __post_init__(self):
     object.__setattr__(self, "image_shape", tuple(self.image_shape))
+    if not isinstance(self.routing, RoutingConfig):
+      object.__setattr__(
+          self,
+          "routing",
+          RoutingConfig.from_config(self.routing, "model.routing."),
+      )
     self.validate()
 
   @classmethod
   def from_config(cls, config: Any) -> "ModelConfig":
-    """From a ConfigDict / mapping; unknown keys are an error."""
+    """From a ConfigDict / mapping (`routing` nested); unknown keys are an
+    error, and names from before the nesting say where they went."""
     items = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    moved = sorted(
+        k
+        for k in set(items) & set(LEGACY_NAMES)
+        if k != "routing" or isinstance(items[k], str)
+    )
+    if moved:
+      where = ", ".join(
+          f"{k} -> model.{'.'.join(LEGACY_NAMES[k])}" for k in moved
+      )
+      raise ValueError(f"model: field(s) moved into model.routing: {where}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(items) - known)
     if unknown:
@@ -143,6 +127,19 @@ class ModelConfig:
   @property
   def is_image(self) -> bool:
     return self.position == "learned2d"
+
+  @property
+  def routing_heads_position(self) -> str:
+    """The routing heads' positions: routing.position, or the other heads'
+    (none for images, whose positions are added to the embeddings)."""
+    if self.routing.position is not None:
+      return self.routing.position
+    return "none" if self.is_image else self.position
+
+  @property
+  def routes(self) -> bool:
+    """Some layer has routing heads."""
+    return any(self.routing_mask()) and self.num_routing_heads > 0
 
   @property
   def jnp_dtype(self):
@@ -195,18 +192,7 @@ class ModelConfig:
     )
     need(self.ffn in FFNS, "ffn", f"must be one of {FFNS}")
     need(self.norm in NORMS, "norm", f"must be one of {NORMS}")
-    need(self.routing in ROUTINGS, "routing", f"must be one of {ROUTINGS}")
-    need(
-        not (self.routing == "causal" and not self.causal),
-        "routing",
-        'routing="causal" requires model.causal=True',
-    )
     need(self.position in POSITIONS, "position", f"must be one of {POSITIONS}")
-    need(
-        self.routing_position in (None,) + ATTENTION_POSITIONS,
-        "routing_position",
-        f"must be None or one of {ATTENTION_POSITIONS}",
-    )
     need(self.dtype in DTYPE_NAMES, "dtype", f"must be one of {DTYPE_NAMES}")
     need(
         self.param_dtype in DTYPE_NAMES,
@@ -226,65 +212,21 @@ class ModelConfig:
         "target_dropout",
     ):
       need(0.0 <= getattr(self, f) < 1.0, f, "must be in [0, 1)")
-    need(0.0 <= self.kmeans_decay < 1.0, "kmeans_decay", "must be in [0, 1)")
-    need(self.routing_warmup_steps >= 0, "routing_warmup_steps", "must be >= 0")
-    need(
-        self.routing_warmup_window >= 0,
-        "routing_warmup_window",
-        "must be >= 0 (0: the whole sequence)",
-    )
-    need(
-        self.routing_warmup in WARMUPS,
-        "routing_warmup",
-        f"must be one of {WARMUPS}",
-    )
-    need(
-        self.routing_warmup == "dense" or self.routing == "causal",
-        "routing_warmup",
-        '"random" needs routing="causal"',
-    )
-    need(
-        self.routing_warmup == "dense" or not self.routing_warmup_window,
-        "routing_warmup_window",
-        'applies to routing_warmup="dense" only',
-    )
-    need(
-        not (self.routing_warmup_steps and not self.causal),
-        "routing_warmup_steps",
-        "needs causal=True (the warm-up is dense causal attention)",
-    )
-    need(
-        not (self.exclude_self and self.routing == "topk"),
-        "exclude_self",
-        'applies to routing="causal" only (top-k routing has no such mask)',
-    )
+    self.routing.validate("model.routing.", causal=self.causal)
     try:
-      mask = self.routing_mask()
+      self.routing_mask()
     except ValueError as e:
       raise ValueError(f"model.routing_layers={self.routing_layers!r}: {e}")
-    if any(mask) and self.num_routing_heads > 0:
-      need(self.window >= 1, "window", "must be >= 1")
-      need(self.num_clusters >= 1, "num_clusters", "must be >= 1")
-      if self.routing == "topk":
-        need(
-            self.window <= self.max_len,
-            "window",
-            f'routing="topk" needs window <= model.max_len={self.max_len}',
+    if self.routes and self.routing.mode == "topk":
+      if self.routing.window > self.max_len:
+        raise ValueError(
+            f'model.routing.window={self.routing.window}: mode="topk"'
+            f" needs window <= model.max_len={self.max_len}"
         )
-    need(
-        self.routing_implementation in ROUTING_IMPLEMENTATIONS,
-        "routing_implementation",
-        f"must be one of {ROUTING_IMPLEMENTATIONS}",
-    )
-    if (
-        self.routing_implementation == "pallas"
-        and any(mask)
-        and self.num_routing_heads > 0
-    ):
-      rule = 'routing_implementation="pallas" (the fused kernel) needs'
-      need(self.routing == "causal", "routing", f'{rule} routing="causal"')
+    if self.routes and self.routing.implementation == "pallas":
+      rule = 'routing.implementation="pallas" (the fused kernel) needs'
       need(
-          self.position != "relative",
+          self.routing_heads_position != "relative",
           "position",
           f"{rule} no relative position tables",
       )
@@ -298,13 +240,13 @@ class ModelConfig:
           "num_heads",
           f"{rule} a power-of-2 head_dim (d_model / num_heads)",
       )
-    if self.position == "rope":
+    if "rope" in (self.position, self.routing_heads_position):
       need(
           self.head_dim % 2 == 0,
           "num_heads",
           "RoPE needs an even head_dim (d_model / num_heads)",
       )
-    if self.position == "relative":
+    if "relative" in (self.position, self.routing_heads_position):
       need(
           self.max_relative_position >= 1,
           "max_relative_position",
@@ -372,3 +314,64 @@ def parse_routing_layers(spec: str, num_layers: int) -> tuple[bool, ...]:
 
 def as_mapping(config: ModelConfig) -> Mapping[str, Any]:
   return dataclasses.asdict(config)
+
+
+# The routing fields' names before they moved into `model.routing` (and its
+# `kmeans`): the model sections of older workdirs (config.json) are read
+# through `migrate_legacy`, and checkpoint hashes are computed over these
+# names so that older checkpoints still resume.
+LEGACY_NAMES = {
+    "routing": ("routing", "mode"),
+    "num_clusters": ("routing", "num_clusters"),
+    "window": ("routing", "window"),
+    "share_qk": ("routing", "share_qk"),
+    "fit_queries": ("routing", "fit_queries"),
+    "exclude_self": ("routing", "exclude_self"),
+    "routing_warmup_steps": ("routing", "warmup_steps"),
+    "routing_warmup_window": ("routing", "warmup_window"),
+    "routing_warmup": ("routing", "warmup"),
+    "routing_logit_scale": ("routing", "logit_scale"),
+    "routing_position": ("routing", "position"),
+    "routing_implementation": ("routing", "implementation"),
+    "kmeans_decay": ("routing", "kmeans", "decay"),
+    "commitment_weight": ("routing", "kmeans", "commitment_weight"),
+    "kmeans_data_init": ("routing", "kmeans", "data_init"),
+    "kmeans_revive_threshold": ("routing", "kmeans", "revive_threshold"),
+}
+
+
+def migrate_legacy(model: Mapping[str, Any]) -> dict[str, Any]:
+  """A model section with the flat routing names of older versions ->
+  the nested form (unchanged if it has none)."""
+  model = dict(model)
+  if not isinstance(model.get("routing", {}), str) and not (
+      set(model) & (set(LEGACY_NAMES) - {"routing"})
+  ):
+    return model
+  routing: dict[str, Any] = {"kmeans": {}}
+  for old, path in LEGACY_NAMES.items():
+    if old in model:
+      section = routing if len(path) == 2 else routing["kmeans"]
+      section[path[-1]] = model.pop(old)
+  model["routing"] = routing
+  return model
+
+
+def dotted(model: Mapping[str, Any]) -> dict[str, Any]:
+  """A nested model section (as a dict) -> {"routing.window": 64, ...}."""
+  out = {}
+  for key, value in model.items():
+    if isinstance(value, Mapping):
+      out.update({f"{key}.{k}": v for k, v in dotted(value).items()})
+    else:
+      out[key] = value
+  return out
+
+
+_LEGACY_BY_PATH = {".".join(path): old for old, path in LEGACY_NAMES.items()}
+
+
+def legacy_flat(model: Mapping[str, Any]) -> dict[str, Any]:
+  """`dotted(model)` with the flat names older versions wrote; fields
+  that had none keep their dotted path (`routing.kmeans.epsilon`)."""
+  return {_LEGACY_BY_PATH.get(k, k): v for k, v in dotted(model).items()}

@@ -5,21 +5,20 @@
 The front end follows the paper's code: bias-free Q/K/V projections,
 parameter-free LayerNorm of Q and K (used for clustering *and* for the
 attention logits), centroids from the `KMeans` module. The attention itself
-is one of the pure cores in `routing_core`:
+is one of the pure cores in `routing_core`, chosen by `RoutingConfig.mode`:
 
-routing="causal" (the default for decoders, docs/causal_routing.md): each
-token joins the argmax cluster of its key (and of its query, when Q and K
-are separate); a query attends to the keys among the last w members of its
-cluster. Exactly causal; cached decoding keeps a ring of w members per
+mode="causal" (the default, docs/causal_routing.md): each token joins the
+argmax cluster of its key (and of its query, when Q and K are separate); a
+query attends to the keys among the last w members of its cluster. Exactly causal; cached decoding keeps a ring of w members per
 cluster and reproduces the teacher-forced outputs.
 
-routing="topk" (the paper's balanced routing): every centroid picks its top-w
+mode="topk" (the paper's balanced routing): every centroid picks its top-w
 queries and keys over the whole sequence. Exact for bidirectional use; in a
 decoder, whether a past token is picked depends on the future, and decoding
 (the reference's fast decode: re-select among the tokens so far at every
 step) does not reproduce the teacher-forced outputs.
 
-implementation="pallas" runs the causal core as fused GPU kernels
+config.implementation="pallas" runs the causal core as fused GPU kernels
 (`routing_kernel`, docs/kernels.md) instead of XLA ops; same results.
 """
 
@@ -37,7 +36,7 @@ from routing_jax.nn import kmeans as km
 from routing_jax.nn import kmeans_ops
 from routing_jax.nn import routing_core
 from routing_jax.nn import routing_kernel
-from routing_jax.nn.modes import ROUTING_IMPLEMENTATIONS, ROUTINGS, WARMUPS
+from routing_jax.nn.routing_config import RoutingConfig
 
 
 class RoutingAttention(nn.Module):
@@ -46,162 +45,61 @@ class RoutingAttention(nn.Module):
   Attributes:
     num_heads: routing heads h.
     head_dim: per-head depth d.
-    num_clusters: k centroids per head.
-    window: w: members a causal query looks back over, or tokens per cluster
-      (topk).
-    routing: "causal" or "topk"; None picks "causal" when causal=True and
-      "topk" otherwise.
-    causal: decoder masking. routing="causal" requires it.
-    share_qk: keys are the queries (the paper's default). With separate
-      Q and K, queries are clustered by their own vectors and keys by theirs
-      (one shared set of centroids).
-    fit_queries: with separate Q/K, the centroids learn from queries and
-      keys (True, the paper's code) or from the keys alone (False): each
-      query then goes to the key cluster its vector matches best, a maximum
-      inner product search. None: False for causal routing (it retrieved
-      better in benchmarks/long_range.py), True for topk.
-    exclude_self: (causal routing) a query never attends to its own token's
-      key; a query with no other visible key outputs 0. Under shared Q/K a
-      token's own logit is the largest possible (LN(q)·LN(q) = d), so
-      without it routing heads tend to attend to themselves. Refused with
-      routing="topk", which has no such mask.
-    warmup_steps: (causal attention, either routing mode) until the k-means
-      state has taken this many updates, the heads attend to every earlier
-      token (or to the last `warmup_window`) instead of their clusters,
-      while the k-means runs as usual. Routing can only learn to bring a query and the key it needs
-      together once their vectors agree, and they learn to agree only when
-      they see each other: clusters formed on random vectors keep them
-      apart for good (docs/causal_routing.md, "Why warm up").
-    warmup_window: the dense warm-up's sliding window; None: the whole
-      sequence.
-    warmup: what the heads do during the warm-up. "dense": attend to every
-      earlier token (O(n·d) memory, O(n²·d) compute). "random": causal
-      routing with cluster assignments drawn uniformly at random each step
-      (the same for a token's query and key, about one cluster per
-      `window` tokens), so each query sees a fresh random subset of about
-      `window` earlier tokens: no content bias keeps it from the key it
-      needs, and the step costs what a routed step costs (causal routing
-      only).
-    warming_up: which side of the warm-up this call is on. None decides in
-      the graph from the k-means update count taken before this call (both
-      branches compiled, so the dense branch's memory is reserved for every
-      step); True / False compile only the dense warm-up / the routed
-      attention. Training loops that know the step pass it (the project's
-      trainer compiles one step of each kind and switches on the host).
-      The dense warm-up runs in key chunks with an online softmax
-      (`chunked_attention`): O(n·d) memory, no [n, n] arrays.
-    kmeans_decay, kmeans_epsilon, commitment_weight: KMeans settings.
-    kmeans_prior_count: KMeans.prior_count; None means 0 (the reference) for
-      topk and 1 for causal routing, whose argmax needs sane centroid norms.
-    kmeans_data_init, kmeans_revive_threshold: KMeans.data_init and
-      KMeans.revive_threshold (data-initialised centroids, dead-cluster
-      revival); None means on for causal routing, off (the reference) for
-      topk.
-    logit_scale: multiplies LN(q)·LN(k); 1.0 is the reference.
-    position: "none", "relative" (Shaw embeddings by the distance between
-      members inside a cluster: the paper's cluster-relative positions) or
-      "rope" (rotates the normalised q, k for the logits; clustering stays
-      content-based).
+    config: what routing does (clusters, window, mode, warm-up, k-means,
+      positions, implementation): a `RoutingConfig`, whose fields are
+      documented there; `ModelConfig.routing` is the same object.
+    causal: decoder masking. config.mode="causal" requires it.
+    warming_up: which side of the warm-up (config.warmup_steps) this call
+      is on. None decides in the graph from the k-means update count taken
+      before this call (both branches compiled, so the dense branch's
+      memory is reserved for every step); True / False compile only the
+      warm-up / the routed attention. Training loops that know the step
+      pass it (the project's trainer compiles one step of each kind and
+      switches on the host). The dense warm-up runs in key chunks with an
+      online softmax (`chunked_attention`): O(n·d) memory, no [n, n]
+      arrays.
     max_relative_position: relative distances are clipped to ±this.
+    rope_base: RoPE's base.
     attention_dropout: dropout on the attention weights (train only).
     max_decode_length: cache length for topk decoding (which re-selects over
       the whole cache each step, as the reference does).
-    implementation: "xla" or "pallas": the causal core of training, eval and
-      prefill as XLA ops or as the fused kernels of `routing_kernel` (GPU;
-      the Pallas interpreter on CPU). Both give the same outputs and
-      gradients; decode steps are unaffected. "pallas" covers
-      routing="causal" without relative positions and without attention
-      dropout; other settings raise at construction.
-    kernel_block_sizes: (block_q, block_k) of the Pallas kernels.
     dtype, param_dtype, kernel_init: as LocalAttention.
   """
 
   num_heads: int
   head_dim: int
-  num_clusters: int
-  window: int
-  routing: Optional[str] = None
+  config: RoutingConfig = RoutingConfig()
   causal: bool = True
-  share_qk: bool = True
-  fit_queries: Optional[bool] = None
-  exclude_self: bool = False
-  warmup_steps: int = 0
-  warmup_window: Optional[int] = None
-  warmup: str = "dense"
   warming_up: Optional[bool] = None
-  kmeans_decay: float = 0.999
-  kmeans_epsilon: float = 1e-5
-  commitment_weight: float = 1e-4
-  kmeans_prior_count: Optional[float] = None
-  kmeans_data_init: Optional[bool] = None
-  kmeans_revive_threshold: Optional[float] = None
-  logit_scale: float = 1.0
-  position: str = "none"
   max_relative_position: int = 64
   rope_base: float = 10000.0
   attention_dropout: float = 0.0
   max_decode_length: int = 0
-  implementation: str = "xla"
-  kernel_block_sizes: tuple[int, int] = (64, 64)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   kernel_init: Callable[..., Array] = core.default_kernel_init()
 
   @property
-  def mode(self) -> str:
-    if self.routing is None:
-      return "causal" if self.causal else "topk"
-    return self.routing
+  def position_kind(self) -> str:
+    """The heads' positions: config.position, "none" when unset."""
+    return self.config.position or "none"
 
   def validate(self):
-    if self.routing is not None and self.routing not in ROUTINGS:
-      raise ValueError(
-          f"routing must be one of {ROUTINGS}, got {self.routing!r}"
-      )
-    if self.warmup_steps and not self.causal:
-      raise ValueError(
-          "warmup_steps needs causal=True: the dense warm-up is causal "
-          "attention"
-      )
-    if self.warmup not in WARMUPS:
-      raise ValueError(f"warmup must be one of {WARMUPS}, got {self.warmup!r}")
-    if self.warmup == "random" and self.mode != "causal":
-      raise ValueError('warmup="random" needs routing="causal"')
-    if self.warmup == "random" and self.warmup_window:
-      raise ValueError(
-          'warmup_window applies to warmup="dense"; a random warm-up '
-          "sees about `window` tokens"
-      )
-    if self.exclude_self and self.mode != "causal":
-      raise ValueError(
-          'exclude_self applies to routing="causal" only; top-k routing '
-          "would ignore it"
-      )
-    if self.mode == "causal" and not self.causal:
-      raise ValueError(
-          'routing="causal" requires causal=True; use routing="topk" for '
-          "bidirectional attention"
-      )
-    for name in ("num_heads", "head_dim", "num_clusters", "window"):
+    self.config.validate("RoutingAttention.config.", causal=self.causal)
+    for name in ("num_heads", "head_dim"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
     core.check_head_options(
-        self.position, self.max_relative_position, self.attention_dropout
+        self.position_kind, self.max_relative_position, self.attention_dropout
     )
-    if self.implementation not in ROUTING_IMPLEMENTATIONS:
-      raise ValueError(
-          f"implementation must be one of {ROUTING_IMPLEMENTATIONS}, "
-          f"got {self.implementation!r}"
-      )
-    if self.implementation == "pallas":
+    if self.config.implementation == "pallas":
       self._validate_pallas()
 
   def _validate_pallas(self):
     # Refused rather than silently run on XLA: whoever asks for the kernel
     # wants its memory profile.
     unsupported = {
-        'routing="topk"': self.mode != "causal",
-        'position="relative"': self.position == "relative",
+        'position="relative"': self.position_kind == "relative",
         "attention_dropout > 0": self.attention_dropout > 0,
     }
     for what, present in unsupported.items():
@@ -211,44 +109,32 @@ class RoutingAttention(nn.Module):
             'use implementation="xla"'
         )
     routing_kernel.check_shapes(
-        self.head_dim, *self.kernel_block_sizes, interpret=True
+        self.head_dim, *self.config.kernel_block_sizes, interpret=True
     )
-
-  def _fit_queries(self) -> bool:
-    if self.fit_queries is not None:
-      return self.fit_queries
-    return self.mode != "causal"
 
   def kmeans_settings(self) -> kmeans_ops.Settings:
     """The k-means update's settings, mode-dependent defaults resolved."""
-    causal_mode = self.mode == "causal"
-    pick = lambda value, causal_default, topk_default: (
-        value
-        if value is not None
-        else causal_default
-        if causal_mode
-        else topk_default
-    )
+    k = self.config.resolved_kmeans()
     return kmeans_ops.Settings(
-        decay=self.kmeans_decay,
-        epsilon=self.kmeans_epsilon,
-        prior_count=pick(self.kmeans_prior_count, 1.0, 0.0),
-        data_init=pick(self.kmeans_data_init, True, False),
-        revive_threshold=pick(self.kmeans_revive_threshold, 0.05, 0.0),
+        decay=k.decay,
+        epsilon=k.epsilon,
+        prior_count=k.prior_count,
+        data_init=k.data_init,
+        revive_threshold=k.revive_threshold,
     )
 
   def _kmeans(self) -> km.KMeans:
     return km.KMeans(
         self.num_heads,
-        self.num_clusters,
+        self.config.num_clusters,
         self.head_dim,
-        commitment_weight=self.commitment_weight,
+        commitment_weight=self.config.kmeans.commitment_weight,
         name="kmeans",
         **self.kmeans_settings()._asdict(),
     )
 
   def _relative_tables(self) -> Optional[tuple[Array, Array]]:
-    if self.position != "relative":
+    if self.position_kind != "relative":
       return None
     rows = 2 * self.max_relative_position + 1
     init = nn.with_logical_partitioning(
@@ -306,7 +192,7 @@ class RoutingAttention(nn.Module):
     qn = km.normalize(core.split_heads(proj("query")(x), h))
     kn = (
         qn
-        if self.share_qk
+        if self.config.share_qk
         else km.normalize(core.split_heads(proj("key")(x), h))
     )
     v = core.split_heads(proj("value")(x), h)
@@ -343,7 +229,7 @@ class RoutingAttention(nn.Module):
   # ------------------------------------------------------------ training
 
   def _rotate(self, qn, kn, pos):
-    if self.position != "rope":
+    if self.position_kind != "rope":
       return qn, kn
     return (
         core.rope(qn, pos, self.rope_base),
@@ -360,7 +246,7 @@ class RoutingAttention(nn.Module):
     common = dict(
         rel=rel,
         max_relative_position=self.max_relative_position,
-        logit_scale=self.logit_scale,
+        logit_scale=self.config.logit_scale,
         dropout_rate=self.attention_dropout if train else 0.0,
         dropout_rng=rng,
         dtype=self.dtype,
@@ -370,25 +256,25 @@ class RoutingAttention(nn.Module):
     # with "kmeans" mutable and one whose statistics are applied later by
     # the train step must see the same count.
     updates_before = nn.unbox(kmeans.num_updates.value)[0]
-    sets = (qn,) if self.share_qk else (qn, kn)
+    sets = (qn,) if self.config.share_qk else (qn, kn)
     routed = kmeans.route_many(
         sets,
         mask,
         update=train,
-        fit=None if self.share_qk else (self._fit_queries(), True),
+        fit=None if self.config.share_qk else (self.config.fits_queries, True),
     )
     aux = dict(routed[0].stats, loss=sum(r.loss for r in routed))
-    if self.mode == "causal":
+    if self.config.mode == "causal":
       routed_fn = lambda: (
           self._causal(routed, qr, kr, v, mask, common),
           jnp.zeros((), jnp.float32),
       )
     else:
       routed_fn = lambda: self._topk(routed, qr, kr, v, mask, common)
-    if not self.warmup_steps or self.warming_up is False:
+    if not self.config.warmup_steps or self.warming_up is False:
       o, unselected = routed_fn()
     else:
-      if self.warmup == "random":
+      if self.config.warmup == "random":
         random = self._random_routing(routed, updates_before, b, n)
         warm = lambda: self._causal(random, qr, kr, v, mask, common)
       else:
@@ -399,8 +285,8 @@ class RoutingAttention(nn.Module):
             kr,
             v,
             mask,
-            window=min(self.warmup_window or n, n),
-            exclude_self=self.exclude_self,
+            window=min(self.config.warmup_window or n, n),
+            exclude_self=self.config.exclude_self,
             **common,
         )
       warm_fn = lambda: (warm(), jnp.zeros((), jnp.float32))
@@ -408,9 +294,9 @@ class RoutingAttention(nn.Module):
         o, unselected = warm_fn()
       else:
         o, unselected = jax.lax.cond(
-            updates_before < self.warmup_steps, warm_fn, routed_fn
+            updates_before < self.config.warmup_steps, warm_fn, routed_fn
         )
-    if self.mode == "topk":
+    if self.config.mode == "topk":
       aux["unselected_fraction"] = unselected
     return o, aux
 
@@ -424,7 +310,7 @@ class RoutingAttention(nn.Module):
     thread through every caller; layers and heads differ), never on
     content, so the warm-up stays exactly causal.
     """
-    k = min(self.num_clusters, max(1, -(-n // self.window)))
+    k = min(self.config.num_clusters, max(1, -(-n // self.config.window)))
     path = "/".join(str(p) for p in self.scope.path)
     key = jax.random.fold_in(
         jax.random.PRNGKey(zlib.crc32(path.encode()) % 2**31), count
@@ -436,10 +322,10 @@ class RoutingAttention(nn.Module):
     """Balanced top-k routing: (out, share of valid tokens picked by no
     centroid)."""
     b, n = qr.shape[:2]
-    if self.window > n:
+    if self.config.window > n:
       raise ValueError(
-          f'routing="topk" needs window <= length, got window={self.window} '
-          f"and length {n}"
+          f'mode="topk" needs window <= length, got window={self.config.window}'
+          f" and length {n}"
       )
     o, count = routing_core.topk_routing_attention(
         qr,
@@ -448,7 +334,7 @@ class RoutingAttention(nn.Module):
         routed[0].scores,
         routed[-1].scores,
         mask,
-        window=self.window,
+        window=self.config.window,
         causal=self.causal,
         **common,
     )
@@ -461,20 +347,20 @@ class RoutingAttention(nn.Module):
   def _causal(self, routed, qr, kr, v, mask, common):
     """Causal routing, on XLA or the Pallas kernels."""
     key_clusters = routed[-1].assignments
-    query_clusters = None if self.share_qk else routed[0].assignments
+    query_clusters = None if self.config.share_qk else routed[0].assignments
     args = (qr, kr, v, key_clusters, mask)
     routing = dict(
         query_clusters=query_clusters,
-        num_clusters=self.num_clusters,
-        window=self.window,
-        exclude_self=self.exclude_self,
+        num_clusters=self.config.num_clusters,
+        window=self.config.window,
+        exclude_self=self.config.exclude_self,
     )
-    if self.implementation == "pallas":
-      block_q, block_k = self.kernel_block_sizes
+    if self.config.implementation == "pallas":
+      block_q, block_k = self.config.kernel_block_sizes
       return routing_kernel.causal_routing_attention(
           *args,
           **routing,
-          logit_scale=self.logit_scale,
+          logit_scale=self.config.logit_scale,
           dtype=self.dtype,
           block_q=block_q,
           block_k=block_k,
@@ -491,7 +377,7 @@ class RoutingAttention(nn.Module):
     count is traced and only the outputs can say so, as NaN logits rather
     than plausible wrong ones.
     """
-    if not self.warmup_steps:
+    if not self.config.warmup_steps:
       return o
     if self.warming_up:
       raise ValueError(
@@ -500,21 +386,21 @@ class RoutingAttention(nn.Module):
       )
     if self.warming_up is False or self.is_initializing():
       return o
-    warm = nn.unbox(kmeans.num_updates.value)[0] < self.warmup_steps
+    warm = nn.unbox(kmeans.num_updates.value)[0] < self.config.warmup_steps
     return jnp.where(warm, jnp.nan, o).astype(o.dtype)
 
   def _ring_size(self) -> int:
     # With exclude_self the window is the w members before the query, so
     # the ring also holds the query's own (invisible) membership.
-    return self.window + int(self.exclude_self)
+    return self.config.window + int(self.config.exclude_self)
 
   def _cache(self, b: int):
     """The decode cache variables for batch b (created on first use)."""
-    h, d, c = self.num_heads, self.head_dim, self.num_clusters
+    h, d, c = self.num_heads, self.head_dim, self.config.num_clusters
     var = lambda name, shape, dtype, fill: self.variable(
         "cache", name, lambda: jnp.full(shape, fill, dtype)
     )
-    if self.mode == "causal":
+    if self.config.mode == "causal":
       s = self._ring_size()
       return dict(
           key=var("ring_key", (b, h, c, s, d), self.dtype, 0),
@@ -524,10 +410,10 @@ class RoutingAttention(nn.Module):
           count=var("cluster_count", (b, h, c), jnp.int32, 0),
       )
     length = self.max_decode_length
-    if length < self.window:
+    if length < self.config.window:
       raise ValueError(
           "topk decoding needs max_decode_length >= window, got "
-          f"max_decode_length={length}, window={self.window}"
+          f"max_decode_length={length}, window={self.config.window}"
       )
     full = lambda name, dtype: var(name, (b, length, h, d), dtype, 0)
     cache = dict(
@@ -535,7 +421,9 @@ class RoutingAttention(nn.Module):
         value=full("cached_value", self.dtype),
     )
     cache["key"] = (
-        cache["query"] if self.share_qk else full("cached_key", jnp.float32)
+        cache["query"]
+        if self.config.share_qk
+        else full("cached_key", jnp.float32)
     )
     return cache
 
@@ -555,9 +443,11 @@ class RoutingAttention(nn.Module):
     t = positions.astype(jnp.int32)
     mu = kmeans.current()
     key_cluster = km.assign(kn, mu)[:, :, 0]  # [b, h]
-    query_cluster = key_cluster if self.share_qk else km.assign(qn, mu)[:, :, 0]
+    query_cluster = (
+        key_cluster if self.config.share_qk else km.assign(qn, mu)[:, :, 0]
+    )
     qr, kr = self._rotate(qn, kn, t[:, None])
-    if self.mode == "causal":
+    if self.config.mode == "causal":
       return self._causal_step(
           cache, qr, kr, v, key_cluster, query_cluster, rel
       )
@@ -592,7 +482,7 @@ class RoutingAttention(nn.Module):
 
     always = jnp.ones((b, h), bool)
     join(key_cluster, k[:, 0], v[:, 0], always, always)
-    if not self.share_qk:
+    if not self.config.share_qk:
       # A query in another cluster than its key joins that cluster too.
       join(
           query_cluster,
@@ -605,10 +495,10 @@ class RoutingAttention(nn.Module):
     member = ring("member")  # [b, h, size]
     mine = cache["count"].value[bi, hi, query_cluster] - 1  # [b, h]
     back = mine[..., None] - member
-    if self.exclude_self:
-      band = (back >= 1) & (back <= self.window)
+    if self.config.exclude_self:
+      band = (back >= 1) & (back <= self.config.window)
     else:
-      band = (back >= 0) & (back < self.window)
+      band = (back >= 0) & (back < self.config.window)
     allowed = (member >= 0) & ring("is_key") & band
     rel_k = rel_v = None
     if rel is not None:
@@ -621,7 +511,7 @@ class RoutingAttention(nn.Module):
         allowed[:, :, None, None, :],
         rel_k=rel_k,
         rel_v=rel_v,
-        logit_scale=self.logit_scale,
+        logit_scale=self.config.logit_scale,
         dtype=self.dtype,
     )  # [b, h, 1, 1, d]
     o = o * jnp.any(allowed, -1)[:, :, None, None, None].astype(o.dtype)
@@ -631,7 +521,7 @@ class RoutingAttention(nn.Module):
     """The reference's fast decode: re-select among positions <= t."""
     rows = jnp.arange(qn.shape[0])
     for name, new in (("query", qn), ("key", kn), ("value", v)):
-      if name == "key" and self.share_qk:
+      if name == "key" and self.config.share_qk:
         continue
       var = cache[name]
       var.value = var.value.at[rows, t].set(new[:, 0].astype(var.value.dtype))
@@ -647,7 +537,7 @@ class RoutingAttention(nn.Module):
     length = q.shape[1]
     written = jnp.arange(length)[None] <= t[:, None]  # [b, length]
     qs = km.scores(q, mu)
-    ks = qs if self.share_qk else km.scores(k, mu)
+    ks = qs if self.config.share_qk else km.scores(k, mu)
     qr, kr = self._rotate(q, k, jnp.arange(length)[None])
     o, _ = routing_core.topk_routing_attention(
         qr,
@@ -656,11 +546,11 @@ class RoutingAttention(nn.Module):
         qs,
         ks,
         written,
-        window=self.window,
+        window=self.config.window,
         causal=self.causal,
         rel=rel,
         max_relative_position=self.max_relative_position,
-        logit_scale=self.logit_scale,
+        logit_scale=self.config.logit_scale,
         dtype=self.dtype,
     )
     return o[jnp.arange(o.shape[0]), t][:, None]  # [b, 1, h, d]
@@ -672,18 +562,18 @@ class RoutingAttention(nn.Module):
     if self.is_initializing():
       kmeans.current()
       return jnp.zeros_like(qn), {"loss": jnp.zeros((), jnp.float32)}
-    if self.mode == "causal":
+    if self.config.mode == "causal":
       o, aux = self._attend(kmeans, qn, kn, v, rel, None, train=False)
       mu = kmeans.current()
       key_cluster = km.assign(kn, mu)
-      query_cluster = None if self.share_qk else km.assign(qn, mu)
+      query_cluster = None if self.config.share_qk else km.assign(qn, mu)
       _, kr = self._rotate(qn, kn, jnp.arange(n)[None])
       state = routing_core.fill_rings(
           kr,
           v,
           key_cluster,
           query_cluster,
-          num_clusters=self.num_clusters,
+          num_clusters=self.config.num_clusters,
           size=self._ring_size(),
       )
       for name, value in state.items():
@@ -701,7 +591,7 @@ class RoutingAttention(nn.Module):
         a, ((0, 0), (0, self.max_decode_length - n), (0, 0), (0, 0))
     )
     for name, new in (("query", qn), ("key", kn), ("value", v)):
-      if name == "key" and self.share_qk:
+      if name == "key" and self.config.share_qk:
         continue
       cache[name].value = pad(new).astype(cache[name].value.dtype)
     mu = kmeans.current()

@@ -22,7 +22,8 @@ it again changes nothing).
 
 from typing import Any
 
-SCALINGS = ("none", "sqrt", "linear")
+from routing_jax.training.train_config import LR_BATCH_SCALINGS
+
 _EXPONENT = {"none": 0.0, "sqrt": 0.5, "linear": 1.0}
 
 
@@ -35,9 +36,9 @@ def check(config: Any) -> None:
         f"data.per_device_batch_size={per_device!r}: must be >= 0 (0: use"
         " data.batch_size as the global batch)"
     )
-  if rule not in SCALINGS:
+  if rule not in LR_BATCH_SCALINGS:
     raise ValueError(
-        f"train.lr_batch_scaling={rule!r}: must be one of {SCALINGS}"
+        f"train.lr_batch_scaling={rule!r}: must be one of {LR_BATCH_SCALINGS}"
     )
 
 

@@ -47,8 +47,9 @@ def flops_per_token(
     keys_local = min(cfg.query_block + cfg.memory_flange, seq_len)
     attn += n_local * 4 * keys_local * d
     if n_route:
-      keys = 1.5 * cfg.window if cfg.routing == "causal" else cfg.window
-      attn += n_route * (4 * min(keys, seq_len) * d + 2 * cfg.num_clusters * d)
+      r = cfg.routing
+      keys = 1.5 * r.window if r.mode == "causal" else r.window
+      attn += n_route * (4 * min(keys, seq_len) * d + 2 * r.num_clusters * d)
   fwd = 2.0 * matmul_param_count + attn
   return {"forward": fwd, "train": 3.0 * fwd}
 

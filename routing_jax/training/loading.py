@@ -11,7 +11,7 @@ from routing_jax import errors
 from routing_jax.nn.model import TransformerLM
 from routing_jax.training import checkpointing
 from routing_jax.training import train
-from routing_jax.training import train_loop
+from routing_jax.training import resume
 from routing_jax.training import workdir as workdir_lib
 
 
@@ -39,9 +39,7 @@ def load(workdir: str, config: Optional[Any] = None):
   if config is None:
     config = workdir_lib.load_config(workdir)
   else:
-    workdir_lib.check_model_config(
-        workdir, config, ignore=train_loop._HASH_EXEMPT  # pylint: disable=protected-access
-    )
+    workdir_lib.check_model_config(workdir, config, ignore=resume.HASH_EXEMPT)
   try:
     model_cfg = train.validate_config(config)
   except ValueError as e:
@@ -74,7 +72,7 @@ def load(workdir: str, config: Optional[Any] = None):
     saved = ckpt.read_meta(restored[2]).get("model_hash")
   finally:
     ckpt.close()
-  if saved not in (None, train_loop.config_hash(config)):
+  if saved not in (None, resume.config_hash(config)):
     raise errors.ConfigError(
         f"{directory}: checkpoint step {restored[2]} was trained with a"
         " different model config section; load it with the run's own config"

@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-OPTIMIZERS = ("adafactor", "adamw")
-SCHEDULES = ("rsqrt", "cosine", "constant")
+from routing_jax.training.train_config import OPTIMIZERS
 
 
 def learning_rate_schedule(t: Any) -> optax.Schedule:

@@ -34,6 +34,7 @@ from routing_jax.nn.model_config import ModelConfig
 from routing_jax.training import batch_scaling
 from routing_jax.training import grad_accum
 from routing_jax.training import optim
+from routing_jax.training import train_config
 
 # A parameter or optimizer moment this large kept whole on every device of
 # a model-parallel mesh is an error at start-up (smaller ones, such as
@@ -62,59 +63,12 @@ def validate_config(config: Any) -> ModelConfig:
     if not cond:
       raise ValueError(f"{field}={value!r}: {rule}")
 
-  need(t.steps >= 1, "train.steps", t.steps, "must be >= 1")
-  need(t.lr > 0, "train.lr", t.lr, "must be > 0")
-  need(
-      t.optimizer in optim.OPTIMIZERS,
-      "train.optimizer",
-      t.optimizer,
-      f"must be one of {optim.OPTIMIZERS}",
-  )
-  need(
-      t.schedule in optim.SCHEDULES,
-      "train.schedule",
-      t.schedule,
-      f"must be one of {optim.SCHEDULES}",
-  )
-  need(
-      t.warmup_steps >= 0, "train.warmup_steps", t.warmup_steps, "must be >= 0"
-  )
-  need(t.grad_clip >= 0, "train.grad_clip", t.grad_clip, "must be >= 0")
-  need(
-      t.weight_decay >= 0, "train.weight_decay", t.weight_decay, "must be >= 0"
-  )
-  need(
-      t.loss_chunk_len >= 0,
-      "train.loss_chunk_len",
-      t.loss_chunk_len,
-      "must be >= 0 (0: the whole sequence in one chunk)",
-  )
-  need(
-      t.grad_accum_steps >= 1,
-      "train.grad_accum_steps",
-      t.grad_accum_steps,
-      "must be >= 1",
-  )
+  train_config.TrainConfig.from_config(t)
   need(
       d.batch_size % t.grad_accum_steps == 0,
       "data.batch_size",
       d.batch_size,
       f"must be divisible by train.grad_accum_steps={t.grad_accum_steps}",
-  )
-  for f in (
-      "log_every",
-      "eval_every",
-      "checkpoint_every",
-      "keep_checkpoints",
-      "eval_batches",
-  ):
-    need(t[f] >= 1, f"train.{f}", t[f], "must be >= 1")
-  minutes = t.get("checkpoint_every_minutes", 0.0)
-  need(
-      minutes >= 0,
-      "train.checkpoint_every_minutes",
-      minutes,
-      "must be >= 0 (0: no wall-clock saves)",
   )
   need(d.seq_len >= 1, "data.seq_len", d.seq_len, "must be >= 1")
   need(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
@@ -146,12 +100,12 @@ def validate_config(config: Any) -> ModelConfig:
       ) from None
     # Without hardware, cli_checks.check_mesh checks it once the devices are known.
     check_tensor_divides_heads(model_cfg, tensor)
-  if model_cfg.routing == "topk" and any(model_cfg.routing_mask()):
+  if model_cfg.routing.mode == "topk" and model_cfg.routes:
     need(
-        model_cfg.window <= d.seq_len,
-        "model.window",
-        model_cfg.window,
-        f'routing="topk" needs window <= data.seq_len={d.seq_len}',
+        model_cfg.routing.window <= d.seq_len,
+        "model.routing.window",
+        model_cfg.routing.window,
+        f'mode="topk" needs window <= data.seq_len={d.seq_len}',
     )
   return model_cfg
 
@@ -282,7 +236,6 @@ def train_step(
   """
   rng = jax.random.fold_in(state.rng, state.step)
   total_w = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
-  micro = grad_accum.split_microbatches(batch, accum_steps, replicas)
 
   def loss_fn(params, kmeans, mb, key):
     ce, w, aux, new = token_loss(
@@ -301,6 +254,50 @@ def train_step(
     return loss, (new.get(km.STATS_COLLECTION, {}), ce, w, aux)
 
   grad_fn = grad_accum.per_replica(jax.value_and_grad(loss_fn, has_aux=True))
+  stats, grads, sums = _accumulate(
+      grad_fn,
+      state,
+      grad_accum.split_microbatches(batch, accum_steps, replicas),
+      rng,
+      accum_steps,
+      replicas,
+      param_shardings,
+  )
+  settings = model_lib.kmeans_settings(model.config)
+  kmeans = kmeans_ops.map_states(
+      lambda st, s: kmeans_ops.apply_statistics(st, s, settings),
+      state.kmeans,
+      stats,
+  )
+  # The step's one cross-replica gradient reduction.
+  grads = jax.tree.map(lambda g: jnp.sum(g, 0), grads)
+  if param_shardings is not None:
+    grads = jax.lax.with_sharding_constraint(grads, param_shardings)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new_state = state.replace(
+      step=state.step + 1, params=params, opt_state=opt_state, kmeans=kmeans
+  )
+  return new_state, _train_metrics(sums, grads, params, accum_steps)
+
+
+# What a step sums over its microbatches (loss terms, cluster statistics).
+_SUM_KEYS = (
+    "ce",
+    "weight",
+    "kmeans_loss",
+    "entropy",
+    "empty_fraction",
+    "max_share",
+)
+
+
+def _accumulate(
+    grad_fn, state, micro, rng, accum_steps, replicas, param_shardings
+):
+  """Scans the microbatches: (summed k-means statistics, per-replica
+  gradient sums [replicas, ...], sums of the loss terms and cluster
+  statistics)."""
   constrain = (
       lambda g: g
       if param_shardings is None
@@ -337,17 +334,7 @@ def train_step(
           lambda p: jnp.zeros((replicas,) + p.shape, p.dtype), state.params
       )
   )
-  zero_sums = {
-      k: jnp.zeros((), jnp.float32)
-      for k in (
-          "ce",
-          "weight",
-          "kmeans_loss",
-          "entropy",
-          "empty_fraction",
-          "max_share",
-      )
-  }
+  zero_sums = {k: jnp.zeros((), jnp.float32) for k in _SUM_KEYS}
   first = jax.tree.map(lambda a: a[0], micro)
   stats_shape = jax.eval_shape(
       lambda: jax.tree.map(
@@ -355,23 +342,15 @@ def train_step(
           grad_fn(state.params, state.kmeans, first, rng)[0][1][0],
       )
   )
-  (stats, grads, sums), _ = jax.lax.scan(
+  carry, _ = jax.lax.scan(
       body,
       (_empty_statistics(stats_shape), zeros, zero_sums),
       (micro, jnp.arange(accum_steps)),
   )
-  settings = model_lib.kmeans_settings(model.config)
-  kmeans = kmeans_ops.map_states(
-      lambda st, s: kmeans_ops.apply_statistics(st, s, settings),
-      state.kmeans,
-      stats,
-  )
-  # The step's one cross-replica gradient reduction.
-  grads = jax.tree.map(lambda g: jnp.sum(g, 0), grads)
-  if param_shardings is not None:
-    grads = jax.lax.with_sharding_constraint(grads, param_shardings)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+  return carry
+
+
+def _train_metrics(sums, grads, params, accum_steps) -> dict:
   metrics = {
       "loss": sums["ce"] / jnp.maximum(sums["weight"], 1.0),
       "kmeans_loss": sums["kmeans_loss"] / accum_steps,
@@ -381,10 +360,7 @@ def train_step(
   }
   for k in ("entropy", "empty_fraction", "max_share"):
     metrics[f"kmeans/{k}"] = sums[k] / accum_steps
-  new_state = state.replace(
-      step=state.step + 1, params=params, opt_state=opt_state, kmeans=kmeans
-  )
-  return new_state, metrics
+  return metrics
 
 
 def _empty_statistics(shapes: Any) -> Any:
@@ -418,16 +394,16 @@ def warmup_steps(model_cfg: ModelConfig) -> int:
     return 0
   if model_cfg.dense_routing_heads:
     return 0
-  if not any(model_cfg.routing_mask()):
+  if not model_cfg.routes:
     return 0
-  return model_cfg.routing_warmup_steps
+  return model_cfg.routing.warmup_steps
 
 
 @dataclasses.dataclass
 class Trainer:
   """The model, optimizer, mesh and jitted steps of one configuration.
 
-  With a routing warm-up (`model.routing_warmup_steps`) there are two
+  With a routing warm-up (`model.routing.warmup_steps`) there are two
   compiled steps of each kind: `warmup_train_step` / `warmup_eval_step`
   (routing heads dense, in chunks) for a state that has taken fewer than
   `warmup_steps` updates, and `train_step` / `eval_step` (routed) after.

@@ -18,8 +18,6 @@ What runs after the loop (final metric, sample, loss curve) is report.py.
 """
 
 import dataclasses
-import hashlib
-import json
 import time
 from typing import Any, Optional
 
@@ -36,10 +34,12 @@ from routing_jax.training import hardware
 from routing_jax.training import metrics as metrics_lib
 from routing_jax.training import optim
 from routing_jax.training import profiling
+from routing_jax.training import resume
 from routing_jax.training import sharding
 from routing_jax.training import step_metrics
 from routing_jax.training import text_samples
 from routing_jax.training import train
+from routing_jax.training import train_config
 from routing_jax.training import workdir as workdir_lib
 
 # Training stops when a step's loss or gradient norm is not finite.
@@ -68,28 +68,6 @@ def _say(line: str) -> None:
   logging.debug(line)
   if jax.process_index() == 0:
     print(line, flush=True)
-
-
-# Fields that pick how the same function is computed: a run may resume
-# under either value (and older checkpoints, saved before the field existed,
-# keep their hash).
-_HASH_EXEMPT = ("routing_implementation",)
-# Fields added after checkpoints existed, with the value that computes what
-# runs from before the field computed: left out of the hash at that value,
-# so those runs still resume.
-_HASH_NEUTRAL = {"routing_warmup": "dense"}
-
-
-def config_hash(config: Any) -> str:
-  """Hash of the model section: a checkpoint must match the architecture."""
-  model = {
-      key: value
-      for key, value in config.model.to_dict().items()
-      if key not in _HASH_EXEMPT
-      and not (key in _HASH_NEUTRAL and value == _HASH_NEUTRAL[key])
-  }
-  text = json.dumps(model, sort_keys=True, default=str)
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def evaluate(
@@ -194,19 +172,6 @@ def train_and_evaluate(
     )
 
 
-def _write_sample(writer, trainer, state, datasets, t, step: int) -> None:
-  """A text sample to TensorBoard at an evaluation (every process samples:
-  a collective), unless off, an image model, or still in the warm-up
-  (whose dense attention the decoder cannot reproduce)."""
-  length = t.get("eval_sample_length", 0)
-  if not length or datasets.decode is None or trainer.warming_up(step):
-    return
-  text = text_samples.sample_text(
-      trainer, state, datasets, t.sample_prompt, length, seed=t.seed + step
-  )
-  writer.write_text(step, "samples", text)
-
-
 def _train_and_evaluate(
     config: Any,
     workdir: str,
@@ -214,205 +179,280 @@ def _train_and_evaluate(
     restore_before: Optional[int] = None,
 ) -> TrainResult:
   """`train_and_evaluate`, resuming from a step before `restore_before`."""
+  loop = _start(config, workdir, restore_before)
+  t, primary = loop.t, jax.process_index() == 0
+  preempt = checkpointing.PreemptionHandler()
+  profiler = profiling.StepProfiler(
+      loop.workdir, loop.start, t.steps, profile_steps, enabled=primary
+  )
+  try:
+    for step in range(loop.start, t.steps):
+      profiler.update(step, loop.state)
+      loop.train_step(step)
+      done = step + 1
+      loop.maybe_log(done)
+      loop.maybe_eval(done)
+      if loop.maybe_save(done, stop=preempt.should_stop(done)):
+        logging.warning("Preempted: saved step %d, exiting.", done)
+        return loop.result(done, preempted=True)
+    loop.final_save()
+  finally:
+    profiler.close(loop.state)
+    loop.ckpt.close()
+    preempt.close()
+    loop.writer.close()
+  return loop.result(t.steps)
+
+
+def _start(config: Any, workdir: str, restore_before: Optional[int]) -> "_Loop":
+  """Checks the config, builds data, model and checkpointer, resumes, and
+  announces the run: its loop, ready for the first step."""
   model_cfg = train.validate_config(config)  # before anything compiles
-  t = config.train
   mesh = sharding.create_mesh(config.mesh)
   scaled = batch_scaling.resolve(config, sharding.batch_devices(mesh))
   if scaled:
     _say(scaled)
-  rules = sharding.logical_rules()
+  t = train_config.TrainConfig.from_config(config.train)
+  primary = jax.process_index() == 0
   # config.json is written once the resume checks pass: a rejected run
   # must not replace the config of the run that owns the checkpoints.
-  workdir = workdir_lib.create(workdir, primary=jax.process_index() == 0)
+  workdir = workdir_lib.create(workdir, primary=primary)
   datasets = create_datasets(config, mesh, model_cfg.vocab_size)
-  trainer, state = train.build_trainer(config, mesh, rules, model_cfg)
+  trainer, state = train.build_trainer(
+      config, mesh, sharding.logical_rules(), model_cfg
+  )
   ckpt = checkpointing.Checkpointer(
       workdir / "checkpoints",
       keep=t.keep_checkpoints,
       save_every=t.checkpoint_every,
       async_save=t.async_checkpointing,
-      metadata={"model_hash": config_hash(config)},
+      metadata={"model_hash": resume.config_hash(config)},
   )
-  restored = ckpt.restore(state, before=restore_before)
+  try:
+    restored = resume.restore(
+        ckpt, state, datasets.train, config, t.steps, restore_before
+    )
+  except Exception:
+    ckpt.close()
+    raise
+  start = 0
   if restored is not None:
-    state, data_state, start = restored
-    saved = ckpt.read_meta(start).get("model_hash")
-    if saved not in (None, config_hash(config)):
-      # Same shapes do not mean the same model (e.g. routing="topk").
-      ckpt.close()
-      raise errors.ConfigError(
-          f"{ckpt.directory}: checkpoint step {start} was trained with a "
-          "different model config section (model hash "
-          f"{saved} != {config_hash(config)}); use a new workdir."
-      )
-    try:
-      datasets.train.set_state(data_state)
-    except ValueError as e:  # e.g. another batch size
-      ckpt.close()
-      raise errors.ConfigError(
-          f"{ckpt.directory}: checkpoint step {start} cannot resume with this"
-          f" data config: {e}; rerun with the config it was saved with (the"
-          " workdir's config.json), or use a new workdir."
-      ) from e
-    if start > t.steps:
-      ckpt.close()
-      raise errors.UserInputError(
-          f"train.steps={t.steps} is below step {start} of the checkpoint"
-          f" in {ckpt.directory} (a save would give the later state the"
-          f" smaller step's name): give --config.train.steps={start} or more,"
-          " or use a new workdir."
-      )
+    state, start = restored
     _say(f"resumed from step {start} ({ckpt.directory})")
-  workdir_lib.create(workdir, config, primary=jax.process_index() == 0)
+  workdir_lib.create(workdir, config, primary=primary)
   params = sum(x.size for x in jax.tree.leaves(state.params))
   _say(
       f"model: {params:,} parameters; mesh {dict(mesh.shape)} over"
       f" {mesh.size} {jax.devices()[0].platform} device(s),"
       f" {jax.process_count()} process(es)"
   )
-  start = int(jax.device_get(state.step))
-  if jax.process_index() == 0:
+  if primary:
     # Rows a killed run wrote past its last checkpoint are redone now.
     metrics_lib.truncate_jsonl(workdir / metrics_lib.JSONL_FILE, start)
-  writer = metrics_lib.MetricWriter(workdir, enabled=jax.process_index() == 0)
+  writer = metrics_lib.MetricWriter(workdir, enabled=primary)
   writer.write_hparams(config.to_dict())
-  preempt = checkpointing.PreemptionHandler()
-  profiler = profiling.StepProfiler(
-      workdir, start, t.steps, profile_steps, enabled=jax.process_index() == 0
-  )
-  last_eval = None
-  peak = hardware.kind_of_device(jax.devices()[0].device_kind)
-  perf = step_metrics.StepMetrics(
-      start,
-      tokens_per_step=config.data.batch_size * config.data.seq_len,
-      flops_per_step=flops.train_flops_per_step(
-          model_cfg, state.params, config.data.batch_size, config.data.seq_len
+  return _Loop(
+      workdir=workdir,
+      t=t,
+      mesh=mesh,
+      trainer=trainer,
+      state=state,
+      datasets=datasets,
+      ckpt=ckpt,
+      writer=writer,
+      start=start,
+      # The restored step, until the first metrics after it are finite.
+      suspect=start
+      if restored is not None and restore_before is None
+      else None,
+      perf=step_metrics.StepMetrics(
+          start,
+          tokens_per_step=config.data.batch_size * config.data.seq_len,
+          flops_per_step=flops.train_flops_per_step(
+              model_cfg,
+              state.params,
+              config.data.batch_size,
+              config.data.seq_len,
+          ),
+          num_devices=mesh.size,
+          peak_flops=_peak_flops(),
+          learning_rate=optim.learning_rate_schedule(t),
       ),
-      num_devices=mesh.size,
-      peak_flops=peak.bf16_flops if peak else None,
-      learning_rate=optim.learning_rate_schedule(t),
   )
 
-  # The restored step, until the first metrics after it are found finite.
-  suspect = [start] if restored is not None and restore_before is None else []
 
-  def checked():
+def _peak_flops() -> Optional[float]:
+  peak = hardware.kind_of_device(jax.devices()[0].device_kind)
+  return peak.bf16_flops if peak else None
+
+
+@dataclasses.dataclass
+class _Loop:
+  """The state of a run's loop and its steps: train, log, eval, save."""
+
+  workdir: Any
+  t: train_config.TrainConfig
+  mesh: Any
+  trainer: train.Trainer
+  state: train.TrainState
+  datasets: input_pipeline.Datasets
+  ckpt: checkpointing.Checkpointer
+  writer: metrics_lib.MetricWriter
+  perf: step_metrics.StepMetrics
+  start: int
+  suspect: Optional[int] = None
+  last_eval: Optional[dict[str, float]] = None
+  compiled: set = dataclasses.field(default_factory=set)
+  t0: float = dataclasses.field(default_factory=time.time)
+  last_save: float = dataclasses.field(default_factory=time.monotonic)
+
+  def train_step(self, step: int) -> None:
+    """Runs step `step` (metrics stay on device until a log or save)."""
+    batch = sharding.make_global_batch(
+        next(self.datasets.train), self.mesh, self.trainer.data_sharding
+    )
+    step_fn = self.trainer.train_step_at(step)
+    compiling = id(step_fn) not in self.compiled
+    if compiling:
+      # The step that compiles stays out of step time and tokens/s.
+      jax.block_until_ready(self.state)
+      began = time.perf_counter()
+      kind = "warm-up" if self.trainer.warming_up(step) else "train"
+      _say(f"compiling the {kind} step...")
+    self.state, m = train.run_step(self.trainer, step_fn, self.state, batch)
+    if compiling:
+      jax.block_until_ready(m)
+      self.perf.exclude_step(time.perf_counter() - began)
+      self.compiled.add(id(step_fn))
+    self.perf.add(step + 1, m)
+
+  def checked(self) -> dict[str, float]:
     """The latest metrics; raises on a non-finite step since the last."""
-    m, bad = perf.fetch(FINITE_KEYS)
-    if bad and suspect:
+    m, bad = self.perf.fetch(FINITE_KEYS)
+    if bad and self.suspect is not None:
       raise _NonFiniteAfterRestore(
           f"non-finite {bad[1]}={bad[2]} at step {bad[0]}, the first"
-          f" metrics after restoring step {suspect[0]} from {ckpt.directory}.",
-          suspect[0],
+          f" metrics after restoring step {self.suspect} from"
+          f" {self.ckpt.directory}.",
+          self.suspect,
       )
     if bad:
       raise NonFiniteLossError(
           f"non-finite {bad[1]}={bad[2]} at step {bad[0]}; stopping without "
-          f"saving. The last good checkpoint (step {ckpt.latest_step()}) in "
-          f"{ckpt.directory} is intact."
+          f"saving. The last good checkpoint (step {self.ckpt.latest_step()})"
+          f" in {self.ckpt.directory} is intact."
       )
-    suspect.clear()
+    self.suspect = None
     return m
 
-  t0 = time.time()
-
-  def result(step: int, preempted: bool = False) -> TrainResult:
-    return TrainResult(
-        start_step=start,
-        step=step,
-        preempted=preempted,
-        state=state,
-        trainer=trainer,
-        datasets=datasets,
-        wall_s=time.time() - t0,
-        last_eval=last_eval,
+  def maybe_log(self, done: int) -> None:
+    t = self.t
+    if done % t.log_every and done != t.steps:
+      return
+    m = self.checked()
+    rates = self.perf.rates(done)
+    name, value = metrics_lib.paper_metric(
+        self.datasets.unit, m["loss"], self.datasets.tokens_per_word
+    )
+    scalars = {"train/loss_nats": m["loss"], f"train/{name}": value}
+    scalars.update({f"train/{k}": v for k, v in rates.items()})
+    scalars.update(
+        {f"train/{k}": v for k, v in m.items() if k not in ("loss", "tokens")}
+    )
+    self.writer.write(done, scalars)
+    _say(
+        metrics_lib.progress_line(
+            done,
+            t.steps,
+            name,
+            value,
+            rates["tokens_per_s"],
+            time.time() - self.t0,
+            done - self.start,
+            perf=rates,
+        )
     )
 
-  compiled = set()  # ids of the step functions run so far
-  minutes = float(t.get("checkpoint_every_minutes", 0.0))
-  last_save = time.monotonic()
-  try:
-    for step in range(start, t.steps):
-      profiler.update(step, state)
-      batch = sharding.make_global_batch(
-          next(datasets.train), mesh, trainer.data_sharding
-      )
-      step_fn = trainer.train_step_at(step)
-      compiling = id(step_fn) not in compiled
-      if compiling:
-        # The step that compiles stays out of step time and tokens/s.
-        jax.block_until_ready(state)
-        began = time.perf_counter()
-        kind = "warm-up" if trainer.warming_up(step) else "train"
-        _say(f"compiling the {kind} step...")
-      state, m = train.run_step(trainer, step_fn, state, batch)
-      if compiling:
-        jax.block_until_ready(m)
-        perf.exclude_step(time.perf_counter() - began)
-        compiled.add(id(step_fn))
-      perf.add(step + 1, m)  # fetched at log and save points only
-      done = step + 1
-      if done % t.log_every == 0 or done == t.steps:
-        m = checked()
-        rates = perf.rates(done)
-        name, value = metrics_lib.paper_metric(
-            datasets.unit, m["loss"], datasets.tokens_per_word
+  def maybe_eval(self, done: int) -> None:
+    t = self.t
+    if done % t.eval_every and done != t.steps:
+      return
+    self.checked()  # the queued steps finish before the clock starts
+    began = time.perf_counter()
+    ev = evaluate(
+        self.trainer, self.state, self.datasets, self.mesh, t.eval_batches
+    )
+    self.writer.write(done, ev)
+    self._write_sample(done)
+    _say(
+        f"eval at step {done}: "
+        + ", ".join(
+            f"{k[5:]} {v:.4f}" for k, v in ev.items() if k != "eval/tokens"
         )
-        scalars = {"train/loss_nats": m["loss"], f"train/{name}": value}
-        scalars.update({f"train/{k}": v for k, v in rates.items()})
-        scalars.update({
-            f"train/{k}": v for k, v in m.items() if k not in ("loss", "tokens")
-        })
-        writer.write(done, scalars)
-        _say(
-            metrics_lib.progress_line(
-                done,
-                t.steps,
-                name,
-                value,
-                rates["tokens_per_s"],
-                time.time() - t0,
-                done - start,
-                perf=rates,
-            )
-        )
-      if done % t.eval_every == 0 or done == t.steps:
-        checked()  # the queued steps finish before the clock starts
-        began = time.perf_counter()
-        ev = evaluate(trainer, state, datasets, mesh, t.eval_batches)
-        writer.write(done, ev)
-        _write_sample(writer, trainer, state, datasets, t, done)
-        _say(
-            f"eval at step {done}: "
-            + ", ".join(
-                f"{k[5:]} {v:.4f}" for k, v in ev.items() if k != "eval/tokens"
-            )
-        )
-        last_eval = ev
-        perf.exclude(time.perf_counter() - began)
-      stop = preempt.should_stop(done)
-      # Wall-clock saves, decided at log points by process 0's clock (the
-      # processes must agree: a save is collective).
-      timed = (
-          minutes > 0
-          and done % t.log_every == 0
-          and multihost.agree(time.monotonic() - last_save >= minutes * 60)
-      )
-      if stop or timed or done % ckpt.save_every == 0:
-        checked()  # nothing non-finite is ever saved
-        began = time.perf_counter()
-        ckpt.save(done, state, datasets.train.get_state(), force=stop or timed)
-        last_save = time.monotonic()
-        if stop:
-          ckpt.wait()
-          logging.warning("Preempted: saved step %d, exiting.", done)
-          return result(done, preempted=True)
-        perf.exclude(time.perf_counter() - began)
-    checked()
-    ckpt.save(t.steps, state, datasets.train.get_state(), force=True)
-  finally:
-    profiler.close(state)
-    ckpt.close()
-    preempt.close()
-    writer.close()
-  return result(t.steps)
+    )
+    self.last_eval = ev
+    self.perf.exclude(time.perf_counter() - began)
+
+  def _write_sample(self, step: int) -> None:
+    """A text sample to TensorBoard at an evaluation (every process
+    samples: a collective), unless off, an image model, or still in the
+    warm-up (whose dense attention the decoder cannot reproduce)."""
+    t, data = self.t, self.datasets
+    if (
+        not t.eval_sample_length
+        or data.decode is None
+        or self.trainer.warming_up(step)
+    ):
+      return
+    text = text_samples.sample_text(
+        self.trainer,
+        self.state,
+        data,
+        t.sample_prompt,
+        t.eval_sample_length,
+        seed=t.seed + step,
+    )
+    self.writer.write_text(step, "samples", text)
+
+  def maybe_save(self, done: int, stop: bool) -> bool:
+    """Saves at the interval, after `checkpoint_every_minutes`, or when
+    `stop` (preempted); True when the run must end (saved)."""
+    minutes = self.t.checkpoint_every_minutes
+    # Wall-clock saves, decided at log points by process 0's clock (the
+    # processes must agree: a save is collective).
+    timed = (
+        minutes > 0
+        and done % self.t.log_every == 0
+        and multihost.agree(time.monotonic() - self.last_save >= minutes * 60)
+    )
+    if not (stop or timed or done % self.ckpt.save_every == 0):
+      return False
+    self.checked()  # nothing non-finite is ever saved
+    began = time.perf_counter()
+    self.ckpt.save(
+        done, self.state, self.datasets.train.get_state(), force=stop or timed
+    )
+    self.last_save = time.monotonic()
+    if stop:
+      self.ckpt.wait()
+      return True
+    self.perf.exclude(time.perf_counter() - began)
+    return False
+
+  def final_save(self) -> None:
+    self.checked()
+    self.ckpt.save(
+        self.t.steps, self.state, self.datasets.train.get_state(), force=True
+    )
+
+  def result(self, step: int, preempted: bool = False) -> TrainResult:
+    return TrainResult(
+        start_step=self.start,
+        step=step,
+        preempted=preempted,
+        state=self.state,
+        trainer=self.trainer,
+        datasets=self.datasets,
+        wall_s=time.time() - self.t0,
+        last_eval=self.last_eval,
+    )

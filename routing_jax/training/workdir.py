@@ -23,6 +23,7 @@ from absl import logging
 from etils import epath
 
 from routing_jax import errors
+from routing_jax.nn import model_config
 
 CONFIG_FILE = "config.json"
 # Held by the training run that writes the workdir (see `lock`).
@@ -133,6 +134,8 @@ def load_config(workdir: Any) -> Any:
       return {k: tuples(v) for k, v in x.items()}
     return tuple(tuples(v) for v in x) if isinstance(x, list) else x
 
+  if isinstance(saved.get("model"), dict):  # written before model.routing
+    saved["model"] = model_config.migrate_legacy(saved["model"])
   return ml_collections.ConfigDict(tuples(saved))
 
 
@@ -161,7 +164,10 @@ def check_model_config(
     saved = json.loads(path.read_text()).get("model", {})
   except (OSError, ValueError, AttributeError) as e:
     raise errors.WorkdirError(f"cannot read {path}: {e}") from e
-  given = json.loads(config.model.to_json_best_effort(sort_keys=True))
+  saved = model_config.dotted(model_config.migrate_legacy(saved))
+  given = model_config.dotted(
+      json.loads(config.model.to_json_best_effort(sort_keys=True))
+  )
   # Fields added after the run was trained are not in its file.
   diff = [
       k

@@ -21,7 +21,7 @@ from routing_jax.nn import model as M
 # Small text model: 3 layers, local-only layer 0, layers 1 and 2 with 2 local
 # and 2 causal routing heads. Tiny blocks, windows and relative range, so
 # that 32 tokens span several local blocks and routing windows and decoding
-# wraps every ring; kmeans_decay 0.9 makes a few training steps move the
+# wraps every ring; k-means decay 0.9 makes a few training steps move the
 # centroids visibly; dropout 0 keeps train=True deterministic.
 SMALL_TEXT = dict(
     vocab_size=32,
@@ -33,13 +33,22 @@ SMALL_TEXT = dict(
     d_ff=64,
     query_block=8,
     memory_flange=8,
-    num_clusters=3,
-    window=6,
     max_len=32,
     max_relative_position=10,
     residual_dropout=0.0,
-    kmeans_decay=0.9,
+    routing=dict(num_clusters=3, window=6, kmeans=dict(decay=0.9)),
 )
+
+
+def merged(base: dict, **kw) -> dict:
+  """`base` updated by `kw`, dict values merged key by key (so
+  `routing=dict(window=8)` keeps base's other routing fields)."""
+  out = dict(base)
+  for key, value in kw.items():
+    if isinstance(value, dict) and isinstance(out.get(key), dict):
+      value = merged(out[key], **value)
+    out[key] = value
+  return out
 
 
 def random_variables(model, seed=0):
