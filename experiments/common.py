@@ -4,13 +4,16 @@
 
 Experiment files call `base_config()` and override what their paper setting
 changes. Only ml_collections and the jax-free config modules of routing_jax
-(model defaults, mode names) are imported here, so configs load in
-milliseconds and never pull in jax.
+(model, routing and training defaults, mode names) are imported here, so
+configs load in milliseconds and never pull in jax.
 
 Sections:
-  model  -> routing_jax.ModelConfig.from_config (validated there)
+  model  -> routing_jax.ModelConfig.from_config (validated there); the
+            routing heads' settings in model.routing (RoutingConfig), the
+            k-means ones in model.routing.kmeans (KMeansConfig)
   data   -> routing_jax.data.input_pipeline
-  train  -> routing_jax.training.train (optimizer, schedule, loop, checkpoints)
+  train  -> routing_jax.training.train_config.TrainConfig (optimizer,
+            schedule, loop, checkpoints)
   mesh   -> routing_jax.training.sharding (device mesh axis sizes, -1 fills
             the rest)
   hardware -> routing_jax.training.hardware (the target accelerator, for the

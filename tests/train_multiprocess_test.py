@@ -112,8 +112,11 @@ def fixture_runs(tmp_path_factory):
   try:
     config = shakespeare.get_config("tiny")
     for key, value in OVERRIDES.items():
-      section, name = key.split(".")
-      config[section][name] = value
+      *path, name = key.split(".")
+      section = config
+      for part in path:
+        section = section[part]
+      section[name] = value
     single = tmp_path / "single"
     result = train_loop.train_and_evaluate(config, str(single))
     runs = {}

@@ -54,7 +54,7 @@ class ModelConfig:
   dense_routing_heads: bool = False
   causal: bool = True
   # What the routing heads do (clusters, window, mode, warm-up, k-means):
-  # the object `RoutingAttention` takes, fields documented there.
+  # the object `RoutingAttention` takes (fields: routing_config.py).
   routing: RoutingConfig = RoutingConfig()
   # "relative" (Shaw, the paper's text models), "rope", "none", or
   # "learned2d" (row/column tables, the paper's image models).

@@ -70,12 +70,18 @@ def flip_bytes(step_dir, merged_tree=False, seed=0, only=None) -> None:
       for f in array_files(step_dir)
       if f.parent.parent.name.startswith("ocdbt.process_")
   ]
+  # A byte drawn uniformly over all the data (not a file first: the many
+  # small files are b-tree nodes that restore never reads; their names,
+  # and so a file-first draw, change from run to run).
+  ends = np.cumsum([f.stat().st_size for f in files])
   rng = np.random.default_rng(seed)
-  for _ in range(50):
-    f = files[rng.integers(len(files))]
+  for _ in range(200):
+    at = int(rng.integers(ends[-1]))
+    i = int(np.searchsorted(ends, at, side="right"))
+    f = files[i]
     original = f.read_bytes()
     data = bytearray(original)
-    data[rng.integers(len(data))] ^= 0xFF
+    data[at - (int(ends[i - 1]) if i else 0)] ^= 0xFF
     f.write_bytes(bytes(data))
     try:
       after = _read_leaves(state)
