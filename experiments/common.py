@@ -74,7 +74,13 @@ def base_config() -> ml_collections.ConfigDict:
   d.manual_dir = ""  # where a user put downloaded archives
   d.text_files = ""  # glob, for name="text_files"
   d.eval_split = "validation"
-  d.tokenizer_vocab_size = 32768  # pg19 sentencepiece
+  # "bytes" or "sentencepiece" (text_files: subwords, still reported in
+  # bits per byte; pg19 always uses sentencepiece).
+  d.tokenizer = "bytes"
+  d.tokenizer_vocab_size = 32768  # sentencepiece pieces (pg19, text_files)
+  # text_files: a given sentencepiece .model instead of training one on the
+  # train split (its own vocabulary size then applies).
+  d.tokenizer_model = ""
   d.seed = 0
   d.num_workers = 0  # grain worker processes (0: in-process)
 

@@ -379,8 +379,8 @@ def test_pg19_mock_tokenizer_and_word_factor(tmp_path):
   ids = ds.encode(text)
   assert ds.decode(ids) == text  # Lossless.
   assert ds.vocab_size == 400 and ids.max() < 400 and ids.min() > 0
-  assert ds.tokens_per_word == pytest.approx(len(ids) / len(text.split()))
-  assert again.tokens_per_word == ds.tokens_per_word
+  assert ds.tokens_per_unit == pytest.approx(len(ids) / len(text.split()))
+  assert again.tokens_per_unit == ds.tokens_per_unit
   # The eval split is one book: its sequences are the book's ids in order.
   got = np.concatenate([b["targets"][b["weights"] > 0] for b in eval_batches])
   np.testing.assert_array_equal(got, ids)
@@ -453,8 +453,8 @@ def test_pg19_is_prepared_once_and_other_processes_only_read(
     batch = next(again.train)
   ids = ds.encode(corpus.load_play("macbeth").decode())
   assert (
-      ds.tokens_per_word
-      == again.tokens_per_word
+      ds.tokens_per_unit
+      == again.tokens_per_unit
       == pytest.approx(
           len(ids) / len(corpus.load_play("macbeth").decode().split())
       )

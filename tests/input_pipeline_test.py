@@ -328,3 +328,83 @@ def test_text_files_pipeline_keeps_files_apart(tmp_path):
   )["validation"]
   with open(val_path, "rb") as f:
     assert eval_bytes.astype(np.uint8).tobytes() == f.read()
+
+
+def test_text_files_as_sentencepiece_subwords_report_bits_per_byte(tmp_path):
+  """data.tokenizer="sentencepiece": a model trained once on the train
+  files (saved next to the dataset), the eval split's tokens per byte
+  counted independently, the same ids from a given .model file."""
+  import math  # pylint: disable=g-import-not-at-top
+  import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import metrics  # pylint: disable=g-import-not-at-top
+
+  files = tmp_path / "files"
+  files.mkdir()
+  for i, play in enumerate(corpus.documents("train")[:6]):
+    (files / f"p{i}.txt").write_bytes(play[:20000].tobytes() + "é\n".encode())
+  cfg = _cfg(
+      name="text_files",
+      text_files=str(files / "*.txt"),
+      data_dir=str(tmp_path / "tfds"),
+      tokenizer="sentencepiece",
+      tokenizer_vocab_size=640,
+      seq_len=32,
+      batch_size=2,
+  )
+  ds = _create(cfg)
+  (model_path,) = (tmp_path / "tfds").glob("text_files/*/spm640.model")
+  sp = spm.SentencePieceProcessor(model_file=str(model_path))
+  (val_path,) = datasets.text_files.assign_splits(
+      sorted(str(p) for p in files.glob("*.txt"))
+  )["validation"]
+  text = open(val_path, encoding="utf-8").read()
+  ids = sp.encode(text)
+  assert sp.decode(ids) == text and ds.decode(ds.encode(text)) == text
+  assert (ds.unit, ds.vocab_size) == ("subword_byte", 640)
+  assert ds.tokens_per_unit == len(ids) / len(text.encode("utf-8")) < 0.8
+  got = np.concatenate([b["targets"][b["weights"] > 0] for b in ds.eval])
+  np.testing.assert_array_equal(got, ids)
+  name, value = metrics.paper_metric(ds.unit, 2.0, ds.tokens_per_unit)
+  assert (name, value) == (
+      "bits_per_byte",
+      2.0 * ds.tokens_per_unit / math.log(2),
+  )
+  # Trained once: a second pipeline loads the saved model.
+  before = model_path.stat().st_mtime_ns
+  again = _create(cfg)
+  assert model_path.stat().st_mtime_ns == before
+  np.testing.assert_array_equal(
+      np.concatenate([b["targets"][b["weights"] > 0] for b in again.eval]), ids
+  )
+  # A given model file (another data dir: nothing trained there).
+  given = _create(
+      _cfg(
+          **dict(
+              cfg.to_dict(),
+              data_dir=str(tmp_path / "other"),
+              tokenizer_model=str(model_path),
+          )
+      )
+  )
+  assert not list((tmp_path / "other").glob("text_files/*/spm*.model"))
+  np.testing.assert_array_equal(
+      np.concatenate([b["targets"][b["weights"] > 0] for b in given.eval]), ids
+  )
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(tokenizer="bpe"), r"data\.tokenizer='bpe'"),
+        (dict(tokenizer="sentencepiece"), r'data\.tokenizer=.*"text_files"'),
+        (dict(tokenizer_model="x.model"), r"data\.tokenizer_model='x\.model'"),
+    ],
+)
+def test_tokenizer_fields_are_checked_at_start_up(fields, message):
+  from experiments import shakespeare  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
+
+  config = shakespeare.get_config("tiny")
+  config.data.update(fields)
+  with pytest.raises(ValueError, match=message):
+    train.validate_config(config)

@@ -412,10 +412,12 @@ class Datasets:
     train: infinite, checkpointable iterator of local train batches.
     eval: finite, re-iterable local batches of `data.eval_split`.
     vocab_size: ids lie in [0, vocab_size) (the model needs at least this).
-    unit: what a token is: "byte", "word", "subword", "subpixel", "token".
+    unit: what a token is and how its loss is reported: "byte", "word",
+      "subword" (per word), "subword_byte" (per byte), "subpixel", "token".
     local_batch_size: rows per batch in this process.
-    tokens_per_word: pg19 only: subword tokens per word on the eval split
-      (word-level perplexity = exp(loss_per_token * tokens_per_word)).
+    tokens_per_unit: subword tokens per reported unit on the eval split:
+      per word for pg19 (word perplexity = exp(loss_per_token * it)), per
+      byte for subword text_files (bits/byte = loss_per_token * it / ln 2).
     image_shape: (H, W, C) for image datasets.
     decode: ids -> text (text datasets), else None.
     encode: text -> int32 ids (text datasets), else None.
@@ -426,7 +428,7 @@ class Datasets:
   vocab_size: int
   unit: str
   local_batch_size: int
-  tokens_per_word: float | None = None
+  tokens_per_unit: float | None = None
   image_shape: tuple[int, int, int] | None = None
   decode: Callable[[Any], str] | None = None
   encode: Callable[[str], np.ndarray] | None = None
@@ -501,7 +503,7 @@ def create_datasets(
   else:
     train_docs, extra = opening.open_split(cfg, "train")
     eval_docs, eval_extra = opening.open_split(cfg, cfg.eval_split)
-    extra.update(eval_extra)  # E.g. pg19's tokens_per_word of eval_split.
+    extra.update(eval_extra)  # E.g. pg19's tokens_per_unit of eval_split.
   data_vocab = max(train_docs.vocab_size, eval_docs.vocab_size)
   if vocab_size is not None and vocab_size < data_vocab:
     raise ValueError(

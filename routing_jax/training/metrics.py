@@ -23,20 +23,25 @@ UNITS = {
     "byte": ("bits_per_byte", lambda nats, _: nats / math.log(2)),
     "subpixel": ("bits_per_dim", lambda nats, _: nats / math.log(2)),
     "word": ("perplexity", lambda nats, _: math.exp(min(nats, 50.0))),
+    # Per-token losses scaled by the eval split's tokens per unit.
     "subword": (
         "word_perplexity",
         lambda nats, tpw: math.exp(min(nats * (tpw or 1.0), 50.0)),
+    ),
+    "subword_byte": (
+        "bits_per_byte",
+        lambda nats, tpb: nats * (tpb or 1.0) / math.log(2),
     ),
     "token": ("perplexity", lambda nats, _: math.exp(min(nats, 50.0))),
 }
 
 
 def paper_metric(
-    unit: str, nats: float, tokens_per_word: Optional[float] = None
+    unit: str, nats: float, tokens_per_unit: Optional[float] = None
 ) -> tuple[str, float]:
   """(name, value) of a per-token loss in the paper's unit for `unit`."""
   name, fn = UNITS.get(unit, UNITS["token"])
-  return name, fn(float(nats), tokens_per_word)
+  return name, fn(float(nats), tokens_per_unit)
 
 
 class MetricWriter:

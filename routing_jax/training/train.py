@@ -72,6 +72,25 @@ def validate_config(config: Any) -> ModelConfig:
   )
   need(d.seq_len >= 1, "data.seq_len", d.seq_len, "must be >= 1")
   need(d.batch_size >= 1, "data.batch_size", d.batch_size, "must be >= 1")
+  tokenizer = d.get("tokenizer", "bytes")
+  need(
+      tokenizer in ("bytes", "sentencepiece"),
+      "data.tokenizer",
+      tokenizer,
+      'must be "bytes" or "sentencepiece"',
+  )
+  need(
+      tokenizer == "bytes" or d.name in ("text_files", "pg19"),
+      "data.tokenizer",
+      tokenizer,
+      'applies to data.name="text_files" (pg19 always uses sentencepiece)',
+  )
+  need(
+      not d.get("tokenizer_model", "") or tokenizer == "sentencepiece",
+      "data.tokenizer_model",
+      d.get("tokenizer_model", ""),
+      'needs data.tokenizer="sentencepiece"',
+  )
   batch_scaling.check(config)
   need(
       d.seq_len <= model_cfg.max_len,

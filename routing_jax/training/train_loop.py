@@ -91,7 +91,7 @@ def evaluate(
     n += 1
   nats = sums["ce"] / max(sums["weight"], 1.0)
   name, value = metrics_lib.paper_metric(
-      datasets.unit, nats, datasets.tokens_per_word
+      datasets.unit, nats, datasets.tokens_per_unit
   )
   return {
       "eval/loss_nats": nats,
@@ -352,7 +352,7 @@ class _Loop:
     m = self.checked()
     rates = self.perf.rates(done)
     name, value = metrics_lib.paper_metric(
-        self.datasets.unit, m["loss"], self.datasets.tokens_per_word
+        self.datasets.unit, m["loss"], self.datasets.tokens_per_unit
     )
     scalars = {"train/loss_nats": m["loss"], f"train/{name}": value}
     scalars.update({f"train/{k}": v for k, v in rates.items()})

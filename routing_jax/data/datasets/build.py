@@ -85,8 +85,9 @@ def main(argv):
       print(
           f"  {split}: {int(docs.lengths().sum()):,} subword tokens"
           + (
-              f", {extra['tokens_per_word']:.4f} tokens per word"
-              if "tokens_per_word" in extra
+              f", {extra['tokens_per_unit']:.4f} tokens per"
+              f" {'byte' if extra['unit'] == 'subword_byte' else 'word'}"
+              if "tokens_per_unit" in extra
               else ""
           )
       )

@@ -12,6 +12,7 @@ the others wait, then read its result (see `_prepare_once`).
 
 import os
 
+from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -22,6 +23,7 @@ from routing_jax.data.datasets import enwik8  # pylint: disable=unused-import
 from routing_jax.data.datasets import idx
 from routing_jax.data.datasets import pg19
 from routing_jax.data.datasets import sources
+from routing_jax.data.datasets import subwords
 from routing_jax.data.datasets import text_files
 from routing_jax.data.datasets import wikitext103
 
@@ -153,8 +155,52 @@ def _open_pg19(cfg, split: str, data_dir: str | None):
       encode=lambda t: pg19.encode(sp, t),
   )
   if split != "train":
-    extra["tokens_per_word"] = tokens_per_word
+    extra["tokens_per_unit"] = tokens_per_word
   return docs, extra
+
+
+def _text_files_subwords(cfg, builder, split: str, docs):
+  """`text_files` as sentencepiece subwords (data.tokenizer=
+  "sentencepiece"), still reported per byte.
+
+  The model is `data.tokenizer_model` if given, else one trained once on
+  the train split (process 0; the others wait) and saved next to the
+  dataset, named by its vocabulary size. A split's bits per byte are its
+  nats per token times tokens per byte (its UTF-8 bytes), so they compare
+  with byte-level runs on the same files.
+  """
+  if cfg.tokenizer_model:
+    sp = subwords.load(cfg.tokenizer_model)
+  else:
+    vocab_size = cfg.tokenizer_vocab_size
+    path = os.path.join(
+        os.fspath(epath.Path(builder().data_dir).parent),
+        f"spm{vocab_size}.model",
+    )
+
+    def lines():
+      train = builder().as_data_source("train")
+      for i in range(len(train)):
+        text = bytes(train[i]["bytes"]).decode("utf-8", errors="replace")
+        yield from (line for line in text.split("\n") if line.strip())
+
+    _prepare_once(
+        lambda: epath.Path(path).exists(),
+        lambda: subwords.train(lines(), vocab_size, path, "text_files"),
+        "text_files_tokenizer",
+    )
+    sp = subwords.load(path, vocab_size, "data.tokenizer_vocab_size")
+  texts = [bytes(d).decode("utf-8", errors="replace") for d in docs]
+  ids = [subwords.encode(sp, t) for t in texts]
+  extra = dict(
+      unit="subword_byte",
+      decode=lambda i: subwords.decode(sp, i),
+      encode=lambda t: subwords.encode(sp, t),
+  )
+  if split != "train":
+    num_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    extra["tokens_per_unit"] = sum(len(i) for i in ids) / max(num_bytes, 1)
+  return sources.ArrayDocuments(ids, sp.get_piece_size()), extra
 
 
 def open_split(cfg, split: str) -> tuple[sources.Documents, dict]:
@@ -167,7 +213,7 @@ def open_split(cfg, split: str) -> tuple[sources.Documents, dict]:
 
   Returns:
     (documents, dict of `input_pipeline.Datasets` fields: unit, decode,
-    encode, image_shape, tokens_per_word as they apply).
+    encode, image_shape, tokens_per_unit as they apply).
   """
   name = cfg.name
   data_dir = data_dir_of(cfg)
@@ -199,7 +245,9 @@ def open_split(cfg, split: str) -> tuple[sources.Documents, dict]:
         builder().as_data_source(split), f"text_files/{split}"
     )
     docs = [source[i]["bytes"] for i in range(len(source))]
-    return sources.ArrayDocuments(docs, 256), _byte_extra()
+    if cfg.get("tokenizer", "bytes") == "bytes":
+      return sources.ArrayDocuments(docs, 256), _byte_extra()
+    return _text_files_subwords(cfg, builder, split, docs)
   if name == "pg19":
     return _open_pg19(cfg, split, data_dir)
   if name in IMAGE_DATASETS:

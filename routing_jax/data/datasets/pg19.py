@@ -14,9 +14,7 @@ tokenizer and tokenizes every book of a split once, saving each book's
 length in tokens and the split's token and word counts; training hosts only
 load these files (`load_split`). The data dir may be a URL (gs://...).
 
-Ids: 0 = <pad> (also the start token), 1 = <unk>; byte fallback makes every
-string encodable and `decode(encode(text)) == text` (identity
-normalisation, whitespace kept, "\\n" is its own piece).
+Ids and tokenizer settings: `subwords.py`.
 
 Word-level perplexity: with L nats per subword token, the word-level
 perplexity is exp(L * T / W), T subword tokens and W words (whitespace
@@ -26,7 +24,6 @@ vocabulary (`PAPER_TOKENS_PER_WORD`); ours differs and must be measured on
 the split being reported.
 """
 
-import hashlib
 import io
 import json
 import os
@@ -35,8 +32,10 @@ from etils import epath
 import numpy as np
 import sentencepiece as spm
 
+from routing_jax.data.datasets import subwords
+
 PAPER_TOKENS_PER_WORD = 1.248
-PAD_ID, UNK_ID = 0, 1
+PAD_ID, UNK_ID = subwords.PAD_ID, subwords.UNK_ID
 
 
 def default_data_dir(data_dir: str | None) -> str:
@@ -98,53 +97,16 @@ def train_tokenizer(
   Returns:
     The trained processor.
   """
-  writer = io.BytesIO()
-  try:
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=sample_lines(
-            source, max_books=max_books, max_bytes=max_bytes
-        ),
-        model_writer=writer,
-        vocab_size=vocab_size,
-        model_type="bpe",
-        pad_id=PAD_ID,
-        unk_id=UNK_ID,
-        bos_id=-1,
-        eos_id=-1,
-        byte_fallback=True,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        allow_whitespace_only_pieces=True,
-        user_defined_symbols=["\n"],
-        num_threads=os.cpu_count() or 1,
-        minloglevel=2,
-    )
-  except RuntimeError as e:
-    raise ValueError(
-        f"training the PG-19 tokenizer with vocab_size={vocab_size} failed: {e}"
-    ) from e
-  _write_atomic(path, writer.getvalue())
-  return spm.SentencePieceProcessor(model_proto=writer.getvalue())
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-  """Writes `data` under a temporary name, then renames: readers on other
-  hosts never see half a file."""
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f"{path.name}.tmp{os.getpid()}"
-  tmp.write_bytes(data)
-  tmp.replace(path)
+  return subwords.train(
+      sample_lines(source, max_books=max_books, max_bytes=max_bytes),
+      vocab_size,
+      path,
+      "PG-19",
+  )
 
 
 def _load_tokenizer(path: str, vocab_size: int) -> spm.SentencePieceProcessor:
-  sp = spm.SentencePieceProcessor(model_proto=epath.Path(path).read_bytes())
-  if sp.get_piece_size() != vocab_size:
-    raise ValueError(
-        f"{path} has {sp.get_piece_size()} pieces, expected"
-        f" data.tokenizer_vocab_size={vocab_size}"
-    )
-  return sp
+  return subwords.load(path, vocab_size, "data.tokenizer_vocab_size")
 
 
 def load_or_train_tokenizer(
@@ -164,9 +126,7 @@ def load_or_train_tokenizer(
   return train_tokenizer(train_source_fn(), vocab_size, path, **train_kwargs)
 
 
-def encode(sp: spm.SentencePieceProcessor, text: str) -> np.ndarray:
-  """Subword ids of `text`: int32 [num_tokens]."""
-  return np.asarray(sp.encode(text), np.int32)
+encode = subwords.encode
 
 
 def count_split(source, sp: spm.SentencePieceProcessor):
@@ -192,7 +152,7 @@ def _split_paths(
     split: str,
 ):
   """Where a split's counts live; named after the tokenizer's digest."""
-  digest = hashlib.sha1(sp.serialized_model_proto()).hexdigest()[:10]
+  digest = subwords.digest(sp)
   prefix = os.path.join(
       default_data_dir(data_dir), f"pg19_spm{vocab_size}_{digest}_{split}"
   )
@@ -238,13 +198,13 @@ def prepare_split(
   lengths, words = count_split(source, sp)
   buffer = io.BytesIO()
   np.save(buffer, lengths)
-  _write_atomic(lengths_path, buffer.getvalue())
+  subwords.write_atomic(lengths_path, buffer.getvalue())
   counts = {
       "books": len(lengths),
       "tokens": int(lengths.sum()),
       "words": int(words),
   }
-  _write_atomic(counts_path, json.dumps(counts).encode("utf-8"))
+  subwords.write_atomic(counts_path, json.dumps(counts).encode("utf-8"))
 
 
 def load_split(data_dir: str | None, vocab_size: int, split: str):
