@@ -1,0 +1,169 @@
+# Copyright 2026 The routing-jax Authors.
+# SPDX-License-Identifier: Apache-2.0
+"""bfloat16 against float32 on the CPU: step time and the loss it reaches.
+
+model.dtype="bfloat16" runs matmuls and activations in bf16 (parameters,
+optimizer state, softmax, routing scores, k-means and the loss stay
+float32). Two measurements, float32 and bfloat16 interleaved:
+
+  speed    seconds per training step (the library's train step: loss,
+           grads, k-means update, Adam) of the peer benchmark's model
+           (peer_workers.ours_config) at the shapes in --shapes, each point
+           in its own child process (the CLIs' XLA flags), --rounds rounds,
+           the fastest round kept;
+  quality  `python -m routing_jax.main --config=experiments/shakespeare.py:
+           small` (200 steps) in each dtype for each seed in --seeds: the
+           final validation bits/byte and the wall time.
+
+  python benchmarks/cpu_bf16.py --out benchmarks/results/cpu_bf16
+
+Writes <out>.json (machine, every round and run) and prints a table.
+"""
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+DTYPES = ("float32", "bfloat16")
+# name: (layers, d_model, heads, n, batch)
+SHAPES = {
+    "peer_6x512_n1024_b1": (6, 512, 8, 1024, 1),
+    "mid_4x256_n1024_b8": (4, 256, 4, 1024, 8),
+}
+
+_STEP = r"""
+import json, sys, time
+sys.path.insert(0, {here!r})
+from routing_jax import xla_flags
+xla_flags.apply_cpu_defaults()
+import jax
+import peer_workers
+spec = json.loads({spec!r})
+_, step, state, batch = peer_workers.ours_train_setup(spec, spec["n"], spec["batch"])
+state, m = step(state, batch)
+jax.block_until_ready(m)
+times = []
+for _ in range(spec["steps"]):
+  t0 = time.perf_counter()
+  state, m = step(state, batch)
+  jax.block_until_ready(m)
+  times.append(time.perf_counter() - t0)
+print(json.dumps(dict(times=times, loss=float(m["loss"]))))
+"""
+
+
+def step_point(shape: str, dtype: str, steps: int) -> dict:
+  layers, d, heads, n, b = SHAPES[shape]
+  spec = dict(
+      layers=layers,
+      d_model=d,
+      heads=heads,
+      d_ff=4 * d,
+      position="rope",
+      n=n,
+      batch=b,
+      dtype=dtype,
+      steps=steps,
+  )
+  code = _STEP.format(here=HERE, spec=json.dumps(spec))
+  out = subprocess.run(
+      [sys.executable, "-c", code],
+      capture_output=True,
+      text=True,
+      check=True,
+      cwd=ROOT,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+  )
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def quality_run(dtype: str, seed: int) -> dict:
+  with tempfile.TemporaryDirectory() as workdir:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "routing_jax.main",
+            "--config=experiments/shakespeare.py:small",
+            f"--workdir={workdir}",
+            f"--config.model.dtype={dtype}",
+            f"--config.train.seed={seed}",
+            "--config.train.sample_length=0",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
+  text = out.stdout
+  bpb = re.search(r"final validation bits_per_byte: ([0-9.]+)", text)
+  wall = re.search(r"training wall time: ([0-9.]+) s", text)
+  return dict(
+      bits_per_byte=float(bpb.group(1)), wall_s=float(wall.group(1))
+  )
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--shapes", default=",".join(SHAPES))
+  p.add_argument("--rounds", type=int, default=2)
+  p.add_argument("--steps", type=int, default=4, help="timed steps a point")
+  p.add_argument("--seeds", default="0,1")
+  p.add_argument("--skip-quality", action="store_true")
+  p.add_argument("--out", default="")
+  args = p.parse_args(argv)
+  rows = []
+  for r in range(args.rounds):
+    for shape in args.shapes.split(","):
+      for dtype in DTYPES:
+        res = step_point(shape, dtype, args.steps)
+        rows.append(dict(kind="speed", shape=shape, dtype=dtype, round=r, **res))
+        print(json.dumps(rows[-1]), flush=True)
+  if not args.skip_quality:
+    for seed in [int(s) for s in args.seeds.split(",")]:
+      for dtype in DTYPES:
+        res = quality_run(dtype, seed)
+        rows.append(dict(kind="quality", dtype=dtype, seed=seed, **res))
+        print(json.dumps(rows[-1]), flush=True)
+  summary = {}
+  for shape in args.shapes.split(","):
+    best = {
+        dt: min(
+            min(r["times"])
+            for r in rows
+            if r["kind"] == "speed" and r["shape"] == shape and r["dtype"] == dt
+        )
+        for dt in DTYPES
+    }
+    summary[shape] = dict(
+        float32_s=best["float32"],
+        bfloat16_s=best["bfloat16"],
+        bf16_speedup=best["float32"] / best["bfloat16"],
+    )
+  quality = [r for r in rows if r["kind"] == "quality"]
+  for dt in DTYPES:
+    runs = [r for r in quality if r["dtype"] == dt]
+    if runs:
+      summary[f"quality_{dt}"] = dict(
+          bits_per_byte=[r["bits_per_byte"] for r in runs],
+          wall_s=[r["wall_s"] for r in runs],
+      )
+  report = dict(machine=machine.describe(), summary=summary, rows=rows)
+  print(json.dumps(summary, indent=1))
+  if args.out:
+    with open(args.out + ".json", "w") as f:
+      json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+  main()
