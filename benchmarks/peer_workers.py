@@ -218,7 +218,7 @@ def ours_config(spec, n, max_len=None):
       norm="pre",
       position=spec["position"],
       residual_dropout=0.0,
-      # cpu_bf16.py measures "bfloat16"; the peer comparison is float32.
+      # cpu_defaults.py measures "bfloat16"; the peer comparison is float32.
       dtype=spec.get("dtype", "float32"),
   )
 

@@ -1,21 +1,23 @@
 # Copyright 2026 The routing-jax Authors.
 # SPDX-License-Identifier: Apache-2.0
-"""bfloat16 against float32 on the CPU: step time and the loss it reaches.
+"""The CPU defaults, measured: float32 or bfloat16, YNNPACK matmuls or not.
 
 model.dtype="bfloat16" runs matmuls and activations in bf16 (parameters,
 optimizer state, softmax, routing scores, k-means and the loss stay
-float32). Two measurements, float32 and bfloat16 interleaved:
+float32); `--xla_cpu_experimental_ynn_fusion_type=dot` hands matmuls to
+YNNPACK, which the CLIs turn off by default (routing_jax/xla_flags.py).
+Two measurements, the variants interleaved:
 
   speed    seconds per training step (the library's train step: loss,
            grads, k-means update, Adam) of the peer benchmark's model
-           (peer_workers.ours_config) at the shapes in --shapes, each point
-           in its own child process (the CLIs' XLA flags), --rounds rounds,
-           the fastest round kept;
+           (peer_workers.ours_config) at the shapes in --shapes, for each
+           (dtype, matmul backend), each point in its own child process,
+           --rounds rounds, the fastest round kept;
   quality  `python -m routing_jax.main --config=experiments/shakespeare.py:
            small` (200 steps) in each dtype for each seed in --seeds: the
            final validation bits/byte and the wall time.
 
-  python benchmarks/cpu_bf16.py --out benchmarks/results/cpu_bf16
+  python benchmarks/cpu_defaults.py --out benchmarks/results/cpu_defaults
 
 Writes <out>.json (machine, every round and run) and prints a table.
 """
@@ -34,6 +36,11 @@ sys.path.insert(0, HERE)
 import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DTYPES = ("float32", "bfloat16")
+# Matmul backend: the CLIs' default (Eigen), or YNNPACK for dots.
+BACKENDS = {
+    "eigen": "",
+    "ynn_dot": "--xla_cpu_experimental_ynn_fusion_type=dot",
+}
 # name: (layers, d_model, heads, n, batch)
 SHAPES = {
     "peer_6x512_n1024_b1": (6, 512, 8, 1024, 1),
@@ -61,7 +68,7 @@ print(json.dumps(dict(times=times, loss=float(m["loss"]))))
 """
 
 
-def step_point(shape: str, dtype: str, steps: int) -> dict:
+def step_point(shape: str, dtype: str, backend: str, steps: int) -> dict:
   layers, d, heads, n, b = SHAPES[shape]
   spec = dict(
       layers=layers,
@@ -81,7 +88,7 @@ def step_point(shape: str, dtype: str, steps: int) -> dict:
       text=True,
       check=True,
       cwd=ROOT,
-      env=dict(os.environ, JAX_PLATFORMS="cpu"),
+      env=dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=BACKENDS[backend]),
   )
   return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -108,14 +115,13 @@ def quality_run(dtype: str, seed: int) -> dict:
   text = out.stdout
   bpb = re.search(r"final validation bits_per_byte: ([0-9.]+)", text)
   wall = re.search(r"training wall time: ([0-9.]+) s", text)
-  return dict(
-      bits_per_byte=float(bpb.group(1)), wall_s=float(wall.group(1))
-  )
+  return dict(bits_per_byte=float(bpb.group(1)), wall_s=float(wall.group(1)))
 
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--shapes", default=",".join(SHAPES))
+  p.add_argument("--backends", default=",".join(BACKENDS))
   p.add_argument("--rounds", type=int, default=2)
   p.add_argument("--steps", type=int, default=4, help="timed steps a point")
   p.add_argument("--seeds", default="0,1")
@@ -126,9 +132,19 @@ def main(argv=None):
   for r in range(args.rounds):
     for shape in args.shapes.split(","):
       for dtype in DTYPES:
-        res = step_point(shape, dtype, args.steps)
-        rows.append(dict(kind="speed", shape=shape, dtype=dtype, round=r, **res))
-        print(json.dumps(rows[-1]), flush=True)
+        for backend in args.backends.split(","):
+          res = step_point(shape, dtype, backend, args.steps)
+          rows.append(
+              dict(
+                  kind="speed",
+                  shape=shape,
+                  dtype=dtype,
+                  backend=backend,
+                  round=r,
+                  **res,
+              )
+          )
+          print(json.dumps(rows[-1]), flush=True)
   if not args.skip_quality:
     for seed in [int(s) for s in args.seeds.split(",")]:
       for dtype in DTYPES:
@@ -137,19 +153,20 @@ def main(argv=None):
         print(json.dumps(rows[-1]), flush=True)
   summary = {}
   for shape in args.shapes.split(","):
-    best = {
-        dt: min(
+    best = {}
+    for dt in DTYPES:
+      for backend in args.backends.split(","):
+        best[f"{dt}/{backend}"] = min(
             min(r["times"])
             for r in rows
-            if r["kind"] == "speed" and r["shape"] == shape and r["dtype"] == dt
+            if r["kind"] == "speed"
+            and (r["shape"], r["dtype"], r["backend"]) == (shape, dt, backend)
         )
-        for dt in DTYPES
+    base = best["float32/eigen"] if "float32/eigen" in best else None
+    summary[shape] = {
+        k: dict(step_s=v, speedup_vs_f32_eigen=base / v if base else None)
+        for k, v in best.items()
     }
-    summary[shape] = dict(
-        float32_s=best["float32"],
-        bfloat16_s=best["bfloat16"],
-        bf16_speedup=best["float32"] / best["bfloat16"],
-    )
   quality = [r for r in rows if r["kind"] == "quality"]
   for dt in DTYPES:
     runs = [r for r in quality if r["dtype"] == dt]
