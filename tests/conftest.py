@@ -6,26 +6,35 @@ This must run before any test module imports jax: XLA reads XLA_FLAGS once,
 when the backend starts. The tests run with the XLA:CPU flags that
 `python -m routing_jax.main` sets, so that a run in this process and one in
 a CLI subprocess compute bitwise the same (the resume tests compare them).
+
+The persistent compilation cache is set through the environment, so that
+the CLI subprocesses the tests start (they inherit it; jax reads
+JAX_COMPILATION_CACHE_DIR and JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS)
+reuse what this process or an earlier subprocess compiled, and the other
+way round. A cache hit returns the executable the same compile produced:
+results are unchanged. A test that checks the cache itself overrides them.
 """
 
 import os
 
 from routing_jax import xla_flags
 
+CACHE_DIR = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), ".jax_cache"
+)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "")
     + " --xla_force_host_platform_device_count=8"
 )
 xla_flags.apply_cpu_defaults()
+os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE_DIR
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 
 import jax  # pylint: disable=g-import-not-at-top
 
 jax.config.update("jax_enable_x64", False)
-jax.config.update(
-    "jax_compilation_cache_dir",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), ".jax_cache"),
-)
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
