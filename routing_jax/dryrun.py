@@ -168,6 +168,12 @@ def tpu_devices(hw) -> list:
     # Without TPU chips there is nothing to share: libtpu's lockfile
     # (/tmp/libtpu_lockfile) would only stop two dry runs at once.
     os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+  # Compile-only executables cannot be read back from the persistent
+  # compilation cache (no client to load them: "PjRtCompiler must be
+  # constructed with a Client"), so a second dry run with
+  # JAX_COMPILATION_CACHE_DIR set failed on its own cache entries; nothing
+  # runs them, so they are not cached.
+  jax.config.update("jax_enable_compilation_cache", False)
   kw = {"chip_config_name": "megacore"} if hw.kind.torus_dims == 3 else {}
   return list(
       topologies.get_topology_desc(
