@@ -3,8 +3,8 @@
 """The package layout: imports point one way and form no cycle.
 
 Layers, lowest first:
-  shared     routing_jax.{cli, common_types, errors, multihost,
-             storage_errors, xla_flags}:
+  shared     routing_jax.{cli, common_types, config_sections, errors,
+             multihost, storage_errors, xla_flags}:
              import no other routing_jax module (cli: how every CLI,
              datasets.build included, turns a user's mistake into one line)
   nn, data   routing_jax.nn.*, routing_jax.data.*: import only the shared
@@ -30,6 +30,7 @@ PACKAGE = ROOT / "routing_jax"
 SHARED = {
     "routing_jax.cli",
     "routing_jax.common_types",
+    "routing_jax.config_sections",
     "routing_jax.errors",
     "routing_jax.multihost",
     "routing_jax.storage_errors",

@@ -10,6 +10,7 @@ raised before anything is compiled.
 import dataclasses
 from typing import Any, Mapping, Optional
 
+from routing_jax import config_sections
 from routing_jax.nn.modes import (
     DTYPE_NAMES,
     FFNS,
@@ -101,11 +102,7 @@ class ModelConfig:
           f"{k} -> model.{'.'.join(LEGACY_NAMES[k])}" for k in moved
       )
       raise ValueError(f"model: field(s) moved into model.routing: {where}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(items) - known)
-    if unknown:
-      raise ValueError(f"model: unknown field(s) {unknown}")
-    return cls(**items)
+    return config_sections.build(cls, items, "model.", "model.")
 
   def replace(self, **kw) -> "ModelConfig":
     return dataclasses.replace(self, **kw)

@@ -12,7 +12,9 @@ every error names the field and the rule.
 """
 
 import dataclasses
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
+
+from routing_jax import config_sections
 
 from routing_jax.nn.modes import (
     ATTENTION_POSITIONS,
@@ -25,24 +27,6 @@ from routing_jax.nn.modes import (
 def _check(cond: bool, prefix: str, field: str, value: Any, rule: str):
   if not cond:
     raise ValueError(f"{prefix}{field}={value!r}: {rule}")
-
-
-def _build(cls, config: Any, own: str, prefix: str):
-  """cls from a ConfigDict / mapping; unknown keys are an error, and errors
-  name fields under `prefix` (the section's path in the caller's config)
-  instead of the class's own `own`."""
-  items = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-  known = {f.name for f in dataclasses.fields(cls)}
-  unknown = sorted(set(items) - known)
-  if unknown:
-    raise ValueError(f"{prefix.rstrip('.')}: unknown field(s) {unknown}")
-  try:
-    return cls(**items)
-  except ValueError as e:
-    text = str(e)
-    if text.startswith(own):
-      raise ValueError(prefix + text[len(own) :]) from None
-    raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +62,7 @@ class KMeansConfig:
   @classmethod
   def from_config(cls, config: Any, prefix: str = "kmeans.") -> "KMeansConfig":
     """From a ConfigDict / mapping; unknown keys are an error."""
-    return _build(cls, config, "kmeans.", prefix)
+    return config_sections.build(cls, config, "kmeans.", prefix)
 
   def validate(self, prefix: str = "kmeans.") -> None:
     need = lambda c, f, rule: _check(c, prefix, f, getattr(self, f), rule)
@@ -193,7 +177,7 @@ class RoutingConfig:
   ) -> "RoutingConfig":
     """From a ConfigDict / mapping (kmeans nested); unknown keys are an
     error."""
-    return _build(cls, config, "routing.", prefix)
+    return config_sections.build(cls, config, "routing.", prefix)
 
   def replace(self, **kw) -> "RoutingConfig":
     return dataclasses.replace(self, **kw)

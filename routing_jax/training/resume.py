@@ -53,12 +53,13 @@ def restore(
     ckpt: checkpointing.Checkpointer,
     state: Any,
     train_data: Any,
-    config: Any,
+    model_hash: str,
     steps: int,
     before: Optional[int] = None,
 ) -> Optional[tuple[Any, int]]:
   """(state, step) of the newest restorable checkpoint (before `before`),
   with `train_data` positioned after it; None for a fresh start.
+  `model_hash` is this run's `config_hash`.
 
   Raises:
     errors.ConfigError: the checkpoint was trained with another model
@@ -69,11 +70,12 @@ def restore(
   if restored is None:
     return None
   state, data_state, start = restored
-  saved, now = ckpt.read_meta(start).get("model_hash"), config_hash(config)
-  if saved not in (None, now):
+  saved = ckpt.read_meta(start).get("model_hash")
+  if saved not in (None, model_hash):
     raise errors.ConfigError(
         f"{ckpt.directory}: checkpoint step {start} was trained with a "
-        f"different model config section (model hash {saved} != {now});"
+        f"different model config section (model hash {saved} !="
+        f" {model_hash});"
         " use a new workdir."
     )
   try:

@@ -14,6 +14,8 @@ in `train.validate_config`.
 import dataclasses
 from typing import Any
 
+from routing_jax import config_sections
+
 OPTIMIZERS = ("adafactor", "adamw")
 SCHEDULES = ("rsqrt", "cosine", "constant")
 LR_BATCH_SCALINGS = ("none", "sqrt", "linear")
@@ -64,12 +66,7 @@ class TrainConfig:
   def from_config(cls, config: Any) -> "TrainConfig":
     """From a ConfigDict / mapping; unknown keys are an error, missing ones
     (a config.json saved before the field existed) take the default."""
-    items = dict(config.to_dict() if hasattr(config, "to_dict") else config)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(items) - known)
-    if unknown:
-      raise ValueError(f"train: unknown field(s) {unknown}")
-    return cls(**items)
+    return config_sections.build(cls, config, "train.", "train.")
 
   def replace(self, **kw) -> "TrainConfig":
     return dataclasses.replace(self, **kw)

@@ -221,16 +221,17 @@ def _start(config: Any, workdir: str, restore_before: Optional[int]) -> "_Loop":
   trainer, state = train.build_trainer(
       config, mesh, sharding.logical_rules(), model_cfg
   )
+  model_hash = resume.config_hash(config)
   ckpt = checkpointing.Checkpointer(
       workdir / "checkpoints",
       keep=t.keep_checkpoints,
       save_every=t.checkpoint_every,
       async_save=t.async_checkpointing,
-      metadata={"model_hash": resume.config_hash(config)},
+      metadata={"model_hash": model_hash},
   )
   try:
     restored = resume.restore(
-        ckpt, state, datasets.train, config, t.steps, restore_before
+        ckpt, state, datasets.train, model_hash, t.steps, restore_before
     )
   except Exception:
     ckpt.close()
