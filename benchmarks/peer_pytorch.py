@@ -30,6 +30,20 @@ script runs, and --help works, without torch.
   python benchmarks/peer_pytorch.py                # full run, ~30-60 min
   python benchmarks/peer_pytorch.py --quick        # n = 1024, one round
 
+Time to quality (--quality; peer_quality.py, peer_quality_workers.py): both
+libraries train the same 4-layer model (2 local + 2 routing heads) on the
+embedded corpus for --budget seconds each, per seed, with each side's
+recipe and the same recipe; validation bits/byte against wall time, and the
+port also scored causally so that its future leak shows:
+
+  python benchmarks/peer_pytorch.py --quality --budget 600 --seeds 0,1,2 \
+      --runs port:adam_const,port:adamw_cos,ours:adamw_cos
+  # A variant of ours: +FIELD=VALUE sets a ModelConfig or RoutingConfig field
+  python benchmarks/peer_pytorch.py --quality --budget 300 --seeds 0 \
+      --runs ours:adamw_cos,ours+logit_scale=0.125:adamw_cos
+  # Merge result files into one report:
+  python benchmarks/peer_pytorch.py --quality --report a.json,b.json --out r
+
 Writes <out>.json (machine, versions, load, every round), <out>.md (tables)
 and <out>.png (time and memory vs n, log-log; generation ms/token).
 """
@@ -57,6 +71,7 @@ PORT_ENV = {
     "port_1thread": {"OMP_NUM_THREADS": "1"},
 }
 sys.path.insert(0, HERE)
+import peer_quality  # pylint: disable=g-import-not-at-top,wrong-import-position
 import peer_report  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -96,7 +111,12 @@ def parse_args(argv=None):
       ),
   )
   p.add_argument(
-      "--report", default="", help="only rewrite .md and .png from this JSON"
+      "--report",
+      default="",
+      help=(
+          "only rewrite .md and .png from this JSON; several (comma-"
+          "separated): their runs merged into --out"
+      ),
   )
   p.add_argument("--gen-context", type=int, default=1024)
   p.add_argument("--gen-batches", default="1,8")
@@ -114,9 +134,23 @@ def parse_args(argv=None):
   )
   p.add_argument("--no-gen", action="store_true")
   p.add_argument("--no-leak", action="store_true")
-  p.add_argument("--layers", type=int, default=6)
-  p.add_argument("--d-model", type=int, default=512)
-  p.add_argument("--heads", type=int, default=8)
+  p.add_argument(
+      "--layers", type=int, default=0, help="0: 6 (speed), 4 (--quality)"
+  )
+  p.add_argument(
+      "--d-model", type=int, default=0, help="0: 512 (speed), 256 (--quality)"
+  )
+  p.add_argument(
+      "--heads", type=int, default=0, help="0: 8 (speed), 4 (--quality)"
+  )
+  p.add_argument(
+      "--local-heads",
+      type=int,
+      default=-1,
+      help=(
+          "local heads per layer, the rest route; -1: 0 (speed), 2 (--quality)"
+      ),
+  )
   p.add_argument(
       "--d-ff",
       type=int,
@@ -161,12 +195,54 @@ def parse_args(argv=None):
       ),
   )
   p.add_argument("--label", default="", help="free text for the JSON")
+  q = p.add_argument_group(
+      "time to quality (--quality): both libraries train for --budget"
+      " seconds on the embedded corpus (peer_quality.py)"
+  )
+  q.add_argument("--quality", action="store_true")
+  q.add_argument("--budget", type=float, default=600.0, help="seconds per run")
+  q.add_argument("--seeds", default="0,1,2")
+  q.add_argument(
+      "--runs",
+      default="port:adam_const,ours:adamw_cos",
+      help=(
+          "SIDE:RECIPE[@LR],...: adam_const is the port's example recipe"
+          " (Adam 1e-4, clip 0.5), adamw_cos ours (experiments/shakespeare.py:"
+          " AdamW, warm-up, cosine over the budget)"
+      ),
+  )
+  q.add_argument("--quality-n", type=int, default=1024)
+  q.add_argument("--batch", type=int, default=8)
+  q.add_argument("--evals", type=int, default=8, help="curve points per run")
+  q.add_argument(
+      "--curve-windows",
+      type=int,
+      default=32,
+      help="validation windows scored at each curve point",
+  )
+  q.add_argument("--causal-windows", type=int, default=32)
+  q.add_argument("--causal-positions", type=int, default=32)
   p.add_argument(
       "--quick",
       action="store_true",
       help="n = 1024 only, one round, 2 timed steps",
   )
   args = p.parse_args(argv)
+  quality = args.quality
+  args.layers = args.layers or (4 if quality else 6)
+  args.d_model = args.d_model or (256 if quality else 512)
+  args.heads = args.heads or (4 if quality else 8)
+  if args.local_heads < 0:
+    args.local_heads = 2 if quality else 0
+  if not 0 <= args.local_heads <= args.heads:
+    p.error("--local-heads: between 0 and --heads")
+  args.seeds = [int(s) for s in args.seeds.split(",") if s]
+  try:
+    peer_quality.parse_runs(args.runs)
+  except ValueError as e:
+    p.error(str(e))
+  if args.quality_n % 128:
+    p.error("--quality-n must be a multiple of 128 (window)")
   if args.quick:
     args.sizes, args.rounds, args.steps = "1024", 1, 2
     args.gen_tokens_port, args.gen_tokens_ours = 4, 16
@@ -178,8 +254,9 @@ def parse_args(argv=None):
   if any(n % 128 for n in args.sizes + [args.gen_context]):
     p.error("--sizes and --gen-context must be multiples of 128 (window)")
   args.d_ff = args.d_ff or 4 * args.d_model
+  default_out = "peer_pytorch_quick" if args.quick else "peer_pytorch"
   args.out = args.out or os.path.join(
-      HERE, "results", "peer_pytorch_quick" if args.quick else "peer_pytorch"
+      HERE, "results", "peer_quality" if quality else default_out
   )
   return args
 
@@ -272,7 +349,7 @@ def uptime():
 # ------------------------------------------------------------ children
 
 
-def run_child(py, spec, timeout):
+def run_child(py, spec, timeout, worker=WORKER):
   """Runs one point in a fresh process; failures are returned, not raised."""
   env = dict(os.environ)
   if spec["side"] == "ours":  # the checkout, even if not pip-installed
@@ -282,7 +359,7 @@ def run_child(py, spec, timeout):
   t0 = time.perf_counter()
   # A new session, so that a timeout kills the child's whole group.
   proc = subprocess.Popen(
-      [py, WORKER, json.dumps(spec)],
+      [py, worker, json.dumps(spec)],
       stdout=subprocess.PIPE,
       stderr=subprocess.PIPE,
       text=True,
@@ -340,10 +417,19 @@ def describe(rec):
 def main(argv=None):
   args = parse_args(argv)
   if args.report:
-    with open(args.report) as f:
-      res = json.load(f)
-    res["summary"] = peer_report.summarise(res)
-    write_report(res, os.path.splitext(args.report)[0])
+    paths = args.report.split(",")
+    parts = []
+    for path in paths:
+      with open(path) as f:
+        parts.append(json.load(f))
+    res = parts[0]
+    for other in parts[1:]:  # runs of one comparison made in several calls
+      res["runs"] += other["runs"]
+      res["meta"].setdefault("more_commands", []).append(
+          other["meta"]["command"]
+      )
+    out = os.path.splitext(paths[0])[0] if len(paths) == 1 else args.out
+    write_report(res, out)
     return
   port_py = peer_python(args)
   pythons = {side: port_py for side in PORT_ENV}
@@ -397,6 +483,19 @@ def main(argv=None):
       json.dump(res, f, indent=1)
 
   print(res["meta"]["uptime_at_start"], flush=True)
+  if args.quality:
+    res["mode"] = "quality"
+    res["args"] = res["meta"]["args"]
+    peer_quality.run_all(args, pythons, run_child, res, save)
+  else:
+    measure_speed(args, pythons, model, res, save)
+  res["meta"]["uptime_at_end"] = uptime()
+  save()
+  write_report(res, prefix)
+
+
+def measure_speed(args, pythons, model, res, save):
+  """The leak check, train-step and generation points (not --quality)."""
   if not args.no_leak:
     # A small model is enough: the question is yes or no.
     small = {
@@ -450,17 +549,17 @@ def main(argv=None):
         if rec["status"] != "ok":
           print(rec.get("stderr_tail", "")[-600:], flush=True)
         save()
-  res["meta"]["uptime_at_end"] = uptime()
-  res["summary"] = peer_report.summarise(res)
-  save()
-  write_report(res, prefix)
 
 
 def write_report(res, prefix):
-  md = peer_report.markdown(res)
+  report = peer_quality if res.get("mode") == "quality" else peer_report
+  res["summary"] = report.summarise(res)
+  with open(prefix + ".json", "w") as f:
+    json.dump(res, f, indent=1)
+  md = report.markdown(res)
   with open(prefix + ".md", "w") as f:
     f.write(md)
-  peer_report.plot(res, prefix + ".png")
+  report.plot(res, prefix + ".png")
   print(md)
   print(f"wrote {prefix}.json, .md, .png")
 

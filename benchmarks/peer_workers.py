@@ -39,7 +39,8 @@ def summary(times):
 
 def port_model(spec, n):
   from routing_transformer import RoutingTransformerLM  # pylint: disable=g-import-not-at-top
-  # n_local_attn_heads=0: every head routes. causal=True makes shared_qk
+  # n_local_attn_heads=0 (the default here): every head routes; local heads
+  # see their block of 128 and the one before, as ours. causal=True makes shared_qk
   # default to True, so no to_k and no memory key/value (num_mem_kv 0).
   # ff_glu with ff_mult 4 is a GEGLU of hidden 4·dim, like ours.
   return RoutingTransformerLM(
@@ -51,7 +52,7 @@ def port_model(spec, n):
       max_seq_len=n,
       window_size=WINDOW,
       causal=True,
-      n_local_attn_heads=0,
+      n_local_attn_heads=spec.get("local_heads", 0),
       ff_glu=True,
       ff_mult=4,
   )
@@ -197,17 +198,29 @@ def port_leak(spec):
 
 
 def ours_config(spec, n, max_len=None):
+  """Our model matching port_model; spec["routing_overrides"] replaces
+  ModelConfig fields (e.g. init_scale) or else RoutingConfig ones."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
   import routing_jax as rj  # pylint: disable=g-import-not-at-top
+
+  overrides = dict(spec.get("routing_overrides", {}))
+  model_fields = {f.name for f in dataclasses.fields(rj.ModelConfig)}
+  model_overrides = {
+      k: overrides.pop(k) for k in list(overrides) if k in model_fields
+  }
   # Pre-norm, RoPE, no dropout and a GEGLU FFN with biases: the port's
   # architecture, parameter for parameter.
-  return rj.ModelConfig(
+  fields = dict(
       vocab_size=256,
       num_layers=spec["layers"],
       d_model=spec["d_model"],
       num_heads=spec["heads"],
-      num_routing_heads=spec["heads"],
+      num_routing_heads=spec["heads"] - spec.get("local_heads", 0),
       routing=rj.RoutingConfig(
-          window=WINDOW, num_clusters=n // WINDOW, mode="causal"
+          window=WINDOW,
+          num_clusters=n // WINDOW,
+          mode="causal",
+          **overrides,
       ),
       max_len=max_len or n,
       query_block=128,
@@ -221,6 +234,8 @@ def ours_config(spec, n, max_len=None):
       # cpu_defaults.py measures "bfloat16"; the peer comparison is float32.
       dtype=spec.get("dtype", "float32"),
   )
+  fields.update(model_overrides)
+  return rj.ModelConfig(**fields)
 
 
 def ours_versions():

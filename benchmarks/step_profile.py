@@ -69,6 +69,13 @@ def parse_args(argv=None):
   p.add_argument("--d-model", type=int, default=512)
   p.add_argument("--heads", type=int, default=8)
   p.add_argument("--d-ff", type=int, default=0, help="0: 4·d_model")
+  p.add_argument("--batch", type=int, default=1)
+  p.add_argument(
+      "--local-heads",
+      type=int,
+      default=0,
+      help="local heads per layer (the rest route)",
+  )
   p.add_argument("--steps", type=int, default=2, help="timed steps")
   p.add_argument("--top", type=int, default=25, help="thunks listed")
   p.add_argument(
@@ -163,9 +170,10 @@ def main(argv=None):
       "heads": args.heads,
       "d_ff": args.d_ff or 4 * args.d_model,
       "position": "rope",
+      "local_heads": args.local_heads,
   }
   n = args.n
-  _, step, state, batch = peer_workers.ours_train_setup(spec, n, 1)
+  _, step, state, batch = peer_workers.ours_train_setup(spec, n, args.batch)
   compiled = step.lower(state, batch).compile()
   index = hlo_index(compiled.as_text())
   state, _ = jax.block_until_ready(compiled(state, batch))
