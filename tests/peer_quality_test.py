@@ -105,6 +105,17 @@ def test_both_sides_draw_the_same_batches():
     np.testing.assert_array_equal(np.diff(x, axis=1) % 251, 1)
 
 
+# One layer with one local and one routing head: both kinds of attention.
+TINY_MODEL = {
+    "layers": 1,
+    "d_model": 32,
+    "heads": 2,
+    "local_heads": 1,
+    "d_ff": 64,
+    "position": "rope",
+}
+
+
 def _tiny_spec(tmp_path, budget):
   path = str(tmp_path / "tiny.npz")
   rng = np.random.default_rng(0)
@@ -118,12 +129,7 @@ def _tiny_spec(tmp_path, budget):
   )
   return {
       "side": "ours",
-      "layers": 1,
-      "d_model": 32,
-      "heads": 2,
-      "local_heads": 1,
-      "d_ff": 64,
-      "position": "rope",
+      **TINY_MODEL,
       "n": 256,
       "batch": 2,
       "seed": 0,
@@ -222,12 +228,7 @@ def test_run_overrides_reach_the_model_and_routing_configs():
   import peer_workers  # pylint: disable=g-import-not-at-top
 
   spec = {
-      "layers": 1,
-      "d_model": 32,
-      "heads": 2,
-      "local_heads": 1,
-      "d_ff": 64,
-      "position": "rope",
+      **TINY_MODEL,
       "routing_overrides": {"init_scale": 0.8, "logit_scale": 0.125},
   }
   cfg = peer_workers.ours_config(spec, 256)
