@@ -485,7 +485,6 @@ def main(argv=None):
   print(res["meta"]["uptime_at_start"], flush=True)
   if args.quality:
     res["mode"] = "quality"
-    res["args"] = res["meta"]["args"]
     peer_quality.run_all(args, pythons, run_child, res, save)
   else:
     measure_speed(args, pythons, model, res, save)

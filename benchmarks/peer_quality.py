@@ -71,8 +71,9 @@ def _value(text):
 def parse_runs(text):
   """ "port:adam_const,ours+exclude_self=true:adamw_cos@1e-3" -> runs.
 
-  Returns [(side, recipe, lr, routing overrides)]: the overrides
-  (`+FIELD=VALUE` after ours) replace RoutingConfig fields of our model.
+  Returns [(side, recipe, lr, overrides)]: the overrides (`+FIELD=VALUE`
+  after ours) replace ModelConfig fields of our model, or else RoutingConfig
+  ones (peer_workers.ours_config).
   """
   runs = []
   for item in filter(None, text.split(",")):
@@ -89,8 +90,8 @@ def parse_runs(text):
       field, eq, value = opt.partition("=")
       if side != "ours" or not eq or not field:
         raise ValueError(
-            f"--runs item {item!r}: +FIELD=VALUE (RoutingConfig fields) only"
-            " after ours"
+            f"--runs item {item!r}: +FIELD=VALUE (ModelConfig or"
+            " RoutingConfig fields) only after ours"
         )
       overrides[field] = _value(value)
     runs.append((side, name, float(lr) if lr else 0.0, overrides))
@@ -144,6 +145,7 @@ def run_all(args, pythons, run_child, res, save):
       "position": args.position,
   }
   runs = parse_runs(args.runs)
+  kmeans_weight = our_recipe()["kmeans_weight"]  # both sides' loss weight
   with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, "data.npz")
     res["data"] = write_data(
@@ -169,7 +171,7 @@ def run_all(args, pythons, run_child, res, save):
             n=args.quality_n,
             batch=args.batch,
             recipe=r,
-            kmeans_weight=our_recipe()["kmeans_weight"],
+            kmeans_weight=kmeans_weight,
             budget_s=args.budget,
             evals=args.evals,
             curve_windows=args.curve_windows,
@@ -255,7 +257,7 @@ def markdown(res):
           f"Model: {mod.get('layers')} layers, d_model {mod.get('d_model')},"
           f" {mod.get('heads')} heads ({mod.get('local_heads')} local), window"
           f" 128, {mod.get('num_clusters')} clusters, batch {mod.get('batch')}"
-          f" x {mod.get('n')} bytes; {res['args']['budget']:.0f} s of training"
+          f" x {mod.get('n')} bytes; {m['args']['budget']:.0f} s of training"
           " per run (compilation included, evaluation excluded). Validation:"
           f" {res['data']['valid_windows']} windows of the validation plays;"
           f" causal subset: {len(res['data']['causal_windows'])} windows x"
@@ -315,7 +317,9 @@ def plot(res, path):
         [p["train_s"] for p in curve],
         [p["bits_per_byte"] for p in curve],
         color=c,
-        label=name if rec["spec"]["seed"] == res["args"]["seeds"][0] else None,
+        label=name
+        if rec["spec"]["seed"] == res["meta"]["args"]["seeds"][0]
+        else None,
         alpha=0.8,
     )
     q = rec["result"]

@@ -194,8 +194,8 @@ def test_report_ranks_runs_by_their_causal_score(tmp_path):
           "date": "today",
           "command": "peer_pytorch.py --quality",
           "model": {"layers": 4, "n": 1024},
+          "args": {"budget": 600.0, "seeds": [0, 1]},
       },
-      "args": {"budget": 600.0, "seeds": [0, 1]},
       "data": {
           "valid_windows": 222,
           "causal_windows": [1],
