@@ -145,7 +145,7 @@ def run_all(args, pythons, run_child, res, save):
       "position": args.position,
   }
   runs = parse_runs(args.runs)
-  kmeans_weight = our_recipe()["kmeans_weight"]  # both sides' loss weight
+  kmeans_weight = our_recipe()["kmeans_weight"]  # our side's loss weight
   with tempfile.TemporaryDirectory() as tmp:
     data = os.path.join(tmp, "data.npz")
     res["data"] = write_data(
