@@ -19,7 +19,8 @@ The model (all 6 layers have 4 local and 4 causal-routing heads):
   d_model 512, 8 heads of 64, d_ff 2048 (GEGLU), vocab 256, Shaw relative
   positions (±256), local query block / memory flange 128 / 128, routing
   window w 256 with a fixed k = 16 clusters (k = 4096/256, the same model at
-  every context), python-loop layers (the default), float32, batch 1.
+  every context), python-loop layers (the default), float32 (--dtype and
+  --param-dtype bfloat16 measure bf16 activations and weights), batch 1.
 
 The cache is filled by running the step function through the context (a
 scan over chunks of 32 positions), so the cached number is measured AT that
@@ -117,6 +118,21 @@ def parse_args(argv=None):
   p.add_argument(
       "--block", type=int, default=128, help="local query block = memory flange"
   )
+  p.add_argument(
+      "--dtype",
+      default="float32",
+      choices=("float32", "bfloat16"),
+      help="activation and matmul dtype (ModelConfig.dtype)",
+  )
+  p.add_argument(
+      "--param-dtype",
+      default="float32",
+      choices=("float32", "bfloat16"),
+      help=(
+          "weight dtype (ModelConfig.param_dtype): bfloat16 halves the bytes"
+          " a batch-1 step reads"
+      ),
+  )
   args = p.parse_args(argv)
   if args.quick:
     args.contexts, args.reps, args.step_reps = "256,512", 2, 8
@@ -148,6 +164,8 @@ def bench_config(args):
       max_len=max(args.contexts),
       residual_dropout=0.0,
       scan_layers=False,
+      dtype=args.dtype,
+      param_dtype=args.param_dtype,
   )
 
 
@@ -388,10 +406,13 @@ def main(argv=None):
           "reps": args.reps,
           **meta,
           "choices": (
-              "6 layers x (4 local + 4 causal routing heads), "
-              "d_model 512, head_dim 64, d_ff 2048 GEGLU, vocab 256, "
-              "relative positions, q/m 128/128, w 256, k 16 fixed, "
-              "python-loop layers, float32, batch 1"
+              f"{args.layers} layers x ({args.heads - args.routing_heads}"
+              f" local + {args.routing_heads} causal routing heads), "
+              f"d_model {args.d_model}, head_dim"
+              f" {args.d_model // args.heads}, d_ff {4 * args.d_model} GEGLU,"
+              f" vocab 256, relative positions, q/m {args.block}/{args.block},"
+              f" w {args.window}, k {args.clusters} fixed, python-loop"
+              f" layers, {args.dtype} (weights {args.param_dtype}), batch 1"
           ),
       },
       "points": points,

@@ -126,6 +126,23 @@ def test_cached_decoding_matches_teacher_forcing(name):
   )
 
 
+def test_bfloat16_decoding_matches_teacher_forcing_and_caches_in_bf16():
+  # bf16 weights and activations (decode.py --dtype/--param-dtype): the
+  # step must agree with the bf16 forward up to bf16 rounding, and every
+  # floating leaf of the cache must be bf16 (half the bytes of float32).
+  cfg = rj.ModelConfig(**dict(TEXT, dtype="bfloat16", param_dtype="bfloat16"))
+  _, variables, forced, stepped, cache = _run(cfg)
+  assert {a.dtype for a in jax.tree.leaves(variables["params"])} == {
+      jnp.dtype(jnp.bfloat16)
+  }
+  floats = [
+      a for a in jax.tree.leaves(cache) if jnp.issubdtype(a.dtype, jnp.floating)
+  ]
+  assert floats and all(a.dtype == jnp.bfloat16 for a in floats)
+  np.testing.assert_allclose(stepped, forced, atol=3e-2, rtol=0)
+  assert np.abs(forced[:, 1:] - forced[:, :1]).max() > 1.0
+
+
 @pytest.mark.slow
 def test_image_model_decodes_like_teacher_forcing():
   cfg = rj.ModelConfig(
