@@ -36,7 +36,18 @@ launches, and the step time not covered by any thunk is mostly theirs
 
 By default the run uses the XLA flags the CLIs set (routing_jax/xla_flags);
 --raw-xla-flags leaves XLA_FLAGS as the environment has it. Writes
-<out>.json (totals, parts, kinds, top thunks) and prints a table.
+<out>.json (totals, parts, kinds, top thunks, every thunk's time summed by
+kind and shape) and prints a table.
+
+Which thunks use the second core: profile once on one core, then on all
+of them against that run; thunks that take about as long on two cores as
+on one ran single-threaded (XLA:CPU splits only some fusions into
+parallel tasks, and runs batched matmuls one batch element after another):
+
+  python benchmarks/step_profile.py --n 1024 --batch 8 --layers 4 \
+      --d-model 256 --heads 4 --local-heads 2 --cores 1 --out /tmp/one
+  python benchmarks/step_profile.py --n 1024 --batch 8 --layers 4 \
+      --d-model 256 --heads 4 --local-heads 2 --against /tmp/one.json
 """
 
 import argparse
@@ -84,6 +95,17 @@ def parse_args(argv=None):
       help="do not add the CLIs' XLA:CPU defaults",
   )
   p.add_argument("--out", default="", help="JSON path prefix")
+  p.add_argument(
+      "--cores",
+      type=int,
+      default=0,
+      help="pin the process to this many cores (0: all it may use)",
+  )
+  p.add_argument(
+      "--against",
+      default="",
+      help="a JSON of this script (e.g. --cores 1): per-thunk time ratios",
+  )
   return p.parse_args(argv)
 
 
@@ -155,8 +177,25 @@ def covered_ns(events):
   return total + cur_e - cur_s
 
 
+def single_threaded(this, other, threshold=1.3):
+  """Thunk (kind, shape) times of `this` run against `other`'s.
+
+  Returns (ms in thunks less than `threshold` times faster here than in
+  `other`, ms in all matched thunks, rows [ms here, ms there, key] by time).
+  """
+  mine, theirs = this["thunks_by_shape"], other["thunks_by_shape"]
+  rows = sorted(
+      ((v, theirs[k], k) for k, v in mine.items() if k in theirs),
+      reverse=True,
+  )
+  slow = sum(a for a, b, _ in rows if b < threshold * a)
+  return slow, sum(a for a, _, _ in rows), rows
+
+
 def main(argv=None):
   args = parse_args(argv)
+  if args.cores:
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.cores]))
   if not args.raw_xla_flags:
     from routing_jax import xla_flags  # pylint: disable=g-import-not-at-top
 
@@ -189,7 +228,7 @@ def main(argv=None):
     traced_s = time.perf_counter() - t0
     events = thunk_events(trace_dir)
 
-  parts, kinds, matrix = (collections.Counter() for _ in range(3))
+  parts, kinds, matrix, by_shape = (collections.Counter() for _ in range(4))
   top = []
   for name, _, dur in events:
     shape, opcode, op_name = index.get(name, ("?", "?", ""))
@@ -198,6 +237,7 @@ def main(argv=None):
     parts[part] += dur
     kinds[kind] += dur
     matrix[(part, "bwd" if backward else "fwd", kind)] += dur
+    by_shape[f"{re.sub(r'[.0-9]+$', '', name)} {shape.split('{')[0]}"] += dur
     top.append(
         (dur, name, shape, re.sub(r"^.*?TransformerLM\)*/", "", op_name))
     )
@@ -207,6 +247,7 @@ def main(argv=None):
       "n": n,
       "spec": spec,
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
+      "cores": len(os.sched_getaffinity(0)),
       "step_s": times,
       "traced_step_s": traced_s,
       "thunk_sum_ms": ms(total),
@@ -217,6 +258,7 @@ def main(argv=None):
       "part_direction_kind_ms": {
           " | ".join(k): ms(v) for k, v in matrix.most_common()
       },
+      "thunks_by_shape": {k: ms(v) for k, v in by_shape.most_common()},
       "top_thunks": [
           {"ms": ms(d), "thunk": t, "shape": s, "op": o}
           for d, t, s, o in sorted(top, reverse=True)[: args.top]
@@ -233,6 +275,26 @@ def main(argv=None):
   print("by kind:")
   for k, v in kinds.most_common():
     print(f"  {k:16s} {ms(v):9.1f} ms  {100 * v / total:5.1f}%")
+  if args.against:
+    with open(args.against) as f:
+      other = json.load(f)
+    slow, matched, rows = single_threaded(result, other)
+    result["against"] = {
+        "path": args.against,
+        "cores": other.get("cores"),
+        "step_s": min(other["step_s"]),
+        "not_sped_up_ms": round(slow, 1),
+        "matched_ms": round(matched, 1),
+    }
+    print(
+        f"against {args.against} ({other.get('cores')} cores, step"
+        f" {min(other['step_s']):.3f} s): {slow:.0f} of {matched:.0f} ms of"
+        " thunks here are less than 1.3x faster than there"
+    )
+    for a, b, k in rows[: args.top]:
+      print(
+          f"  {a:7.1f} ms here {b:7.1f} ms there  x{b / max(a, 1e-3):.2f}  {k}"
+      )
   if args.out:
     with open(args.out + ".json", "w") as f:
       json.dump(result, f, indent=1)
