@@ -62,6 +62,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import machine  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PARTS = (
     ("ffn", r"/(ffn|ffn_norm)/"),
@@ -246,6 +247,7 @@ def main(argv=None):
   result = {
       "n": n,
       "spec": spec,
+      "machine": machine.describe(),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "cores": len(os.sched_getaffinity(0)),
       "step_s": times,
