@@ -401,11 +401,37 @@ def test_image_size_mismatch_is_an_error():
         (dict(image_shape=(4, 4, 2)), "image_shape"),
         (dict(IMAGE, image_shape=(4, 4, 2)), "image_shape"),
         (dict(residual_dropout=1.0), "residual_dropout"),
+        (dict(init_scale=0.0), "init_scale"),
+        (dict(init_mode="lecun"), "init_mode"),
     ],
 )
 def test_bad_config_names_the_field(kw, field):
   with pytest.raises(ValueError, match=rf"model\.{field}\b"):
     _cfg(TEXT, **kw)
+
+
+@pytest.mark.parametrize(
+    "scale,mode,fan",
+    [
+        (0.2, "fan_avg", lambda i, o: (i + o) / 2),
+        (1 / 3, "fan_in", lambda i, o: i),
+    ],
+)
+def test_kernel_init_follows_init_scale_and_init_mode(scale, mode, fan):
+  # Uniform variance scaling: every dense kernel's variance is scale / fan
+  # (fan_in with 1/3 is torch's nn.Linear default), checked on the largest
+  # kernels, whose sample variance is within 3% of the target.
+  cfg = _cfg(TEXT, d_model=64, d_ff=256, init_scale=scale, init_mode=mode)
+  params = nn.unbox(
+      jax.jit(rj.TransformerLM(cfg).init)(
+          jax.random.key(0), jnp.zeros((1, 8), jnp.int32)
+      )["params"]
+  )
+  ffn = params["layer_0"]["ffn"]
+  for name in ("wi_gate", "wi_linear", "wo"):
+    k = np.asarray(ffn[name]["kernel"])
+    fan_in, fan_out = k.shape
+    np.testing.assert_allclose(k.var(), scale / fan(fan_in, fan_out), rtol=0.03)
 
 
 def test_routing_fields_under_their_old_names_say_where_they_went():

@@ -22,9 +22,12 @@ from routing_jax.nn.modes import ATTENTION_POSITIONS
 MASK_VALUE = -1e9
 
 
-def default_kernel_init(scale: float = 0.2) -> Callable[..., Array]:
-  """The reference's uniform_unit_scaling: variance scaling, fan_avg."""
-  return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+def default_kernel_init(
+    scale: float = 0.2, mode: str = "fan_avg"
+) -> Callable[..., Array]:
+  """Uniform variance scaling; the defaults are the reference's
+  uniform_unit_scaling (fan_avg, gain 0.2)."""
+  return nn.initializers.variance_scaling(scale, mode, "uniform")
 
 
 def head_projection(

@@ -46,7 +46,7 @@ def routing_attention(cfg: ModelConfig, **kw) -> RoutingAttention:
       max_decode_length=cfg.max_len,
       dtype=cfg.jnp_dtype,
       param_dtype=cfg.jnp_param_dtype,
-      kernel_init=core.default_kernel_init(cfg.init_scale),
+      kernel_init=core.default_kernel_init(cfg.init_scale, cfg.init_mode),
       **kw,
   )
 
@@ -79,7 +79,7 @@ class DecoderLayer(nn.Module):
   ):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
-    init = core.default_kernel_init(cfg.init_scale)
+    init = core.default_kernel_init(cfg.init_scale, cfg.init_mode)
     n_route = cfg.num_routing_heads if self.has_routing_heads else 0
     n_local = cfg.num_heads - n_route
     pre = cfg.norm == "pre"
@@ -232,7 +232,7 @@ class TransformerLM(nn.Module):
   ):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
-    init = core.default_kernel_init(cfg.init_scale)
+    init = core.default_kernel_init(cfg.init_scale, cfg.init_mode)
     if inputs.ndim != 2:
       raise ValueError(f"inputs must be [batch, length], got {inputs.shape}")
     b, n = inputs.shape
@@ -335,7 +335,7 @@ def _output_layer(cfg: ModelConfig, name: Optional[str] = None) -> nn.Dense:
       cfg.padded_vocab_size,
       axes,
       use_bias=True,
-      kernel_init=core.default_kernel_init(cfg.init_scale),
+      kernel_init=core.default_kernel_init(cfg.init_scale, cfg.init_mode),
       dtype=cfg.jnp_dtype,
       param_dtype=cfg.jnp_param_dtype,
       name=name,

@@ -14,6 +14,7 @@ from routing_jax import config_sections
 from routing_jax.nn.modes import (
     DTYPE_NAMES,
     FFNS,
+    INIT_MODES,
     NORMS,
     POSITIONS,
     REMAT_POLICIES,
@@ -68,10 +69,12 @@ class ModelConfig:
   relu_dropout: float = 0.0
   embedding_dropout: float = 0.0
   target_dropout: float = 0.0
-  # Gain of the uniform fan_avg variance-scaling init: the paper's 0.2 (its
-  # post-norm models); a pre-norm byte model (4 x 256) learned faster per
-  # step with 0.8 (benchmarks/README.md, time to quality).
+  # Gain of the uniform variance-scaling init: the paper's 0.2 over fan_avg
+  # (its post-norm models); a pre-norm byte model (4 x 256) learned faster
+  # per step with 0.8 (benchmarks/README.md, time to quality).
+  # init_mode="fan_in" with init_scale=1/3 is torch's nn.Linear default.
   init_scale: float = 0.2
+  init_mode: str = "fan_avg"
   # Activation policy. "bfloat16": matmuls and activations in bf16, while
   # params, optimizer state, softmax, routing scores, k-means and the loss
   # stay float32 (the paper configs); "float32": everything in float32.
@@ -191,6 +194,12 @@ class ModelConfig:
         f"{self.query_block}",
     )
     need(self.ffn in FFNS, "ffn", f"must be one of {FFNS}")
+    need(self.init_scale > 0, "init_scale", "must be > 0")
+    need(
+        self.init_mode in INIT_MODES,
+        "init_mode",
+        f"must be one of {INIT_MODES}",
+    )
     need(self.norm in NORMS, "norm", f"must be one of {NORMS}")
     need(self.position in POSITIONS, "position", f"must be one of {POSITIONS}")
     need(self.dtype in DTYPE_NAMES, "dtype", f"must be one of {DTYPE_NAMES}")

@@ -19,6 +19,8 @@ ATTENTION_POSITIONS = ("none", "relative", "rope")
 # added to image embeddings (the heads then get none).
 POSITIONS = ATTENTION_POSITIONS + ("learned2d",)
 FFNS = ("geglu", "relu")
+# Variance-scaling fan modes of the kernel initialiser (ModelConfig.init_mode).
+INIT_MODES = ("fan_avg", "fan_in", "fan_out")
 NORMS = ("post", "pre")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 REMAT_POLICIES = (
