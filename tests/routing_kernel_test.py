@@ -324,3 +324,8 @@ def test_fields_added_later_keep_older_checkpoints_hash():
   assert resume.config_hash(config) == now
   config.model.routing.warmup = "random"
   assert resume.config_hash(config) != now
+  config = common.base_config()
+  del config.model["init_mode"]  # from before the field: fan_avg
+  assert resume.config_hash(config) == now
+  config.model.init_mode = "fan_in"
+  assert resume.config_hash(config) != now

@@ -28,6 +28,7 @@ _HASH_NEUTRAL = {
     "routing.warmup": "dense",
     "routing.kmeans.epsilon": 1e-5,
     "routing.kmeans.prior_count": None,
+    "init_mode": "fan_avg",
 }
 
 
