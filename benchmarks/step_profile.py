@@ -133,8 +133,13 @@ def part_of(op_name):
   return "other model"
 
 
+def thunk_base(thunk):
+  """A thunk's name without XLA's numbering: `dot.336` -> `dot`."""
+  return re.sub(r"[.\d]+$", "", thunk)
+
+
 def kind_of(thunk, opcode):
-  base = re.sub(r"[.\d]+$", "", thunk)
+  base = thunk_base(thunk)
   if base in ("dot", "ynn_fusion") or opcode == "dot":
     return "matmul"
   if base.startswith("copy") or base.endswith("transpose"):
@@ -238,7 +243,7 @@ def main(argv=None):
     parts[part] += dur
     kinds[kind] += dur
     matrix[(part, "bwd" if backward else "fwd", kind)] += dur
-    by_shape[f"{re.sub(r'[.0-9]+$', '', name)} {shape.split('{')[0]}"] += dur
+    by_shape[f"{thunk_base(name)} {shape.split('{')[0]}"] += dur
     top.append(
         (dur, name, shape, re.sub(r"^.*?TransformerLM\)*/", "", op_name))
     )

@@ -33,6 +33,11 @@ from routing_jax.nn.routing_attention import RoutingAttention
 STAT_KEYS = ("entropy", "empty_fraction", "max_share")
 
 
+def kernel_init(cfg: ModelConfig):
+  """The dense kernels' initialiser: `cfg.init_scale` over `cfg.init_mode`."""
+  return core.default_kernel_init(cfg.init_scale, cfg.init_mode)
+
+
 def routing_attention(cfg: ModelConfig, **kw) -> RoutingAttention:
   """The routing heads of a routing layer of `cfg`: its `routing` config
   with the heads' positions resolved (ModelConfig.routing_heads_position)."""
@@ -46,7 +51,7 @@ def routing_attention(cfg: ModelConfig, **kw) -> RoutingAttention:
       max_decode_length=cfg.max_len,
       dtype=cfg.jnp_dtype,
       param_dtype=cfg.jnp_param_dtype,
-      kernel_init=core.default_kernel_init(cfg.init_scale, cfg.init_mode),
+      kernel_init=kernel_init(cfg),
       **kw,
   )
 
@@ -79,7 +84,7 @@ class DecoderLayer(nn.Module):
   ):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
-    init = core.default_kernel_init(cfg.init_scale, cfg.init_mode)
+    init = kernel_init(cfg)
     n_route = cfg.num_routing_heads if self.has_routing_heads else 0
     n_local = cfg.num_heads - n_route
     pre = cfg.norm == "pre"
@@ -232,7 +237,7 @@ class TransformerLM(nn.Module):
   ):
     cfg = self.config
     dt, pdt = cfg.jnp_dtype, cfg.jnp_param_dtype
-    init = core.default_kernel_init(cfg.init_scale, cfg.init_mode)
+    init = kernel_init(cfg)
     if inputs.ndim != 2:
       raise ValueError(f"inputs must be [batch, length], got {inputs.shape}")
     b, n = inputs.shape
@@ -335,7 +340,7 @@ def _output_layer(cfg: ModelConfig, name: Optional[str] = None) -> nn.Dense:
       cfg.padded_vocab_size,
       axes,
       use_bias=True,
-      kernel_init=core.default_kernel_init(cfg.init_scale, cfg.init_mode),
+      kernel_init=kernel_init(cfg),
       dtype=cfg.jnp_dtype,
       param_dtype=cfg.jnp_param_dtype,
       name=name,
