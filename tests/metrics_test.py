@@ -252,18 +252,43 @@ def test_step_time_mfu_and_lr_exclude_eval_and_checkpoints(
   """A device kind with a known peak gets MFU; evaluation time is not
   training time; the host fetches metrics at log points only."""
   import jax  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
   from routing_jax.training import hardware  # pylint: disable=g-import-not-at-top
   from routing_jax.training import optim  # pylint: disable=g-import-not-at-top
+  from routing_jax.training import train  # pylint: disable=g-import-not-at-top
 
   fake = hardware.DeviceKind("fake", 2**30, 1e12, ("cpu",))
   monkeypatch.setattr(hardware, "kind_of_device", lambda _: fake)
-  evaluate = train_loop.evaluate
+  # The clock jumps 60 s during each compiling step (run_step's first call
+  # of a program; evaluation's own is inside the evaluation), each
+  # evaluation and each checkpoint save. A real step takes well under a
+  # second even on a loaded machine, so a step time under 5 s shows all of
+  # them were left out (one counted would add at least 20 s per step).
+  jumps = []
+  perf_counter = time.perf_counter
+  monkeypatch.setattr(
+      time, "perf_counter", lambda: perf_counter() + 60.0 * len(jumps)
+  )
+  programs = set()
 
-  def slow_evaluate(*args, **kwargs):
-    time.sleep(0.5)
-    return evaluate(*args, **kwargs)
+  def slow(kind, fn):
+    def wrapped(*args, **kwargs):
+      if kind != "compile":
+        jumps.append(kind)
+      elif id(args[1]) not in programs:  # run_step(trainer, fn, ...)
+        programs.add(id(args[1]))
+        jumps.append(kind)
+      return fn(*args, **kwargs)
 
-  monkeypatch.setattr(train_loop, "evaluate", slow_evaluate)
+    return wrapped
+
+  monkeypatch.setattr(train, "run_step", slow("compile", train.run_step))
+  monkeypatch.setattr(train_loop, "evaluate", slow("eval", train_loop.evaluate))
+  monkeypatch.setattr(
+      checkpointing.Checkpointer,
+      "save",
+      slow("save", checkpointing.Checkpointer.save),
+  )
   fetches = []
   device_get = jax.device_get
 
@@ -298,10 +323,12 @@ def test_step_time_mfu_and_lr_exclude_eval_and_checkpoints(
     assert r["train/tokens_per_s"] == pytest.approx(
         8 * 64 / r["train/step_time_s"]
     )
-  # Steps 4-6 ran after a 0.5 s evaluation and a checkpoint at step 3;
-  # neither counts as step time. Nor does the first step, which compiled.
-  assert train_rows[1]["train/step_time_s"] < 0.5 / 3
-  assert train_rows[0]["train/step_time_s"] < 0.5 / 3
+  # Steps 4-6 ran after an evaluation and a checkpoint at step 3; neither
+  # counts as step time. Nor does the first step, which compiled.
+  assert sorted(set(jumps)) == ["compile", "eval", "save"]
+  assert jumps.count("eval") == 2 and jumps.count("save") >= 2
+  assert train_rows[1]["train/step_time_s"] < 5.0
+  assert train_rows[0]["train/step_time_s"] < 5.0
   out = capsys.readouterr().out
   assert out.count("compiling the train step...") == 1
   assert re.search(
