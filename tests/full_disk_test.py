@@ -26,23 +26,6 @@ import fs_faults  # pylint: disable=g-import-not-at-top,wrong-import-position
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _one_device_env():
-  """The test session's environment with one CPU device, as a CPU user has.
-
-  With conftest's 8 fake devices, Orbax writes each small replicated array
-  as 8 slices (replica-parallel saving), and the tiny state's checkpoint
-  takes 1.5-3 MB of the disk instead of 0.6 MB, varying from run to run:
-  the first save alone could fill the 3 MiB disk.
-  """
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = " ".join(
-      f
-      for f in env.get("XLA_FLAGS", "").split()
-      if not f.startswith("--xla_force_host_platform_device_count")
-  )
-  return env
-
-
 def test_failed_event_write_raises_in_the_writing_thread(tmp_path, monkeypatch):
   fs_faults.enospc_after(monkeypatch, 2000, part="tensorboard")
   writer = metrics.MetricWriter(tmp_path)
@@ -92,7 +75,12 @@ def test_full_disk_ends_the_run_in_one_line(tmp_path, what, leave, args):
             *args,
         ],
         cwd=ROOT,
-        env=_one_device_env(),
+        # One CPU device, as a CPU user has (the CLI sets its own XLA flags).
+        # With conftest's 8 fake devices Orbax saves each small replicated
+        # array as 8 slices and the tiny checkpoint takes 1.5-3 MB instead
+        # of 0.6 MB, varying from run to run: the first save could fill the
+        # disk.
+        env={k: v for k, v in os.environ.items() if k != "XLA_FLAGS"},
         capture_output=True,
         text=True,
         timeout=240,
